@@ -1,0 +1,264 @@
+"""A recurrent cell as data: its equations, parsed once and validated on construction.
+
+Notation (shared by every module of gateflow):
+
+* ``x`` is the input x_t; a state block ``s`` (``h``, and ``c`` for the LSTM family) is the
+  new value s_t and ``s_prev`` the previous value s_{t−1}. Every other left-hand side is a
+  gate or intermediate at time t (``i, f, g, o`` for the LSTM, ``r, z, n`` for the GRU).
+* ``W @ v`` is a matrix–vector product with a weight matrix; ``*``, ``+``, ``-`` are
+  elementwise. Other parameters are vectors (biases, peepholes, IndRNN's recurrent weights).
+* Weights applied to ``x`` are (n, d); every other weight is (n, n); vectors are (n,).
+
+A cell is a frozen record in the spirit of a Butcher tableau: declare it once, the
+constructor checks it (every free symbol declared, every state block updated, every
+parameter and intermediate used), and :mod:`gateflow._derive` does the calculus.
+"""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import sympy as sp
+from sympy.parsing.sympy_parser import parse_expr, standard_transformations
+
+from ._functions import ACTIVATIONS, MatVec
+
+INPUT = "x"
+
+
+@dataclass(frozen=True)
+class TorchLayout:
+    """How a single-layer PyTorch state_dict maps onto a cell's parameters.
+
+    ``weight_ih_l0`` stacks the matrices in ``ih`` (each n × d) in PyTorch's gate order,
+    ``weight_hh_l0`` those in ``hh`` (each n × n). ``bias_ih_l0`` and ``bias_hh_l0`` are split
+    the same way; a parameter named in both is their sum (PyTorch's two LSTM biases only
+    ever appear summed), a parameter named in one takes that slice alone (GRU's b_in, b_hn).
+    """
+
+    ih: tuple[str, ...]
+    hh: tuple[str, ...]
+    bias_ih: tuple[str, ...]
+    bias_hh: tuple[str, ...]
+    module: str  # "RNN", "LSTM" or "GRU"
+    nonlinearity: str | None = None  # nn.RNN's nonlinearity
+
+
+@dataclass(frozen=True)
+class MatVecAtom:
+    """One product ``weight @ arg`` of a cell, an opaque scalar ``symbol`` in expressions."""
+
+    symbol: sp.Symbol
+    weight: str
+    arg: str  # "x", "<s>_prev", a defined node, or a composite node "_a<k>"
+
+
+@dataclass(frozen=True)
+class System:
+    """The parsed equations: everything the derivation and the evaluators need."""
+
+    defs: tuple[tuple[sp.Symbol, sp.Expr], ...]  # (node, rhs) in evaluation order
+    composites: frozenset[str]  # nodes introduced for a non-symbol matvec argument
+    matvecs: tuple[MatVecAtom, ...]
+    matrices: dict[str, str]  # weight name -> "input" (n × d) or "recurrent" (n × n)
+    vectors: tuple[str, ...]
+    order: tuple[str, ...]  # defined nodes and matvec symbols, in a valid evaluation order
+    pretty: dict[str, sp.Expr]  # node -> rhs as written, with MatVec(W, v) kept (for display)
+
+    @cached_property
+    def rhs(self) -> dict[str, sp.Expr]:
+        return {s.name: e for s, e in self.defs}
+
+    @cached_property
+    def matvec_by_symbol(self) -> dict[str, MatVecAtom]:
+        return {m.symbol.name: m for m in self.matvecs}
+
+
+class _Weight(sp.Symbol):
+    """Parameter symbol during parsing only: ``W @ v`` builds ``MatVec(W, v)``."""
+
+    def __matmul__(self, other):
+        return MatVec(sp.Symbol(self.name), sp.sympify(other))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A recurrent cell: equations over named symbols, checked on construction.
+
+    Example (the Elman RNN)::
+
+        Cell(name="rnn", summary="Elman RNN, tanh", reference="Elman 1990",
+             state=("h",), params=("W", "U", "b"),
+             equations=("h = tanh(W @ x + U @ h_prev + b)",))
+    """
+
+    name: str
+    summary: str
+    reference: str
+    state: tuple[str, ...]
+    params: tuple[str, ...]
+    equations: tuple[str, ...]
+    torch: TorchLayout | None = None
+    #: The bias that opens the memory path, and the sign with which it does (for
+    #: ``--gate-bias`` and chrono initialisation): ("b_f", +1) for the LSTM.
+    memory_bias: tuple[str, int] | None = None
+    #: Bias set to minus the memory bias under chrono initialisation (LSTM's b_i).
+    chrono_partner: str | None = None
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        self.system  # parse and validate now: a malformed cell fails at import time
+
+    # -- names ---------------------------------------------------------------------------
+    @property
+    def prev(self) -> tuple[str, ...]:
+        """Names of the previous-state symbols, in state order (``h_prev``, ``c_prev``)."""
+        return tuple(f"{s}_prev" for s in self.state)
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Jacobian blocks ``"X/Y"`` = ∂X_t/∂Y_{t−k}, outputs-major in state order."""
+        return tuple(f"{a}/{b}" for a in self.state for b in self.state)
+
+    @cached_property
+    def gates(self) -> tuple[str, ...]:
+        """Defined nodes that are not state blocks (gates and intermediates), in order."""
+        return tuple(
+            s.name for s, _ in self.system.defs
+            if s.name not in self.state and s.name not in self.system.composites
+        )
+
+    # -- parsing -------------------------------------------------------------------------
+    @cached_property
+    def system(self) -> System:
+        where = f"cell {self.name!r}"
+        reserved = {INPUT, *self.prev}
+        if len(set(self.params)) != len(self.params):
+            raise ValueError(f"{where}: a parameter is declared twice in {self.params}")
+        if not self.state or len(set(self.state)) != len(self.state):
+            raise ValueError(f"{where}: state blocks {self.state} must be distinct and non-empty")
+        params = {p: _Weight(p) for p in self.params}
+        local: dict[str, sp.Basic] = {n: sp.Symbol(n) for n in reserved}
+        local.update(params)
+        global_dict = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational,
+                       "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow,
+                       "Symbol": sp.Symbol, **ACTIVATIONS}
+        plain = {w: sp.Symbol(p) for p, w in params.items()}
+
+        pretty: dict[str, sp.Expr] = {}
+        parsed: list[tuple[sp.Symbol, sp.Expr]] = []
+        for line in self.equations:
+            lhs, sep, rhs_text = line.partition("=")
+            lhs = lhs.strip()
+            if not sep or not lhs.isidentifier() or keyword.iskeyword(lhs):
+                raise ValueError(f"{where}: equation {line!r} is not of the form 'name = expression'")
+            if lhs in local:
+                raise ValueError(f"{where}: {lhs!r} is defined twice or shadows an input, "
+                                 "previous state or parameter")
+            try:
+                rhs = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
+                                 transformations=standard_transformations)
+            except Exception as exc:  # SymPy raises many types; re-raise with the line
+                raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
+            rhs = rhs.xreplace(plain)
+            known = set(local) | set(self.params)
+            unknown = {s.name for s in rhs.free_symbols} - known
+            if unknown:
+                raise ValueError(f"{where}: {line!r} uses undeclared symbols {sorted(unknown)}")
+            bad = {type(f).__name__ for f in rhs.atoms(sp.Function)} - {
+                "sigmoid", "tanh", "relu", "MatVec"}
+            if bad:
+                raise ValueError(f"{where}: {line!r} uses unsupported functions {sorted(bad)}")
+            pretty[lhs] = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
+                                     transformations=standard_transformations,
+                                     evaluate=False).xreplace(plain)
+            parsed.append((sp.Symbol(lhs), rhs))
+            local[lhs] = sp.Symbol(lhs)
+
+        defined = [s.name for s, _ in parsed]
+        missing = [s for s in self.state if s not in defined]
+        if missing:
+            raise ValueError(f"{where}: state blocks {missing} have no update equation")
+        return _lower(self, parsed, pretty)
+
+    def __repr__(self) -> str:
+        return f"Cell({self.name!r}: {self.summary})"
+
+    def _repr_latex_(self) -> str:
+        from ._printing import equations_latex
+
+        return "$\\displaystyle " + equations_latex(self) + "$"
+
+
+def _lower(cell: Cell, parsed, pretty) -> System:
+    """Replace every ``MatVec(W, v)`` by an opaque symbol, giving composite ``v`` a node."""
+    where = f"cell {cell.name!r}"
+    matrices: dict[str, str] = {}
+    atoms: dict[tuple[str, str], MatVecAtom] = {}
+    composites: dict[sp.Expr, str] = {}
+    defs: list[tuple[sp.Symbol, sp.Expr]] = []
+    def lower(expr: sp.Expr) -> sp.Expr:
+        subs = {}
+        for mv in sorted(expr.atoms(MatVec), key=sp.default_sort_key):
+            weight, arg = mv.args
+            if isinstance(arg, sp.Symbol):
+                arg_name = arg.name
+                if arg_name in cell.params:
+                    raise ValueError(f"{where}: {weight} @ {arg} multiplies a parameter")
+            else:
+                arg_name = composites.get(arg)
+                if arg_name is None:
+                    arg_name = f"_a{len(composites) + 1}"
+                    composites[arg] = arg_name
+                    inner = lower(arg)
+                    defs.append((sp.Symbol(arg_name), inner))
+                    pretty[arg_name] = arg
+            kind = "input" if arg_name == INPUT else "recurrent"
+            if matrices.setdefault(weight.name, kind) != kind:
+                raise ValueError(f"{where}: {weight} multiplies both x and a state-sized vector")
+            key = (weight.name, arg_name)
+            if key not in atoms:
+                atoms[key] = MatVecAtom(sp.Symbol(f"{weight.name}__{arg_name}"), weight.name, arg_name)
+            subs[mv] = atoms[key].symbol
+        return expr.xreplace(subs)
+
+    for node, rhs in parsed:
+        low = lower(rhs)
+        if any(isinstance(a, MatVec) for a in sp.preorder_traversal(low)):
+            raise ValueError(f"{where}: nested products such as W @ (U @ h) are not supported")
+        defs.append((node, low))
+
+    # Evaluation order: each product W @ v right after v exists, grouped by v, so that the
+    # evaluators can stack every weight applied to the same vector into one GEMM.
+    order: list[str] = []
+    def emit_products(arg: str):
+        order.extend(a.symbol.name for a in atoms.values() if a.arg == arg)
+    for arg in (INPUT, *cell.prev):
+        emit_products(arg)
+    for node, _ in defs:
+        order.append(node.name)
+        emit_products(node.name)
+
+    used = set().union(*(rhs.free_symbols for _, rhs in defs))
+    used_names = {s.name for s in used} | {a.arg for a in atoms.values()}
+    vectors = tuple(p for p in cell.params if p not in matrices)
+    unused = [p for p in cell.params if p not in matrices and p not in used_names]
+    if unused:
+        raise ValueError(f"{where}: parameters {unused} are declared but never used")
+    for w in matrices:
+        if w not in cell.params:
+            raise ValueError(f"{where}: {w} is used as a matrix but not declared")
+    for s, _ in defs:
+        if s.name not in cell.state and s.name not in used_names:
+            raise ValueError(f"{where}: {s.name!r} is computed but never used")
+    return System(
+        defs=tuple(defs),
+        composites=frozenset(composites.values()),
+        matvecs=tuple(atoms.values()),
+        matrices=matrices,
+        vectors=vectors,
+        order=tuple(order),
+        pretty=pretty,
+    )

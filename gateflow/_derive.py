@@ -1,0 +1,304 @@
+"""Exact one-step Jacobians of any cell, structured, for symbolic hidden size n.
+
+Layout (stated once for all of gateflow): numerator layout, rows = outputs,
+
+    (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a] / ∂s_{t−1}[b].
+
+Every vector in a cell is elementwise in the unit index a except for products W v. So the
+derivative of an elementwise node v with respect to a previous state block s is a sum of
+
+    diag(coef) · W · (derivative of the argument of W)        (a product W v), or
+    diag(coef)                                                (direct elementwise path),
+
+with ``coef`` an elementwise scalar expression. :func:`derive` computes those coefficients
+once, with SymPy, by the chain rule over *scalar* symbols: each product W v is an opaque
+symbol ("matvec atom"), gates are eliminated by the total derivative and then written back
+in gate values (σ(a) → f, so σ' reads f(1 − f)). The cost does not depend on n.
+
+The result, :class:`Structure`, is the flat table the numeric engine runs on:
+
+    sinks:    new state blocks, and the state-dependent arguments of products (r ⊙ h in gru-cho)
+    sources:  previous state blocks, products W v, and new state blocks computed earlier
+    coef[(sink, source)] = ∂sink/∂source through elementwise gates only.
+
+A block Jacobian is rebuilt from it as a :class:`LinOp`, either *chained* (∂h_t/∂h_{t−1}
+refers to ∂c_t/∂h_{t−1}, as textbooks write the LSTM) or *expanded* (a sum of products of
+diagonal matrices and weights, nested where the cell nests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache, cached_property
+from itertools import product
+
+import sympy as sp
+
+from ._cell import INPUT, Cell, MatVecAtom
+from ._errors import GateflowError
+from .cells import closest, get_cell
+
+# --------------------------------------------------------------------------------------
+# Structured linear operators
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """diag(coef), then (optionally) a weight W and the operator ``inner`` after it, or a
+    reference ``block`` to another block Jacobian of the same step (chained form)."""
+
+    coef: sp.Expr
+    weight: str | None = None
+    inner: LinOp | None = None  # None: identity
+    block: str | None = None
+
+    @property
+    def key(self):
+        return (self.weight, self.inner, self.block)
+
+
+@dataclass(frozen=True)
+class LinOp:
+    """A sum of :class:`Term` s: a structured n × n matrix for symbolic n."""
+
+    terms: tuple[Term, ...] = ()
+
+    @staticmethod
+    def identity() -> LinOp:
+        return LinOp((Term(sp.Integer(1)),))
+
+    @property
+    def is_zero(self) -> bool:
+        return not self.terms
+
+    @property
+    def is_identity(self) -> bool:
+        return self == LinOp.identity()
+
+    def scaled(self, coef: sp.Expr) -> LinOp:
+        """diag(coef) · self."""
+        return LinOp(tuple(Term(coef * t.coef, t.weight, t.inner, t.block) for t in self.terms))
+
+    def __add__(self, other: LinOp) -> LinOp:
+        merged: dict = {}
+        for t in (*self.terms, *other.terms):
+            merged[t.key] = merged.get(t.key, 0) + t.coef
+        return LinOp(tuple(Term(c, *k) for k, c in merged.items() if c != 0))
+
+    def to_matrix(self, n: int, unit, weights, blocks=None) -> sp.Matrix:
+        """Explicit n × n SymPy matrix. ``unit(expr, a)`` gives a coefficient's value at unit
+        a, ``weights[name]`` a weight's explicit matrix, ``blocks[name]`` a block's matrix."""
+        out = sp.zeros(n, n)
+        for t in self.terms:
+            diag = sp.diag(*[unit(t.coef, a) for a in range(n)])
+            if t.block is not None:
+                rest = blocks[t.block]
+            elif t.weight is not None:
+                rest = weights[t.weight]
+                if t.inner is not None:
+                    rest = rest * t.inner.to_matrix(n, unit, weights, blocks)
+            else:
+                rest = sp.eye(n)
+            out += diag * rest
+        return out
+
+    def scalar(self, weights=None, blocks=None) -> sp.Expr:
+        """The n = 1 value: diag(c) → c, W → the scalar symbol W."""
+        total = sp.Integer(0)
+        for t in self.terms:
+            rest = sp.Integer(1)
+            if t.block is not None:
+                rest = blocks[t.block]
+            elif t.weight is not None:
+                rest = (weights or {}).get(t.weight, sp.Symbol(t.weight))
+                if t.inner is not None:
+                    rest = rest * t.inner.scalar(weights, blocks)
+            total += t.coef * rest
+        return total
+
+
+# --------------------------------------------------------------------------------------
+# The derivation
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The exact one-step Jacobian of ``cell``, as flat elementwise coefficients plus wiring."""
+
+    cell: Cell
+    sinks: tuple[str, ...]  # in evaluation order
+    edges: dict[str, tuple[tuple[str, sp.Expr], ...]]  # sink -> ((source, coef), ...)
+    products: tuple[MatVecAtom, ...]  # state-dependent products W v (they are sources)
+
+    @cached_property
+    def product_by_name(self) -> dict[str, MatVecAtom]:
+        return {m.symbol.name: m for m in self.products}
+
+    def coefficients(self) -> list[tuple[str, str, sp.Expr]]:
+        """Every nonzero (sink, source, coef), in a fixed order (the evaluators' layout)."""
+        return [(v, src, c) for v in self.sinks for src, c in self.edges[v]]
+
+    def direct(self, s: str) -> sp.Expr:
+        """Coefficient of the direct elementwise path s_{t−1} → s_t (f for the LSTM's c, z for
+        the GRU's h, 0 for the Elman RNN): its product over time is the gradient through
+        the state alone, the LSTM's constant-error carousel ∏ diag(f)."""
+        return dict(self.edges.get(s, ())).get(f"{s}_prev", sp.Integer(0))
+
+    def _check_block(self, block: str) -> tuple[str, str]:
+        if block not in self.cell.blocks:
+            raise GateflowError(
+                f"cell {self.cell.name!r} has no block {block!r}{closest(block, self.cell.blocks)}"
+            )
+        out, inp = block.split("/")
+        return out, inp
+
+    def block(self, block: str, *, chained: bool = False) -> LinOp:
+        """∂X_t/∂Y_{t−1} for ``block = "X/Y"`` as a structured operator."""
+        out, inp = self._check_block(block)
+        return self._jac(out, f"{inp}_prev", chained)
+
+    @cached_property
+    def _memo(self) -> dict:
+        return {}
+
+    def _jac(self, node: str, prev: str, chained: bool) -> LinOp:
+        key = (node, prev, chained)
+        if key not in self._memo:
+            self._memo[key] = self._jac_uncached(node, prev, chained)
+        return self._memo[key]
+
+    def _jac_uncached(self, node: str, prev: str, chained: bool) -> LinOp:
+        if node in self.cell.prev or node == INPUT:
+            return LinOp.identity() if node == prev else LinOp()
+        if node not in self.edges:  # a node that does not depend on the state
+            return LinOp()
+        total = LinOp()
+        for src, coef in self.edges[node]:
+            if src in self.cell.prev:
+                part = LinOp.identity() if src == prev else LinOp()
+                total = total + part.scaled(coef)
+            elif src in self.product_by_name:
+                atom = self.product_by_name[src]
+                inner = self._jac(atom.arg, prev, chained)
+                if not inner.is_zero:
+                    total = total + LinOp((Term(coef, atom.weight,
+                                                None if inner.is_identity else inner),))
+            else:  # a state block computed earlier in the same step
+                sub = self._jac(src, prev, chained)
+                if sub.is_zero:
+                    continue
+                if chained:
+                    total = total + LinOp((Term(coef, block=f"{src}/{prev[:-5]}"),))
+                else:
+                    total = total + sub.scaled(coef)
+        return total
+
+    def steps(self, block: str, k: int) -> list[tuple[str, ...]]:
+        """∂X_t/∂Y_{t−k} = [J_t J_{t−1} ⋯ J_{t−k+1}]_{X,Y} as the list of nonzero block paths
+        (X/S_1 at t, S_1/S_2 at t−1, …, S_{k−1}/Y at t−k+1)."""
+        out, inp = self._check_block(block)
+        if k < 1:
+            raise GateflowError(f"--steps must be at least 1, got {k}")
+        nonzero = {b for b in self.cell.blocks if not self.block(b).is_zero}
+        paths = []
+        for mid in product(self.cell.state, repeat=k - 1):
+            chain = (out, *mid, inp)
+            blocks = tuple(f"{a}/{b}" for a, b in zip(chain, chain[1:]))
+            if all(b in nonzero for b in blocks):
+                paths.append(blocks)
+        return paths
+
+    def scalar_steps(self, block: str, k: int) -> sp.Expr:
+        """For n = 1: ∂X_t/∂Y_{t−k} as one explicit scalar expression in time-indexed gates."""
+        shifted = [self._scalar_blocks(j) for j in range(k)]
+        total = sp.Integer(0)
+        for path in self.steps(block, k):
+            term = sp.Integer(1)
+            for j, b in enumerate(path):
+                term *= shifted[j][b]
+            total += term
+        return total
+
+    def _scalar_blocks(self, j: int) -> dict[str, sp.Expr]:
+        """Each block at n = 1 and time t − j, products W v written as W·v."""
+        sys = self.cell.system
+        sub = {}
+        for m in sys.matvecs:
+            arg = sys.rhs.get(m.arg) if m.arg in sys.composites else sp.Symbol(m.arg)
+            sub[m.symbol] = sp.Symbol(m.weight) * arg
+        names = [s.name for s, _ in sys.defs] + list(self.cell.prev) + [INPUT]
+        rename = {sp.Symbol(v): sp.Symbol(time_name(v, j)) for v in names}
+        out = {}
+        for b in self.cell.blocks:
+            expr = self.block(b).scalar()
+            for _ in range(3):  # composite arguments may contain products themselves
+                expr = expr.xreplace(sub)
+            out[b] = expr.xreplace(rename)
+        return out
+
+
+def time_name(node: str, j: int = 0) -> str:
+    """Display name of a node at time t − j: ``c_prev`` → ``c_{t-1}``, ``f`` → ``f_t``."""
+    base, lag = (node[:-5], j + 1) if node.endswith("_prev") else (node, j)
+    return f"{base}_t" if lag == 0 else f"{base}_{{t-{lag}}}"
+
+
+@cache
+def derive(cell: str | Cell) -> Structure:
+    """Derive (once per process) the structured one-step Jacobian of ``cell``."""
+    cell = get_cell(cell)
+    sys = cell.system
+    rhs = sys.rhs
+    atoms = sys.matvec_by_symbol
+
+    # Which nodes and products depend on the previous state?
+    dep: set[str] = set(cell.prev)
+    for name in sys.order:
+        if name in atoms:
+            if atoms[name].arg in dep:
+                dep.add(name)
+        elif any(s.name in dep for s in rhs[name].free_symbols):
+            dep.add(name)
+    products = tuple(m for m in sys.matvecs if m.symbol.name in dep)
+
+    # Gate values replace their defining expressions: sigmoid(a_f) -> f.
+    back = {e: s for s, e in sys.defs if isinstance(e, sp.Function)}
+
+    def is_source(name: str, sink: str) -> bool:
+        if name in cell.prev or name in atoms:
+            return True
+        return name in cell.state and name != sink  # an earlier state block: chained
+
+    @cache
+    def total(sink: str, node: str, src: str) -> sp.Expr:
+        """∂node/∂src through elementwise intermediates (stopping at sources)."""
+        if node == src:
+            return sp.Integer(1)
+        if node not in dep or (node != sink and is_source(node, sink)):
+            return sp.Integer(0)
+        expr = rhs[node]
+        acc = sp.Integer(0)
+        for a in sorted(expr.free_symbols, key=sp.default_sort_key):
+            if a.name in dep:
+                d = total(sink, a.name, src)
+                if d != 0:
+                    acc += sp.diff(expr, a) * d
+        return acc
+
+    arg_sinks = {m.arg for m in products if m.arg not in cell.prev}
+    sinks = tuple(n for n in sys.order
+                  if n in cell.state or n in arg_sinks)
+    candidates = [*cell.prev, *(m.symbol.name for m in products), *cell.state]
+    edges = {}
+    for v in sinks:
+        row = []
+        for src in candidates:
+            if src == v or not is_source(src, v):
+                continue  # (a later state block yields a zero coefficient below)
+            coef = total(v, v, src).xreplace(back)
+            if coef != 0:
+                row.append((src, coef))
+        edges[v] = tuple(row)
+    return Structure(cell=cell, sinks=sinks, edges=edges, products=products)

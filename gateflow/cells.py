@@ -1,0 +1,154 @@
+"""Every cell gateflow knows, declared once, as equations. Nothing here is differentiated by hand.
+
+Letters follow the papers and PyTorch: LSTM gates i (input), f (forget), g (candidate),
+o (output), cell state c, hidden state h; GRU gates r (reset), z (update), n (candidate).
+Matrices applied to x are W_*, matrices applied to a state are U_*, biases b_*, peepholes p_*.
+See :mod:`gateflow._cell` for the syntax.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from ._cell import Cell, TorchLayout
+from ._errors import GateflowError
+
+_LSTM_TORCH = TorchLayout(
+    ih=("W_i", "W_f", "W_g", "W_o"), hh=("U_i", "U_f", "U_g", "U_o"),
+    bias_ih=("b_i", "b_f", "b_g", "b_o"), bias_hh=("b_i", "b_f", "b_g", "b_o"), module="LSTM",
+)
+_GRU_TORCH = TorchLayout(
+    ih=("W_r", "W_z", "W_n"), hh=("U_r", "U_z", "U_n"),
+    bias_ih=("b_r", "b_z", "b_in"), bias_hh=("b_r", "b_z", "b_hn"), module="GRU",
+)
+_LSTM_GATES = (
+    "i = sigmoid(W_i @ x + U_i @ h_prev + b_i)",
+    "f = sigmoid(W_f @ x + U_f @ h_prev + b_f)",
+    "g = tanh(W_g @ x + U_g @ h_prev + b_g)",
+    "o = sigmoid(W_o @ x + U_o @ h_prev + b_o)",
+)
+_LSTM_PARAMS = tuple(f"{m}_{k}" for m in "WUb" for k in "ifgo")
+_GRU_GATES = (
+    "r = sigmoid(W_r @ x + U_r @ h_prev + b_r)",
+    "z = sigmoid(W_z @ x + U_z @ h_prev + b_z)",
+)
+_GRU_PARAMS = ("W_r", "W_z", "W_n", "U_r", "U_z", "U_n", "b_r", "b_z", "b_in", "b_hn")
+_GRU_WARNING = """
+    .. warning:: Two GRUs share the name. PyTorch, cuDNN, Keras ``reset_after=True`` and
+       ONNX ``linear_before_reset=1`` apply the reset gate *after* the recurrent matmul,
+       n = tanh(W_n x + b_in + r ⊙ (U_n h + b_hn)) (cell ``gru``). Cho et al. (2014), Keras
+       ``reset_after=False`` apply it *before*, n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn)
+       (cell ``gru-cho``). Same weights, different functions, different Jacobians.
+"""
+
+RNN = Cell(
+    name="rnn", summary="Elman RNN with tanh (PyTorch nn.RNN)",
+    reference="Elman (1990), Finding structure in time; PyTorch nn.RNN",
+    state=("h",), params=("W", "U", "b"),
+    equations=("h = tanh(W @ x + U @ h_prev + b)",),
+    torch=TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
+                      nonlinearity="tanh"),
+)
+RNN_RELU = Cell(
+    name="rnn-relu", summary="Elman RNN with ReLU (PyTorch nn.RNN(nonlinearity='relu'))",
+    reference="Elman (1990); Le, Jaitly & Hinton (2015), IRNN; PyTorch nn.RNN",
+    state=("h",), params=("W", "U", "b"),
+    equations=("h = relu(W @ x + U @ h_prev + b)",),
+    torch=TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
+                      nonlinearity="relu"),
+)
+LSTM = Cell(
+    name="lstm", summary="LSTM with forget gate, gates i, f, g, o (PyTorch nn.LSTM)",
+    reference="Hochreiter & Schmidhuber (1997); Gers, Schmidhuber & Cummins (2000); PyTorch nn.LSTM",
+    state=("h", "c"), params=_LSTM_PARAMS,
+    equations=(*_LSTM_GATES, "c = f*c_prev + i*g", "h = o*tanh(c)"),
+    torch=_LSTM_TORCH, memory_bias=("b_f", 1), chrono_partner="b_i",
+)
+GRU = Cell(
+    name="gru", summary="GRU, reset after the matmul, gates r, z, n (PyTorch nn.GRU, cuDNN)",
+    reference="Cho et al. (2014) as implemented by cuDNN and PyTorch nn.GRU",
+    state=("h",), params=_GRU_PARAMS,
+    equations=(*_GRU_GATES, "n = tanh(W_n @ x + b_in + r*(U_n @ h_prev + b_hn))",
+               "h = (1 - z)*n + z*h_prev"),
+    torch=_GRU_TORCH, memory_bias=("b_z", 1), notes=_GRU_WARNING,
+)
+GRU_CHO = Cell(
+    name="gru-cho", summary="GRU of Cho et al. 2014, reset before the matmul: U_n (r ⊙ h)",
+    reference="Cho et al. (2014), Learning phrase representations using RNN encoder-decoder",
+    state=("h",), params=_GRU_PARAMS,
+    equations=(*_GRU_GATES, "n = tanh(W_n @ x + b_in + U_n @ (r*h_prev) + b_hn)",
+               "h = (1 - z)*n + z*h_prev"),
+    torch=_GRU_TORCH, memory_bias=("b_z", 1), notes=_GRU_WARNING,
+)
+LSTM_PEEPHOLE = Cell(
+    name="lstm-peephole", summary="LSTM with diagonal peepholes p_i, p_f (on c_{t-1}), p_o (on c_t)",
+    reference="Gers & Schmidhuber (2000), Recurrent nets that time and count",
+    state=("h", "c"), params=(*_LSTM_PARAMS, "p_i", "p_f", "p_o"),
+    equations=(
+        "i = sigmoid(W_i @ x + U_i @ h_prev + p_i*c_prev + b_i)",
+        "f = sigmoid(W_f @ x + U_f @ h_prev + p_f*c_prev + b_f)",
+        "g = tanh(W_g @ x + U_g @ h_prev + b_g)",
+        "c = f*c_prev + i*g",
+        "o = sigmoid(W_o @ x + U_o @ h_prev + p_o*c + b_o)",
+        "h = o*tanh(c)",
+    ),
+    memory_bias=("b_f", 1), chrono_partner="b_i",
+)
+LSTM_CIFG = Cell(
+    name="lstm-cifg", summary="LSTM with coupled input-forget gate, f = 1 - i",
+    reference="Greff et al. (2017), LSTM: A Search Space Odyssey",
+    state=("h", "c"), params=tuple(p for p in _LSTM_PARAMS if not p.endswith("_f")),
+    equations=(_LSTM_GATES[0], "f = 1 - i", *_LSTM_GATES[2:], "c = f*c_prev + i*g", "h = o*tanh(c)"),
+    memory_bias=("b_i", -1),
+)
+MGU = Cell(
+    name="mgu", summary="Minimal Gated Unit: one forget gate f, candidate n = tanh(W x + U (f ⊙ h))",
+    reference="Zhou, Wu, Zhang & Zhou (2016), Minimal gated unit for recurrent neural networks",
+    state=("h",), params=("W_f", "U_f", "b_f", "W_n", "U_n", "b_n"),
+    equations=(
+        "f = sigmoid(W_f @ x + U_f @ h_prev + b_f)",
+        "n = tanh(W_n @ x + U_n @ (f*h_prev) + b_n)",
+        "h = (1 - f)*h_prev + f*n",
+    ),
+    memory_bias=("b_f", -1),
+)
+MINIMALRNN = Cell(
+    name="minimalrnn", summary="minimalRNN: z = tanh(W_x x + b_z), u gates h against z",
+    reference="Chen, Pennington & Schoenholz (2018), Dynamical isometry and a mean field theory of RNNs",
+    state=("h",), params=("W_x", "b_z", "U_h", "U_z", "b_u"),
+    equations=(
+        "z = tanh(W_x @ x + b_z)",
+        "u = sigmoid(U_h @ h_prev + U_z @ z + b_u)",
+        "h = u*h_prev + (1 - u)*z",
+    ),
+    memory_bias=("b_u", 1),
+)
+INDRNN = Cell(
+    name="indrnn", summary="IndRNN: ReLU with elementwise recurrence u ⊙ h (diagonal Jacobian)",
+    reference="Li, Li, Cook, Zhu & Gao (2018), Independently recurrent neural network",
+    state=("h",), params=("W", "u", "b"),
+    equations=("h = relu(W @ x + u*h_prev + b)",),
+)
+
+#: All cells by CLI name, in the order ``gateflow cells`` lists them.
+CELLS: dict[str, Cell] = {c.name: c for c in (
+    RNN, RNN_RELU, LSTM, GRU, GRU_CHO, LSTM_PEEPHOLE, LSTM_CIFG, MGU, MINIMALRNN, INDRNN)}
+
+
+def closest(word: str, choices) -> str:
+    """``" (did you mean 'lstm'?)"`` or, without a close match, the list of valid names."""
+    choices = list(choices)
+    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    if near:
+        return " (did you mean " + " or ".join(repr(n) for n in near) + "?)"
+    return " (valid: " + ", ".join(choices) + ")"
+
+
+def get_cell(name: str | Cell) -> Cell:
+    """The cell called ``name``; a :class:`GateflowError` naming the closest ones otherwise."""
+    if isinstance(name, Cell):
+        return name
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise GateflowError(f"unknown cell {name!r}{closest(name, CELLS)}") from None
