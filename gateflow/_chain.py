@@ -1,0 +1,367 @@
+"""All-lag Jacobian chains: ∂s_T/∂s_{T−k} for every k = 1..T in one backward sweep.
+
+Forward: run the cell over x (T, B, d), time-major as in PyTorch, from s_0 (zeros by
+default), keeping only the states s_0..s_T, O(T·B·n). Backward: hold the rows that are asked
+for, G = ∂(rows of s_T)/∂s_t, shape (B, R, n) per state block, and multiply by one step's
+Jacobian from the right, G ← G J_t, walking the cell's wiring backwards:
+
+    A[source] += A[sink] ⊙ coef(sink, source)      elementwise, broadcast over rows
+    A[v]      += [A[W_1 v] … A[W_G v]] · [W_1; …; W_G]   one GEMM per shared vector v
+
+Gate values at step t are recomputed from s_{t−1} (a B × n × Gn GEMM, n times cheaper than
+the backward step), so memory does not grow with T beyond the trajectory. No per-step
+Jacobian is ever formed. Each row carries its own log-scale: when its norm leaves
+[1e−100, 1e100] it is renormalised and the factor moves to the log, so T = 10 000 neither
+underflows nor overflows in the vanishing or the exploding regime.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._cell import Cell
+from ._compile import Bound, compile_cell, get_dtype, get_xp
+from ._errors import GateflowError
+from .cells import closest, get_cell
+
+NORMS = ("frobenius", "spectral")
+_LN10 = math.log(10.0)
+_LO, _HI = 1e-100, 1e100  # renormalise a row when its squared norm leaves this range
+
+
+@dataclass
+class ChainResult:
+    """log10 norms of ∂X_T/∂Y_{T−k}; arrays are (T, B): index k−1 is lag k, then the batch.
+
+    ``-inf`` marks an exactly zero Jacobian (e.g. an RNN with U = 0)."""
+
+    cell: str
+    lags: np.ndarray
+    blocks: dict[str, dict[str, np.ndarray]]  # "c/c" -> {"log10_frobenius": (T, B), ...}
+    direct: dict[str, dict[str, np.ndarray]]  # "c" -> norms of ∏ diag(direct coef) (LSTM: ∏ f)
+    singular_values: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # lag -> block -> (B, k)
+    probe: np.ndarray | None = None  # (T, B) log10 ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂
+    states: dict[str, np.ndarray] | None = None  # s_0..s_T per block, (T+1, B, n)
+    meta: dict = field(default_factory=dict)
+
+
+def available_memory(backend: str) -> int:
+    """Bytes the run may use: MemAvailable on the host, free memory on the GPU."""
+    if backend == "cupy":
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outputs: int,
+                   itemsize: int, spectral: bool) -> int:
+    """Peak memory of :func:`all_lags`, from the shapes alone (checked before allocating)."""
+    S = len(cell.state)
+    G = max(1, len(cell.system.matvecs))
+    trajectory = (T + 1) * B * S * n + T * B * d
+    working = B * rows * S * n * 4 + B * rows * G * n + B * n * (len(cell.system.order) + G) * 2
+    gram = 3 * B * n * n if spectral else 0
+    return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
+
+
+def _check_inputs(x, n_in: int):
+    if getattr(x, "ndim", None) != 3:
+        raise GateflowError(f"inputs must have shape (T, B, d); got shape {getattr(x, 'shape', None)}")
+    T, B, d = x.shape
+    if T < 1 or B < 1:
+        raise GateflowError(f"inputs need T >= 1 steps and B >= 1 sequences; got T={T}, B={B}")
+    if d != n_in:
+        raise GateflowError(f"inputs have d={d} features but the weights expect d={n_in}")
+    if not np.all(np.isfinite(x)):
+        raise GateflowError("inputs contain NaN or Inf")
+
+
+def run(bound: Bound, x, s0=None) -> dict:
+    """Forward pass: the states s_0..s_T, per block, (T+1, B, n), on the backend."""
+    xp, dt, n = bound.xp, bound.c.dtype, bound.n
+    T, B, _ = x.shape
+    states = {b: xp.empty((T + 1, B, n), dtype=dt) for b in bound.c.cell.state}
+    for b in states:
+        states[b][0] = 0 if s0 is None or b not in s0 else xp.asarray(s0[b], dtype=dt)
+    for t in range(1, T + 1):
+        vals = bound.step(x[t - 1], {b: states[b][t - 1] for b in states})
+        for b in states:
+            states[b][t] = vals[b]
+    return states
+
+
+def _logsumexp(xp, v, axis):
+    m = xp.max(v, axis=axis, keepdims=True)
+    safe = xp.where(xp.isfinite(m), m, 0)
+    out = xp.log(xp.sum(xp.exp(v - safe), axis=axis)) + xp.squeeze(safe, axis=axis)
+    return xp.where(xp.squeeze(m, axis=axis) == -xp.inf, -xp.inf, out)
+
+
+@contextmanager
+def _blas_threads(threads: int | None):
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
+
+
+class _Sweep:
+    """One backward step G ← G J_t, following the compiled reverse plan.
+
+    A group of products W_1 v, …, W_G v fed by S sinks is applied in one of two ways, which
+    give the same numbers and are chosen by their cost for the number of rows R carried:
+
+    * stacked: scale each sink's adjoint by its coefficients into a (B, R, G·n) buffer, then
+      one GEMM with the shared stacked weights (G·n × m): 2·B·R·G·n·m flops;
+    * dense: per sequence form K_v = Σ_j diag(coef_j) W_j (n × m), then a batched GEMM per
+      sink: 2·B·R·S·n·m flops. For the LSTM (S = 2 sinks c, h; G = 4 weights) this halves
+      the work; for the GRU (S = 1, G = 3) it divides it by three.
+    """
+
+    def __init__(self, comp, bound, B: int, rows: int):
+        self.comp, self.bound, self.xp = comp, bound, bound.xp
+        self.B, self.rows, n = B, rows, bound.n
+        xp, dt = self.xp, comp.dtype
+        self.dense: dict = {}
+        for op in comp.reverse:
+            if op[0] != "group":
+                continue
+            g, terms = op[1], op[2]
+            m = bound.stacked[g.atoms][0].shape[1]
+            pairs = sum(len(p) for _, p in terms)
+            stacked = 2 * rows * len(g.atoms) * n * m + 20 * rows * n * pairs
+            dense = 2 * rows * len(terms) * n * m + 20 * n * m * pairs
+            if dense < stacked:
+                self.dense[g.atoms] = (xp.empty((B, n, m), dtype=dt), xp.empty((B, n, m), dtype=dt))
+        self.coefs = None
+
+    def _weights(self, g):
+        w = self.bound.stacked[g.atoms][0]
+        n = self.bound.n
+        return [w[j * n:(j + 1) * n] for j in range(len(g.atoms))]
+
+    def backward(self, A: dict, coefs: list) -> dict:
+        xp, B, rows, n = self.xp, self.B, self.rows, self.bound.n
+        self.coefs = coefs
+        adj = dict(A)
+
+        def add(key, value):
+            if key in adj:
+                adj[key] += value
+            else:
+                adj[key] = value
+
+        for op in self.comp.reverse:
+            if op[0] == "scatter":
+                _, sink, edges = op
+                a = adj.get(sink)
+                if a is None:
+                    continue
+                for src, j in edges:
+                    add(src, a * _rows(coefs[j]))
+                continue
+            _, g, terms = op
+            weights = self._weights(g)
+            live = [(v, pairs) for v, pairs in terms if v in adj]
+            if not live:
+                continue
+            if g.atoms in self.dense:
+                K, tmp = self.dense[g.atoms]
+                for v, pairs in live:
+                    for i, (j, kc) in enumerate(pairs):
+                        target = K if i == 0 else tmp
+                        xp.multiply(_cols(coefs[kc]), weights[j], out=target)
+                        if i:
+                            K += tmp
+                    add(g.arg, xp.matmul(adj[v], K))
+            else:
+                buf = xp.zeros((B, rows, len(g.atoms) * n), dtype=self.comp.dtype)
+                for v, pairs in live:
+                    for j, kc in pairs:
+                        buf[..., j * n:(j + 1) * n] += adj[v] * _rows(coefs[kc])
+                w = self.bound.stacked[g.atoms][0]
+                add(g.arg, (buf.reshape(B * rows, -1) @ w).reshape(B, rows, -1))
+        return adj
+
+
+def _rows(c):
+    """A coefficient (B, n), (n,) or scalar, broadcast over the rows of a (B, R, n) adjoint."""
+    return c[..., None, :] if getattr(c, "ndim", 0) else c
+
+
+def _cols(c):
+    """A coefficient broadcast as diag(c) W: (B, n, 1), (n, 1) or scalar."""
+    return c[..., :, None] if getattr(c, "ndim", 0) else c
+
+
+def all_lags(
+    cell: str | Cell,
+    params: dict,
+    x,
+    *,
+    blocks: tuple[str, ...] | None = None,
+    norms: tuple[str, ...] = NORMS,
+    singular_lags: tuple[int, ...] = (),
+    probe=None,
+    s0: dict | None = None,
+    backend: str = "numpy",
+    dtype="float64",
+    progress=None,
+    keep_states: bool = False,
+    threads: int | None = 1,
+) -> ChainResult:
+    """Exact ∂s_T/∂s_{T−k} for every lag k = 1..T, for a batch of sequences.
+
+    Args:
+        cell: a cell or its name.
+        params: the cell's parameters (gateflow names), e.g. from ``init_params``/``load_params``.
+        x: inputs (T, B, d), time-major.
+        blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default all. Only the rows
+            of the output blocks asked for are carried.
+        norms: any of ``"frobenius"``, ``"spectral"`` (largest singular value).
+        singular_lags: lags at which to keep every singular value of each block.
+        probe: a vector over the full state (concatenated in ``cell.state`` order), or
+            (B, N): also report ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂, the gradient a loss would see.
+        s0: initial state per block (zeros by default).
+        backend, dtype: ``"numpy"``/``"cupy"``, ``"float64"``/``"float32"``.
+        progress: called with the lag k after each backward step.
+        threads: BLAS threads during the sweep (``None``: leave the library's setting). One
+            is the default: the per-step GEMMs are small enough that threading costs more
+            than it gains on few cores (measured in ``benchmarks/``).
+    """
+    from ._params import validate_params
+
+    cell = get_cell(cell)
+    n, d = validate_params(cell, params)
+    xp = get_xp(backend)
+    dt = get_dtype(dtype)
+    x_host = np.asarray(x) if backend == "numpy" else x
+    _check_inputs(x_host if backend == "numpy" else xp.asnumpy(x_host), d)
+    T, B, _ = x.shape
+
+    blocks = tuple(cell.blocks) if blocks is None else tuple(blocks)
+    for b in blocks:
+        if b not in cell.blocks:
+            raise GateflowError(f"cell {cell.name!r} has no block {b!r}{closest(b, cell.blocks)}")
+    norms = tuple(norms)
+    for nm in norms:
+        if nm not in NORMS:
+            raise GateflowError(f"unknown norm {nm!r}{closest(nm, NORMS)}")
+    for k in singular_lags:
+        if not 1 <= k <= T:
+            raise GateflowError(f"singular-value lag {k} is outside 1..{T}")
+    out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
+    rows = n * len(out_blocks) + (0 if probe is None else 1)
+
+    need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
+                          "spectral" in norms or bool(singular_lags))
+    have = available_memory(backend)
+    if need > 0.8 * have:
+        raise GateflowError(
+            f"this run needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; "
+            "use fewer steps (T), a smaller batch (B), fewer blocks, or float32")
+
+    comp = compile_cell(cell, backend, dt.name)
+    bound = Bound(comp, params, n)
+    xd = xp.asarray(x, dtype=dt)
+    with _blas_threads(threads):
+        states = run(bound, xd, s0)
+
+    # Seed: the identity on the rows of each output block, plus the probe row.
+    A = {s: xp.zeros((B, rows, n), dtype=dt) for s in cell.state}
+    row_of = {}
+    for k, s in enumerate(out_blocks):
+        row_of[s] = slice(k * n, (k + 1) * n)
+        A[s][:, row_of[s], :] = xp.eye(n, dtype=dt)
+    if probe is not None:
+        v = xp.asarray(probe, dtype=dt)
+        v = xp.broadcast_to(v, (B, len(cell.state) * n))
+        for j, s in enumerate(cell.state):
+            A[s][:, -1, :] = v[:, j * n:(j + 1) * n]
+    logscale = xp.zeros((B, rows), dtype=np.float64)
+
+    res = {b: {nm: xp.empty((T, B), dtype=np.float64) for nm in norms} for b in blocks}
+    direct_log = {s: xp.zeros((B, n), dtype=np.float64) for s in comp.direct}
+    direct = {s: {"log10_frobenius": xp.empty((T, B)), "log10_spectral": xp.empty((T, B))}
+              for s in comp.direct}
+    probe_out = xp.empty((T, B)) if probe is not None else None
+    svals: dict[int, dict[str, np.ndarray]] = {}
+    sweep = _Sweep(comp, bound, B, rows)
+
+    with np.errstate(divide="ignore", under="ignore"), _blas_threads(threads):
+        for k in range(1, T + 1):
+            t = T - k + 1  # multiply by J_t = ∂s_t/∂s_{t−1}
+            vals = bound.step(xd[t - 1], {s: states[s][t - 1] for s in cell.state})
+            adj = sweep.backward(A, bound.coefficients(vals))
+            A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
+                 for s in cell.state}
+            coefs = sweep.coefs
+
+            # Norms, from per-row squared norms and per-row log-scales.
+            sq = {s: xp.einsum("brj,brj->br", A[s], A[s]).astype(np.float64) for s in cell.state}
+            for b in blocks:
+                out, inp = b.split("/")
+                r = row_of[out]
+                if "frobenius" in norms:
+                    v = 2 * logscale[:, r] + xp.log(sq[inp][:, r])
+                    res[b]["frobenius"][k - 1] = 0.5 * _logsumexp(xp, v, 1) / _LN10
+                if "spectral" in norms or k in singular_lags:
+                    top = xp.max(logscale[:, r], axis=1)
+                    safe = xp.where(xp.isfinite(top), top, 0)
+                    m = A[inp][:, r, :] * xp.exp(logscale[:, r] - safe[:, None])[..., None].astype(dt)
+                    if "spectral" in norms:
+                        gram = m @ xp.swapaxes(m, 1, 2)
+                        lam = xp.linalg.eigvalsh(gram.astype(np.float64))[:, -1]
+                        res[b]["spectral"][k - 1] = (0.5 * xp.log(xp.maximum(lam, 0)) + safe) / _LN10
+                    if k in singular_lags:
+                        sv = xp.linalg.svd(m.astype(np.float64), compute_uv=False)
+                        svals.setdefault(k, {})[b] = (xp.log(sv) + safe[:, None]) / _LN10
+            for s, j in comp.direct.items():
+                c = xp.broadcast_to(xp.asarray(coefs[j], dtype=np.float64), (B, n))
+                direct_log[s] += xp.log(xp.abs(c))
+                direct[s]["log10_frobenius"][k - 1] = 0.5 * _logsumexp(xp, 2 * direct_log[s], 1) / _LN10
+                direct[s]["log10_spectral"][k - 1] = xp.max(direct_log[s], axis=1) / _LN10
+            if probe is not None:
+                total = sum(sq[s][:, -1] for s in cell.state)
+                probe_out[k - 1] = (0.5 * xp.log(total) + logscale[:, -1]) / _LN10
+
+            # Renormalise rows that drift towards under- or overflow.
+            total = sum(sq.values())
+            if bool(xp.any((total > _HI) | ((total < _LO) & (total > 0)))):
+                scale = xp.where(total > 0, xp.sqrt(total), 1.0)
+                logscale += xp.log(scale)
+                inv = (1.0 / scale).astype(dt)[..., None]
+                for s in cell.state:
+                    A[s] *= inv
+            if progress is not None:
+                progress(k)
+
+    to_host = getattr(xp, "asnumpy", np.asarray)
+    result = ChainResult(
+        cell=cell.name,
+        lags=np.arange(1, T + 1),
+        blocks={b: {f"log10_{nm}": to_host(res[b][nm]) for nm in norms} for b in blocks},
+        direct={s: {k: to_host(v) for k, v in dd.items()} for s, dd in direct.items()},
+        singular_values={k: {b: to_host(v) for b, v in d_.items()} for k, d_ in svals.items()},
+        probe=None if probe_out is None else to_host(probe_out),
+        states={s: to_host(v) for s, v in states.items()} if keep_states else None,
+        meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": backend,
+              "estimated_bytes": need},
+    )
+    return result

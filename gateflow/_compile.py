@@ -1,0 +1,208 @@
+"""Compiled evaluators: the derived expressions, lambdified into vectorized array code.
+
+Nothing here knows any particular cell. From a cell's equations and its
+:class:`~gateflow._derive.Structure` it builds, once per (cell, backend, dtype):
+
+* a forward *plan*: each group of products W v that share their vector v becomes one GEMM
+  against the stacked weights; each node (gate, state, composite) one lambdified function;
+* one lambdified function (``cse=True``) that returns every Jacobian coefficient of the step
+  as a flat list, in the order of ``Structure.coefficients()`` (a flat list, because SymPy
+  returns ragged arrays for matrices with constant entries: sympy#27632, #19259);
+* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow._chain`).
+
+Backends are found lazily: CuPy is imported only when asked for (einops-style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import sympy as sp
+
+from ._cell import INPUT, Cell
+from ._derive import Structure, derive
+from ._errors import GateflowError
+from .cells import get_cell
+
+BACKENDS = ("numpy", "cupy")
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+def get_xp(backend: str):
+    """The array module for ``backend``; a clear error if it cannot be used."""
+    if backend == "numpy":
+        return np
+    if backend == "cupy":
+        try:
+            import cupy
+        except ImportError:
+            raise GateflowError(
+                "backend 'cupy' needs CuPy: pip install 'gateflow[gpu]' (and a CUDA GPU)"
+            ) from None
+        try:
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                raise GateflowError("backend 'cupy': no CUDA device is visible")
+        except cupy.cuda.runtime.CUDARuntimeError as exc:
+            raise GateflowError(f"backend 'cupy': CUDA is not usable ({exc})") from None
+        return cupy
+    raise GateflowError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+
+
+def get_dtype(dtype) -> np.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise GateflowError(f"unknown dtype {dtype!r} (valid: {', '.join(DTYPES)})")
+        dtype = DTYPES[dtype]
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise GateflowError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _namespace(xp) -> dict:
+    """Implementations of gateflow's functions for ``xp``, numerically stable."""
+
+    def sigmoid(a):
+        # 1/(1+e^{-a}) without overflow at either end: exp(-log(1 + e^{-a})).
+        return xp.exp(-xp.logaddexp(0, -a))
+
+    def relu(a):
+        return xp.maximum(a, 0)
+
+    def heaviside(a, h0):
+        return (a > 0).astype(a.dtype) if h0 == 0 else xp.heaviside(a, h0)
+
+    return {"sigmoid": sigmoid, "relu": relu, "Heaviside": heaviside}
+
+
+def _lambdify(args, expr, xp, cse=False):
+    module = "cupy" if xp.__name__ == "cupy" else "numpy"
+    return sp.lambdify(args, expr, modules=[_namespace(xp), module], cse=cse, docstring_limit=0)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Products that share their argument: ``W_1 v, …, W_G v`` as one GEMM."""
+
+    arg: str
+    atoms: tuple[str, ...]  # matvec symbol names, in stacking order
+    weights: tuple[str, ...]
+    reverse: bool  # does the state's Jacobian flow through it?
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    args: tuple[str, ...]
+    fn: object
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Evaluators of one cell for one backend and dtype (independent of the weights)."""
+
+    cell: Cell
+    structure: Structure
+    backend: str
+    dtype: np.dtype
+    forward: tuple[Group | Node, ...]
+    coef_args: tuple[str, ...]
+    coef_fn: object
+    layout: tuple[tuple[str, str], ...]  # (sink, source) of each coefficient
+    #: Backward plan: ("scatter", sink, ((source, k), ...)) applies elementwise coefficient k;
+    #: ("group", Group, ((sink, ((j, k), ...)), ...)) applies Σ_j diag(coef k) W_j of a group.
+    reverse: tuple[tuple, ...]
+    direct: dict[str, int]  # state block -> index of its direct-path coefficient
+
+    @property
+    def xp(self):
+        return get_xp(self.backend)
+
+
+@cache
+def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
+    """Lambdify ``cell`` once per (cell, backend, dtype); later calls hit the cache."""
+    cell, dtype = get_cell(cell), get_dtype(dtype)
+    xp = get_xp(backend)
+    s = derive(cell)
+    sys = cell.system
+    atoms = sys.matvec_by_symbol
+    reverse_products = {m.symbol.name for m in s.products}
+
+    forward: list = []
+    i = 0
+    order = sys.order
+    while i < len(order):
+        name = order[i]
+        if name in atoms:
+            arg, names = atoms[name].arg, []
+            while i < len(order) and order[i] in atoms and atoms[order[i]].arg == arg:
+                names.append(order[i])
+                i += 1
+            forward.append(Group(arg, tuple(names), tuple(atoms[a].weight for a in names),
+                                 any(a in reverse_products for a in names)))
+            continue
+        rhs = sys.rhs[name]
+        args = tuple(sorted(sym.name for sym in rhs.free_symbols))
+        forward.append(Node(name, args, _lambdify([sp.Symbol(a) for a in args], rhs, xp)))
+        i += 1
+
+    coefs = s.coefficients()
+    layout = tuple((v, src) for v, src, _ in coefs)
+    exprs = [c for _, _, c in coefs]
+    coef_args = tuple(sorted({sym.name for e in exprs for sym in e.free_symbols}))
+    coef_fn = _lambdify([sp.Symbol(a) for a in coef_args], exprs, xp, cse=True)
+
+    index = {key: k for k, key in enumerate(layout)}
+    reverse: list = []
+    groups = [g for g in forward if isinstance(g, Group)]
+    for name in reversed(order):
+        if name in s.edges:
+            edges = tuple((src, index[(name, src)]) for src, _ in s.edges[name]
+                          if src not in atoms)
+            reverse.append(("scatter", name, edges))
+        elif name in atoms and name in reverse_products:
+            group = next(g for g in groups if name in g.atoms)
+            if group.atoms[-1] == name:  # first met walking backwards: the whole group
+                terms = tuple(
+                    (v, tuple((j, index[(v, a)]) for j, a in enumerate(group.atoms)
+                              if (v, a) in index))
+                    for v in s.sinks)
+                reverse.append(("group", group, tuple(t for t in terms if t[1])))
+    direct = {b: index[(b, f"{b}_prev")] for b in cell.state if (b, f"{b}_prev") in index}
+    return Compiled(cell, s, backend, dtype, tuple(forward), coef_args, coef_fn, layout,
+                    tuple(reverse), direct)
+
+
+class Bound:
+    """A compiled cell with its weights on the device, stacked for the GEMMs."""
+
+    def __init__(self, compiled: Compiled, params: dict, n: int):
+        xp, dt = compiled.xp, compiled.dtype
+        self.c, self.xp, self.n = compiled, xp, n
+        self.params = {k: xp.asarray(v, dtype=dt) for k, v in params.items()}
+        self.stacked = {}  # arg group -> (W_stack (G n × m), its transpose, contiguous)
+        for g in compiled.forward:
+            if isinstance(g, Group):
+                w = xp.concatenate([self.params[w] for w in g.weights], axis=0)
+                self.stacked[g.atoms] = (xp.ascontiguousarray(w), xp.ascontiguousarray(w.T))
+
+    def step(self, x, prev: dict) -> dict:
+        """One forward step: every node's value, from x_t (B, d) and s_{t−1}."""
+        vals = {INPUT: x, **{f"{b}_prev": v for b, v in prev.items()}, **self.params}
+        n = self.n
+        for item in self.c.forward:
+            if isinstance(item, Group):
+                out = vals[item.arg] @ self.stacked[item.atoms][1]
+                for k, a in enumerate(item.atoms):
+                    vals[a] = out[:, k * n:(k + 1) * n]
+            else:
+                vals[item.name] = item.fn(*(vals[a] for a in item.args))
+        return vals
+
+    def coefficients(self, vals: dict) -> list:
+        out = self.c.coef_fn(*(vals[a] for a in self.c.coef_args))
+        dt = self.c.dtype
+        return [c if hasattr(c, "shape") and c.ndim else dt.type(c) for c in out]
