@@ -11,7 +11,7 @@ Jacobian from the right, G ← G J_t, walking the cell's wiring backwards:
 Gate values at step t are recomputed from s_{t−1} (a B × n × Gn GEMM, n times cheaper than
 the backward step), so memory does not grow with T beyond the trajectory. No per-step
 Jacobian is ever formed. Each row carries its own log-scale: when its norm leaves
-[1e−100, 1e100] it is renormalised and the factor moves to the log, so T = 10 000 neither
+a dtype-dependent safe range (:func:`_renorm_range`) it is renormalised and the factor moves to the log, so T = 10 000 neither
 underflows nor overflows in the vanishing or the exploding regime.
 """
 
@@ -31,7 +31,13 @@ from .cells import closest, get_cell
 
 NORMS = ("frobenius", "spectral")
 _LN10 = math.log(10.0)
-_LO, _HI = 1e-100, 1e100  # renormalise a row when its squared norm leaves this range
+
+
+def _renorm_range(dtype) -> tuple[float, float]:
+    """Renormalise a row when its squared norm leaves this range: [tiny^¼, max^¼], about
+    1e±77 in float64 and 1e±9.5 in float32, far from under- and overflow in both."""
+    info = np.finfo(dtype)
+    return float(info.tiny) ** 0.25, float(info.max) ** 0.25
 
 
 @dataclass
@@ -355,6 +361,7 @@ def all_lags(
     probe_out = xp.empty((T, B)) if probe is not None else None
     svals: dict[int, dict[str, np.ndarray]] = {}
     sweep = _Sweep(comp, bound, B, rows)
+    lo, hi = _renorm_range(dt)
     top_vec = {b: None for b in blocks}  # warm starts for the spectral norms
 
     with np.errstate(divide="ignore", under="ignore"), _blas_threads(threads):
@@ -395,7 +402,7 @@ def all_lags(
 
             # Renormalise rows that drift towards under- or overflow.
             total = sum(sq.values())
-            if bool(xp.any((total > _HI) | ((total < _LO) & (total > 0)))):
+            if bool(xp.any((total > hi) | ((total < lo) & (total > 0)))):
                 scale = xp.where(total > 0, xp.sqrt(total), 1.0)
                 logscale += xp.log(scale)
                 inv = (1.0 / scale).astype(dt)[..., None]

@@ -34,7 +34,13 @@ def test_cupy_matches_numpy(cell):
             np.testing.assert_allclose(gpu.direct[s][key], value, rtol=1e-10, atol=1e-12)
     for k, per_block in ref.singular_values.items():
         for block, sv in per_block.items():
-            np.testing.assert_allclose(gpu.singular_values[k][block], sv, rtol=1e-10, atol=1e-12)
+            # Singular values below rounding relative to the largest are noise on any
+            # backend: compare them on a linear scale, relative to the largest.
+            top = 10.0 ** sv.max(axis=1, keepdims=True)
+            zero = top[:, 0] == 0  # an exactly zero Jacobian (dead ReLU units): all −inf
+            np.testing.assert_array_equal(gpu.singular_values[k][block][zero], sv[zero])
+            np.testing.assert_allclose(10.0 ** gpu.singular_values[k][block][~zero] / top[~zero],
+                                       10.0 ** sv[~zero] / top[~zero], rtol=0, atol=1e-10)
 
 
 def test_cupy_float32_close_to_float64():
