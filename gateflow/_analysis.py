@@ -1,0 +1,250 @@
+"""Numbers from a :class:`~gateflow._chain.ChainResult`: batch statistics, decay fits, theory.
+
+Everything here works on log10 norms, as :func:`~gateflow._chain.all_lags` returns them, so
+nothing underflows however fast a gradient vanishes. ``-inf`` marks an exactly zero Jacobian.
+
+Measured:
+
+* :func:`summarize` — per lag, the median and interquartile range over the batch.
+* :func:`fit_decay` — a least-squares line through log10 ‖∂s_T/∂s_{T−k}‖ against k: the
+  per-step factor 10^slope, the e-folding lag −1/(slope · ln 10) (steps for a factor e),
+  and the memory horizon (first lag whose median falls below a threshold, 1e−6 by default).
+
+Theory (each is a log10 norm per lag, for overlays and tests):
+
+* :func:`gate_path` — the memory path with all weights zero: LSTM ∂c_T/∂c_{T−k} = σ(b_f)^k I,
+  GRU ∂h_T/∂h_{T−k} = σ(b_z)^k I; exact when W = U = 0. Frobenius norm √n·σ(b)^k.
+  :func:`chrono_timescale` gives the matching timescale 1/(1 − σ(b)) = 1 + e^b steps.
+* :func:`mean_field_tanh` — mean-field theory of a random tanh RNN (Poole et al. 2016;
+  Chen, Pennington & Schoenholz 2018): the fixed point q* of the pre-activation variance
+  and χ₁ = σ_w² E[tanh'(√q* z)²], so that ‖∂h_T/∂h_{T−k}‖_F ≈ √n · χ₁^{k/2} for large n.
+* :func:`pascanu_bound` — Pascanu, Mikolov & Bengio (2013): ‖∂h_T/∂h_{T−k}‖₂ ≤ (γ‖U‖₂)^k
+  with γ = sup|φ'| (1 for tanh); the Frobenius version multiplies by √n.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._errors import GateflowError
+
+_LN10 = math.log(10.0)
+#: Below this log10 norm a value counts as "zero" and is left out of fits.
+FLOOR = -300.0
+#: Default threshold for the memory horizon.
+HORIZON = 1e-6
+
+__all__ = [
+    "DecayFit",
+    "MeanField",
+    "Summary",
+    "chrono_timescale",
+    "fit_decay",
+    "gate_path",
+    "mean_field_from_params",
+    "mean_field_tanh",
+    "pascanu_bound",
+    "summarize",
+]
+
+
+# -- batch statistics ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Summary:
+    """log10 norms per lag over a batch: median and the quartiles (arrays of length T)."""
+
+    lags: np.ndarray
+    median: np.ndarray
+    q25: np.ndarray
+    q75: np.ndarray
+
+
+def summarize(log10: np.ndarray, lags: np.ndarray | None = None) -> Summary:
+    """Median and interquartile range over the batch of a (T, B) array of log10 norms.
+
+    ``-inf`` (an exactly zero Jacobian) is kept: a quantile that falls on it is ``-inf``.
+    """
+    a = np.asarray(log10, dtype=np.float64)
+    if a.ndim != 2:
+        raise GateflowError(f"expected log10 norms of shape (T, B), got shape {a.shape}")
+    if np.any(np.isnan(a)):
+        raise GateflowError("log10 norms contain NaN; the chain result is corrupt")
+    # Quantiles interpolate; −inf next to a finite value would give NaN, so park −inf far
+    # below anything finite and map it back afterwards.
+    low = 2 * min(FLOOR, float(np.min(a[np.isfinite(a)], initial=0.0))) - 1
+    b = np.where(np.isneginf(a), low, a)
+    q25, med, q75 = np.quantile(b, [0.25, 0.5, 0.75], axis=1)
+    back = [np.where(q <= low / 2, -np.inf, q) for q in (med, q25, q75)]
+    lags = np.arange(1, a.shape[0] + 1) if lags is None else np.asarray(lags)
+    return Summary(lags=lags, median=back[0], q25=back[1], q75=back[2])
+
+
+# -- fits ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecayFit:
+    """A straight line through log10 norm against lag.
+
+    slope: decades per step; factor: per-step factor 10^slope; efold: steps for the norm
+    to fall by a factor e (``None`` if it does not fall); horizon: first lag whose median
+    is below ``threshold`` (``None`` if none within the lags measured); used: how many lags
+    entered the fit.
+    """
+
+    slope: float
+    intercept: float
+    factor: float
+    efold: float | None
+    horizon: int | None
+    threshold: float
+    used: int
+
+    def as_dict(self) -> dict:
+        return {"slope_log10_per_step": self.slope, "intercept_log10": self.intercept,
+                "per_step_factor": self.factor, "efold_lag": self.efold,
+                "memory_horizon": self.horizon, "threshold": self.threshold,
+                "lags_fitted": self.used}
+
+
+def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = FLOOR,
+              start: int = 1) -> DecayFit:
+    """Fit log10 ‖∂s_T/∂s_{T−k}‖ = intercept + slope · k by least squares.
+
+    Only lags ``>= start`` whose value is finite and above ``floor`` enter the fit. The
+    e-folding lag is −1/(slope · ln 10); the memory horizon uses every lag, not only the
+    fitted ones.
+    """
+    k = np.asarray(lags, dtype=np.float64)
+    y = np.asarray(log10_median, dtype=np.float64)
+    if k.shape != y.shape or k.ndim != 1:
+        raise GateflowError(f"lags and values must be 1-D of equal length; "
+                            f"got {k.shape}, {y.shape}")
+    if not threshold > 0:
+        raise GateflowError(f"threshold must be > 0, got {threshold!r}")
+    ok = np.isfinite(y) & (y > floor) & (k >= start)
+    used = int(np.count_nonzero(ok))
+    if used >= 2:
+        slope, intercept = np.polyfit(k[ok], y[ok], 1)
+    elif used == 1:
+        slope, intercept = 0.0, float(y[ok][0])
+    else:
+        slope, intercept = -np.inf, -np.inf
+    slope, intercept = float(slope), float(intercept)
+    factor = 10.0 ** slope if np.isfinite(slope) else 0.0
+    efold = -1.0 / (slope * _LN10) if slope < 0 else None
+    below = np.nonzero(y < math.log10(threshold))[0]
+    horizon = int(k[below[0]]) if below.size else None
+    return DecayFit(slope=slope, intercept=intercept, factor=factor, efold=efold,
+                    horizon=horizon, threshold=float(threshold), used=used)
+
+
+# -- theory: the memory gate ----------------------------------------------------------------
+def _log10_sigmoid(b: float) -> float:
+    # log σ(b) = −log(1 + e^{−b}), stable for either sign
+    return -float(np.logaddexp(0.0, -b)) / _LN10
+
+
+def gate_path(lags, bias: float, n: int = 1, norm: str = "frobenius") -> np.ndarray:
+    """log10 ‖σ(b)^k I_n‖: the memory path of an LSTM (b = b_f) or GRU (b = b_z) whose
+    weights are all zero, where it is exact. Frobenius: √n σ(b)^k; spectral: σ(b)^k."""
+    k = np.asarray(lags, dtype=np.float64)
+    extra = 0.5 * math.log10(n) if norm == "frobenius" else 0.0
+    if norm not in ("frobenius", "spectral"):
+        raise GateflowError(f"unknown norm {norm!r}; use 'frobenius' or 'spectral'")
+    return k * _log10_sigmoid(float(bias)) + extra
+
+
+def chrono_timescale(bias):
+    """Timescale of a gate with bias b: 1/(1 − σ(b)) = 1 + e^b steps (Tallec & Ollivier)."""
+    return 1.0 + np.exp(bias)
+
+
+# -- theory: mean field ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class MeanField:
+    """Mean-field fixed point of h_t = tanh(U h_{t−1} + W x_t + b), U_ij ~ (0, σ_w²/n).
+
+    q_star: pre-activation variance at the fixed point; chi1: σ_w² E[tanh'(√q* z)²], the
+    per-step factor of ‖∂h_T/∂h_{T−k}‖_F²/n; timescale: −1/ln χ₁ (steps, for the squared
+    norm; the norm itself falls by e every 2·timescale steps).
+    """
+
+    sigma_w2: float
+    input_var: float
+    bias_var: float
+    q_star: float
+    chi1: float
+
+    @property
+    def timescale(self) -> float:
+        return -1.0 / math.log(self.chi1) if 0 < self.chi1 < 1 else math.inf
+
+    def log10_norm(self, lags, n: int) -> np.ndarray:
+        """Predicted log10 ‖∂h_T/∂h_{T−k}‖_F ≈ log10(√n χ₁^{k/2})."""
+        k = np.asarray(lags, dtype=np.float64)
+        return 0.5 * math.log10(n) + 0.5 * k * math.log10(self.chi1)
+
+
+def mean_field_tanh(sigma_w2: float, input_var: float = 0.0, bias_var: float = 0.0, *,
+                    degree: int = 101, tol: float = 1e-13, max_iter: int = 10_000) -> MeanField:
+    """Solve q* = σ_w² E[tanh(√q* z)²] + input_var + bias_var (z ~ N(0, 1)) by fixed-point
+    iteration, with Gauss–Hermite quadrature (probabilists' weights), then
+    χ₁ = σ_w² E[tanh'(√q* z)²].
+
+    ``input_var`` is the variance the inputs add to each pre-activation, Σ_j Var(W_ij) E[x_j²]
+    (σ_v² E[x²] in the Gaussian convention W_ij ~ N(0, σ_v²/d)); ``bias_var`` is σ_b².
+    """
+    for v, name in ((sigma_w2, "sigma_w2"), (input_var, "input_var"), (bias_var, "bias_var")):
+        if not (np.isfinite(v) and v >= 0):
+            raise GateflowError(f"{name} must be a finite number >= 0, got {v!r}")
+    z, w = np.polynomial.hermite_e.hermegauss(degree)
+    w = w / math.sqrt(2 * math.pi)  # Σ w = 1: E[f(z)] ≈ Σ w f(z)
+
+    def expect(f, q):
+        return float(np.dot(w, f(math.sqrt(q) * z)))
+
+    base = input_var + bias_var
+    q = max(sigma_w2 + base, 1e-3)  # start high; the map is increasing and concave
+    for _ in range(max_iter):
+        new = sigma_w2 * expect(lambda a: np.tanh(a) ** 2, q) + base
+        if abs(new - q) <= tol * max(1.0, q):
+            q = new
+            break
+        q = new
+    chi1 = sigma_w2 * expect(lambda a: (1 - np.tanh(a) ** 2) ** 2, q)
+    return MeanField(sigma_w2=float(sigma_w2), input_var=float(input_var),
+                     bias_var=float(bias_var), q_star=float(q), chi1=float(chi1))
+
+
+def mean_field_from_params(params: dict, input_second_moment: float = 1.0) -> MeanField:
+    """:func:`mean_field_tanh` with the variances read off a tanh RNN's parameters:
+    σ_w² = n · mean(U²), input_var = mean_i Σ_j W_ij² · E[x²], bias_var = mean(b²).
+
+    Mean-field theory needs only these second moments (any i.i.d. initialisation with them,
+    PyTorch's uniform one included, behaves alike for large n)."""
+    try:
+        U, W, b = (np.asarray(params[k], dtype=np.float64) for k in ("U", "W", "b"))
+    except KeyError as exc:
+        raise GateflowError(f"mean-field theory needs a tanh RNN's U, W, b; "
+                            f"missing {exc}") from None
+    n = U.shape[0]
+    return mean_field_tanh(n * float(np.mean(U ** 2)),
+                           float(np.mean(np.sum(W ** 2, axis=1))) * input_second_moment,
+                           float(np.mean(b ** 2)))
+
+
+# -- theory: Pascanu bound ------------------------------------------------------------------
+def pascanu_bound(U, lags, gamma: float = 1.0, norm: str = "frobenius") -> np.ndarray:
+    """log10 of the upper bound on ‖∂h_T/∂h_{T−k}‖ for h' = φ(U h + …), |φ'| ≤ γ:
+    spectral (γ‖U‖₂)^k; Frobenius √n (γ‖U‖₂)^k (as ‖A‖_F ≤ √n ‖A‖₂)."""
+    U = np.asarray(U, dtype=np.float64)
+    if norm not in ("frobenius", "spectral"):
+        raise GateflowError(f"unknown norm {norm!r}; use 'frobenius' or 'spectral'")
+    k = np.asarray(lags, dtype=np.float64)
+    s = float(np.linalg.norm(U, 2)) * gamma
+    with np.errstate(divide="ignore"):
+        per = math.log10(s) if s > 0 else -math.inf
+    extra = 0.5 * math.log10(U.shape[0]) if norm == "frobenius" else 0.0
+    return k * per + extra
