@@ -1,0 +1,481 @@
+"""Phase diagrams of memory: weight scale × gate bias → memory horizon, one task per point.
+
+For every cell, a grid of Gaussian initialisations (recurrent weights ~ N(0, σ_w²/n), input
+weights ~ N(0, σ_v²/d), other biases ~ N(0, σ_b²)) is swept against the bias of the gate on
+the cell's memory path (:attr:`Cell.memory_bias`: the LSTM's ``b_f``, the GRU's ``b_z``).
+Cells without such a gate (the Elman RNN) get σ_b, the scale of their bias, on the y axis
+instead. Each point runs :func:`gateflow._chain.all_lags` on the cell's memory block (``c/c``
+for the LSTM family, ``h/h`` otherwise) and reports the *memory horizon*: the first lag k at
+which the median over the batch of ‖∂s_T/∂s_{T−k}‖_F falls below 1e−6 (``None`` when it
+never does within T steps, shown as "≥ T").
+
+Points are independent, so each is one task on a ``dask.distributed`` cluster:
+:func:`point_task` is a top-level function of plain data (cell name, config dict) that the
+workers import themselves; :func:`run_sweep` maps it over the grid with whatever client it
+is given (the CLI starts a local cluster or connects to ``--scheduler``). Every point uses
+the same seeds (common random numbers), so neighbouring cells of a heatmap differ only by
+the swept values, not by a fresh draw.
+
+Outputs (:func:`write_sweep`) go to a new folder, written atomically: ``sweep.json`` (the
+configuration and every horizon), ``sweep.csv`` (one row per point) and one heatmap per
+cell, ``heatmap-<cell>.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import GateflowError
+
+#: A point's horizon is the first lag where the median Frobenius norm drops below this.
+THRESHOLD = 1e-6
+DEFAULT_CELLS = ("rnn", "lstm", "gru")
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The swept values and the fixed sizes. The defaults finish in well under a minute on
+    one core (3 cells × 36 points of n = 32, T = 200, B = 4)."""
+
+    sigma_w: tuple[float, ...] = tuple(np.round(np.linspace(0.5, 3.0, 6), 6).tolist())
+    gate_bias: tuple[float, ...] = tuple(np.round(np.linspace(-2.0, 4.0, 6), 6).tolist())
+    #: y axis for cells without a memory gate (the Elman RNN): the bias scale σ_b.
+    sigma_b: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 2.0, 6), 6).tolist())
+    n: int = 32
+    d: int = 8
+    T: int = 200
+    B: int = 4
+    sigma_v: float = 1.0
+    input_scale: float = 1.0
+    seed: int = 0
+    threshold: float = THRESHOLD
+
+    def __post_init__(self):
+        for name in ("sigma_w", "gate_bias", "sigma_b"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if not values or not all(math.isfinite(v) for v in values):
+                raise GateflowError(f"sweep grid {name} needs at least one finite value, "
+                                    f"got {values!r}")
+            object.__setattr__(self, name, values)
+        if min(self.sigma_w) < 0 or min(self.sigma_b) < 0:
+            raise GateflowError("sweep grid scales sigma_w and sigma_b must be >= 0")
+        for name in ("n", "d", "T", "B"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise GateflowError(f"sweep grid {name} must be an integer >= 1, got {v!r}")
+        if not 0 < self.threshold:
+            raise GateflowError(f"sweep threshold must be > 0, got {self.threshold!r}")
+
+    @classmethod
+    def make(cls, points: int = 6, *, n: int = 32, T: int = 200, B: int = 4) -> SweepGrid:
+        """``points`` values per axis, evenly spaced over the default ranges
+        (σ_w ∈ [0.5, 3], gate bias ∈ [−2, 4], σ_b ∈ [0, 2])."""
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise GateflowError(f"sweep grid needs at least 1 point per axis, got {points!r}")
+
+        def axis(lo: float, hi: float) -> tuple[float, ...]:
+            return tuple(np.round(np.linspace(lo, hi, points), 6).tolist())
+
+        return cls(sigma_w=axis(0.5, 3.0), gate_bias=axis(-2.0, 4.0), sigma_b=axis(0.0, 2.0),
+                   n=n, T=T, B=B)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The y axis of one cell's diagram: which init argument it sets, and its label."""
+
+    param: str  # "gate_bias" or "sigma_b"
+    values: tuple[float, ...]
+    label: str
+
+
+@dataclass
+class CellSweep:
+    """One cell's diagram: ``horizon[i][j]`` at y = ``y.values[i]``, σ_w = ``sigma_w[j]``."""
+
+    cell: str
+    block: str
+    sigma_w: tuple[float, ...]
+    y: Axis
+    horizon: list[list[int | None]]
+    final_log10_median: list[list[float]]
+
+
+@dataclass
+class SweepResult:
+    grid: SweepGrid
+    cells: dict[str, CellSweep] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+# -- one point (runs on a worker) -----------------------------------------------------------
+def memory_block(cell) -> str:
+    """The block whose decay is the cell's memory: ``c/c`` if it has a cell state, else
+    ``h/h`` (the last state block otherwise)."""
+    s = "c" if "c" in cell.state else cell.state[-1]
+    return f"{s}/{s}"
+
+
+def _memory_horizon(log10_norms: np.ndarray, threshold: float = THRESHOLD) -> int | None:
+    """First lag k (1-based) where the median over the batch of the norms falls below
+    ``threshold``; ``None`` if it never does. ``log10_norms`` is (T, B) as in ChainResult.
+
+    The same definition as :func:`gateflow._analysis.fit_decay`'s horizon, on the median of
+    :func:`gateflow._analysis.summarize` (without fitting a line).
+    """
+    from ._analysis import summarize
+
+    below = np.flatnonzero(summarize(log10_norms).median < math.log10(threshold))
+    return int(below[0]) + 1 if below.size else None
+
+
+def point_task(cell_name: str, config: dict) -> dict:
+    """One grid point: init, inputs, all lags of the memory block, horizon.
+
+    Plain data in, plain data out, so it can be pickled to and from dask workers (which
+    import gateflow themselves). ``config`` holds the sizes (n, d, T, B), the init scales
+    (sigma_w, sigma_v, sigma_b), ``gate_bias`` (or None), the input scale, the seed, the
+    threshold and the grid indices (i, j), which are passed through.
+    """
+    from ._analysis import summarize
+    from ._chain import all_lags
+    from ._params import init_params, make_inputs
+    from .cells import get_cell
+
+    cell = get_cell(cell_name)
+    block = memory_block(cell)
+    params = init_params(cell, config["n"], config["d"], scheme="gaussian",
+                         sigma_w=config["sigma_w"], sigma_v=config["sigma_v"],
+                         sigma_b=config["sigma_b"], gate_bias=config["gate_bias"],
+                         seed=config["seed"])
+    x = make_inputs(config["T"], config["B"], config["d"], scale=config["input_scale"],
+                    seed=config["seed"] + 1)
+    res = all_lags(cell, params, x, blocks=(block,), norms=("frobenius",))
+    logs = res.blocks[block]["log10_frobenius"]
+    return {"cell": cell.name, "i": config["i"], "j": config["j"], "block": block,
+            "horizon": _memory_horizon(logs, config["threshold"]),
+            "final_log10_median": float(summarize(logs).median[-1])}
+
+
+# -- the grid -------------------------------------------------------------------------------
+def parse_cells(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """``"rnn,lstm,gru"`` (or a sequence of names) → validated, de-duplicated cell names."""
+    from .cells import get_cell
+
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for name in (s.strip() for s in names):
+        if not name:
+            continue
+        cell = get_cell(name)  # GateflowError with a suggestion for a typo
+        if cell.name not in out:
+            out.append(cell.name)
+    if not out:
+        raise GateflowError("no cells to sweep; pass e.g. --cells rnn,lstm,gru")
+    return tuple(out)
+
+
+def y_axis(cell, grid: SweepGrid) -> Axis:
+    """Gate bias for cells with a memory gate; σ_b (bias scale) for those without."""
+    if cell.memory_bias is None:
+        return Axis("sigma_b", grid.sigma_b,
+                    f"bias scale σ_b ({cell.name} has no gate: b ~ N(0, σ_b²))")
+    name, sign = cell.memory_bias
+    rel = "" if sign > 0 else "−"
+    return Axis("gate_bias", grid.gate_bias, f"gate bias ({name} = {rel}value on every unit)")
+
+
+def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
+    """Every (cell name, config) of the sweep, in row-major order per cell."""
+    from .cells import get_cell
+
+    out = []
+    for name in cells:
+        axis = y_axis(get_cell(name), grid)
+        for i, y in enumerate(axis.values):
+            for j, sw in enumerate(grid.sigma_w):
+                out.append((name, {
+                    "i": i, "j": j, "n": grid.n, "d": grid.d, "T": grid.T, "B": grid.B,
+                    "sigma_w": sw, "sigma_v": grid.sigma_v,
+                    "sigma_b": y if axis.param == "sigma_b" else 0.0,
+                    "gate_bias": y if axis.param == "gate_bias" else None,
+                    "input_scale": grid.input_scale, "seed": grid.seed,
+                    "threshold": grid.threshold,
+                }))
+    return out
+
+
+def _assemble(cells: Sequence[str], grid: SweepGrid, points: Iterable[dict]) -> SweepResult:
+    from .cells import get_cell
+
+    result = SweepResult(grid=grid)
+    for name in cells:
+        cell = get_cell(name)
+        axis = y_axis(cell, grid)
+        shape = (len(axis.values), len(grid.sigma_w))
+        result.cells[name] = CellSweep(
+            cell=name, block=memory_block(cell), sigma_w=grid.sigma_w, y=axis,
+            horizon=[[None] * shape[1] for _ in range(shape[0])],
+            final_log10_median=[[math.nan] * shape[1] for _ in range(shape[0])])
+    for p in points:
+        cs = result.cells[p["cell"]]
+        cs.horizon[p["i"]][p["j"]] = p["horizon"]
+        cs.final_log10_median[p["i"]][p["j"]] = p["final_log10_median"]
+    return result
+
+
+def run_serial(cells: Sequence[str], grid: SweepGrid) -> SweepResult:
+    """The same sweep in this process, one point after another (the reference for tests)."""
+    return _assemble(cells, grid, (point_task(c, cfg) for c, cfg in tasks(cells, grid)))
+
+
+def run_sweep(client, cells: Sequence[str], grid: SweepGrid,
+              progress: Callable[[int, int], None] | None = None) -> SweepResult:
+    """Map :func:`point_task` over the grid on a ``dask.distributed`` client, collecting
+    results as they complete; ``progress(done, total)`` is called after each point."""
+    from dask.distributed import as_completed
+
+    todo = tasks(cells, grid)
+    futures = client.map(point_task, [c for c, _ in todo], [cfg for _, cfg in todo],
+                         pure=False)
+    points = []
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            points.append(_result(fut))
+            if progress is not None:
+                progress(len(points), len(todo))
+    except BaseException:
+        client.cancel(futures)  # don't leave the rest running on a shared cluster
+        raise
+    return _assemble(cells, grid, points)
+
+
+def _result(fut) -> dict:
+    from distributed import KilledWorker
+
+    try:
+        return fut.result()
+    except KilledWorker as exc:
+        raise GateflowError(f"a dask worker died while computing a sweep point ({exc}); "
+                            "check the workers' memory and logs") from None
+
+
+# -- clients ------------------------------------------------------------------------------
+def connect(address: str):
+    """A ``Client`` connected to an existing scheduler, or a GateflowError saying why not.
+    The connect timeout is dask's ``distributed.comm.timeouts.connect``."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address, set_as_default=False)
+    except (OSError, ValueError, TypeError) as exc:  # TimeoutError is an OSError
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise GateflowError(f"cannot connect to the dask scheduler at {address!r}: {text}; "
+                            "check the address (tcp://host:port) or omit --scheduler to "
+                            "start a local cluster") from None
+
+
+def local_cluster(n_workers: int = 2):
+    """A cluster of worker processes on this machine, without a dashboard.
+
+    The scheduler still serves a small HTTP endpoint (health, metrics) even without the
+    dashboard, on port 8787 by default; it gets a free port on 127.0.0.1 instead, so a
+    second cluster on the same machine neither collides nor warns "Port 8787 is in use".
+    """
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+
+
+# -- output -------------------------------------------------------------------------------
+def default_out(root: Path | str = "reports", now: datetime | None = None) -> Path:
+    """A fresh folder name under ``root``: ``sweep-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, … if
+    taken)."""
+    root = Path(root)
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    path = root / f"sweep-{stamp}"
+    k = 2
+    while path.exists():
+        path = root / f"sweep-{stamp}-{k}"
+        k += 1
+    return path
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite`` (before any work is done)."""
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise GateflowError(f"output folder {str(out)!r} already exists; pass --overwrite "
+                                "to replace it or choose another --out")
+        if not out.is_dir() or out.is_symlink():
+            raise GateflowError(f"--out {str(out)!r} exists and is not a folder; "
+                                "remove it or choose another --out")
+
+
+def to_json(result: SweepResult) -> dict:
+    grid = asdict(result.grid)
+    return {
+        "kind": "gateflow-sweep",
+        "definition": (f"memory horizon = first lag k where the median over the batch of "
+                       f"||ds_T/ds_(T-k)||_F < {result.grid.threshold:g}; null = never "
+                       f"within T = {result.grid.T} steps (>= T)"),
+        "init": "gaussian: U ~ N(0, sigma_w^2/n), W ~ N(0, sigma_v^2/d), biases ~ N(0, sigma_b^2)",
+        "grid": grid,
+        "meta": result.meta,
+        "cells": {
+            name: {"block": cs.block, "x": {"param": "sigma_w", "values": list(cs.sigma_w)},
+                   "y": {"param": cs.y.param, "values": list(cs.y.values), "label": cs.y.label},
+                   "horizon": cs.horizon,
+                   "final_log10_median": [[None if not math.isfinite(v) else v for v in row]
+                                          for row in cs.final_log10_median]}
+            for name, cs in result.cells.items()
+        },
+    }
+
+
+def to_csv(result: SweepResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["cell", "block", "sigma_w", "y_param", "y", "horizon", "reached", "T",
+                "final_log10_median"])
+    for name, cs in result.cells.items():
+        for i, y in enumerate(cs.y.values):
+            for j, sw in enumerate(cs.sigma_w):
+                h = cs.horizon[i][j]
+                w.writerow([name, cs.block, sw, cs.y.param, y, "" if h is None else h,
+                            h is not None, result.grid.T,
+                            f"{cs.final_log10_median[i][j]:.6g}"])
+    return buf.getvalue()
+
+
+def plot_cell(cs: CellSweep, grid: SweepGrid):
+    """A heatmap of one cell's horizons; points that never reach the threshold show "≥ T"."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    T = grid.T
+    H = np.array([[T if h is None else h for h in row] for row in cs.horizon], dtype=float)
+    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(H, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=T)
+    cbar = fig.colorbar(im, ax=ax)
+    cbar.set_label("memory horizon (steps)")
+    for i, row in enumerate(cs.horizon):
+        for j, h in enumerate(row):
+            text = f"≥ {T}" if h is None else str(h)
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="black" if H[i, j] > 0.6 * T else "white")
+    ax.set_xticks(range(len(cs.sigma_w)), [f"{v:g}" for v in cs.sigma_w])
+    ax.set_yticks(range(len(cs.y.values)), [f"{v:g}" for v in cs.y.values])
+    ax.set_xlabel("recurrent weight scale σ_w  (U ~ N(0, σ_w²/n))")
+    ax.set_ylabel(cs.y.label)
+    out, inp = cs.block.split("/")
+    ax.set_title(f"{cs.cell}: first lag k with median ‖∂{out}_T/∂{inp}_(T−k)‖_F < "
+                 f"{grid.threshold:g}\n(n = {grid.n}, T = {T}, B = {grid.B}; "
+                 f"≥ {T}: never within T)", fontsize=10)
+    return fig
+
+
+def write_sweep(result: SweepResult, out: Path, overwrite: bool = False) -> Path:
+    """Write JSON, CSV and heatmaps into ``out`` atomically: everything is written into a
+    temporary sibling folder, which then replaces ``out`` in one rename. On failure
+    nothing at ``out`` changes."""
+    out = Path(out)
+    check_out(out, overwrite)
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GateflowError(f"cannot create {str(parent)!r}: {exc.strerror or exc}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    old = None
+    try:
+        (tmp / "sweep.json").write_text(json.dumps(to_json(result), indent=2) + "\n",
+                                        encoding="utf-8")
+        (tmp / "sweep.csv").write_text(to_csv(result), encoding="utf-8")
+        for name, cs in result.cells.items():
+            plot_cell(cs, result.grid).savefig(tmp / f"heatmap-{name}.png", dpi=110)
+        os.chmod(tmp, 0o755)
+        check_out(out, overwrite)  # again: it may have appeared meanwhile
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists() and (old / out.name).exists():
+            os.replace(old / out.name, out)  # put the previous folder back
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise GateflowError(f"cannot write the sweep to {str(out)!r}: "
+                                f"{exc.strerror or exc}") from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+# -- the whole command --------------------------------------------------------------------
+def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
+          cells: str | Sequence[str] = DEFAULT_CELLS, grid: SweepGrid | None = None,
+          quiet: bool = False, overwrite: bool = False) -> tuple[Path, SweepResult]:
+    """What ``gateflow sweep`` does: validate, compute every point on a dask cluster (a
+    local one unless ``scheduler`` is given), write the folder. Returns (folder, result).
+
+    Everything the user can get wrong (cell names, an existing ``out``, an unreachable
+    scheduler) is checked before any point is computed, and nothing is written then.
+    """
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    names = parse_cells(cells)
+    grid = grid or SweepGrid()
+    out = default_out() if out is None else Path(out)
+    check_out(out, overwrite)
+
+    console = Console(stderr=True, quiet=quiet)
+    start = time.perf_counter()
+    progress = Progress(TextColumn("sweep {task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                        transient=False, disable=quiet)
+    total = len(tasks(names, grid))
+    with progress:
+        bar = progress.add_task(",".join(names), total=total)
+        step = lambda done, _total: progress.update(bar, completed=done)  # noqa: E731
+        if scheduler is not None:
+            client = connect(scheduler)
+            try:
+                workers = len(client.scheduler_info().get("workers", {}))
+                result = run_sweep(client, names, grid, step)
+            finally:
+                client.close()
+        else:
+            from dask.distributed import Client
+
+            with local_cluster() as cluster, Client(cluster, set_as_default=False) as client:
+                workers = len(cluster.workers)
+                result = run_sweep(client, names, grid, step)
+    result.meta = {"scheduler": scheduler or "LocalCluster", "workers": workers,
+                   "seconds": round(time.perf_counter() - start, 3),
+                   "created": datetime.now().isoformat(timespec="seconds")}
+    write_sweep(result, out, overwrite)
+    return out, result
