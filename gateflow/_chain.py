@@ -102,10 +102,18 @@ def run(bound: Bound, x, s0=None) -> dict:
     states = {b: xp.empty((T + 1, B, n), dtype=dt) for b in bound.c.cell.state}
     for b in states:
         states[b][0] = 0 if s0 is None or b not in s0 else xp.asarray(s0[b], dtype=dt)
-    for t in range(1, T + 1):
-        vals = bound.step(x[t - 1], {b: states[b][t - 1] for b in states})
-        for b in states:
-            states[b][t] = vals[b]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(1, T + 1):
+            vals = bound.step(x[t - 1], {b: states[b][t - 1] for b in states})
+            for b in states:
+                states[b][t] = vals[b]
+    for b, traj in states.items():
+        finite = xp.all(xp.isfinite(traj.reshape(T + 1, -1)), axis=1)
+        if not bool(xp.all(finite)):
+            first = int(xp.argmin(finite))
+            raise GateflowError(
+                f"the forward pass diverged: state {b} is not finite from step {first} on, so its "
+                "Jacobians are undefined; use smaller weights or inputs, or fewer steps")
     return states
 
 

@@ -24,6 +24,7 @@ import sympy as sp
 from ._cell import INPUT, Cell
 from ._derive import Structure, derive
 from ._errors import GateflowError
+from ._functions import sech2, sigmoid
 from .cells import get_cell
 
 BACKENDS = ("numpy", "cupy")
@@ -71,10 +72,15 @@ def _namespace(xp) -> dict:
     def relu(a):
         return xp.maximum(a, 0)
 
+    def sech2(a):
+        # 1 − tanh²(a) = 4 e^{−2|a|} / (1 + e^{−2|a|})²: no cancellation, no overflow.
+        e = xp.exp(-2 * xp.abs(a))
+        return 4 * e / (1 + e) ** 2
+
     def heaviside(a, h0):
         return (a > 0).astype(a.dtype) if h0 == 0 else xp.heaviside(a, h0)
 
-    return {"sigmoid": sigmoid, "relu": relu, "Heaviside": heaviside}
+    return {"sigmoid": sigmoid, "relu": relu, "sech2": sech2, "Heaviside": heaviside}
 
 
 def _lambdify(args, expr, xp, cse=False):
@@ -121,6 +127,35 @@ class Compiled:
         return get_xp(self.backend)
 
 
+def _complements(sys) -> tuple[dict, list]:
+    """Accurate complements of saturating gates, for the numerics only.
+
+    In floating point σ(50) is exactly 1, so 1 − f is 0 and f(1 − f) would report a
+    saturated-but-alive path as exactly zero (the true value is e^{−50}). Each gate
+    v = σ(a) therefore also gets v̄ = σ(−a), each v = tanh(a) gets sech²(a), and every
+    1 − v, 1 − v², 1 − tanh²(u) in the equations and coefficients is replaced by them.
+    Returns the substitution and the extra forward nodes (name, pre-activation node, fn).
+    """
+    subs: dict = {}
+    extra: list = []
+    for node, rhs in sys.defs:
+        pre = sp.Symbol(f"{node.name}__pre")
+        if isinstance(rhs, sigmoid):
+            bar = sp.Symbol(f"{node.name}__bar")
+            subs[1 - node], subs[node - 1] = bar, -bar
+            extra.append((node.name, pre, rhs.func, (bar, sigmoid(-pre))))
+        elif isinstance(rhs, sp.tanh):
+            sq = sp.Symbol(f"{node.name}__sech2")
+            subs[1 - node**2], subs[node**2 - 1] = sq, -sq
+            extra.append((node.name, pre, rhs.func, (sq, sech2(pre))))
+    return subs, extra
+
+
+def _accurate(expr, subs):
+    w = sp.Wild("w")
+    return expr.xreplace(subs).replace(1 - sp.tanh(w) ** 2, sech2(w))
+
+
 @cache
 def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
     """Lambdify ``cell`` once per (cell, backend, dtype); later calls hit the cache."""
@@ -131,6 +166,8 @@ def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> C
     atoms = sys.matvec_by_symbol
     reverse_products = {m.symbol.name for m in s.products}
 
+    subs, extra = _complements(sys)
+    gated = {name: (pre, func, comp) for name, pre, func, comp in extra}
     forward: list = []
     i = 0
     order = sys.order
@@ -144,14 +181,23 @@ def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> C
             forward.append(Group(arg, tuple(names), tuple(atoms[a].weight for a in names),
                                  any(a in reverse_products for a in names)))
             continue
-        rhs = sys.rhs[name]
-        args = tuple(sorted(sym.name for sym in rhs.free_symbols))
-        forward.append(Node(name, args, _lambdify([sp.Symbol(a) for a in args], rhs, xp)))
+        rhs = _accurate(sys.rhs[name], subs)
+        if name in gated:
+            # v = F(a): evaluate a once, then v and its accurate complement from a.
+            pre, func, (comp_sym, comp_expr) = gated[name]
+            arg = rhs.args[0]
+            args = tuple(sorted(sym.name for sym in arg.free_symbols))
+            forward.append(Node(pre.name, args, _lambdify([sp.Symbol(a) for a in args], arg, xp)))
+            forward.append(Node(name, (pre.name,), _lambdify([pre], func(pre), xp)))
+            forward.append(Node(comp_sym.name, (pre.name,), _lambdify([pre], comp_expr, xp)))
+        else:
+            args = tuple(sorted(sym.name for sym in rhs.free_symbols))
+            forward.append(Node(name, args, _lambdify([sp.Symbol(a) for a in args], rhs, xp)))
         i += 1
 
     coefs = s.coefficients()
     layout = tuple((v, src) for v, src, _ in coefs)
-    exprs = [c for _, _, c in coefs]
+    exprs = [_accurate(c, subs) for _, _, c in coefs]
     coef_args = tuple(sorted({sym.name for e in exprs for sym in e.free_symbols}))
     coef_fn = _lambdify([sp.Symbol(a) for a in coef_args], exprs, xp, cse=True)
 

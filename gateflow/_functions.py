@@ -43,6 +43,12 @@ class relu(sp.Function):  # noqa: N801 - named after the math
         return r"\operatorname{relu}\left(%s\right)" % printer._print(self.args[0])
 
 
+class sech2(sp.Function):  # noqa: N801 - named after the math
+    """sech²(a) = 1 − tanh²(a), evaluated without cancellation (numerics only)."""
+
+    nargs = 1
+
+
 class MatVec(sp.Function):
     """``MatVec(W, v)`` is the matrix–vector product W v inside an elementwise expression.
 
