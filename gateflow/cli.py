@@ -109,5 +109,143 @@ def derive(
     typer.echo(render(get_cell(cell), fmt.value, block, steps))
 
 
+@app.command()
+def sweep(
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", help="Folder to write (must not exist unless [bold]--overwrite[/]). "
+        "Default: a new reports/sweep-<date>-<time>.", show_default=False)] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="Address of a running dask scheduler, e.g. "
+        "[bold]tcp://127.0.0.1:8786[/]. Default: start a local cluster of 2 worker "
+        "processes and close it afterwards.", show_default=False)] = None,
+    cells: Annotated[str, typer.Option(
+        "--cells", help="Comma-separated cell names.")] = "rnn,lstm,gru",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out folder.")] = False,
+    points: Annotated[int, typer.Option(
+        "--points", min=1, help="Values per axis: σ_w in [0.5, 3], gate bias in [−2, 4] "
+        "(σ_b in [0, 2] for cells without a gate).")] = 6,
+    hidden: Annotated[int, typer.Option("--hidden", min=1, help="Hidden size n.")] = 32,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Sequence length T.")] = 200,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences per point.")] = 4,
+) -> None:
+    """Phase diagram per cell: weight scale σ_w × gate bias → memory horizon (first lag
+    where the median ‖∂s_T/∂s_{T−k}‖_F < 1e−6), one dask task per grid point; writes
+    heatmaps, JSON and CSV. Cells without a gate (rnn) use the bias scale σ_b instead."""
+    from ._sweep import SweepGrid
+    from ._sweep import sweep as run_sweep
+
+    grid = SweepGrid.make(points, n=hidden, T=steps, B=batch)
+    folder, _ = run_sweep(out, scheduler=scheduler, cells=cells, grid=grid, quiet=quiet,
+                          overwrite=overwrite)
+    typer.echo(str(folder))
+
+
+@app.command()
+def decay(
+    cell: Annotated[str, typer.Option(
+        "--cell", "-c", help="Cell name, e.g. [bold]lstm[/]; see [bold]gateflow cells[/].",
+        show_default=False)],
+    weights: Annotated[str | None, typer.Option(
+        "--weights", "-w", help="Weights (.safetensors, .npz, .pt/.pth; PyTorch or gateflow "
+        "names). Default: generated from the init options.", show_default=False)] = None,
+    inputs: Annotated[str | None, typer.Option(
+        "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major. Default: "
+        "generated from the input options.", show_default=False)] = None,
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null).",
+        show_default=False)] = None,
+    csv_out: Annotated[str | None, typer.Option(
+        "--csv", help="Write block,lag,batch,log10_frobenius,log10_spectral rows (direct "
+        "products as block [bold]<s>|direct[/]; exact zero = -inf).", show_default=False)] = None,
+    norms: Annotated[str | None, typer.Option(
+        "--norms", help="Comma-separated: frobenius,spectral. Default: both.",
+        show_default=False)] = None,
+    blocks: Annotated[str | None, typer.Option(
+        "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]. "
+        "Default: all.", show_default=False)] = None,
+    hidden: Annotated[int | None, typer.Option(
+        "--hidden", help="Generated weights: hidden size n [default: 64].",
+        show_default=False)] = None,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", help="Generated weights: input size d [default: n, or the inputs' d].",
+        show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Generated inputs: T [default: 100].", show_default=False)] = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", help="Generated inputs: B [default: 4].", show_default=False)] = None,
+    init: Annotated[str | None, typer.Option(
+        "--init", help="Generated weights: pytorch | gaussian | orthogonal [default: pytorch].",
+        show_default=False)] = None,
+    sigma_w: Annotated[float | None, typer.Option(
+        "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal) [default: 1].",
+        show_default=False)] = None,
+    sigma_v: Annotated[float | None, typer.Option(
+        "--sigma-v", help="Input weight scale (gaussian/orthogonal) [default: 1].",
+        show_default=False)] = None,
+    sigma_b: Annotated[float | None, typer.Option(
+        "--sigma-b", help="Bias scale (gaussian/orthogonal) [default: 0].",
+        show_default=False)] = None,
+    gate_bias: Annotated[float | None, typer.Option(
+        "--gate-bias", help="Set the memory gate's bias (LSTM b_f, GRU b_z, ...).",
+        show_default=False)] = None,
+    chrono: Annotated[float | None, typer.Option(
+        "--chrono", help="Chrono init of the memory gate with this T_max.",
+        show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed of generated weights (inputs use seed + 1) [default: 0].",
+        show_default=False)] = None,
+    input_dist: Annotated[str | None, typer.Option(
+        "--input-dist", help="Generated inputs: normal | uniform | zeros [default: normal].",
+        show_default=False)] = None,
+    input_scale: Annotated[float | None, typer.Option(
+        "--input-scale", help="Generated inputs: scale [default: 1].",
+        show_default=False)] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float64 | float32.")] = "float64",
+    backend: Annotated[str, typer.Option("--backend", help="numpy | cupy.")] = "numpy",
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar and no summary table.")] = False,
+) -> None:
+    """Gradient decay over lag: log10 norms of every block ∂X_T/∂Y_{T−k}, k = 1..T, per
+    sequence, exact, in one backward sweep."""
+    from ._decay import run_decay
+
+    run_decay(cell, json_path=json_out, csv_path=csv_out, blocks=blocks, norms=norms,
+              dtype=dtype, backend=backend, quiet=quiet, weights=weights, inputs=inputs,
+              hidden=hidden, input_size=input_size, steps=steps, batch=batch, init=init,
+              sigma_w=sigma_w, sigma_v=sigma_v, sigma_b=sigma_b, gate_bias=gate_bias,
+              chrono=chrono, seed=seed, input_dist=input_dist, input_scale=input_scale)
+
+
+@app.command()
+def report(
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", help="Folder to write (refused if it exists, unless "
+        "[bold]--overwrite[/]). Default: a new reports/<date>_n<N>-T<T>-seed<S>.",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, help="Weight seed (inputs use seed + 1).")] = 0,
+    hidden: Annotated[int, typer.Option("--hidden", min=1, help="Hidden size n.")] = 64,
+    steps: Annotated[int, typer.Option("--steps", min=2, help="Sequence length T.")] = 200,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences B.")] = 16,
+    input_size: Annotated[int, typer.Option("--input-size", min=1, help="Input size d.")] = 16,
+    init: Annotated[str, typer.Option(
+        "--init", help="Initialisation of every cell: pytorch | gaussian | orthogonal.")
+    ] = "pytorch",
+) -> None:
+    """RNN vs LSTM vs GRU, and the forget/update-gate bias: figures, fitted decay rates,
+    theory overlays and data, as index.md and an offline index.html."""
+    from ._report import ReportConfig, write_report
+
+    cfg = ReportConfig(hidden=hidden, inputs=input_size, steps=steps, batch=batch, seed=seed,
+                       scheme=init)
+    folder = write_report(cfg, out, overwrite=overwrite, quiet=quiet)
+    typer.echo(str(folder / "index.html"))
+
+
 if __name__ == "__main__":
     app(prog_name="gateflow")
