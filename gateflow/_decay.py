@@ -35,14 +35,13 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ._errors import GateflowError
+from ._io import check_file, write_files
 
 __all__ = [
     "DecayResult",
@@ -191,16 +190,7 @@ def file_source(path) -> dict:
     return {"source": "file", "path": str(path), "sha256": h.hexdigest()}
 
 
-def check_output_path(path, what: str = "output") -> Path:
-    """An output path whose folder exists and which is not a folder itself."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GateflowError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} does not "
-                            "exist; create it first")
-    if path.is_dir():
-        raise GateflowError(f"cannot write {what} {str(path)!r}: it is a folder; give a file name")
-    return path
+check_output_path = check_file
 
 
 def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: str,
@@ -365,46 +355,15 @@ def _csv_bytes(result: DecayResult) -> bytes:
 
 
 def write_outputs(result: DecayResult, json_path=None, csv_path=None) -> list[Path]:
-    """Write the asked files all-or-nothing: every file is rendered and staged in a temp
-    file next to its target first, then moved into place with ``os.replace``."""
+    """Write the asked files all-or-nothing (rendered first, then staged and moved)."""
     jobs = []
     if json_path is not None:
         jobs.append((check_output_path(json_path, "JSON"), _json_bytes))
     if csv_path is not None:
         jobs.append((check_output_path(csv_path, "CSV"), _csv_bytes))
-    payloads = [(p, fn(result)) for p, fn in jobs]  # render everything before touching disk
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, data in payloads:
-            folder = path.parent if str(path.parent) else Path(".")
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-            staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give what open() would
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException as exc:
-        for tmp, _ in staged:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise GateflowError(f"cannot write {exc.filename or 'output'}: "
-                                f"{exc.strerror or exc}") from None
-        raise
-    return [p for p, _ in payloads]
-
-
-def _file_mode(path: Path) -> int:
-    """The mode a plain ``open(path, "w")`` would leave: the existing file's, else 0666 & ~umask."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    payloads = {p: fn(result) for p, fn in jobs}  # render everything before touching disk
+    write_files(payloads)
+    return list(payloads)
 
 
 def write_json(result: DecayResult, path) -> Path:

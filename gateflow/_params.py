@@ -20,9 +20,9 @@ line saying what is wrong and how to fix it. ``.pt``/``.pth`` files are read wit
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from ._cell import Cell
 from ._errors import GateflowError
+from ._io import write_files
 
 Params = dict[str, np.ndarray]
 
@@ -538,24 +539,15 @@ def save_params(path, cell, params: Params) -> None:
     if not folder.is_dir():
         raise GateflowError(f"cannot save params to {str(path)!r}: folder {str(folder)!r} does not "
                             "exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if ext == ".safetensors":
-                from safetensors.numpy import save
+    if ext == ".safetensors":
+        from safetensors.numpy import save
 
-                fh.write(save(arrays, metadata={"gateflow_cell": cell.name}))
-            else:
-                np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise GateflowError(f"cannot save params to {str(path)!r}: {_one_line(exc)}") from None
-        raise
+        data = save(arrays, metadata={"gateflow_cell": cell.name})
+    else:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+    write_files({path: data})
 
 
 # -- inputs -------------------------------------------------------------------------------

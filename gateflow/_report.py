@@ -24,10 +24,7 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 import platform
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateflowError
+from ._io import check_dir, fresh_dir, staged_dir
 
 __all__ = ["ReportConfig", "Run", "default_runs", "write_report"]
 
@@ -512,13 +510,7 @@ def _render(cfg, measured, theory, figs, versions, seconds) -> tuple[str, str]:
 # -- the folder -------------------------------------------------------------------------------
 def default_out(cfg: ReportConfig, root: Path = Path("reports")) -> Path:
     """``reports/<date>_n64-T200-seed0``, with ``-2``, ``-3``, … if that exists."""
-    base = f"{_dt.date.today().isoformat()}_{cfg.name}"
-    path = root / base
-    i = 2
-    while path.exists():
-        path = root / f"{base}-{i}"
-        i += 1
-    return path
+    return fresh_dir(root, f"{_dt.date.today().isoformat()}_{cfg.name}")
 
 
 def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool = False,
@@ -526,21 +518,11 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
     """Measure, draw and write the report; return its folder."""
     cfg = cfg or ReportConfig()
     out = default_out(cfg) if out is None else Path(out)
-    if out.exists() and not overwrite:
-        raise GateflowError(f"report folder {str(out)!r} already exists; pass --overwrite to "
-                            "replace it, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise GateflowError(f"{str(out)!r} exists and is not a folder; choose another --out")
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GateflowError(f"cannot create {str(parent)!r}: {exc.strerror}") from None
+    check_dir(out, overwrite)  # before any work
     runs = default_runs(cfg) if runs is None else runs
 
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    try:
+    with staged_dir(out, overwrite) as tmp:
         measured = _run_with_progress(cfg, runs, quiet)
         theory = _theory(cfg, measured)
         figs = _figures(cfg, measured, theory, tmp)
@@ -550,17 +532,6 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
         md, page = _render(cfg, measured, theory, figs, versions, seconds)
         (tmp / "index.md").write_text(md, encoding="utf-8")
         (tmp / "index.html").write_text(page, encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -27,9 +27,6 @@ import csv
 import io
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -38,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateflowError
+from ._io import check_dir, fresh_dir, staged_dir
 
 #: A point's horizon is the first lag where the median Frobenius norm drops below this.
 THRESHOLD = 1e-6
@@ -303,27 +301,11 @@ def local_cluster(n_workers: int = 2):
 
 # -- output -------------------------------------------------------------------------------
 def default_out(root: Path | str = "reports", now: datetime | None = None) -> Path:
-    """A fresh folder name under ``root``: ``sweep-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, … if
-    taken)."""
-    root = Path(root)
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    path = root / f"sweep-{stamp}"
-    k = 2
-    while path.exists():
-        path = root / f"sweep-{stamp}-{k}"
-        k += 1
-    return path
+    """A fresh folder under ``root``: ``sweep-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, … if taken)."""
+    return fresh_dir(root, f"sweep-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}")
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an existing ``out`` unless ``overwrite`` (before any work is done)."""
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise GateflowError(f"output folder {str(out)!r} already exists; pass --overwrite "
-                                "to replace it or choose another --out")
-        if not out.is_dir() or out.is_symlink():
-            raise GateflowError(f"--out {str(out)!r} exists and is not a folder; "
-                                "remove it or choose another --out")
+check_out = check_dir
 
 
 def to_json(result: SweepResult) -> dict:
@@ -393,42 +375,14 @@ def plot_cell(cs: CellSweep, grid: SweepGrid):
 
 
 def write_sweep(result: SweepResult, out: Path, overwrite: bool = False) -> Path:
-    """Write JSON, CSV and heatmaps into ``out`` atomically: everything is written into a
-    temporary sibling folder, which then replaces ``out`` in one rename. On failure
-    nothing at ``out`` changes."""
+    """Write JSON, CSV and heatmaps into ``out`` all-or-nothing (see :func:`staged_dir`)."""
     out = Path(out)
-    check_out(out, overwrite)
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GateflowError(f"cannot create {str(parent)!r}: {exc.strerror or exc}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    old = None
-    try:
+    with staged_dir(out, overwrite) as tmp:
         (tmp / "sweep.json").write_text(json.dumps(to_json(result), indent=2) + "\n",
                                         encoding="utf-8")
         (tmp / "sweep.csv").write_text(to_csv(result), encoding="utf-8")
         for name, cs in result.cells.items():
             plot_cell(cs, result.grid).savefig(tmp / f"heatmap-{name}.png", dpi=110)
-        os.chmod(tmp, 0o755)
-        check_out(out, overwrite)  # again: it may have appeared meanwhile
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists() and (old / out.name).exists():
-            os.replace(old / out.name, out)  # put the previous folder back
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise GateflowError(f"cannot write the sweep to {str(out)!r}: "
-                                f"{exc.strerror or exc}") from None
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 
