@@ -28,7 +28,7 @@ diagonal matrices and weights, nested where the cell nests).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from itertools import product
 
@@ -63,6 +63,24 @@ class LinOp:
     """A sum of :class:`Term` s: a structured n × n matrix for symbolic n."""
 
     terms: tuple[Term, ...] = ()
+    #: (cell, "X/Y") when this is a cell's block: then it prints as ∂X_t/∂Y_{t−1} = …
+    context: tuple | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.context is None:
+            return repr(self)
+        from ._printing import linop, partial
+
+        cell, block = self.context
+        return f"{partial(block, 'text')} = {linop(self, cell, 'text')}"
+
+    def _repr_latex_(self) -> str | None:
+        if self.context is None:
+            return None
+        from ._printing import linop, partial
+
+        cell, block = self.context
+        return f"$\\displaystyle {partial(block, 'latex')} = {linop(self, cell, 'latex')}$"
 
     @staticmethod
     def identity() -> LinOp:
@@ -157,7 +175,14 @@ class Structure:
     def block(self, block: str, *, chained: bool = False) -> LinOp:
         """∂X_t/∂Y_{t−1} for ``block = "X/Y"`` as a structured operator."""
         out, inp = self._check_block(block)
-        return self._jac(out, f"{inp}_prev", chained)
+        return replace(self._jac(out, f"{inp}_prev", chained), context=(self.cell, block))
+
+    def _repr_latex_(self) -> str:
+        from ._printing import linop, partial
+
+        rows = [f"{partial(b, 'latex')} &= {linop(self.block(b, chained=True), self.cell, 'latex')}"
+                for b in self.cell.blocks]
+        return "$\\begin{aligned} " + r" \\ ".join(rows) + " \\end{aligned}$"
 
     @cached_property
     def _memo(self) -> dict:
