@@ -221,16 +221,19 @@ def render(cell: Cell, fmt: str = "text", block: str | None = None, steps: int =
     header = f"{cell.name} — {cell.summary}"
     if fmt == "markdown":
         out += [f"## `{cell.name}`: {cell.summary}", "", f"*Reference:* {cell.reference}", ""]
+        out += [f"> **Note.** {cell.notes}", ""] if cell.notes else []
         out += ["Layout: rows = outputs, $(\\partial s_t/\\partial s_{t-1})[a,b] = "
                 "\\partial s_t[a]/\\partial s_{t-1}[b]$; $\\odot$ is elementwise.", "", "### Equations", ""]
         out += [f"- ${line}$" for line in equation_lines(cell, "latex")]
         out += ["", "### Jacobians", ""]
     elif fmt == "latex":
-        out += [f"% {header}", f"% Reference: {cell.reference}", r"\begin{aligned}"]
+        out += [f"% {header}", f"% Reference: {cell.reference}",
+                *([f"% Note: {cell.notes}"] if cell.notes else []), r"\begin{aligned}"]
         out += [line.replace(" = ", " &= ", 1) + r" \\" for line in equation_lines(cell, "latex")]
         out += [r"\end{aligned}", "", r"\begin{aligned}"]
     else:
         out += [header, f"Reference: {cell.reference}",
+                *([f"Note: {cell.notes}"] if cell.notes else []),
                 "Layout: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a]/∂s_{t−1}[b]; ⊙ is elementwise.",
                 "", "Equations"]
         out += [f"  {line}" for line in equation_lines(cell, "text")]

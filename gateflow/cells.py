@@ -4,6 +4,13 @@ Letters follow the papers and PyTorch: LSTM gates i (input), f (forget), g (cand
 o (output), cell state c, hidden state h; GRU gates r (reset), z (update), n (candidate).
 Matrices applied to x are W_*, matrices applied to a state are U_*, biases b_*, peepholes p_*.
 See :mod:`gateflow._cell` for the syntax.
+
+.. warning:: Two GRUs share the name. PyTorch ``nn.GRU``, cuDNN, Keras ``reset_after=True``
+   and ONNX ``linear_before_reset=1`` apply the reset gate *after* the recurrent matmul,
+   n = tanh(W_n x + b_in + r ⊙ (U_n h + b_hn)): cell ``gru``. Cho et al. (2014) and Keras
+   ``reset_after=False`` apply it *before*, n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn):
+   cell ``gru-cho``. The same weights give different functions and different Jacobians;
+   pick the cell that matches the framework the weights come from.
 """
 
 from __future__ import annotations
@@ -33,13 +40,13 @@ _GRU_GATES = (
     "z = sigmoid(W_z @ x + U_z @ h_prev + b_z)",
 )
 _GRU_PARAMS = ("W_r", "W_z", "W_n", "U_r", "U_z", "U_n", "b_r", "b_z", "b_in", "b_hn")
-_GRU_WARNING = """
-    .. warning:: Two GRUs share the name. PyTorch, cuDNN, Keras ``reset_after=True`` and
-       ONNX ``linear_before_reset=1`` apply the reset gate *after* the recurrent matmul,
-       n = tanh(W_n x + b_in + r ⊙ (U_n h + b_hn)) (cell ``gru``). Cho et al. (2014), Keras
-       ``reset_after=False`` apply it *before*, n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn)
-       (cell ``gru-cho``). Same weights, different functions, different Jacobians.
-"""
+_GRU_WARNING = (
+    "Two GRUs share the name: PyTorch nn.GRU, cuDNN, Keras reset_after=True and ONNX "
+    "linear_before_reset=1 apply the reset gate after the recurrent matmul, "
+    "n = tanh(W_n x + b_in + r ⊙ (U_n h + b_hn)) (cell gru); Cho et al. 2014 and Keras "
+    "reset_after=False apply it before, n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn) "
+    "(cell gru-cho). Same weights, different functions, different Jacobians."
+)
 
 RNN = Cell(
     name="rnn", summary="Elman RNN with tanh (PyTorch nn.RNN)",
