@@ -27,6 +27,15 @@ CSV (``--csv``): header ``block,lag,batch,log10_frobenius,log10_spectral``, one 
 
 Files are written atomically (a temporary file in the same folder, then ``os.replace``);
 when anything fails nothing is written and existing files are left untouched.
+
+Several cells (``gateflow decay --cell rnn,lstm,gru``, :func:`run_decays`) share one
+generated config (n, d, T, B, init, seed) or one ``--inputs`` file; ``--json``/``--csv``
+(and ``--weights``) then name one file per cell with ``{cell}``, and each file is exactly
+the one cell's file of the contract above. :func:`decay_figure` draws each cell's memory
+block (``c/c`` for the LSTM family, ``h/h`` otherwise; :func:`memory_block`) against lag
+with theory overlays, :func:`spectra_figure` its singular values at a few lags, and
+:func:`fit_result` fits the per-step factor, e-folding lag and memory horizon. Figures are
+rendered in memory and written with the data files, all or nothing.
 """
 
 from __future__ import annotations
@@ -45,11 +54,21 @@ from ._io import check_file, write_files
 
 __all__ = [
     "DecayResult",
+    "DecayRun",
     "check_output_path",
     "decay",
+    "decay_figure",
     "file_source",
+    "fit_result",
+    "fit_table",
     "generate",
+    "memory_block",
+    "parse_cells",
     "parse_list",
+    "run_decay",
+    "run_decays",
+    "spectra_figure",
+    "theory_overlays",
     "write_csv",
     "write_json",
     "write_outputs",
@@ -403,43 +422,316 @@ def summary_table(result: DecayResult, max_lags: int = 6):
     return table
 
 
-def run_decay(cell: str, *, json_path=None, csv_path=None, blocks: str | None = None,
-              norms: str | None = None, dtype: str = "float64", backend: str = "numpy",
-              quiet: bool = False, **data_opts) -> DecayResult:
-    """``gateflow decay``: validate everything, compute with a progress bar, write the files,
-    print a summary. ``data_opts`` are :func:`generate`'s (weights/inputs files or init
-    options). Nothing is written unless every step succeeds."""
+# -- several cells, fits, figures -----------------------------------------------------------
+CELL_FIELD = "{cell}"
+FIGURE_FORMATS = ("png", "svg")
+SPECTRA_LAGS = (1, 10, 100)
+
+
+def memory_block(cell) -> str:
+    """The block that carries a cell's memory: ``c/c`` when the state has a c (LSTM
+    family), ``h/h`` otherwise."""
+    return "c/c" if "c" in _cell(cell).state else "h/h"
+
+
+def parse_cells(text: str) -> tuple[str, ...]:
+    """``"rnn,lstm,gru"`` -> ``("rnn", "lstm", "gru")``; unknown or repeated names refused."""
+    from .cells import get_cell
+
+    items = [s.strip() for s in str(text).split(",")]
+    if not any(items):
+        raise GateflowError(f"empty cell list {text!r}; give e.g. rnn,lstm,gru")
+    if not all(items):
+        raise GateflowError(f"empty name in the cell list {text!r}; give e.g. rnn,lstm,gru")
+    for s in items:
+        get_cell(s)
+    dup = sorted({s for s in items if items.count(s) > 1})
+    if dup:
+        raise GateflowError(f"cell {', '.join(map(repr, dup))} given twice in {text!r}; "
+                            "name each cell once")
+    return tuple(items)
+
+
+def parse_lags(text: str | None, default=SPECTRA_LAGS) -> tuple[int, ...]:
+    """``"1,10,100"`` -> ``(1, 10, 100)`` (integers >= 1, sorted, repeats dropped)."""
+    if text is None:
+        return tuple(default)
+    out = set()
+    for s in str(text).split(","):
+        s = s.strip()
+        if not s:
+            continue
+        try:
+            k = int(s)
+        except ValueError:
+            raise GateflowError(f"--spectra-lags: {s!r} is not an integer; give e.g. 1,10,100") \
+                from None
+        if k < 1:
+            raise GateflowError(f"--spectra-lags: lag {k} must be >= 1")
+        out.add(k)
+    if not out:
+        raise GateflowError(f"empty --spectra-lags {text!r}; give e.g. 1,10,100")
+    return tuple(sorted(out))
+
+
+def per_cell(path, cell: str):
+    """``path`` with ``{cell}`` replaced by the cell name (None stays None)."""
+    return None if path is None else Path(str(path).replace(CELL_FIELD, cell))
+
+
+def check_figure_path(path, what: str) -> tuple[Path, str]:
+    """An output figure path with a known extension (.png or .svg) in an existing folder."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise GateflowError(f"cannot write {what} {str(path)!r}: unknown extension "
+                            f"{path.suffix or '(none)'!r}; use .png or .svg")
+    return check_output_path(path, what), fmt
+
+
+def plot_norm(result: DecayResult) -> str:
+    """The norm figures and fits use: Frobenius when measured, else spectral."""
+    return "frobenius" if "frobenius" in result.norms else result.norms[0]
+
+
+def fit_result(result: DecayResult, threshold: float = 1e-6) -> dict:
+    """``{row label: DecayFit}`` for the memory block (if measured) and its cell-path-only
+    product (LSTM ``∏ diag(f)``, GRU ``∏ diag(z)``), on the batch median."""
+    from ._analysis import fit_decay, summarize
+    from ._plot import direct_gate
+
+    key = f"log10_{plot_norm(result)}"
+    res = result.chain
+    mb = memory_block(result.cell)
+    out = {}
+    if mb in res.blocks:
+        out[mb] = fit_decay(res.lags, summarize(res.blocks[mb][key], res.lags).median,
+                            threshold=threshold)
+    state = mb.split("/")[1]
+    if state in res.direct:
+        s = summarize(res.direct[state][key], res.lags)
+        out[f"∏ diag({direct_gate(state)})"] = fit_decay(res.lags, s.median, threshold=threshold)
+    return out
+
+
+def fit_table(fits: dict, results: dict, threshold: float):
+    """A rich Table: per cell and row, per-step factor, e-folding lag, memory horizon."""
+    from rich.table import Table
+
+    from ._report import _fmt, _horizon
+
+    norms = {plot_norm(r) for r in results.values()}
+    table = Table(title=f"fitted decay of the batch median ({'/'.join(sorted(norms))} norm; "
+                        f"memory horizon: first lag below {threshold:g})")
+    table.add_column("cell", style="bold cyan", no_wrap=True)
+    table.add_column("block", no_wrap=True)
+    for h in ("per-step factor", "e-folding lag (steps)", "memory horizon (steps)"):
+        table.add_column(h, justify="right")
+    for cell, rows in fits.items():
+        T = results[cell].shapes["T"]
+        if not rows:
+            table.add_row(cell, "(memory block not measured)", "—", "—", "—")
+        for name, f in rows.items():
+            table.add_row(cell, name, f"{f.factor:.4f}", _fmt(f.efold, ".3g", "∞"),
+                          _horizon(f, T))
+    return table
+
+
+def theory_overlays(results: dict, params: dict, sources: dict, x_moments: dict, *,
+                    gate_bias: float | None = None) -> list:
+    """The theory lines that apply to these runs (see :func:`gateflow._plot.rnn_overlays`
+    and :func:`gateflow._plot.gate_overlay`): σ(b)^k for the memory gate when a gate bias
+    was set, the mean-field rate for a tanh RNN with Gaussian init, the Pascanu bound for
+    an RNN."""
+    from ._plot import gate_overlay, rnn_overlays
+
+    out = []
+    norms = {plot_norm(r) for r in results.values()}
+    if len(norms) != 1:
+        return out
+    norm = norms.pop()
+    gated = [c for c in results if _cell(c).memory_bias is not None]
+    if gate_bias is not None and gated:
+        r = results[gated[0]]
+        out.append(gate_overlay(r.chain.lags, gate_bias, r.shapes["n"], norm=norm,
+                                prefix="memory gate, zero weights", timescale=True,
+                                color="#000000", linestyle=(0, (5, 1.5, 1, 1.5, 1, 1.5))))
+    for c in ("rnn", "rnn-relu"):
+        if c in results:
+            gaussian = (c == "rnn" and sources[c]["weights_source"].get("source") == "init"
+                        and sources[c]["weights_source"].get("scheme") == "gaussian")
+            out += rnn_overlays(params[c], results[c].chain.lags, norm=norm, mean_field=gaussian,
+                                input_second_moment=x_moments[c], name=c)
+    return out
+
+
+def _config_text(results: dict) -> str:
+    first = next(iter(results.values()))
+    sh = first.shapes
+    w = first.weights_source
+    init = f"{w['scheme']} init" if w.get("source") == "init" else "weights from file"
+    same_n = all(r.shapes["n"] == sh["n"] for r in results.values())
+    parts = [init] + ([f"n = {sh['n']}"] if same_n else []) + [f"T = {sh['T']} steps",
+                                                               f"B = {sh['B']}"]
+    return ", ".join(parts)
+
+
+def decay_figure(results: dict, overlays=(), *, title: str | None = None):
+    """Gradient norm of each cell's memory block against lag (median, IQR band), with the
+    cell-path-only products dashed and the theory ``overlays``; returns the Figure."""
+    from ._plot import plot_decay
+
+    norms = {plot_norm(r) for r in results.values()}
+    norm = "frobenius" if "frobenius" in norms else "spectral"
+    for r in results.values():
+        if norm not in r.norms:
+            raise GateflowError(f"{r.cell} has no {norm} norms to plot next to the other cells; "
+                                "measure the same --norms for every cell")
+    title = title or (f"Gradient decay over lag: {' vs '.join(results)}\n"
+                      f"{_config_text(results)}; median over the batch, band = IQR")
+    return plot_decay({c: r.chain for c, r in results.items()},
+                      {c: memory_block(c) for c in results}, overlays, norm=norm, title=title,
+                      legend="outside")
+
+
+def spectra_figure(results: dict, lags, *, title: str | None = None):
+    """Singular values of each cell's memory block at ``lags`` (first sequence)."""
+    from ._plot import plot_spectra
+
+    title = title or (r"Singular values of the memory block $\partial s_T/\partial s_{T-k}$, "
+                      f"sequence 0\n{_config_text(results)}")
+    return plot_spectra({c: r.chain for c, r in results.items()},
+                        {c: memory_block(c) for c in results}, lags=list(lags), title=title,
+                        legend="outside")
+
+
+@dataclass
+class DecayRun:
+    """What ``gateflow decay`` made: results and fits per cell, the figures, the files."""
+
+    results: dict  # cell -> DecayResult
+    fits: dict  # cell -> {row label: DecayFit}
+    overlays: list
+    figure: object | None = None
+    spectra: object | None = None
+    written: list = field(default_factory=list)
+
+
+def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path):
+    """Check every output path before any work; return (per-cell files, figure files)."""
+    multi = len(cells) > 1
+    for path, flag in ((json_path, "--json"), (csv_path, "--csv")):
+        if multi and path is not None and CELL_FIELD not in str(path):
+            raise GateflowError(f"{flag} {str(path)!r} must contain {CELL_FIELD} with several "
+                                f"cells (one file per cell), e.g. decay-{CELL_FIELD}"
+                                f"{Path(str(path)).suffix or '.' + flag[2:]}")
+    files = {}
+    for c in cells:
+        files[c] = {}
+        for path, what in ((json_path, "JSON"), (csv_path, "CSV")):
+            if path is not None:
+                files[c][what] = check_output_path(per_cell(path, c), what)
+    figs = {}
+    for path, what in ((plot_path, "--plot figure"), (spectra_path, "--spectra figure")):
+        if path is not None:
+            figs[what] = check_figure_path(path, what)
+    seen = {}
+    for c, d in files.items():
+        for what, p in d.items():
+            seen.setdefault(p.resolve(), []).append(f"{what} of {c}" if multi else what)
+    for what, (p, _) in figs.items():
+        seen.setdefault(p.resolve(), []).append(what)
+    for p, whats in seen.items():
+        if len(whats) > 1:
+            if whats == ["JSON", "CSV"]:
+                raise GateflowError("--json and --csv name the same file; give two different paths")
+            raise GateflowError(f"{' and '.join(whats)} would all write {str(p)!r}; "
+                                "give different paths")
+    return files, figs
+
+
+def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_path=None,
+               spectra_lags=None, threshold: float = 1e-6, blocks: str | None = None,
+               norms: str | None = None, dtype: str = "float64", backend: str = "numpy",
+               quiet: bool = False, weights=None, **data_opts) -> DecayRun:
+    """``gateflow decay`` for one cell or several (``"rnn,lstm,gru"``), all on the same
+    generated config or the same ``--inputs`` file.
+
+    Validates everything first (cells, output paths, blocks, norms, data files), computes
+    each cell with a progress bar, fits the memory block, draws the figures, then writes
+    every file (per-cell JSON/CSV, ``plot_path``, ``spectra_path``) in one all-or-nothing
+    step, and prints the tables unless ``quiet``. With several cells ``json_path``,
+    ``csv_path`` and ``weights`` must contain ``{cell}``. ``gate_bias``/``chrono`` (in
+    ``data_opts``) apply to the cells with a memory gate and are refused if none has one.
+    """
+    import math
+
     from rich.console import Console
 
     from ._chain import NORMS
     from ._compile import get_dtype, get_xp
 
-    cell_ = _cell(cell)
+    cells = parse_cells(cells) if isinstance(cells, str) else tuple(cells)
+    if not cells:
+        raise GateflowError("no cell given; give e.g. --cell rnn,lstm,gru")
+    multi = len(cells) > 1
     # Cheap checks first, so that a mistake costs no computing and writes nothing.
-    for path, what in ((json_path, "JSON"), (csv_path, "CSV")):
-        if path is not None:
-            check_output_path(path, what)
-    if json_path is not None and csv_path is not None and \
-            Path(json_path).resolve() == Path(csv_path).resolve():
-        raise GateflowError("--json and --csv name the same file; give two different paths")
-    block_t = parse_list(blocks, cell_.blocks, "block")
+    if multi and weights is not None and CELL_FIELD not in str(weights):
+        raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
+                            f"give a pattern with {CELL_FIELD}, e.g. w-{CELL_FIELD}.safetensors")
+    files, figs = _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path)
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise GateflowError(f"--threshold must be a number, got {threshold!r}") from None
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise GateflowError(f"--threshold must be a finite number > 0, got {threshold!r}")
+    if spectra_lags is not None and spectra_path is None:
+        raise GateflowError("--spectra-lags applies only with --spectra FILE")
+    sv_lags = parse_lags(spectra_lags) if spectra_path is not None else ()
     norm_t = parse_list(norms, NORMS, "norm") or NORMS
     get_dtype(dtype)
     get_xp(backend)
-    params, x, prov = generate(cell_, dtype=dtype, backend=backend, blocks=block_t, norms=norm_t,
-                               **data_opts)
+    block_t = {}
+    for c in cells:
+        cell_ = _cell(c)
+        block_t[c] = parse_list(blocks, cell_.blocks, "block")
+        mb = memory_block(c)
+        if figs and block_t[c] is not None and mb not in block_t[c]:
+            raise GateflowError(f"--plot/--spectra draw each cell's memory block; add {mb} to "
+                                f"--blocks (cell {c})")
+    gated = {c: _cell(c).memory_bias is not None for c in cells}
+    gate_opts = {k: data_opts.pop(k, None) for k in ("gate_bias", "chrono")}
+    if multi and any(v is not None for v in gate_opts.values()) and not any(gated.values()):
+        flag = "--gate-bias" if gate_opts["gate_bias"] is not None else "--chrono"
+        raise GateflowError(f"{flag} does not apply to any of {', '.join(cells)}: none has a "
+                            "gate on its memory path")
 
-    T = x.shape[0]
-    if quiet:
-        result = decay(cell_, params, x, blocks=block_t, norms=norm_t, dtype=dtype,
-                       backend=backend, **prov)
-    else:
+    # Every cell's data before any computing: a bad file for the last cell costs nothing.
+    data = {}
+    for c in cells:
+        opts = dict(data_opts)
+        if gated[c] or not multi:
+            opts.update(gate_opts)
+        data[c] = generate(c, weights=per_cell(weights, c), dtype=dtype, backend=backend,
+                           blocks=block_t[c], norms=norm_t, **opts)
+    results = {}
+    err = None if quiet else Console(stderr=True)
+    for c in cells:
+        params, x, prov = data[c]
+        T = x.shape[0]
+        chain_opts = {"singular_lags": tuple(sorted({min(k, T) for k in sv_lags}))} \
+            if sv_lags else {}
+        if quiet:
+            results[c] = decay(c, params, x, blocks=block_t[c], norms=norm_t, dtype=dtype,
+                               backend=backend, **prov, **chain_opts)
+            continue
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeRemainingColumn)
 
-        err = Console(stderr=True)
-        with Progress(TextColumn("backward sweep"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err, transient=True) as bar:
+        with Progress(TextColumn(f"{c}: backward sweep" if multi else "backward sweep"),
+                      BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                      transient=True) as bar:
             task = bar.add_task("sweep", total=T)
             step = max(1, T // 200)
 
@@ -447,12 +739,56 @@ def run_decay(cell: str, *, json_path=None, csv_path=None, blocks: str | None = 
                 if k % step == 0 or k == T:
                     bar.update(task, completed=k)
 
-            result = decay(cell_, params, x, blocks=block_t, norms=norm_t, dtype=dtype,
-                           backend=backend, progress=progress, **prov)
-    written = write_outputs(result, json_path, csv_path)
+            results[c] = decay(c, params, x, blocks=block_t[c], norms=norm_t, dtype=dtype,
+                               backend=backend, progress=progress, **prov, **chain_opts)
+
+    fits = {c: fit_result(r, threshold) for c, r in results.items()}
+    overlays = theory_overlays(
+        results, {c: data[c][0] for c in cells}, {c: data[c][2] for c in cells},
+        {c: float(np.mean(np.square(data[c][1]))) for c in cells},
+        gate_bias=gate_opts["gate_bias"])
+    run = DecayRun(results=results, fits=fits, overlays=overlays)
+
+    # Render every output in memory, then write them all or none.
+    payloads = {}
+    for c, d in files.items():
+        if "JSON" in d:
+            payloads[d["JSON"]] = _json_bytes(results[c])
+        if "CSV" in d:
+            payloads[d["CSV"]] = _csv_bytes(results[c])
+    if "--plot figure" in figs:
+        run.figure = decay_figure(results, overlays)
+        path, fmt = figs["--plot figure"]
+        payloads[path] = _figure_bytes(run.figure, fmt)
+    if "--spectra figure" in figs:
+        T_min = min(r.shapes["T"] for r in results.values())
+        run.spectra = spectra_figure(results, sorted({min(k, T_min) for k in sv_lags}))
+        path, fmt = figs["--spectra figure"]
+        payloads[path] = _figure_bytes(run.spectra, fmt)
+    write_files(payloads)
+    run.written = list(payloads)
     if not quiet:
         out = Console()
-        out.print(summary_table(result))
-        for p in written:
+        for r in results.values():
+            out.print(summary_table(r))
+        out.print(fit_table(fits, results, threshold))
+        for p in run.written:
             out.print(f"wrote {p}", highlight=False, soft_wrap=True)
-    return result
+    return run
+
+
+def _figure_bytes(fig, fmt: str) -> bytes:
+    from ._plot import figure_bytes
+
+    return figure_bytes(fig, fmt)
+
+
+def run_decay(cell: str, *, json_path=None, csv_path=None, blocks: str | None = None,
+              norms: str | None = None, dtype: str = "float64", backend: str = "numpy",
+              quiet: bool = False, **opts) -> DecayResult:
+    """``gateflow decay`` for one cell: :func:`run_decays`, returning that cell's
+    :class:`DecayResult`."""
+    name = _cell(cell).name
+    run = run_decays((name,), json_path=json_path, csv_path=csv_path, blocks=blocks,
+                     norms=norms, dtype=dtype, backend=backend, quiet=quiet, **opts)
+    return run.results[name]

@@ -12,6 +12,8 @@ Every function returns the Figure (tests inspect its axes) and, given ``path``, 
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,6 +92,15 @@ def save_figure(fig, path) -> list[Path]:
     return out
 
 
+def figure_bytes(fig, fmt: str) -> bytes:
+    """The figure rendered as ``fmt`` (``"png"`` or ``"svg"``), in memory: for writers that
+    stage every output first (:func:`gateflow._io.write_files`), so nothing is half-written."""
+    buf = io.BytesIO()
+    with house_style():
+        fig.savefig(buf, format=fmt, metadata=_metadata("." + fmt))
+    return buf.getvalue()
+
+
 def _metadata(ext):
     # No creation date in SVGs: the same data give the same file.
     return {"Date": None} if ext == ".svg" else None
@@ -116,15 +127,71 @@ def _blocks_for(results: Mapping, block_for_each) -> dict[str, str]:
     return out
 
 
+def direct_gate(state: str) -> str:
+    """The gate letter of a state's cell-path-only product: LSTM ``c`` -> f, GRU ``h`` -> z."""
+    return {"c": "f", "h": "z"}.get(state, "g")
+
+
+# -- theory overlays (shared by the report and ``gateflow decay``) -------------------------
+def _sqrt_n(norm: str) -> str:
+    return r"\sqrt{n}\," if norm == "frobenius" else ""
+
+
+def rnn_overlays(params: Mapping, lags, *, norm: str = "frobenius", mean_field: bool = True,
+                 pascanu: bool = True, input_second_moment: float = 1.0,
+                 name: str = "RNN") -> list[Overlay]:
+    """Theory lines of a tanh RNN (parameters U, W, b), each labelled with its formula:
+    the mean-field rate √n χ₁^{k/2} (Frobenius norm only; drawn only if ``mean_field``) and
+    the Pascanu bound (γ‖U‖₂)^k, γ = 1 (× √n for the Frobenius norm)."""
+    from ._analysis import mean_field_from_params, pascanu_bound
+
+    lags = np.asarray(lags)
+    n = int(np.shape(params["U"])[0])
+    out = []
+    if mean_field and norm == "frobenius":
+        mf = mean_field_from_params(params, input_second_moment=input_second_moment)
+        out.append(Overlay(rf"{name} mean field: $\sqrt{{n}}\,\chi_1^{{k/2}}$, "
+                           rf"$\chi_1={mf.chi1:.3f}$", lags, mf.log10_norm(lags, n),
+                           color="#444444", linestyle=":"))
+    if pascanu:
+        u = float(np.linalg.norm(np.asarray(params["U"], dtype=np.float64), 2))
+        out.append(Overlay(rf"{name} Pascanu bound: ${_sqrt_n(norm)}(\gamma\|U\|_2)^k$, "
+                           rf"$\gamma=1$, $\|U\|_2={u:.2f}$", lags,
+                           pascanu_bound(params["U"], lags, norm=norm), color="#888888",
+                           linestyle="-."))
+    return out
+
+
+def gate_overlay(lags, bias: float, n: int, *, norm: str = "frobenius", tex: str = "b",
+                 color: str = "#555555", linestyle=":", prefix: str = "zero weights",
+                 timescale: bool = False) -> Overlay:
+    """The memory path with all weights zero, σ(b)^k (× √n for the Frobenius norm), exact
+    there; with ``timescale`` the label adds the chrono timescale 1 + e^b steps."""
+    from ._analysis import chrono_timescale, gate_path
+
+    label = rf"{prefix}: ${_sqrt_n(norm)}\sigma({tex}={bias:g})^k$"
+    if timescale:
+        ts = float(chrono_timescale(bias))
+        label += (rf", timescale $1+e^{{{tex}}}={ts:.3g}$ steps" if math.isfinite(ts)
+                  else rf", timescale $1+e^{{{tex}}}=\infty$")
+    return Overlay(label, np.asarray(lags), gate_path(lags, bias, n, norm), color=color,
+                   linestyle=linestyle)
+
+
 def _block_tex(b: str) -> str:
     out, inp = b.split("/")
     return rf"$\partial {out}_T/\partial {inp}_{{T-k}}$"
 
 
+def _check_legend(legend: str) -> None:
+    if legend not in ("inside", "outside"):
+        raise GateflowError(f"legend must be 'inside' or 'outside', got {legend!r}")
+
+
 def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
                overlays: Sequence[Overlay] = (), path=None, *, norm: str = "frobenius",
                direct: bool | Sequence[str] = True, title: str | None = None,
-               colors: Mapping | None = None):
+               colors: Mapping | None = None, legend: str = "inside"):
     """Gradient norm ‖∂s_T/∂s_{T−k}‖ against lag k, one colour per result.
 
     Args:
@@ -137,6 +204,8 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
         direct: draw the cell-path-only product (LSTM ∏ diag(f), GRU ∏ diag(z)) dashed,
             for every result that has one (True) or for these labels.
         colors: label -> colour (default: the palette in order).
+        legend: ``"inside"`` (lower left of the axes) or ``"outside"`` (right of the axes,
+            on a wider figure: never hides a curve).
 
     Returns: the matplotlib Figure (median line and interquartile band per result).
     """
@@ -144,8 +213,9 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
         raise GateflowError("plot_decay needs at least one result")
     key = f"log10_{norm}"
     blocks = _blocks_for(results, block_for_each)
+    _check_legend(legend)
     with house_style():
-        fig = _new_figure()
+        fig = _new_figure(10.5 if legend == "outside" else 7.0)
         ax = fig.add_subplot()
         ax.set_yscale("log")
         lows, highs = [], []
@@ -164,7 +234,7 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
             want = direct if isinstance(direct, bool) else label in direct
             if want and res.direct:
                 state = b.split("/")[1] if b.split("/")[1] in res.direct else next(iter(res.direct))
-                gate = {"c": "f", "h": "z"}.get(state, "g")
+                gate = direct_gate(state)
                 dd = summarize(res.direct[state][key], res.lags)
                 ax.plot(dd.lags, _pow10(dd.median), color=color, linestyle="--", linewidth=1.4,
                         label=rf"{label}: $\|\prod\,\mathrm{{diag}}({gate}_t)\|$ (gate path only)")
@@ -183,7 +253,10 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
         ax.set_xlabel("lag k (steps)")
         ax.set_ylabel(rf"gradient norm $\|\partial s_T/\partial s_{{T-k}}\|_{which}$")
         ax.set_title(title or "Gradient norm against lag (median, band: interquartile range)")
-        ax.legend(loc="lower left", ncol=1 if len(results) + len(overlays) < 7 else 2)
+        if legend == "outside":
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        else:
+            ax.legend(loc="lower left", ncol=1 if len(results) + len(overlays) < 7 else 2)
         if path is not None:
             save_figure(fig, path)
     return fig
@@ -191,9 +264,11 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
 
 def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
                  lags: Sequence[int] | None = None, path=None, *, item: int = 0,
-                 title: str | None = None, colors: Mapping | None = None):
+                 title: str | None = None, colors: Mapping | None = None,
+                 legend: str = "inside"):
     """Singular values of ∂s_T/∂s_{T−k}, sorted, for one batch element (``item``), one panel
-    per lag, one colour per result. The results need ``all_lags(..., singular_lags=...)``."""
+    per lag, one colour per result. The results need ``all_lags(..., singular_lags=...)``.
+    ``legend``: ``"inside"`` the last panel or ``"outside"`` to its right."""
     if not results:
         raise GateflowError("plot_spectra needs at least one result")
     blocks = _blocks_for(results, block_for_each)
@@ -202,8 +277,9 @@ def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
         lags = sorted(common)
     if not lags:
         raise GateflowError("no singular values to plot; run all_lags with singular_lags=(...)")
+    _check_legend(legend)
     with house_style():
-        fig = _new_figure(3.0 * len(lags) + 1.0, 3.8)
+        fig = _new_figure(3.0 * len(lags) + (3.0 if legend == "outside" else 1.0), 3.8)
         axes = fig.subplots(1, len(lags), sharey=True, squeeze=False)[0]
         for ax, k in zip(axes, lags):
             ax.set_yscale("log")
@@ -220,7 +296,10 @@ def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
             ax.set_title(f"lag k = {k} step" + ("" if k == 1 else "s"))
             ax.set_xlabel("index i")
         axes[0].set_ylabel(r"singular value $\sigma_i(\partial s_T/\partial s_{T-k})$")
-        axes[-1].legend(loc="lower left")
+        if legend == "outside":
+            axes[-1].legend(loc="upper left", bbox_to_anchor=(1.04, 1.0), borderaxespad=0.0)
+        else:
+            axes[-1].legend(loc="lower left")
         fig.suptitle(title or "Singular-value spectra of the lag-k Jacobian")
         if path is not None:
             save_figure(fig, path)

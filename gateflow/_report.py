@@ -173,8 +173,7 @@ def _theory(cfg: ReportConfig, measured: list[Measured]) -> dict:
 
 # -- figures --------------------------------------------------------------------------------
 def _figures(cfg: ReportConfig, measured: list[Measured], theory: dict, folder: Path) -> dict:
-    from ._analysis import gate_path, mean_field_from_params, pascanu_bound
-    from ._plot import PALETTE, Overlay, plot_decay, plot_spectra
+    from ._plot import PALETTE, gate_overlay, plot_decay, plot_spectra, rnn_overlays
 
     n = cfg.hidden
     by_group: dict[str, list[Measured]] = {}
@@ -184,14 +183,7 @@ def _figures(cfg: ReportConfig, measured: list[Measured], theory: dict, folder: 
     cells = by_group["cells"]
     lags = cells[0].result.lags
     rnn = next(m for m in cells if m.run.cell == "rnn")
-    mf = mean_field_from_params(rnn.params)
-    overlays = [
-        Overlay(rf"RNN mean field: $\sqrt{{n}}\,\chi_1^{{k/2}}$, $\chi_1={mf.chi1:.3f}$",
-                lags, mf.log10_norm(lags, n), color="#444444", linestyle=":"),
-        Overlay(rf"RNN Pascanu bound: $\sqrt{{n}}\,\|U\|_2^{{k}}$, $\|U\|_2="
-                rf"{theory['pascanu']['U_spectral_norm']:.2f}$",
-                lags, pascanu_bound(rnn.params["U"], lags), color="#888888", linestyle="-."),
-    ]
+    overlays = rnn_overlays(rnn.params, lags)
     plot_decay({m.run.label: m.result for m in cells}, {m.run.label: m.run.block for m in cells},
                overlays, folder / "decay_cells",
                title=f"RNN vs LSTM vs GRU, same init ({cfg.scheme}), n = {n}")
@@ -202,8 +194,7 @@ def _figures(cfg: ReportConfig, measured: list[Measured], theory: dict, folder: 
             continue
         shown = {m.run.label: _tex_label(m.run.label) for m in ms}
         colors = {shown[m.run.label]: PALETTE[i % len(PALETTE)] for i, m in enumerate(ms)}
-        ovs = [Overlay(rf"zero weights: $\sqrt{{n}}\,\sigma({tex}={m.run.gate_bias:g})^k$",
-                       lags, gate_path(lags, m.run.gate_bias, n), color=colors[shown[m.run.label]])
+        ovs = [gate_overlay(lags, m.run.gate_bias, n, tex=tex, color=colors[shown[m.run.label]])
                for m in ms if m.run.gate_bias is not None]
         cell = ms[0].run.cell.upper()
         plot_decay({shown[m.run.label]: m.result for m in ms},

@@ -145,20 +145,38 @@ def sweep(
 @app.command()
 def decay(
     cell: Annotated[str, typer.Option(
-        "--cell", "-c", help="Cell name, e.g. [bold]lstm[/]; see [bold]gateflow cells[/].",
-        show_default=False)],
+        "--cell", "-c", help="Cell name, e.g. [bold]lstm[/], or several, e.g. "
+        "[bold]rnn,lstm,gru[/] (all on the same generated config or --inputs file); see "
+        "[bold]gateflow cells[/].", show_default=False)],
     weights: Annotated[str | None, typer.Option(
         "--weights", "-w", help="Weights (.safetensors, .npz, .pt/.pth; PyTorch or gateflow "
-        "names). Default: generated from the init options.", show_default=False)] = None,
+        "names); with several cells a pattern with [bold]{cell}[/], e.g. "
+        "[bold]w-{cell}.safetensors[/]. Default: generated from the init options.",
+        show_default=False)] = None,
     inputs: Annotated[str | None, typer.Option(
         "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major. Default: "
         "generated from the input options.", show_default=False)] = None,
     json_out: Annotated[str | None, typer.Option(
-        "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null).",
+        "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null). With "
+        "several cells the path must contain [bold]{cell}[/] (one file per cell).",
         show_default=False)] = None,
     csv_out: Annotated[str | None, typer.Option(
         "--csv", help="Write block,lag,batch,log10_frobenius,log10_spectral rows (direct "
-        "products as block [bold]<s>|direct[/]; exact zero = -inf).", show_default=False)] = None,
+        "products as block [bold]<s>|direct[/]; exact zero = -inf). With several cells the "
+        "path must contain [bold]{cell}[/].", show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", help="Write a figure (.png or .svg): each cell's memory block (c/c for "
+        "LSTMs, else h/h) against lag k, median and interquartile band, ∏ diag(f)/∏ diag(z) "
+        "dashed, theory overlays where they apply.", show_default=False)] = None,
+    spectra: Annotated[str | None, typer.Option(
+        "--spectra", help="Write a figure (.png or .svg) of the singular values of each "
+        "cell's memory block at --spectra-lags.", show_default=False)] = None,
+    spectra_lags: Annotated[str | None, typer.Option(
+        "--spectra-lags", help="Comma-separated lags for --spectra, clipped to T "
+        "[default: 1,10,100].", show_default=False)] = None,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", help="Memory horizon: first lag where the median norm of the memory "
+        "block falls below this.")] = 1e-6,
     norms: Annotated[str | None, typer.Option(
         "--norms", help="Comma-separated: frobenius,spectral. Default: both.",
         show_default=False)] = None,
@@ -188,7 +206,8 @@ def decay(
         "--sigma-b", help="Bias scale (gaussian/orthogonal) [default: 0].",
         show_default=False)] = None,
     gate_bias: Annotated[float | None, typer.Option(
-        "--gate-bias", help="Set the memory gate's bias (LSTM b_f, GRU b_z, ...).",
+        "--gate-bias", help="Set the memory gate's bias (LSTM b_f, GRU b_z, ...); with several "
+        "cells, of those that have one. --plot then overlays σ(b)^k.",
         show_default=False)] = None,
     chrono: Annotated[float | None, typer.Option(
         "--chrono", help="Chrono init of the memory gate with this T_max.",
@@ -208,14 +227,17 @@ def decay(
         "--quiet", "-q", help="No progress bar and no summary table.")] = False,
 ) -> None:
     """Gradient decay over lag: log10 norms of every block ∂X_T/∂Y_{T−k}, k = 1..T, per
-    sequence, exact, in one backward sweep."""
-    from ._decay import run_decay
+    sequence, exact, in one backward sweep; for one cell or several, with fitted decay
+    (per-step factor, e-folding lag, memory horizon) and optional figures."""
+    from ._decay import run_decays
 
-    run_decay(cell, json_path=json_out, csv_path=csv_out, blocks=blocks, norms=norms,
-              dtype=dtype, backend=backend, quiet=quiet, weights=weights, inputs=inputs,
-              hidden=hidden, input_size=input_size, steps=steps, batch=batch, init=init,
-              sigma_w=sigma_w, sigma_v=sigma_v, sigma_b=sigma_b, gate_bias=gate_bias,
-              chrono=chrono, seed=seed, input_dist=input_dist, input_scale=input_scale)
+    run_decays(cell, json_path=json_out, csv_path=csv_out, plot_path=plot,
+               spectra_path=spectra, spectra_lags=spectra_lags, threshold=threshold,
+               blocks=blocks, norms=norms, dtype=dtype, backend=backend, quiet=quiet,
+               weights=weights, inputs=inputs, hidden=hidden, input_size=input_size,
+               steps=steps, batch=batch, init=init, sigma_w=sigma_w, sigma_v=sigma_v,
+               sigma_b=sigma_b, gate_bias=gate_bias, chrono=chrono, seed=seed,
+               input_dist=input_dist, input_scale=input_scale)
 
 
 @app.command()
