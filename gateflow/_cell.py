@@ -160,6 +160,11 @@ class Cell:
             try:
                 rhs = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
                                  transformations=standard_transformations)
+            except TypeError as exc:
+                if "@" in str(exc):
+                    raise ValueError(f"{where}: {line!r} uses '@' with a matrix that is not a "
+                                     "declared parameter") from None
+                raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
             except Exception as exc:  # SymPy raises many types; re-raise with the line
                 raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
             rhs = rhs.xreplace(plain)

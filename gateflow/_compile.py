@@ -15,15 +15,21 @@ Backends are found lazily: CuPy is imported only when asked for (einops-style).
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import os
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
 
 from ._cell import INPUT, Cell
-from ._derive import Structure, derive
+from ._derive import derive
 from ._errors import GateflowError
+from ._io import write_files
 from ._functions import sech2, sigmoid
 from .cells import get_cell
 
@@ -113,7 +119,6 @@ class Compiled:
     """Evaluators of one cell for one backend and dtype (independent of the weights)."""
 
     cell: Cell
-    structure: Structure
     backend: str
     dtype: np.dtype
     forward: tuple[Group | Node, ...]
@@ -159,21 +164,28 @@ def _accurate(expr, subs):
     return expr.xreplace(subs).replace(1 - sp.tanh(w) ** 2, sech2(w))
 
 
-@cache
-def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
-    """Lambdify ``cell`` once per (cell, backend, dtype); later calls hit the cache."""
-    cell, dtype = get_cell(cell), get_dtype(dtype)
-    xp = get_xp(backend)
+#: Bump when the layout of a cached plan changes (the cache key also hashes the sources
+#: of the modules that generate code, so editing them invalidates old entries).
+CACHE_FORMAT = 1
+
+
+def _spec(cell: Cell, xp) -> dict:
+    """Derive and lambdify ``cell``: the whole compiled plan as plain data and sources."""
     s = derive(cell)
     sys = cell.system
     atoms = sys.matvec_by_symbol
     reverse_products = {m.symbol.name for m in s.products}
-
     subs, extra = _complements(sys)
     gated = {name: (pre, func, comp) for name, pre, func, comp in extra}
+
+    def source(args, expr, cse=False) -> str:
+        return inspect.getsource(_lambdify([sp.Symbol(a) for a in args], expr, xp, cse=cse))
+
+    def node(name, args, expr) -> dict:
+        return {"node": name, "args": list(args), "src": source(args, expr)}
+
     forward: list = []
-    i = 0
-    order = sys.order
+    i, order = 0, sys.order
     while i < len(order):
         name = order[i]
         if name in atoms:
@@ -181,48 +193,128 @@ def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> C
             while i < len(order) and order[i] in atoms and atoms[order[i]].arg == arg:
                 names.append(order[i])
                 i += 1
-            forward.append(Group(arg, tuple(names), tuple(atoms[a].weight for a in names),
-                                 any(a in reverse_products for a in names)))
+            forward.append({"group": arg, "atoms": names, "weights": [atoms[a].weight for a in names],
+                            "reverse": any(a in reverse_products for a in names)})
             continue
         rhs = _accurate(sys.rhs[name], subs)
         if name in gated:
             # v = F(a): evaluate a once, then v and its accurate complement from a.
             pre, func, (comp_sym, comp_expr) = gated[name]
             arg = rhs.args[0]
-            args = tuple(sorted(sym.name for sym in arg.free_symbols))
-            forward.append(Node(pre.name, args, _lambdify([sp.Symbol(a) for a in args], arg, xp)))
-            forward.append(Node(name, (pre.name,), _lambdify([pre], func(pre), xp)))
-            forward.append(Node(comp_sym.name, (pre.name,), _lambdify([pre], comp_expr, xp)))
+            forward.append(node(pre.name, sorted(x.name for x in arg.free_symbols), arg))
+            forward.append(node(name, [pre.name], func(pre)))
+            forward.append(node(comp_sym.name, [pre.name], comp_expr))
         else:
-            args = tuple(sorted(sym.name for sym in rhs.free_symbols))
-            forward.append(Node(name, args, _lambdify([sp.Symbol(a) for a in args], rhs, xp)))
+            forward.append(node(name, sorted(x.name for x in rhs.free_symbols), rhs))
         i += 1
 
     coefs = s.coefficients()
-    layout = tuple((v, src) for v, src, _ in coefs)
+    layout = [[v, src] for v, src, _ in coefs]
     exprs = [_accurate(c, subs) for _, _, c in coefs]
-    coef_args = tuple(sorted({sym.name for e in exprs for sym in e.free_symbols}))
-    coef_fn = _lambdify([sp.Symbol(a) for a in coef_args], exprs, xp, cse=True)
+    coef_args = sorted({x.name for e in exprs for x in e.free_symbols})
 
-    index = {key: k for k, key in enumerate(layout)}
+    index = {(v, src): k for k, (v, src) in enumerate(layout)}
+    groups = [g for g in forward if "group" in g]
     reverse: list = []
-    groups = [g for g in forward if isinstance(g, Group)]
     for name in reversed(order):
         if name in s.edges:
-            edges = tuple((src, index[(name, src)]) for src, _ in s.edges[name]
-                          if src not in atoms)
-            reverse.append(("scatter", name, edges))
+            reverse.append(["scatter", name, [[src, index[(name, src)]] for src, _ in s.edges[name]
+                                              if src not in atoms]])
         elif name in atoms and name in reverse_products:
-            group = next(g for g in groups if name in g.atoms)
-            if group.atoms[-1] == name:  # first met walking backwards: the whole group
-                terms = tuple(
-                    (v, tuple((j, index[(v, a)]) for j, a in enumerate(group.atoms)
-                              if (v, a) in index))
-                    for v in s.sinks)
-                reverse.append(("group", group, tuple(t for t in terms if t[1])))
+            group = next(g for g in groups if name in g["atoms"])
+            if group["atoms"][-1] == name:  # first met walking backwards: the whole group
+                terms = [[v, [[j, index[(v, a)]] for j, a in enumerate(group["atoms"])
+                              if (v, a) in index]] for v in s.sinks]
+                reverse.append(["group", group["atoms"], [t for t in terms if t[1]]])
     direct = {b: index[(b, f"{b}_prev")] for b in cell.state if (b, f"{b}_prev") in index}
-    return Compiled(cell, s, backend, dtype, tuple(forward), coef_args, coef_fn, layout,
-                    tuple(reverse), direct)
+    return {"format": CACHE_FORMAT, "forward": forward, "coef_args": coef_args,
+            "coef_src": source(coef_args, exprs, cse=True), "layout": layout,
+            "reverse": reverse, "direct": direct}
+
+
+@cache
+def _namespace_of(backend: str) -> dict:
+    """Globals for generated code, as lambdify builds them: the array module's public names
+    (the printers write ``tanh(x)``), the module itself, and gateflow's functions."""
+    xp = get_xp(backend)
+    ns = {k: v for k, v in vars(xp).items() if not k.startswith("_")}
+    return {**ns, xp.__name__: xp, **_namespace(xp)}
+
+
+def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
+    """Build the evaluators from a plan (fresh or cached: the same path either way)."""
+    ns = _namespace_of(backend)
+
+    def function(src: str):
+        scope = dict(ns)
+        exec(compile(src, f"<gateflow {cell.name}>", "exec"), scope)  # noqa: S102 - our own code
+        return scope["_lambdifygenerated"]
+
+    forward, groups = [], {}
+    for item in spec["forward"]:
+        if "group" in item:
+            g = Group(item["group"], tuple(item["atoms"]), tuple(item["weights"]), item["reverse"])
+            groups[g.atoms] = g
+            forward.append(g)
+        else:
+            forward.append(Node(item["node"], tuple(item["args"]), function(item["src"])))
+    reverse = []
+    for op in spec["reverse"]:
+        if op[0] == "scatter":
+            reverse.append(("scatter", op[1], tuple((src, k) for src, k in op[2])))
+        else:
+            terms = tuple((v, tuple((j, k) for j, k in pairs)) for v, pairs in op[2])
+            reverse.append(("group", groups[tuple(op[1])], terms))
+    return Compiled(cell, backend, dtype, tuple(forward), tuple(spec["coef_args"]),
+                    function(spec["coef_src"]), tuple(tuple(x) for x in spec["layout"]),
+                    tuple(reverse), dict(spec["direct"]))
+
+
+def cache_dir() -> Path | None:
+    """Where compiled plans are cached: $GATEFLOW_CACHE_DIR (empty: off), else
+    $XDG_CACHE_HOME/gateflow or ~/.cache/gateflow."""
+    env = os.environ.get("GATEFLOW_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gateflow"
+
+
+def _cache_path(cell: Cell, backend: str, dtype: np.dtype) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    from . import __version__, _cell, _derive, _functions
+
+    h = hashlib.sha256(json.dumps([CACHE_FORMAT, __version__, sp.__version__, backend, dtype.name,
+                                   cell.name, cell.state, cell.params, cell.equations]).encode())
+    for source in (_cell.__file__, _derive.__file__, _functions.__file__, __file__):
+        h.update(Path(source).read_bytes())
+    return folder / f"{cell.name}-{backend}-{dtype.name}-{h.hexdigest()[:24]}.json"
+
+
+@cache
+def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
+    """Evaluators of ``cell`` for (backend, dtype): derived and lambdified once per process,
+    and cached on disk (see :func:`cache_dir`), so a new process skips both."""
+    cell, dtype = get_cell(cell), get_dtype(dtype)
+    xp = get_xp(backend)
+    path = _cache_path(cell, backend, dtype)
+    if path is not None and path.is_file():
+        try:
+            spec = json.loads(path.read_text())
+            if spec.get("format") == CACHE_FORMAT:
+                return _load(cell, backend, dtype, spec)
+        except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+            pass  # an unreadable entry is rebuilt below
+    spec = _spec(cell, xp)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_files({path: json.dumps(spec).encode()})
+        except (OSError, GateflowError):
+            pass  # a read-only home only costs the cache
+    return _load(cell, backend, dtype, spec)
 
 
 class Bound:
