@@ -638,14 +638,16 @@ def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path):
     seen = {}
     for c, d in files.items():
         for what, p in d.items():
-            seen.setdefault(p.resolve(), []).append(f"{what} of {c}" if multi else what)
+            flag = f"--{what.lower()}"
+            seen.setdefault(p.resolve(), []).append(f"{flag} of {c}" if multi else flag)
     for what, (p, _) in figs.items():
-        seen.setdefault(p.resolve(), []).append(what)
+        seen.setdefault(p.resolve(), []).append(what.split()[0])
     for p, whats in seen.items():
+        if whats == ["--json", "--csv"]:
+            raise GateflowError("--json and --csv name the same file; give two different paths")
         if len(whats) > 1:
-            if whats == ["JSON", "CSV"]:
-                raise GateflowError("--json and --csv name the same file; give two different paths")
-            raise GateflowError(f"{' and '.join(whats)} would all write {str(p)!r}; "
+            both = "both" if len(whats) == 2 else "all"
+            raise GateflowError(f"{' and '.join(whats)} would {both} write {str(p)!r}; "
                                 "give different paths")
     return files, figs
 

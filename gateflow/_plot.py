@@ -172,8 +172,8 @@ def gate_overlay(lags, bias: float, n: int, *, norm: str = "frobenius", tex: str
     label = rf"{prefix}: ${_sqrt_n(norm)}\sigma({tex}={bias:g})^k$"
     if timescale:
         ts = float(chrono_timescale(bias))
-        label += (rf", timescale $1+e^{{{tex}}}={ts:.3g}$ steps" if math.isfinite(ts)
-                  else rf", timescale $1+e^{{{tex}}}=\infty$")
+        value = f"{ts:.3g}" if math.isfinite(ts) else r"\infty"
+        label += ",\n" + rf"timescale $1+e^{{{tex}}}={value}$ steps"
     return Overlay(label, np.asarray(lags), gate_path(lags, bias, n, norm), color=color,
                    linestyle=linestyle)
 
