@@ -262,12 +262,17 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
     return fig
 
 
+#: Singular values more than this many decades below the largest are not drawn.
+NOISE_DECADES = -14.0
+
+
 def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
                  lags: Sequence[int] | None = None, path=None, *, item: int = 0,
                  title: str | None = None, colors: Mapping | None = None,
                  legend: str = "inside"):
     """Singular values of ∂s_T/∂s_{T−k}, sorted, for one batch element (``item``), one panel
     per lag, one colour per result. The results need ``all_lags(..., singular_lags=...)``.
+    Values below 10^NOISE_DECADES of the largest (float64 rounding) are not drawn.
     ``legend``: ``"inside"`` the last panel or ``"outside"`` to its right."""
     if not results:
         raise GateflowError("plot_spectra needs at least one result")
@@ -290,6 +295,9 @@ def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
                     raise GateflowError(f"result {label!r} has no singular values at lag {k} "
                                         f"for block {blocks[label]!r}")
                 s = np.sort(np.asarray(sv)[item])[::-1]
+                # Below ~1e−14 of the largest, float64 singular values are rounding noise
+                # (any backend gives different digits there): leave them out.
+                s = s[s >= s[0] + NOISE_DECADES]
                 idx = np.arange(1, s.size + 1)
                 ax.plot(idx, _pow10(s), color=color, marker="o", markersize=2.5,
                         label=f"{label}: " + _block_tex(blocks[label]))
