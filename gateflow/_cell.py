@@ -16,14 +16,14 @@ parameter and intermediate used), and :mod:`gateflow._derive` does the calculus.
 
 from __future__ import annotations
 
+import ast
 import keyword
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
-import sympy as sp
-from sympy.parsing.sympy_parser import parse_expr, standard_transformations
-
-from ._functions import ACTIVATIONS, MatVec
+if TYPE_CHECKING:  # SymPy is imported on first use only (see Cell.system)
+    import sympy as sp
 
 INPUT = "x"
 
@@ -76,11 +76,112 @@ class System:
         return {m.symbol.name: m for m in self.matvecs}
 
 
-class _Weight(sp.Symbol):
-    """Parameter symbol during parsing only: ``W @ v`` builds ``MatVec(W, v)``."""
+@cache
+def _weight_class():
+    import sympy as sp
 
-    def __matmul__(self, other):
-        return MatVec(sp.Symbol(self.name), sp.sympify(other))
+    from ._functions import MatVec
+
+    class _Weight(sp.Symbol):
+        """Parameter symbol during parsing only: ``W @ v`` builds ``MatVec(W, v)``."""
+
+        def __matmul__(self, other):
+            return MatVec(sp.Symbol(self.name), sp.sympify(other))
+
+    return _Weight
+
+
+_FUNCTIONS = frozenset({"sigmoid", "tanh", "relu"})
+
+
+def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Check a cell's declaration with :mod:`ast`; return (matrices, vectors).
+
+    Every equation is ``name = expression`` over x, previous states, parameters and names
+    defined above; ``W @ v`` needs a declared W and is the only use of W; functions are
+    sigmoid, tanh, relu; every state block is updated; every parameter and intermediate is
+    used."""
+    where = f"cell {cell.name!r}"
+    if len(set(cell.params)) != len(cell.params):
+        raise ValueError(f"{where}: a parameter is declared twice in {cell.params}")
+    if not cell.state or len(set(cell.state)) != len(cell.state):
+        raise ValueError(f"{where}: state blocks {cell.state} must be distinct and non-empty")
+    known = {INPUT, *cell.prev}
+    params = set(cell.params)
+    defined: list[str] = []
+    matrices: dict[str, str] = {}
+    used: set[str] = set()
+    for line in cell.equations:
+        lhs, sep, rhs = line.partition("=")
+        lhs = lhs.strip()
+        if not sep or not lhs.isidentifier() or keyword.iskeyword(lhs):
+            raise ValueError(f"{where}: equation {line!r} is not of the form 'name = expression'")
+        if lhs in known or lhs in params or lhs in defined:
+            raise ValueError(f"{where}: {lhs!r} is defined twice or shadows an input, "
+                             "previous state or parameter")
+        try:
+            tree = ast.parse(rhs.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise ValueError(f"{where}: cannot parse {line!r}: {exc.msg}") from None
+        scope = known | params | set(defined)
+        matmul_lefts = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+                w = node.left
+                if not isinstance(w, ast.Name) or w.id not in params:
+                    raise ValueError(f"{where}: {line!r} uses '@' with a matrix that is not a "
+                                     "declared parameter")
+                if any(isinstance(m, ast.BinOp) and isinstance(m.op, ast.MatMult)
+                       for m in ast.walk(node.right)):
+                    raise ValueError(f"{where}: nested products such as W @ (U @ h) are not "
+                                     "supported")
+                arg = node.right
+                if isinstance(arg, ast.Name) and arg.id in params:
+                    raise ValueError(f"{where}: {w.id} @ {arg.id} multiplies a parameter")
+                kind = "input" if isinstance(arg, ast.Name) and arg.id == INPUT else "recurrent"
+                if matrices.setdefault(w.id, kind) != kind:
+                    raise ValueError(f"{where}: {w.id} multiplies both x and a state-sized vector")
+                matmul_lefts.add(id(w))
+            elif isinstance(node, ast.Call):
+                if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS \
+                        or len(node.args) != 1 or node.keywords:
+                    name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+                    raise ValueError(f"{where}: {line!r} uses unsupported functions [{name!r}]")
+            elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name,
+                                       ast.Constant, ast.Load, ast.operator, ast.unaryop)):
+                raise ValueError(f"{where}: cannot parse {line!r}: {type(node).__name__} "
+                                 "is not allowed in an equation")
+            elif isinstance(node, ast.BinOp) and not isinstance(
+                    node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
+                raise ValueError(f"{where}: cannot parse {line!r}: operator "
+                                 f"{type(node.op).__name__} is not allowed")
+        names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)
+                 and not (isinstance(n.ctx, ast.Load) and n.id in _FUNCTIONS
+                          and n.id not in scope)]
+        calls = {id(c.func) for c in ast.walk(tree) if isinstance(c, ast.Call)}
+        names = [n for n in names if id(n) not in calls]
+        unknown = sorted({n.id for n in names} - scope)
+        if unknown:
+            raise ValueError(f"{where}: {line!r} uses undeclared symbols {unknown}")
+        for n in names:
+            if n.id in params and id(n) not in matmul_lefts and n.id in matrices:
+                raise ValueError(f"{where}: {n.id} is used as a matrix and elementwise")
+        used |= {n.id for n in names}
+        defined.append(lhs)
+    missing = [b for b in cell.state if b not in defined]
+    if missing:
+        raise ValueError(f"{where}: state blocks {missing} have no update equation")
+    vectors = tuple(p for p in cell.params if p not in matrices)
+    for p in vectors:
+        if p in matrices:
+            raise ValueError(f"{where}: {p} is used as a matrix and elementwise")
+    unused = [p for p in cell.params if p not in used]
+    if unused:
+        raise ValueError(f"{where}: parameters {unused} are declared but never used")
+    idle = [d for d in defined if d not in cell.state and d not in used]
+    if idle:
+        raise ValueError(f"{where}: {idle[0]!r} is computed but never used")
+    return matrices, vectors
 
 
 @dataclass(frozen=True)
@@ -109,7 +210,20 @@ class Cell:
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
-        self.system  # parse and validate now: a malformed cell fails at import time
+        # Check the equations now (a malformed cell fails where it is declared), with Python's
+        # own parser: cheap, and SymPy is only imported once something is derived.
+        matrices, vectors = _validate(self)
+        object.__setattr__(self, "_shapes", (matrices, vectors))
+
+    @property
+    def matrices(self) -> dict[str, str]:
+        """Weight matrices: ``"input"`` (applied to x, shape (n, d)) or ``"recurrent"`` (n, n)."""
+        return self._shapes[0]
+
+    @property
+    def vectors(self) -> tuple[str, ...]:
+        """Parameters used elementwise (biases, peepholes), shape (n,)."""
+        return self._shapes[1]
 
     # -- names ---------------------------------------------------------------------------
     @property
@@ -133,6 +247,13 @@ class Cell:
     # -- parsing -------------------------------------------------------------------------
     @cached_property
     def system(self) -> System:
+        """The equations as SymPy expressions (parsed on first use, for the derivation)."""
+        import sympy as sp
+        from sympy.parsing.sympy_parser import parse_expr, standard_transformations
+
+        from ._functions import ACTIVATIONS
+
+        _Weight = _weight_class()
         where = f"cell {self.name!r}"
         reserved = {INPUT, *self.prev}
         if len(set(self.params)) != len(self.params):
@@ -199,6 +320,10 @@ class Cell:
 
 def _lower(cell: Cell, parsed, pretty) -> System:
     """Replace every ``MatVec(W, v)`` by an opaque symbol, giving composite ``v`` a node."""
+    import sympy as sp
+
+    from ._functions import MatVec
+
     where = f"cell {cell.name!r}"
     matrices: dict[str, str] = {}
     atoms: dict[tuple[str, str], MatVecAtom] = {}

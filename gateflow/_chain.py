@@ -76,9 +76,9 @@ def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outp
                    itemsize: int, spectral: bool) -> int:
     """Peak memory of :func:`all_lags`, from the shapes alone (checked before allocating)."""
     S = len(cell.state)
-    G = max(1, len(cell.system.matvecs))
+    G = max(1, len(cell.matrices))
     trajectory = (T + 1) * B * S * n + T * B * d
-    working = B * rows * S * n * 4 + B * rows * G * n + B * n * (len(cell.system.order) + G) * 2
+    working = B * rows * S * n * 4 + B * rows * G * n + B * n * (3 * len(cell.equations) + G) * 2
     gram = 3 * B * n * n if spectral else 0
     return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
 

@@ -24,13 +24,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
 
 from ._cell import INPUT, Cell
-from ._derive import derive
 from ._errors import GateflowError
 from ._io import write_files
-from ._functions import sech2, sigmoid
 from .cells import get_cell
 
 BACKENDS = ("numpy", "cupy")
@@ -93,6 +90,8 @@ def _namespace(xp) -> dict:
 
 
 def _lambdify(args, expr, xp, cse=False):
+    import sympy as sp
+
     module = "cupy" if xp.__name__ == "cupy" else "numpy"
     return sp.lambdify(args, expr, modules=[_namespace(xp), module], cse=cse, docstring_limit=0)
 
@@ -144,6 +143,10 @@ def _complements(sys) -> tuple[dict, list]:
     1 − v, 1 − v², 1 − tanh²(u) in the equations and coefficients is replaced by them.
     Returns the substitution and the extra forward nodes (name, pre-activation node, fn).
     """
+    import sympy as sp
+
+    from ._functions import sech2, sigmoid
+
     subs: dict = {}
     extra: list = []
     for node, rhs in sys.defs:
@@ -160,6 +163,10 @@ def _complements(sys) -> tuple[dict, list]:
 
 
 def _accurate(expr, subs):
+    import sympy as sp
+
+    from ._functions import sech2
+
     w = sp.Wild("w")
     return expr.xreplace(subs).replace(1 - sp.tanh(w) ** 2, sech2(w))
 
@@ -171,6 +178,10 @@ CACHE_FORMAT = 1
 
 def _spec(cell: Cell, xp) -> dict:
     """Derive and lambdify ``cell``: the whole compiled plan as plain data and sources."""
+    import sympy as sp
+
+    from ._derive import derive
+
     s = derive(cell)
     sys = cell.system
     atoms = sys.matvec_by_symbol
@@ -284,12 +295,16 @@ def _cache_path(cell: Cell, backend: str, dtype: np.dtype) -> Path | None:
     folder = cache_dir()
     if folder is None:
         return None
-    from . import __version__, _cell, _derive, _functions
+    from importlib.metadata import version
 
-    h = hashlib.sha256(json.dumps([CACHE_FORMAT, __version__, sp.__version__, backend, dtype.name,
-                                   cell.name, cell.state, cell.params, cell.equations]).encode())
-    for source in (_cell.__file__, _derive.__file__, _functions.__file__, __file__):
-        h.update(Path(source).read_bytes())
+    from . import __version__
+
+    here = Path(__file__).parent
+    h = hashlib.sha256(json.dumps([CACHE_FORMAT, __version__, version("sympy"), backend,
+                                   dtype.name, cell.name, cell.state, cell.params,
+                                   cell.equations]).encode())
+    for source in ("_cell.py", "_derive.py", "_functions.py", "_compile.py"):
+        h.update((here / source).read_bytes())
     return folder / f"{cell.name}-{backend}-{dtype.name}-{h.hexdigest()[:24]}.json"
 
 

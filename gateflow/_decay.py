@@ -290,7 +290,7 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
         params = load_params(weights, cell)
         w_src = file_source(weights)
         n = next(iter(params.values())).shape[0]
-        mats = cell.system.matrices
+        mats = cell.matrices
         d = next(params[p].shape[1] for p, k in mats.items() if k == "input")
     if generated_inputs:
         T = 100 if steps is None else steps

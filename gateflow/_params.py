@@ -123,7 +123,7 @@ def param_shapes(cell, n: int, d: int) -> dict[str, tuple[int, ...]]:
     cell = _cell(cell)
     n = _positive_int(n, "hidden size n")
     d = _positive_int(d, "input size d")
-    mats = cell.system.matrices
+    mats = cell.matrices
     shapes: dict[str, tuple[int, ...]] = {}
     for p in cell.params:
         kind = mats.get(p)
@@ -177,7 +177,7 @@ def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
                                 f"got {chrono:g}; use the longest dependency length you expect")
 
     rng = np.random.default_rng(int(seed))
-    mats = cell.system.matrices
+    mats = cell.matrices
     params: Params = {}
     for p, shape in shapes.items():
         kind = mats.get(p)
@@ -288,7 +288,7 @@ def validate_params(cell, params: Params) -> tuple[int, int]:
                                 "(convert with .astype(np.float64))")
         arrays[p] = a
 
-    mats = cell.system.matrices
+    mats = cell.matrices
     rows = Counter(a.shape[0] for a in arrays.values() if a.ndim >= 1)
     n = rows.most_common(1)[0][0] if rows else 0
     cols = Counter(arrays[p].shape[1] for p, k in mats.items()
