@@ -30,6 +30,7 @@ from ._errors import GateflowError
 from .cells import closest, get_cell
 
 NORMS = ("frobenius", "spectral")
+_KEEP_BYTES = 128 * 2**20  # keep forward coefficients for the backward sweep up to this size
 _LN10 = math.log(10.0)
 
 
@@ -95,8 +96,9 @@ def _check_inputs(x, n_in: int):
         raise GateflowError("inputs contain NaN or Inf")
 
 
-def run(bound: Bound, x, s0=None) -> dict:
-    """Forward pass: the states s_0..s_T, per block, (T+1, B, n), on the backend."""
+def run(bound: Bound, x, s0=None, coefs: list | None = None) -> dict:
+    """Forward pass: the states s_0..s_T, per block, (T+1, B, n), on the backend. With a
+    list ``coefs``, also append each step's Jacobian coefficients to it (index t−1)."""
     xp, dt, n = bound.xp, bound.c.dtype, bound.n
     T, B, _ = x.shape
     states = {b: xp.empty((T + 1, B, n), dtype=dt) for b in bound.c.cell.state}
@@ -107,6 +109,8 @@ def run(bound: Bound, x, s0=None) -> dict:
             vals = bound.step(x[t - 1], {b: states[b][t - 1] for b in states})
             for b in states:
                 states[b][t] = vals[b]
+            if coefs is not None:
+                coefs.append(bound.coefficients(vals))
     for b, traj in states.items():
         finite = xp.all(xp.isfinite(traj.reshape(T + 1, -1)), axis=1)
         if not bool(xp.all(finite)):
@@ -346,8 +350,12 @@ def all_lags(
     comp = compile_cell(cell, backend, dt.name)
     bound = Bound(comp, params, n)
     xd = xp.asarray(x, dtype=dt)
+    # Keep each step's coefficients from the forward pass when they are small (they are
+    # O(T·B·n) like the trajectory); otherwise recompute the step in the backward sweep.
+    kept = len(comp.layout) * T * B * n * dt.itemsize
+    stored = [] if kept <= min(_KEEP_BYTES, 0.1 * have) else None
     with _blas_threads(threads):
-        states = run(bound, xd, s0)
+        states = run(bound, xd, s0, stored)
 
     # Seed: the identity on the rows of each output block, plus the probe row.
     A = {s: xp.zeros((B, rows, n), dtype=dt) for s in cell.state}
@@ -375,8 +383,12 @@ def all_lags(
     with np.errstate(divide="ignore", under="ignore"), _blas_threads(threads):
         for k in range(1, T + 1):
             t = T - k + 1  # multiply by J_t = ∂s_t/∂s_{t−1}
-            vals = bound.step(xd[t - 1], {s: states[s][t - 1] for s in cell.state})
-            adj = sweep.backward(A, bound.coefficients(vals))
+            if stored is not None:
+                step_coefs, stored[t - 1] = stored[t - 1], None  # free as we go
+            else:
+                vals = bound.step(xd[t - 1], {s: states[s][t - 1] for s in cell.state})
+                step_coefs = bound.coefficients(vals)
+            adj = sweep.backward(A, step_coefs)
             A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
                  for s in cell.state}
             coefs = sweep.coefs
