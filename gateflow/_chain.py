@@ -8,9 +8,10 @@ Jacobian from the right, G ← G J_t, walking the cell's wiring backwards:
     A[source] += A[sink] ⊙ coef(sink, source)      elementwise, broadcast over rows
     A[v]      += [A[W_1 v] … A[W_G v]] · [W_1; …; W_G]   one GEMM per shared vector v
 
-Gate values at step t are recomputed from s_{t−1} (a B × n × Gn GEMM, n times cheaper than
-the backward step), so memory does not grow with T beyond the trajectory. No per-step
-Jacobian is ever formed. Each row carries its own log-scale: when its norm leaves
+Each step's Jacobian coefficients (a few (B, n) arrays) are kept from the forward pass
+while they fit in 128 MiB; beyond that they are recomputed from s_{t−1} (a B × n × Gn
+GEMM, n times cheaper than the backward step). Either way memory stays O(T·B·n), like the
+trajectory. No per-step Jacobian is ever formed. Each row carries its own log-scale: when its norm leaves
 a dtype-dependent safe range (:func:`_renorm_range`) it is renormalised and the factor moves to the log, so T = 10 000 neither
 underflows nor overflows in the vanishing or the exploding regime.
 """
