@@ -901,8 +901,10 @@ def main(argv=None) -> int:
                "reads the same weights file (`.npz`, PyTorch names) and inputs file (`.npy`).",
                "",
                "## End to end (fresh process each)", "",
-               f"Wall time of a whole subprocess — interpreter start, imports, SymPy derivation "
-               f"(gateflow) or tracing + XLA compilation (JAX), reading the files, the job, "
+               f"Wall time of a whole subprocess — interpreter start, imports, loading the "
+               f"compiled evaluators (gateflow; derived with SymPy and lambdified on the first "
+               f"run, then cached on disk) or tracing + XLA compilation (JAX), reading the files, "
+               f"the job, "
                f"writing the (T, B) result — best of up to {args.repeats} "
                f"(no repeat after a run over {args.slow:g} s). Peak memory: {rss_how}. "
                "gateflow uses one BLAS thread (its default); JAX and "
@@ -912,8 +914,8 @@ def main(argv=None) -> int:
         md += md_table(head, body)
         print_rich("End to end (subprocess, best of repeats)", head, body)
         md += ["", "## Kernel vs BLAS ceiling (in process, one BLAS thread)", "",
-               "kernel: gateflow `all_lags` (forward pass, gate recomputation, backward sweep, "
-               "norms) after a warm-up call, best of repeats. ceiling: only the GEMMs the "
+               "kernel: gateflow `all_lags` (forward pass keeping each step's coefficients, "
+               "backward sweep, norms) after a warm-up call, best of repeats. ceiling: only the GEMMs the "
                "kernel performs — per LSTM step two batched (B, n, n) @ (B, n, n) products "
                "(4·B·n³ flops; the GFLOP/s columns count these flops). stacked: the "
                "alternative of one (B·n × 4n) @ (4n × n) GEMM per step (8·B·n³ flops), "

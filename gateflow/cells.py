@@ -48,22 +48,21 @@ _GRU_WARNING = (
     "(cell gru-cho). Same weights, different functions, different Jacobians."
 )
 
-RNN = Cell(
-    name="rnn", summary="Elman RNN with tanh (PyTorch nn.RNN)",
-    reference="Elman (1990), Finding structure in time; PyTorch nn.RNN",
-    state=("h",), params=("W", "U", "b"),
-    equations=("h = tanh(W @ x + U @ h_prev + b)",),
-    torch=TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
-                      nonlinearity="tanh"),
-)
-RNN_RELU = Cell(
-    name="rnn-relu", summary="Elman RNN with ReLU (PyTorch nn.RNN(nonlinearity='relu'))",
-    reference="Elman (1990); Le, Jaitly & Hinton (2015), IRNN; PyTorch nn.RNN",
-    state=("h",), params=("W", "U", "b"),
-    equations=("h = relu(W @ x + U @ h_prev + b)",),
-    torch=TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
-                      nonlinearity="relu"),
-)
+def _elman(name: str, phi: str, summary: str, reference: str) -> Cell:
+    """h = φ(W x + U h + b): PyTorch nn.RNN with ``nonlinearity=phi``."""
+    return Cell(
+        name=name, summary=summary, reference=reference,
+        state=("h",), params=("W", "U", "b"),
+        equations=(f"h = {phi}(W @ x + U @ h_prev + b)",),
+        torch=TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
+                          nonlinearity=phi),
+    )
+
+
+RNN = _elman("rnn", "tanh", "Elman RNN with tanh (PyTorch nn.RNN)",
+             "Elman (1990), Finding structure in time; PyTorch nn.RNN")
+RNN_RELU = _elman("rnn-relu", "relu", "Elman RNN with ReLU (PyTorch nn.RNN(nonlinearity='relu'))",
+                  "Elman (1990); Le, Jaitly & Hinton (2015), IRNN; PyTorch nn.RNN")
 LSTM = Cell(
     name="lstm", summary="LSTM with forget gate, gates i, f, g, o (PyTorch nn.LSTM)",
     reference="Hochreiter & Schmidhuber (1997); Gers, Schmidhuber & Cummins (2000); PyTorch nn.LSTM",
