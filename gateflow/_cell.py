@@ -129,8 +129,8 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 w = node.left
                 if not isinstance(w, ast.Name) or w.id not in params:
-                    raise ValueError(f"{where}: {line!r} uses '@' with a matrix that is not a "
-                                     "declared parameter")
+                    raise ValueError(f"{where}: {line!r}: the left of '@' must be a declared "
+                                     "parameter (a matrix)")
                 if any(isinstance(m, ast.BinOp) and isinstance(m.op, ast.MatMult)
                        for m in ast.walk(node.right)):
                     raise ValueError(f"{where}: nested products such as W @ (U @ h) are not "
@@ -281,11 +281,6 @@ class Cell:
             try:
                 rhs = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
                                  transformations=standard_transformations)
-            except TypeError as exc:
-                if "@" in str(exc):
-                    raise ValueError(f"{where}: {line!r} uses '@' with a matrix that is not a "
-                                     "declared parameter") from None
-                raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
             except Exception as exc:  # SymPy raises many types; re-raise with the line
                 raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
             rhs = rhs.xreplace(plain)
