@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -175,12 +176,11 @@ class _Sweep:
                                        xp.empty((B, S * n, m), dtype=dt),
                                        xp.empty((B, n, m), dtype=dt))
         self.tmp = xp.empty((B, rows, n), dtype=dt)
-        self.coefs = None
+
 
     def backward(self, A: dict, coefs: list) -> dict:
         """Adjoints of every source after one step back; ``A`` holds the new states'."""
         xp, B, rows, n = self.xp, self.B, self.rows, self.bound.n
-        self.coefs = coefs
         adj = dict(A)
         tmp = self.tmp
 
@@ -244,31 +244,37 @@ def _spectral(xp, m, V, tol: float = 1e-14, max_iter: int = 50, p: int = 8):
     B, _, n = m.shape
     p = min(p, n)
     mt = xp.swapaxes(m, 1, 2)
-    if V is None:
+    if V is None:  # the same start for every sequence: results do not depend on the batch
         rng = np.random.default_rng(0)
-        V = xp.asarray(rng.standard_normal((B, n, p)), dtype=m.dtype)
+        V = xp.broadcast_to(xp.asarray(rng.standard_normal((n, p)), dtype=m.dtype), (B, n, p))
     theta = xp.full(B, -1.0)
     done = xp.zeros(B, dtype=bool)
+    V_out = V
     for _ in range(max_iter):
-        V, _r = xp.linalg.qr(V)
-        MV = xp.matmul(m, V)  # (B, R, p)
-        H = xp.matmul(xp.swapaxes(MV, 1, 2), MV)  # Vᵀ mᵀm V, (B, p, p)
+        Q, _r = xp.linalg.qr(V)
+        MV = xp.matmul(m, Q)  # (B, R, p)
+        H = xp.matmul(xp.swapaxes(MV, 1, 2), MV)  # Qᵀ mᵀm Q, (B, p, p)
         lam, Y = xp.linalg.eigh(H.astype(np.float64))
         top = lam[:, -1]
-        W = xp.matmul(mt, MV)  # mᵀm V
+        W = xp.matmul(mt, MV)  # mᵀm Q
         y = Y[:, :, -1:].astype(m.dtype)
-        resid = xp.linalg.norm((xp.matmul(W, y) - top[:, None, None].astype(m.dtype) * xp.matmul(V, y))[..., 0], axis=1)
-        done = (xp.abs(top - theta) <= tol * xp.abs(top)) & (resid <= 1e-7 * xp.abs(top))
-        done |= top <= 0
-        theta = top
+        resid = xp.linalg.norm((xp.matmul(W, y) - top[:, None, None].astype(m.dtype)
+                                * xp.matmul(Q, y))[..., 0], axis=1)
+        now = ((xp.abs(top - theta) <= tol * xp.abs(top)) & (resid <= 1e-7 * xp.abs(top))) \
+            | (top <= 0)
+        # A converged sequence is frozen (θ and its subspace), so its numbers never depend
+        # on how long the others in the batch take.
+        theta = xp.where(done, theta, top)
+        V_out = xp.where(done[:, None, None], V_out, Q)
+        done = done | now
         if bool(xp.all(done)):
             break
-        V = W
+        V = xp.where(done[:, None, None], V, W)
     if not bool(xp.all(done)):
         bad = xp.nonzero(~done)[0]
         sub = m[bad].astype(np.float64)
         theta[bad] = xp.linalg.eigvalsh(xp.swapaxes(sub, 1, 2) @ sub)[:, -1]
-    return xp.sqrt(xp.maximum(theta, 0)), V
+    return xp.sqrt(xp.maximum(theta, 0)), V_out
 
 
 def _rows(c):
@@ -295,7 +301,7 @@ def all_lags(
     dtype="float64",
     progress=None,
     keep_states: bool = False,
-    threads: int | None = 1,
+    threads: int | None = None,
 ) -> ChainResult:
     """Exact ∂s_T/∂s_{T−k} for every lag k = 1..T, for a batch of sequences.
 
@@ -312,9 +318,13 @@ def all_lags(
         s0: initial state per block (zeros by default).
         backend, dtype: ``"numpy"``/``"cupy"``, ``"float64"``/``"float32"``.
         progress: called with the lag k after each backward step.
-        threads: BLAS threads during the sweep (``None``: leave the library's setting). One
-            is the default: the per-step GEMMs are small enough that threading costs more
-            than it gains on few cores (measured in ``benchmarks/``).
+        threads: CPU threads (default: every core this process may use). The batch is
+            split over that many worker threads, each with one BLAS thread; cores left
+            over when B < threads go to BLAS. The forward pass's tiny GEMMs are always
+            single-threaded (threading them costs more than it saves, and under contention
+            a threaded tiny GEMM can stall for milliseconds; see ``benchmarks/``). Repeat
+            runs with the same value are bit-identical; different values agree to rounding
+            (≈1e−14 in log10: BLAS rounds a GEMM's rows differently for different row counts).
     """
     from ._params import validate_params
 
@@ -351,11 +361,81 @@ def all_lags(
     comp = compile_cell(cell, backend, dt.name)
     bound = Bound(comp, params, n)
     xd = xp.asarray(x, dtype=dt)
-    # Keep each step's coefficients from the forward pass when they are small (they are
-    # O(T·B·n) like the trajectory); otherwise recompute the step in the backward sweep.
+    s0 = None if s0 is None else {b: xp.broadcast_to(xp.asarray(v, dtype=dt), (B, n))
+                                  for b, v in s0.items()}
+    if probe is not None:
+        probe = xp.broadcast_to(xp.asarray(probe, dtype=dt), (B, len(cell.state) * n))
+
+    # Sequences are independent: split the batch over worker threads, each with one BLAS
+    # thread (NumPy releases the GIL in matmul and ufuncs), so the elementwise work runs in
+    # parallel too; cores left over (B < threads) go to BLAS. Every row carries its own
+    # scale and every spectral iteration stops per sequence, so a sequence's numbers do not
+    # depend on the others' (up to BLAS rounding, which varies with a GEMM's row count).
+    cores = threads or _cpu_count()
+    workers = 1 if backend != "numpy" else max(1, min(cores, B))
+    blas = max(1, cores // workers) if backend == "numpy" else None
     kept = len(comp.layout) * T * B * n * dt.itemsize
-    stored = [] if kept <= min(_KEEP_BYTES, 0.1 * have) else None
-    with _blas_threads(threads):
+    keep = kept <= min(_KEEP_BYTES, 0.1 * have)
+    cuts = [B * i // workers for i in range(workers + 1)]
+    parts = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+
+    def job(i: int, part: slice) -> dict:
+        return _sweep_chunk(
+            comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
+            None if probe is None else probe[part], blocks, norms, singular_lags, out_blocks,
+            keep, progress if i == 0 else None)
+
+    with _blas_threads(blas):  # process-wide (np.errstate, by contrast, is per thread)
+        if workers == 1:
+            chunks = [job(0, parts[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateflow") as pool:
+                chunks = [f.result() for f in [pool.submit(job, i, p) for i, p in enumerate(parts)]]
+
+    def cat(get, axis=1):
+        arrays = [get(c) for c in chunks]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
+
+    first = chunks[0]
+    return ChainResult(
+        cell=cell.name,
+        lags=np.arange(1, T + 1),
+        blocks={b: {k: cat(lambda c, b=b, k=k: c["blocks"][b][k]) for k in first["blocks"][b]}
+                for b in blocks},
+        direct={s: {k: cat(lambda c, s=s, k=k: c["direct"][s][k]) for k in dd}
+                for s, dd in first["direct"].items()},
+        singular_values={lag: {b: cat(lambda c, lag=lag, b=b: c["svals"][lag][b], axis=0)
+                               for b in per} for lag, per in first["svals"].items()},
+        probe=None if probe is None else cat(lambda c: c["probe"]),
+        states={s: cat(lambda c, s=s: c["states"][s]) for s in cell.state} if keep_states else None,
+        meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": backend,
+              "estimated_bytes": need, "workers": workers, "blas_threads": blas},
+    )
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _sweep_chunk(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
+                 keep: bool, progress) -> dict:
+    """Forward pass and backward sweep for one slice of the batch; host arrays out."""
+    with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
+        return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags,
+                                 out_blocks, keep, progress)
+
+
+def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
+                      keep: bool, progress) -> dict:
+    xp, dt, n = bound.xp, comp.dtype, bound.n
+    cell = comp.cell
+    T, B, _ = xd.shape
+    rows = n * len(out_blocks) + (0 if probe is None else 1)
+    stored = [] if keep else None
+    with _blas_threads(1):  # tiny GEMMs: never worth threads (see all_lags)
         states = run(bound, xd, s0, stored)
 
     # Seed: the identity on the rows of each output block, plus the probe row.
@@ -365,10 +445,8 @@ def all_lags(
         row_of[s] = slice(k * n, (k + 1) * n)
         A[s][:, row_of[s], :] = xp.eye(n, dtype=dt)
     if probe is not None:
-        v = xp.asarray(probe, dtype=dt)
-        v = xp.broadcast_to(v, (B, len(cell.state) * n))
         for j, s in enumerate(cell.state):
-            A[s][:, -1, :] = v[:, j * n:(j + 1) * n]
+            A[s][:, -1, :] = probe[:, j * n:(j + 1) * n]
     logscale = xp.zeros((B, rows), dtype=np.float64)
 
     res = {b: {nm: xp.empty((T, B), dtype=np.float64) for nm in norms} for b in blocks}
@@ -381,67 +459,62 @@ def all_lags(
     lo, hi = _renorm_range(dt)
     top_vec = {b: None for b in blocks}  # warm starts for the spectral norms
 
-    with np.errstate(divide="ignore", under="ignore"), _blas_threads(threads):
-        for k in range(1, T + 1):
-            t = T - k + 1  # multiply by J_t = ∂s_t/∂s_{t−1}
-            if stored is not None:
-                step_coefs, stored[t - 1] = stored[t - 1], None  # free as we go
-            else:
-                vals = bound.step(xd[t - 1], {s: states[s][t - 1] for s in cell.state})
-                step_coefs = bound.coefficients(vals)
-            adj = sweep.backward(A, step_coefs)
-            A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
-                 for s in cell.state}
-            coefs = sweep.coefs
+    for k in range(1, T + 1):
+        t = T - k + 1  # multiply by J_t = ∂s_t/∂s_{t−1}
+        if stored is not None:
+            coefs, stored[t - 1] = stored[t - 1], None  # free as we go
+        else:
+            coefs = bound.coefficients(bound.step(xd[t - 1], {s: states[s][t - 1]
+                                                              for s in cell.state}))
+        adj = sweep.backward(A, coefs)
+        A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
+             for s in cell.state}
 
-            # Norms, from per-row squared norms and per-row log-scales.
-            sq = {s: xp.einsum("brj,brj->br", A[s], A[s]).astype(np.float64) for s in cell.state}
-            for b in blocks:
-                out, inp = b.split("/")
-                r = row_of[out]
-                if "frobenius" in norms:
-                    v = 2 * logscale[:, r] + xp.log(sq[inp][:, r])
-                    res[b]["frobenius"][k - 1] = 0.5 * _logsumexp(xp, v, 1) / _LN10
-                if "spectral" in norms or k in singular_lags:
-                    top = xp.max(logscale[:, r], axis=1)
-                    safe = xp.where(xp.isfinite(top), top, 0)
-                    m = A[inp][:, r, :] * xp.exp(logscale[:, r] - safe[:, None])[..., None].astype(dt)
-                    if "spectral" in norms:
-                        sigma, top_vec[b] = _spectral(xp, m, top_vec[b])
-                        res[b]["spectral"][k - 1] = (xp.log(sigma) + safe) / _LN10
-                    if k in singular_lags:
-                        sv = xp.linalg.svd(m.astype(np.float64), compute_uv=False)
-                        svals.setdefault(k, {})[b] = (xp.log(sv) + safe[:, None]) / _LN10
-            for s, j in comp.direct.items():
-                c = xp.broadcast_to(xp.asarray(coefs[j], dtype=np.float64), (B, n))
-                direct_log[s] += xp.log(xp.abs(c))
-                direct[s]["log10_frobenius"][k - 1] = 0.5 * _logsumexp(xp, 2 * direct_log[s], 1) / _LN10
-                direct[s]["log10_spectral"][k - 1] = xp.max(direct_log[s], axis=1) / _LN10
-            if probe is not None:
-                total = sum(sq[s][:, -1] for s in cell.state)
-                probe_out[k - 1] = (0.5 * xp.log(total) + logscale[:, -1]) / _LN10
+        # Norms, from per-row squared norms and per-row log-scales.
+        sq = {s: xp.einsum("brj,brj->br", A[s], A[s]).astype(np.float64) for s in cell.state}
+        for b in blocks:
+            out, inp = b.split("/")
+            r = row_of[out]
+            if "frobenius" in norms:
+                v = 2 * logscale[:, r] + xp.log(sq[inp][:, r])
+                res[b]["frobenius"][k - 1] = 0.5 * _logsumexp(xp, v, 1) / _LN10
+            if "spectral" in norms or k in singular_lags:
+                top = xp.max(logscale[:, r], axis=1)
+                safe = xp.where(xp.isfinite(top), top, 0)
+                m = A[inp][:, r, :] * xp.exp(logscale[:, r] - safe[:, None])[..., None].astype(dt)
+                if "spectral" in norms:
+                    sigma, top_vec[b] = _spectral(xp, m, top_vec[b])
+                    res[b]["spectral"][k - 1] = (xp.log(sigma) + safe) / _LN10
+                if k in singular_lags:
+                    sv = xp.linalg.svd(m.astype(np.float64), compute_uv=False)
+                    svals.setdefault(k, {})[b] = (xp.log(sv) + safe[:, None]) / _LN10
+        for s, j in comp.direct.items():
+            c = xp.broadcast_to(xp.asarray(coefs[j], dtype=np.float64), (B, n))
+            direct_log[s] += xp.log(xp.abs(c))
+            direct[s]["log10_frobenius"][k - 1] = 0.5 * _logsumexp(xp, 2 * direct_log[s], 1) / _LN10
+            direct[s]["log10_spectral"][k - 1] = xp.max(direct_log[s], axis=1) / _LN10
+        if probe is not None:
+            total = sum(sq[s][:, -1] for s in cell.state)
+            probe_out[k - 1] = (0.5 * xp.log(total) + logscale[:, -1]) / _LN10
 
-            # Renormalise rows that drift towards under- or overflow.
-            total = sum(sq.values())
-            if bool(xp.any((total > hi) | ((total < lo) & (total > 0)))):
-                scale = xp.where(total > 0, xp.sqrt(total), 1.0)
-                logscale += xp.log(scale)
-                inv = (1.0 / scale).astype(dt)[..., None]
-                for s in cell.state:
-                    A[s] *= inv
-            if progress is not None:
-                progress(k)
+        # Renormalise each row that drifts towards under- or overflow (rows only: a row's
+        # numbers never depend on the others').
+        total = sum(sq.values())
+        drift = (total > hi) | ((total < lo) & (total > 0))
+        if bool(xp.any(drift)):
+            scale = xp.where(drift, xp.sqrt(total), 1.0)
+            logscale += xp.log(scale)
+            inv = (1.0 / scale).astype(dt)[..., None]
+            for s in cell.state:
+                A[s] *= inv
+        if progress is not None:
+            progress(k)
 
     to_host = getattr(xp, "asnumpy", np.asarray)
-    result = ChainResult(
-        cell=cell.name,
-        lags=np.arange(1, T + 1),
-        blocks={b: {f"log10_{nm}": to_host(res[b][nm]) for nm in norms} for b in blocks},
-        direct={s: {k: to_host(v) for k, v in dd.items()} for s, dd in direct.items()},
-        singular_values={k: {b: to_host(v) for b, v in d_.items()} for k, d_ in svals.items()},
-        probe=None if probe_out is None else to_host(probe_out),
-        states={s: to_host(v) for s, v in states.items()} if keep_states else None,
-        meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": backend,
-              "estimated_bytes": need},
-    )
-    return result
+    return {
+        "blocks": {b: {f"log10_{nm}": to_host(res[b][nm]) for nm in norms} for b in blocks},
+        "direct": {s: {k: to_host(v) for k, v in dd.items()} for s, dd in direct.items()},
+        "svals": {k: {b: to_host(v) for b, v in d_.items()} for k, d_ in svals.items()},
+        "probe": None if probe_out is None else to_host(probe_out),
+        "states": {s: to_host(v) for s, v in states.items()},
+    }

@@ -51,6 +51,8 @@ import numpy as np
 
 from ._errors import GateflowError
 from ._io import check_file, write_files
+from ._params import param_shapes
+from .cells import get_cell
 
 __all__ = [
     "DecayResult",
@@ -218,29 +220,17 @@ def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: 
     from . import _chain
     from ._compile import get_dtype
 
-    cell_ = _cell(cell)
+    cell_ = get_cell(cell)
     blocks = tuple(cell_.blocks) if blocks is None else tuple(blocks)
     outs = {b.split("/")[0] for b in blocks}
     need = _chain.estimate_bytes(cell_, n, d, T, B, n * len(outs), len(blocks) * len(norms) + 4,
                                  get_dtype(dtype).itemsize, "spectral" in norms)
-    need += 8 * T * B * d + 8 * sum(int(np.prod(s)) for s in _param_shapes(cell_, n, d))
+    need += 8 * T * B * d + 8 * sum(int(np.prod(s)) for s in param_shapes(cell_, n, d).values())
     have = _chain.available_memory(backend)
     if need > 0.8 * have:
         raise GateflowError(
             f"this run needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; "
             "use fewer steps (T), a smaller batch (B), fewer blocks, or float32")
-
-
-def _param_shapes(cell, n, d):
-    from ._params import param_shapes
-
-    return param_shapes(cell, n, d).values()
-
-
-def _cell(cell):
-    from .cells import get_cell
-
-    return get_cell(cell)
 
 
 def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
@@ -260,7 +250,7 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     """
     from ._params import init_params, load_inputs, load_params, make_inputs
 
-    cell = _cell(cell)
+    cell = get_cell(cell)
     init_opts = {"--hidden": hidden, "--input-size": input_size, "--init": init,
                  "--sigma-w": sigma_w, "--sigma-v": sigma_v, "--sigma-b": sigma_b,
                  "--gate-bias": gate_bias, "--chrono": chrono}
@@ -300,8 +290,6 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
         T = _positive_int(T, "--steps (T)", "; inputs need at least one time step")
         B = _positive_int(B, "--batch (B)", "; inputs need at least one sequence")
         if generated_weights:
-            from ._params import param_shapes
-
             param_shapes(cell, n, d)  # validates n and d
         _precheck_memory(cell, n, d, T, B, dtype, backend, blocks, norms)
     if generated_weights:
@@ -338,7 +326,7 @@ def decay(cell, params: dict, x, *, blocks=None, norms=("frobenius", "spectral")
     """
     from ._chain import NORMS, all_lags
 
-    cell = _cell(cell)
+    cell = get_cell(cell)
     if isinstance(blocks, str):
         blocks = parse_list(blocks, cell.blocks, "block")
     if isinstance(norms, str):
@@ -431,13 +419,11 @@ SPECTRA_LAGS = (1, 10, 100)
 def memory_block(cell) -> str:
     """The block that carries a cell's memory: ``c/c`` when the state has a c (LSTM
     family), ``h/h`` otherwise."""
-    return "c/c" if "c" in _cell(cell).state else "h/h"
+    return "c/c" if "c" in get_cell(cell).state else "h/h"
 
 
 def parse_cells(text: str) -> tuple[str, ...]:
     """``"rnn,lstm,gru"`` -> ``("rnn", "lstm", "gru")``; unknown or repeated names refused."""
-    from .cells import get_cell
-
     items = [s.strip() for s in str(text).split(",")]
     if not any(items):
         raise GateflowError(f"empty cell list {text!r}; give e.g. rnn,lstm,gru")
@@ -550,7 +536,7 @@ def theory_overlays(results: dict, params: dict, sources: dict, x_moments: dict,
     if len(norms) != 1:
         return out
     norm = norms.pop()
-    gated = [c for c in results if _cell(c).memory_bias is not None]
+    gated = [c for c in results if get_cell(c).memory_bias is not None]
     if gate_bias is not None and gated:
         r = results[gated[0]]
         out.append(gate_overlay(r.chain.lags, gate_bias, r.shapes["n"], norm=norm,
@@ -696,13 +682,13 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     get_xp(backend)
     block_t = {}
     for c in cells:
-        cell_ = _cell(c)
+        cell_ = get_cell(c)
         block_t[c] = parse_list(blocks, cell_.blocks, "block")
         mb = memory_block(c)
         if figs and block_t[c] is not None and mb not in block_t[c]:
             raise GateflowError(f"--plot/--spectra draw each cell's memory block; add {mb} to "
                                 f"--blocks (cell {c})")
-    gated = {c: _cell(c).memory_bias is not None for c in cells}
+    gated = {c: get_cell(c).memory_bias is not None for c in cells}
     gate_opts = {k: data_opts.pop(k, None) for k in ("gate_bias", "chrono")}
     if multi and any(v is not None for v in gate_opts.values()) and not any(gated.values()):
         flag = "--gate-bias" if gate_opts["gate_bias"] is not None else "--chrono"
@@ -790,7 +776,7 @@ def run_decay(cell: str, *, json_path=None, csv_path=None, blocks: str | None = 
               quiet: bool = False, **opts) -> DecayResult:
     """``gateflow decay`` for one cell: :func:`run_decays`, returning that cell's
     :class:`DecayResult`."""
-    name = _cell(cell).name
+    name = get_cell(cell).name
     run = run_decays((name,), json_path=json_path, csv_path=csv_path, blocks=blocks,
                      norms=norms, dtype=dtype, backend=backend, quiet=quiet, **opts)
     return run.results[name]

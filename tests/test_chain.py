@@ -462,3 +462,28 @@ def test_same_inputs_give_identical_results(name):
     a = decay(name, params, x).to_json_dict()
     b = decay(name, params, x).to_json_dict()
     assert a == b
+
+
+def test_thread_count_changes_nothing_but_rounding():
+    """The batch is split over worker threads; each sequence is computed independently."""
+    from gateflow import all_lags, init_params, make_inputs
+
+    p = init_params("lstm", 12, 5, scheme="gaussian", sigma_w=1.3, seed=0)
+    x = make_inputs(60, 5, 5, seed=1)
+    one = all_lags("lstm", p, x, threads=1, singular_lags=(1, 60))
+    again = all_lags("lstm", p, x, threads=1, singular_lags=(1, 60))
+    for threads in (2, 3, 5):
+        many = all_lags("lstm", p, x, threads=threads, singular_lags=(1, 60))
+        assert many.meta["workers"] == min(threads, 5)
+        for b, norms in one.blocks.items():
+            for k, v in norms.items():
+                np.testing.assert_array_equal(again.blocks[b][k], v)  # repeat: bit-identical
+                np.testing.assert_allclose(many.blocks[b][k], v, rtol=0, atol=1e-12)
+        for s, norms in one.direct.items():
+            for k, v in norms.items():
+                np.testing.assert_allclose(many.direct[s][k], v, rtol=0, atol=1e-12)
+        for lag in (1, 60):
+            for b, sv in one.singular_values[lag].items():
+                top = sv.max(axis=1, keepdims=True)
+                np.testing.assert_allclose(10.0 ** (many.singular_values[lag][b] - top),
+                                           10.0 ** (sv - top), rtol=0, atol=1e-12)
