@@ -696,7 +696,9 @@ def kernel_table(rows, f32):
 
 def gpu_lines(sec) -> list[str]:
     if sec is None:
-        return ["Not run (`--no-gpu`)."]
+        return ["Not run here (`--no-gpu`). The GPU figures come from a separate run on a "
+                "machine with a GPU, `python benchmarks/run.py --gpu-only`: see "
+                "[benchmarks-gpu.md](benchmarks-gpu.md)."]
     if sec["status"] != "ran":
         return [f"GPU: {sec['status']}."]
     i, s = sec["info"], sec["shape"]
