@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +64,8 @@ def available_memory(backend: str) -> int:
     if backend == "cupy":
         import cupy
 
-        return int(cupy.cuda.runtime.memGetInfo()[0])
+        # free on the device plus what CuPy's pool holds but does not use
+        return int(cupy.cuda.runtime.memGetInfo()[0]) + cupy.get_default_memory_pool().free_bytes()
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -86,7 +87,33 @@ def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outp
     return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
 
 
+def _names(value) -> tuple[str, ...]:
+    """``"h/h,c/c"`` or ``("h/h", "c/c")`` -> ``("h/h", "c/c")``."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def _check_s0(cell: Cell, s0, n: int, B: int):
+    """Initial states: known blocks only, each finite of shape (n,) or (B, n)."""
+    if s0 is None:
+        return None
+    out = {}
+    for b, v in dict(s0).items():
+        if b not in cell.state:
+            raise GateflowError(f"s0 has no state block {b!r} for cell {cell.name!r}"
+                                f"{closest(str(b), cell.state)}")
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape not in ((n,), (B, n)) or not np.all(np.isfinite(v)):
+            raise GateflowError(f"s0[{b!r}] must be finite, of shape ({n},) or ({B}, {n}); "
+                                f"got shape {v.shape}")
+        out[b] = v
+    return out
+
+
 def _check_inputs(x, n_in: int):
+    if x.dtype.kind not in "fiu":
+        raise GateflowError(f"inputs must be real numbers; got dtype {x.dtype}")
     if getattr(x, "ndim", None) != 3:
         raise GateflowError(f"inputs must have shape (T, B, d); got shape {getattr(x, 'shape', None)}")
     T, B, d = x.shape
@@ -241,6 +268,7 @@ def _spectral(xp, m, V, tol: float = 1e-14, max_iter: int = 50, p: int = 8):
     obstacle. An element is accepted when its top Ritz value θ changes by < tol relatively
     and the Ritz residual ‖mᵀm y − θ y‖ < 1e−7 θ; θ's error is then the square of that,
     i.e. rounding. Elements that do not converge fall back to a dense eigvalsh."""
+    m = m.astype(np.float64)  # in float32 the tolerances below could never be met
     B, _, n = m.shape
     p = min(p, n)
     mt = xp.swapaxes(m, 1, 2)
@@ -319,12 +347,13 @@ def all_lags(
         backend, dtype: ``"numpy"``/``"cupy"``, ``"float64"``/``"float32"``.
         progress: called with the lag k after each backward step.
         threads: CPU threads (default: every core this process may use). The batch is
-            split over that many worker threads, each with one BLAS thread; cores left
-            over when B < threads go to BLAS. The forward pass's tiny GEMMs are always
-            single-threaded (threading them costs more than it saves, and under contention
-            a threaded tiny GEMM can stall for milliseconds; see ``benchmarks/``). Repeat
-            runs with the same value are bit-identical; different values agree to rounding
-            (≈1e−14 in log10: BLAS rounds a GEMM's rows differently for different row counts).
+            split over min(threads, B) worker threads, each with one BLAS thread; cores
+            left over (B < threads) go to BLAS. With a single worker the forward pass's tiny
+            GEMMs run single-threaded (threading them costs more than it saves, and under
+            contention a threaded tiny GEMM can stall for milliseconds; see
+            ``benchmarks/``). Repeat runs with the same value are bit-identical; different
+            values agree to rounding (≈1e−14 in log10: BLAS rounds a GEMM's rows
+            differently for different row counts).
     """
     from ._params import validate_params
 
@@ -332,21 +361,36 @@ def all_lags(
     n, d = validate_params(cell, params)
     xp = get_xp(backend)
     dt = get_dtype(dtype)
-    x_host = np.asarray(x) if backend == "numpy" else x
-    _check_inputs(x_host if backend == "numpy" else xp.asnumpy(x_host), d)
-    T, B, _ = x.shape
+    on_device = backend == "cupy" and hasattr(x, "__cuda_array_interface__")
+    x_host = xp.asnumpy(x) if on_device else np.asarray(x)
+    _check_inputs(x_host, d)
+    T, B, _ = x_host.shape
 
-    blocks = tuple(cell.blocks) if blocks is None else tuple(blocks)
+    blocks = tuple(cell.blocks) if blocks is None else _names(blocks)
     for b in blocks:
         if b not in cell.blocks:
             raise GateflowError(f"cell {cell.name!r} has no block {b!r}{closest(b, cell.blocks)}")
-    norms = tuple(norms)
+    norms = _names(norms)
     for nm in norms:
         if nm not in NORMS:
             raise GateflowError(f"unknown norm {nm!r}{closest(nm, NORMS)}")
+    if not blocks and probe is None:
+        raise GateflowError("nothing to compute: ask for at least one block, or give a probe")
     for k in singular_lags:
-        if not 1 <= k <= T:
-            raise GateflowError(f"singular-value lag {k} is outside 1..{T}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= T:
+            raise GateflowError(f"singular-value lag {k!r} must be an integer in 1..{T}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise GateflowError(f"threads must be a positive integer (or None: every core), "
+                            f"got {threads!r}")
+    s0 = _check_s0(cell, s0, n, B)
+    if probe is not None:
+        probe = np.asarray(probe, dtype=np.float64)
+        S = len(cell.state) * n
+        if probe.shape not in ((S,), (B, S)) or not np.all(np.isfinite(probe)):
+            raise GateflowError(f"probe must be finite, of shape ({S},) or ({B}, {S}): one "
+                                f"value per state unit ({', '.join(cell.state)} in that "
+                                f"order); got shape {probe.shape}")
     out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
     rows = n * len(out_blocks) + (0 if probe is None else 1)
 
@@ -383,7 +427,7 @@ def all_lags(
         return _sweep_chunk(
             comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
             None if probe is None else probe[part], blocks, norms, singular_lags, out_blocks,
-            keep, progress if i == 0 else None)
+            keep, progress if i == 0 else None, workers == 1)
 
     with _blas_threads(blas):  # process-wide (np.errstate, by contrast, is per thread)
         if workers == 1:
@@ -421,21 +465,24 @@ def _cpu_count() -> int:
 
 
 def _sweep_chunk(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
-                 keep: bool, progress) -> dict:
+                 keep: bool, progress, single: bool) -> dict:
     """Forward pass and backward sweep for one slice of the batch; host arrays out."""
     with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
         return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags,
-                                 out_blocks, keep, progress)
+                                 out_blocks, keep, progress, single)
 
 
 def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
-                      keep: bool, progress) -> dict:
+                      keep: bool, progress, single: bool) -> dict:
     xp, dt, n = bound.xp, comp.dtype, bound.n
     cell = comp.cell
     T, B, _ = xd.shape
     rows = n * len(out_blocks) + (0 if probe is None else 1)
     stored = [] if keep else None
-    with _blas_threads(1):  # tiny GEMMs: never worth threads (see all_lags)
+    # The forward's GEMMs are tiny: with one worker, run them single-threaded. (BLAS limits
+    # are process-wide, so with several workers they all share the outer setting, 1 thread
+    # each whenever B ≥ threads.)
+    with _blas_threads(1) if single else nullcontext():
         states = run(bound, xd, s0, stored)
 
     # Seed: the identity on the rows of each output block, plus the probe row.

@@ -291,7 +291,9 @@ def cache_dir() -> Path | None:
     return Path(base) / "gateflow"
 
 
-def _cache_path(cell: Cell, backend: str, dtype: np.dtype) -> Path | None:
+def _cache_path(cell: Cell, backend: str) -> Path | None:
+    """The plan's file: keyed by the equations, the versions and the code generators'
+    sources (not by dtype: the generated code is the same for float32 and float64)."""
     folder = cache_dir()
     if folder is None:
         return None
@@ -301,20 +303,23 @@ def _cache_path(cell: Cell, backend: str, dtype: np.dtype) -> Path | None:
 
     here = Path(__file__).parent
     h = hashlib.sha256(json.dumps([CACHE_FORMAT, __version__, version("sympy"), backend,
-                                   dtype.name, cell.name, cell.state, cell.params,
+                                   cell.name, cell.state, cell.params,
                                    cell.equations]).encode())
     for source in ("_cell.py", "_derive.py", "_functions.py", "_compile.py"):
         h.update((here / source).read_bytes())
-    return folder / f"{cell.name}-{backend}-{dtype.name}-{h.hexdigest()[:24]}.json"
+    return folder / f"{cell.name}-{backend}-{h.hexdigest()[:24]}.json"
 
 
-@cache
 def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
     """Evaluators of ``cell`` for (backend, dtype): derived and lambdified once per process,
     and cached on disk (see :func:`cache_dir`), so a new process skips both."""
-    cell, dtype = get_cell(cell), get_dtype(dtype)
+    return _compile(get_cell(cell), backend, get_dtype(dtype))
+
+
+@cache
+def _compile(cell: Cell, backend: str, dtype: np.dtype) -> Compiled:
     xp = get_xp(backend)
-    path = _cache_path(cell, backend, dtype)
+    path = _cache_path(cell, backend)
     if path is not None and path.is_file():
         try:
             spec = json.loads(path.read_text())

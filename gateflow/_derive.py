@@ -38,6 +38,9 @@ from ._cell import INPUT, Cell, MatVecAtom
 from ._errors import GateflowError
 from .cells import closest, get_cell
 
+#: ``steps`` expands |state|^(k−1) block paths; beyond this many it refuses (LSTM: k ≤ 9).
+MAX_PATHS = 256
+
 # --------------------------------------------------------------------------------------
 # Structured linear operators
 # --------------------------------------------------------------------------------------
@@ -226,6 +229,11 @@ class Structure:
         out, inp = self._check_block(block)
         if k < 1:
             raise GateflowError(f"--steps must be at least 1, got {k}")
+        if len(self.cell.state) ** (k - 1) > MAX_PATHS:
+            raise GateflowError(
+                f"--steps {k} would expand {len(self.cell.state)}^{k - 1} block paths for cell "
+                f"{self.cell.name!r}; at most {MAX_PATHS} are printed (use fewer steps; the "
+                "numeric chain, gateflow decay, has no such limit)")
         nonzero = {b for b in self.cell.blocks if not self.block(b).is_zero}
         paths = []
         for mid in product(self.cell.state, repeat=k - 1):
@@ -270,10 +278,13 @@ def time_name(node: str, j: int = 0) -> str:
     return f"{base}_t" if lag == 0 else f"{base}_{{t-{lag}}}"
 
 
-@cache
 def derive(cell: str | Cell) -> Structure:
-    """Derive (once per process) the structured one-step Jacobian of ``cell``."""
-    cell = get_cell(cell)
+    """Derive (once per process and cell) the structured one-step Jacobian of ``cell``."""
+    return _derive(get_cell(cell))
+
+
+@cache
+def _derive(cell: Cell) -> Structure:
     sys = cell.system
     rhs = sys.rhs
     atoms = sys.matvec_by_symbol

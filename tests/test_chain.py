@@ -487,3 +487,65 @@ def test_thread_count_changes_nothing_but_rounding():
                 top = sv.max(axis=1, keepdims=True)
                 np.testing.assert_allclose(10.0 ** (many.singular_values[lag][b] - top),
                                            10.0 ** (sv - top), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(s0={"C": np.zeros(4)}), r"no state block 'C'.*valid: h, c"),
+    (dict(s0={"c": np.zeros(5)}), r"s0\['c'\] must be finite, of shape \(4,\) or \(3, 4\)"),
+    (dict(s0={"h": np.full(4, np.nan)}), r"s0\['h'\] must be finite"),
+    (dict(probe=np.zeros(5)), r"probe must be finite, of shape \(8,\) or \(3, 8\)"),
+    (dict(probe=np.full(8, np.inf)), r"probe must be finite"),
+    (dict(blocks=()), r"nothing to compute"),
+    (dict(singular_lags=(2.5,)), r"must be an integer in 1..6"),
+    (dict(singular_lags=(7,)), r"must be an integer in 1..6"),
+    (dict(threads=0), r"threads must be a positive integer"),
+    (dict(threads=-2), r"threads must be a positive integer"),
+    (dict(norms="frobenius,nuclear"), r"unknown norm 'nuclear'"),
+])
+def test_all_lags_refuses_bad_arguments_with_a_gateflow_error(kwargs, message):
+    from gateflow import GateflowError, all_lags, init_params, make_inputs
+
+    p = init_params("lstm", 4, 2, seed=0)
+    with pytest.raises(GateflowError, match=message):
+        all_lags("lstm", p, make_inputs(6, 3, 2, seed=1), **kwargs)
+
+
+def test_all_lags_accepts_lists_and_comma_strings():
+    from gateflow import all_lags, init_params, make_inputs
+
+    p = init_params("lstm", 4, 2, seed=0)
+    x = make_inputs(6, 3, 2, seed=1)
+    ref = all_lags("lstm", p, x, blocks=("h/h", "c/c"), norms=("frobenius",))
+    got = all_lags("lstm", p, x.tolist(), blocks="h/h,c/c", norms="frobenius")
+    for b in ("h/h", "c/c"):
+        np.testing.assert_array_equal(got.blocks[b]["log10_frobenius"],
+                                      ref.blocks[b]["log10_frobenius"])
+    from gateflow import GateflowError
+
+    with pytest.raises(GateflowError, match="real numbers"):
+        all_lags("lstm", p, x.astype(complex))
+
+
+def test_float32_spectral_norm_converges_without_dense_fallback(monkeypatch):
+    """The subspace iteration runs in float64 whatever the sweep's dtype."""
+    from gateflow import all_lags, init_params, make_inputs
+
+    p = init_params("lstm", 32, 8, seed=0)
+    x = make_inputs(60, 3, 8, seed=1)
+    ref = all_lags("lstm", p, x, blocks=("c/c",), norms=("spectral",))
+    calls = []
+    real = np.linalg.eigvalsh
+    monkeypatch.setattr(np.linalg, "eigvalsh", lambda a: calls.append(a.shape) or real(a))
+    f32 = all_lags("lstm", p, x, blocks=("c/c",), norms=("spectral",), dtype="float32")
+    assert len(calls) <= 2  # at most a rare near-degenerate sequence falls back
+    np.testing.assert_allclose(f32.blocks["c/c"]["log10_spectral"],
+                               ref.blocks["c/c"]["log10_spectral"], rtol=0, atol=1e-4)
+
+
+def test_k_step_expansion_is_capped():
+    from gateflow import GateflowError, derive
+
+    assert len(derive("lstm").steps("c/c", 9)) == 2**8
+    with pytest.raises(GateflowError, match="at most 256"):
+        derive("lstm").steps("c/c", 10)
+    assert len(derive("gru").steps("h/h", 50)) == 1  # one state block: one path
