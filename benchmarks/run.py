@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
@@ -263,8 +262,9 @@ def kernel_and_ceiling(params: dict, x: np.ndarray, repeats: int, dtype="float64
 
     Each repeat times the kernel, then exactly the kernel's GEMMs (2 × (B, n, n) @ (B, n, n)
     per step, T steps), then the stacked alternative ((B·n × 4n) @ (4n × n) per step), all
-    with the BLAS library's default threads, as the kernel uses; best of each. Interleaving makes kernel and ceiling see the same
-    machine load, so their ratio is steadier than either time."""
+    with the BLAS library's default threads, as the kernel uses; best of each.
+    Interleaving makes kernel and ceiling see the same machine load, so their ratio is
+    steadier than either time."""
     from gateflow._chain import all_lags
 
     T, B, _ = x.shape
@@ -925,8 +925,9 @@ def main(argv=None) -> int:
         print_rich("End to end (subprocess, best of repeats)", head, body)
         md += ["", f"## Kernel vs BLAS ceiling (in process, {blas_threads()} BLAS threads)", "",
                "kernel: gateflow `all_lags` (forward pass keeping each step's coefficients, "
-               "backward sweep, norms) after a warm-up call, best of repeats. ceiling: only the GEMMs the "
-               "kernel performs — per LSTM step two batched (B, n, n) @ (B, n, n) products "
+               "backward sweep, norms) after a warm-up call, best of repeats. ceiling: only "
+               "the GEMMs the kernel performs — per LSTM step two batched "
+               "(B, n, n) @ (B, n, n) products "
                "(4·B·n³ flops; the GFLOP/s columns count these flops). stacked: the "
                "alternative of one (B·n × 4n) @ (4n × n) GEMM per step (8·B·n³ flops), "
                "what a "
@@ -934,7 +935,8 @@ def main(argv=None) -> int:
                "time.", ""]
         head, body = kernel_table(rows, f32)
         md += md_table(head, body)
-        print_rich(f"Kernel vs BLAS ceiling (in process, {blas_threads()} BLAS threads)", head, body)
+        print_rich(f"Kernel vs BLAS ceiling (in process, {blas_threads()} BLAS threads)",
+                   head, body)
 
         agree = [f"{r['n']}: " + ", ".join(f"{k} {v:.1e}" for k, v in r["diff"].items())
                  for r in rows]

@@ -50,13 +50,18 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from ._analysis import (DecayFit, fit_decay, gate_path, mean_field_tanh,  # noqa: F401
-                            pascanu_bound, summarize)
+    from ._analysis import DecayFit, fit_decay, gate_path, mean_field_tanh, pascanu_bound, summarize  # noqa: F401
     from ._cell import Cell, TorchLayout  # noqa: F401
     from ._chain import ChainResult, all_lags  # noqa: F401
     from ._derive import LinOp, Structure, Term, derive  # noqa: F401
-    from ._params import (init_params, load_inputs, load_params, make_inputs,  # noqa: F401
-                          save_params, to_torch_state_dict)
+    from ._params import (  # noqa: F401
+        init_params,
+        load_inputs,
+        load_params,
+        make_inputs,
+        save_params,
+        to_torch_state_dict,
+    )
     from ._printing import render  # noqa: F401
     from .cells import CELLS, get_cell  # noqa: F401
 

@@ -62,6 +62,8 @@ class System:
     defs: tuple[tuple[sp.Symbol, sp.Expr], ...]  # (node, rhs) in evaluation order
     composites: frozenset[str]  # nodes introduced for a non-symbol matvec argument
     matvecs: tuple[MatVecAtom, ...]
+    # matrices/vectors fall out of lowering and agree with Cell.matrices/Cell.vectors
+    # (computed by _validate), which are the source of truth; these are kept for tests.
     matrices: dict[str, str]  # weight name -> "input" (n × d) or "recurrent" (n × n)
     vectors: tuple[str, ...]
     order: tuple[str, ...]  # defined nodes and matvec symbols, in a valid evaluation order
@@ -111,6 +113,7 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
     defined: list[str] = []
     matrices: dict[str, str] = {}
     used: set[str] = set()
+    elementwise: set[str] = set()  # parameters used other than left of '@
     for line in cell.equations:
         lhs, sep, rhs = line.partition("=")
         lhs = lhs.strip()
@@ -145,7 +148,8 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
             elif isinstance(node, ast.Call):
                 if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS \
                         or len(node.args) != 1 or node.keywords:
-                    name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+                    f = node.func
+                    name = f.id if isinstance(f, ast.Name) else ast.unparse(f)
                     raise ValueError(f"{where}: {line!r} uses unsupported functions [{name!r}]")
             elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name,
                                        ast.Constant, ast.Load, ast.operator, ast.unaryop)):
@@ -163,18 +167,16 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
         unknown = sorted({n.id for n in names} - scope)
         if unknown:
             raise ValueError(f"{where}: {line!r} uses undeclared symbols {unknown}")
-        for n in names:
-            if n.id in params and id(n) not in matmul_lefts and n.id in matrices:
-                raise ValueError(f"{where}: {n.id} is used as a matrix and elementwise")
+        elementwise |= {n.id for n in names if n.id in params and id(n) not in matmul_lefts}
         used |= {n.id for n in names}
         defined.append(lhs)
     missing = [b for b in cell.state if b not in defined]
     if missing:
         raise ValueError(f"{where}: state blocks {missing} have no update equation")
+    both = sorted(elementwise & set(matrices))  # in either order across equations
+    if both:
+        raise ValueError(f"{where}: {both[0]} is used as a matrix and elementwise")
     vectors = tuple(p for p in cell.params if p not in matrices)
-    for p in vectors:
-        if p in matrices:
-            raise ValueError(f"{where}: {p} is used as a matrix and elementwise")
     unused = [p for p in cell.params if p not in used]
     if unused:
         raise ValueError(f"{where}: parameters {unused} are declared but never used")
@@ -247,7 +249,10 @@ class Cell:
     # -- parsing -------------------------------------------------------------------------
     @cached_property
     def system(self) -> System:
-        """The equations as SymPy expressions (parsed on first use, for the derivation)."""
+        """The equations as SymPy expressions (parsed on first use, for the derivation).
+
+        Translation only: :func:`_validate` has already checked the declaration (it runs in
+        ``__post_init__``), so nothing here re-checks it."""
         import sympy as sp
         from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
@@ -255,13 +260,8 @@ class Cell:
 
         _Weight = _weight_class()
         where = f"cell {self.name!r}"
-        reserved = {INPUT, *self.prev}
-        if len(set(self.params)) != len(self.params):
-            raise ValueError(f"{where}: a parameter is declared twice in {self.params}")
-        if not self.state or len(set(self.state)) != len(self.state):
-            raise ValueError(f"{where}: state blocks {self.state} must be distinct and non-empty")
         params = {p: _Weight(p) for p in self.params}
-        local: dict[str, sp.Basic] = {n: sp.Symbol(n) for n in reserved}
+        local: dict[str, sp.Basic] = {n: sp.Symbol(n) for n in (INPUT, *self.prev)}
         local.update(params)
         global_dict = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational,
                        "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow,
@@ -271,37 +271,18 @@ class Cell:
         pretty: dict[str, sp.Expr] = {}
         parsed: list[tuple[sp.Symbol, sp.Expr]] = []
         for line in self.equations:
-            lhs, sep, rhs_text = line.partition("=")
+            lhs, _, rhs_text = line.partition("=")
             lhs = lhs.strip()
-            if not sep or not lhs.isidentifier() or keyword.iskeyword(lhs):
-                raise ValueError(f"{where}: equation {line!r} is not of the form 'name = expression'")
-            if lhs in local:
-                raise ValueError(f"{where}: {lhs!r} is defined twice or shadows an input, "
-                                 "previous state or parameter")
             try:
                 rhs = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
                                  transformations=standard_transformations)
-            except Exception as exc:  # SymPy raises many types; re-raise with the line
+            except Exception as exc:  # e.g. a string constant, which ast lets through
                 raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
-            rhs = rhs.xreplace(plain)
-            known = set(local) | set(self.params)
-            unknown = {s.name for s in rhs.free_symbols} - known
-            if unknown:
-                raise ValueError(f"{where}: {line!r} uses undeclared symbols {sorted(unknown)}")
-            bad = {type(f).__name__ for f in rhs.atoms(sp.Function)} - {
-                "sigmoid", "tanh", "relu", "MatVec"}
-            if bad:
-                raise ValueError(f"{where}: {line!r} uses unsupported functions {sorted(bad)}")
             pretty[lhs] = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
                                      transformations=standard_transformations,
                                      evaluate=False).xreplace(plain)
-            parsed.append((sp.Symbol(lhs), rhs))
+            parsed.append((sp.Symbol(lhs), rhs.xreplace(plain)))
             local[lhs] = sp.Symbol(lhs)
-
-        defined = [s.name for s, _ in parsed]
-        missing = [s for s in self.state if s not in defined]
-        if missing:
-            raise ValueError(f"{where}: state blocks {missing} have no update equation")
         return _lower(self, parsed, pretty)
 
     def __repr__(self) -> str:
@@ -314,12 +295,13 @@ class Cell:
 
 
 def _lower(cell: Cell, parsed, pretty) -> System:
-    """Replace every ``MatVec(W, v)`` by an opaque symbol, giving composite ``v`` a node."""
+    """Replace every ``MatVec(W, v)`` by an opaque symbol, giving composite ``v`` a node.
+
+    Translation only (the cell was validated by :func:`_validate` on construction)."""
     import sympy as sp
 
     from ._functions import MatVec
 
-    where = f"cell {cell.name!r}"
     matrices: dict[str, str] = {}
     atoms: dict[tuple[str, str], MatVecAtom] = {}
     composites: dict[sp.Expr, str] = {}
@@ -330,8 +312,6 @@ def _lower(cell: Cell, parsed, pretty) -> System:
             weight, arg = mv.args
             if isinstance(arg, sp.Symbol):
                 arg_name = arg.name
-                if arg_name in cell.params:
-                    raise ValueError(f"{where}: {weight} @ {arg} multiplies a parameter")
             else:
                 arg_name = composites.get(arg)
                 if arg_name is None:
@@ -340,20 +320,16 @@ def _lower(cell: Cell, parsed, pretty) -> System:
                     inner = lower(arg)
                     defs.append((sp.Symbol(arg_name), inner))
                     pretty[arg_name] = arg
-            kind = "input" if arg_name == INPUT else "recurrent"
-            if matrices.setdefault(weight.name, kind) != kind:
-                raise ValueError(f"{where}: {weight} multiplies both x and a state-sized vector")
+            matrices.setdefault(weight.name, "input" if arg_name == INPUT else "recurrent")
             key = (weight.name, arg_name)
             if key not in atoms:
-                atoms[key] = MatVecAtom(sp.Symbol(f"{weight.name}__{arg_name}"), weight.name, arg_name)
+                atoms[key] = MatVecAtom(sp.Symbol(f"{weight.name}__{arg_name}"), weight.name,
+                                        arg_name)
             subs[mv] = atoms[key].symbol
         return expr.xreplace(subs)
 
     for node, rhs in parsed:
-        low = lower(rhs)
-        if any(isinstance(a, MatVec) for a in sp.preorder_traversal(low)):
-            raise ValueError(f"{where}: nested products such as W @ (U @ h) are not supported")
-        defs.append((node, low))
+        defs.append((node, lower(rhs)))
 
     # Evaluation order: each product W @ v right after v exists, grouped by v, so that the
     # evaluators can stack every weight applied to the same vector into one GEMM.
@@ -366,24 +342,12 @@ def _lower(cell: Cell, parsed, pretty) -> System:
         order.append(node.name)
         emit_products(node.name)
 
-    used = set().union(*(rhs.free_symbols for _, rhs in defs))
-    used_names = {s.name for s in used} | {a.arg for a in atoms.values()}
-    vectors = tuple(p for p in cell.params if p not in matrices)
-    unused = [p for p in cell.params if p not in matrices and p not in used_names]
-    if unused:
-        raise ValueError(f"{where}: parameters {unused} are declared but never used")
-    for w in matrices:
-        if w not in cell.params:
-            raise ValueError(f"{where}: {w} is used as a matrix but not declared")
-    for s, _ in defs:
-        if s.name not in cell.state and s.name not in used_names:
-            raise ValueError(f"{where}: {s.name!r} is computed but never used")
     return System(
         defs=tuple(defs),
         composites=frozenset(composites.values()),
         matvecs=tuple(atoms.values()),
         matrices=matrices,
-        vectors=vectors,
+        vectors=tuple(p for p in cell.params if p not in matrices),
         order=tuple(order),
         pretty=pretty,
     )

@@ -11,9 +11,10 @@ Jacobian from the right, G ← G J_t, walking the cell's wiring backwards:
 Each step's Jacobian coefficients (a few (B, n) arrays) are kept from the forward pass
 while they fit in 128 MiB; beyond that they are recomputed from s_{t−1} (a B × n × Gn
 GEMM, n times cheaper than the backward step). Either way memory stays O(T·B·n), like the
-trajectory. No per-step Jacobian is ever formed. Each row carries its own log-scale: when its norm leaves
-a dtype-dependent safe range (:func:`_renorm_range`) it is renormalised and the factor moves to the log, so T = 10 000 neither
-underflows nor overflows in the vanishing or the exploding regime.
+trajectory. No per-step Jacobian is ever formed. Each row carries its own log-scale: when
+its norm leaves a dtype-dependent safe range (:func:`_renorm_range`) it is renormalised and
+the factor moves to the log, so T = 10 000 neither underflows nor overflows in the
+vanishing or the exploding regime.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class ChainResult:
     lags: np.ndarray
     blocks: dict[str, dict[str, np.ndarray]]  # "c/c" -> {"log10_frobenius": (T, B), ...}
     direct: dict[str, dict[str, np.ndarray]]  # "c" -> norms of ∏ diag(direct coef) (LSTM: ∏ f)
-    singular_values: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # lag -> block -> (B, k)
+    #: lag -> block -> (B, n) log10 singular values, for the lags asked for
+    singular_values: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     probe: np.ndarray | None = None  # (T, B) log10 ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂
     states: dict[str, np.ndarray] | None = None  # s_0..s_T per block, (T+1, B, n)
     meta: dict = field(default_factory=dict)
@@ -115,7 +117,8 @@ def _check_inputs(x, n_in: int):
     if x.dtype.kind not in "fiu":
         raise GateflowError(f"inputs must be real numbers; got dtype {x.dtype}")
     if getattr(x, "ndim", None) != 3:
-        raise GateflowError(f"inputs must have shape (T, B, d); got shape {getattr(x, 'shape', None)}")
+        raise GateflowError("inputs must have shape (T, B, d); got shape "
+                            f"{getattr(x, 'shape', None)}")
     T, B, d = x.shape
     if T < 1 or B < 1:
         raise GateflowError(f"inputs need T >= 1 steps and B >= 1 sequences; got T={T}, B={B}")

@@ -204,7 +204,8 @@ def _spec(cell: Cell, xp) -> dict:
             while i < len(order) and order[i] in atoms and atoms[order[i]].arg == arg:
                 names.append(order[i])
                 i += 1
-            forward.append({"group": arg, "atoms": names, "weights": [atoms[a].weight for a in names],
+            forward.append({"group": arg, "atoms": names,
+                            "weights": [atoms[a].weight for a in names],
                             "reverse": any(a in reverse_products for a in names)})
             continue
         rhs = _accurate(sys.rhs[name], subs)

@@ -44,6 +44,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,6 @@ from .cells import get_cell
 __all__ = [
     "DecayResult",
     "DecayRun",
-    "check_output_path",
     "decay",
     "decay_figure",
     "file_source",
@@ -67,7 +67,6 @@ __all__ = [
     "memory_block",
     "parse_cells",
     "parse_list",
-    "run_decay",
     "run_decays",
     "spectra_figure",
     "theory_overlays",
@@ -211,9 +210,6 @@ def file_source(path) -> dict:
     return {"source": "file", "path": str(path), "sha256": h.hexdigest()}
 
 
-check_output_path = check_file
-
-
 def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: str,
                      blocks, norms) -> None:
     """Refuse a run that cannot fit before generating anything (all_lags checks again)."""
@@ -245,8 +241,8 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
 
     Returns ``(params, x, provenance)`` with provenance keys ``seed``, ``weights_source`` and
     ``inputs_source`` (keyword arguments of :func:`decay`). Options that only apply to
-    generated data are refused next to a file. Defaults: n = 64, d = n, T = 100, B = 4,
-    PyTorch init, seed 0; generated inputs use seed + 1.
+    generated data are refused next to a file (``seed`` when both are files). Defaults:
+    n = 64, d = n, T = 100, B = 4, PyTorch init, seed 0; generated inputs use seed + 1.
     """
     from ._params import init_params, load_inputs, load_params, make_inputs
 
@@ -262,6 +258,9 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
             verb, it = ("applies", "it") if len(clash) == 1 else ("apply", "them")
             raise GateflowError(f"{', '.join(clash)} {verb} only to generated data; drop {it} "
                                 f"or drop {what}")
+    if weights is not None and inputs is not None and seed is not None:
+        raise GateflowError("--seed applies only to generated data; drop it or drop --weights "
+                            "or --inputs")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                              or seed < 0):
         raise GateflowError(f"seed must be an integer >= 0, got {seed!r}")
@@ -365,9 +364,9 @@ def write_outputs(result: DecayResult, json_path=None, csv_path=None) -> list[Pa
     """Write the asked files all-or-nothing (rendered first, then staged and moved)."""
     jobs = []
     if json_path is not None:
-        jobs.append((check_output_path(json_path, "JSON"), _json_bytes))
+        jobs.append((check_file(json_path, "JSON"), _json_bytes))
     if csv_path is not None:
-        jobs.append((check_output_path(csv_path, "CSV"), _csv_bytes))
+        jobs.append((check_file(csv_path, "CSV"), _csv_bytes))
     payloads = {p: fn(result) for p, fn in jobs}  # render everything before touching disk
     write_files(payloads)
     return list(payloads)
@@ -472,7 +471,7 @@ def check_figure_path(path, what: str) -> tuple[Path, str]:
     if fmt not in FIGURE_FORMATS:
         raise GateflowError(f"cannot write {what} {str(path)!r}: unknown extension "
                             f"{path.suffix or '(none)'!r}; use .png or .svg")
-    return check_output_path(path, what), fmt
+    return check_file(path, what), fmt
 
 
 def plot_norm(result: DecayResult) -> str:
@@ -523,6 +522,22 @@ def fit_table(fits: dict, results: dict, threshold: float):
     return table
 
 
+def _second_moment(x) -> float:
+    """E[x²] in float64; inf (not a warning) when it overflows (|x| beyond ~1e154)."""
+    with np.errstate(over="ignore"):
+        return float(np.mean(np.square(np.asarray(x, dtype=np.float64))))
+
+
+def _finite_input_var(params: dict, x_moment: float) -> bool:
+    """Whether the mean-field input variance mean_i Σ_j W_ij² · E[x²] is finite; if not
+    (huge inputs), the mean-field overlay is skipped rather than failing the run."""
+    if not math.isfinite(x_moment):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        W = np.asarray(params["W"], dtype=np.float64)
+        return bool(np.isfinite(float(np.mean(np.sum(np.square(W), axis=1))) * x_moment))
+
+
 def theory_overlays(results: dict, params: dict, sources: dict, x_moments: dict, *,
                     gate_bias: float | None = None) -> list:
     """The theory lines that apply to these runs (see :func:`gateflow._plot.rnn_overlays`
@@ -545,7 +560,8 @@ def theory_overlays(results: dict, params: dict, sources: dict, x_moments: dict,
     for c in ("rnn", "rnn-relu"):
         if c in results:
             gaussian = (c == "rnn" and sources[c]["weights_source"].get("source") == "init"
-                        and sources[c]["weights_source"].get("scheme") == "gaussian")
+                        and sources[c]["weights_source"].get("scheme") == "gaussian"
+                        and _finite_input_var(params[c], x_moments[c]))
             out += rnn_overlays(params[c], results[c].chain.lags, norm=norm, mean_field=gaussian,
                                 input_second_moment=x_moments[c], name=c)
     return out
@@ -616,7 +632,7 @@ def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path):
         files[c] = {}
         for path, what in ((json_path, "JSON"), (csv_path, "CSV")):
             if path is not None:
-                files[c][what] = check_output_path(per_cell(path, c), what)
+                files[c][what] = check_file(per_cell(path, c), what)
     figs = {}
     for path, what in ((plot_path, "--plot figure"), (spectra_path, "--spectra figure")):
         if path is not None:
@@ -714,8 +730,13 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
             results[c] = decay(c, params, x, blocks=block_t[c], norms=norm_t, dtype=dtype,
                                backend=backend, **prov, **chain_opts)
             continue
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn(f"{c}: backward sweep" if multi else "backward sweep"),
                       BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
@@ -733,7 +754,7 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     fits = {c: fit_result(r, threshold) for c, r in results.items()}
     overlays = theory_overlays(
         results, {c: data[c][0] for c in cells}, {c: data[c][2] for c in cells},
-        {c: float(np.mean(np.square(data[c][1]))) for c in cells},
+        {c: _second_moment(data[c][1]) for c in cells},
         gate_bias=gate_opts["gate_bias"])
     run = DecayRun(results=results, fits=fits, overlays=overlays)
 
@@ -769,14 +790,3 @@ def _figure_bytes(fig, fmt: str) -> bytes:
     from ._plot import figure_bytes
 
     return figure_bytes(fig, fmt)
-
-
-def run_decay(cell: str, *, json_path=None, csv_path=None, blocks: str | None = None,
-              norms: str | None = None, dtype: str = "float64", backend: str = "numpy",
-              quiet: bool = False, **opts) -> DecayResult:
-    """``gateflow decay`` for one cell: :func:`run_decays`, returning that cell's
-    :class:`DecayResult`."""
-    name = get_cell(cell).name
-    run = run_decays((name,), json_path=json_path, csv_path=csv_path, blocks=blocks,
-                     norms=norms, dtype=dtype, backend=backend, quiet=quiet, **opts)
-    return run.results[name]

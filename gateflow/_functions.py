@@ -24,8 +24,9 @@ class sigmoid(sp.Function):  # noqa: N801 - named after the math
         return 1 / (1 + sp.exp(-arg))
 
     def _latex(self, printer, exp=None):
-        body = r"\sigma\left(%s\right)" % printer._print(self.args[0])
-        return body if exp is None else r"\sigma^{%s}\left(%s\right)" % (exp, printer._print(self.args[0]))
+        arg = printer._print(self.args[0])
+        head = r"\sigma" if exp is None else rf"\sigma^{{{exp}}}"
+        return rf"{head}\left({arg}\right)"
 
 
 class relu(sp.Function):  # noqa: N801 - named after the math
@@ -40,7 +41,7 @@ class relu(sp.Function):  # noqa: N801 - named after the math
         return sp.Max(0, arg)
 
     def _latex(self, printer, exp=None):
-        return r"\operatorname{relu}\left(%s\right)" % printer._print(self.args[0])
+        return rf"\operatorname{{relu}}\left({printer._print(self.args[0])}\right)"
 
 
 class sech2(sp.Function):  # noqa: N801 - named after the math

@@ -21,7 +21,6 @@ line saying what is wrong and how to fix it. ``.pt``/``.pth`` files are read wit
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections import Counter
 from pathlib import Path

@@ -6,8 +6,6 @@ elementwise products as ⊙, σ' as f_t ⊙ (1 − f_t), relu' as 𝟙[h_t > 0].
 
 from __future__ import annotations
 
-import re
-
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
@@ -27,7 +25,8 @@ def _add_order(expr):
             return 0
         names = {s.name for s in term.free_symbols}
         mvs = [a for a in sp.preorder_traversal(term) if isinstance(a, MatVec)]
-        if any(n.endswith(f"__{INPUT}") for n in names) or any(a.args[1] == sp.Symbol(INPUT) for a in mvs):
+        if any(n.endswith(f"__{INPUT}") for n in names) or any(
+                a.args[1] == sp.Symbol(INPUT) for a in mvs):
             return 1
         if mvs or any("__" in n for n in names):
             return 2
@@ -111,12 +110,13 @@ class TeXPrinter(_Display, LatexPrinter):
         return self.names.get(expr.name, expr.name)
 
     def _print_Heaviside(self, expr, exp=None):
-        return r"\mathbb{1}\left[%s > 0\right]" % self._print(expr.args[0])
+        return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
 
     def _print_MatVec(self, expr, exp=None):
         w, v = expr.args
         arg = self._print(v)
-        return f"{_tex_param(w.name)} {arg}" if v.is_Symbol else rf"{_tex_param(w.name)} \left({arg}\right)"
+        w = _tex_param(w.name)
+        return f"{w} {arg}" if v.is_Symbol else rf"{w} \left({arg}\right)"
 
     def _print_Add(self, expr, order=None):
         return _join_terms(self, _add_order(expr))
@@ -174,7 +174,7 @@ def partial(block: str, fmt: str, lag: int = 1) -> str:
     prev = f"t-{lag}"
     if fmt == "text":
         return f"∂{out}_t/∂{inp}_{{{prev.replace('-', '−')}}}"
-    return r"\frac{\partial %s_t}{\partial %s_{%s}}" % (out, inp, prev)
+    return rf"\frac{{\partial {out}_t}}{{\partial {inp}_{{{prev}}}}}"
 
 
 def linop(op: LinOp, cell: Cell, fmt: str) -> str:
@@ -191,7 +191,7 @@ def linop(op: LinOp, cell: Cell, fmt: str) -> str:
         elif fmt == "text":
             head = f"diag({p.doprint(coef)})"
         else:
-            head = r"\operatorname{diag}\left(%s\right)" % p.doprint(coef)
+            head = rf"\operatorname{{diag}}\left({p.doprint(coef)}\right)"
         if t.block is not None:
             tail = partial(t.block, fmt)
         elif t.weight is not None:
@@ -206,7 +206,8 @@ def linop(op: LinOp, cell: Cell, fmt: str) -> str:
             body = "I"
         sign = (" − " if fmt == "text" else " - ") if neg else " + "
         parts.append((sign, body))
-    text = ("−" if fmt == "text" else "-") + parts[0][1] if parts[0][0].strip() in "−-" else parts[0][1]
+    first_sign, first = parts[0]
+    text = ("−" if fmt == "text" else "-") + first if first_sign.strip() in "−-" else first
     return text + "".join(s + b for s, b in parts[1:])
 
 
@@ -216,14 +217,14 @@ def render(cell: Cell, fmt: str = "text", block: str | None = None, steps: int =
     blocks = [block] if block else list(cell.blocks)
     for b in blocks:
         s._check_block(b)
-    tex = fmt != "text"
     out: list[str] = []
     header = f"{cell.name} — {cell.summary}"
     if fmt == "markdown":
         out += [f"## `{cell.name}`: {cell.summary}", "", f"*Reference:* {cell.reference}", ""]
         out += [f"> **Note.** {cell.notes}", ""] if cell.notes else []
         out += ["Layout: rows = outputs, $(\\partial s_t/\\partial s_{t-1})[a,b] = "
-                "\\partial s_t[a]/\\partial s_{t-1}[b]$; $\\odot$ is elementwise.", "", "### Equations", ""]
+                "\\partial s_t[a]/\\partial s_{t-1}[b]$; $\\odot$ is elementwise.", "",
+                "### Equations", ""]
         out += [f"- ${line}$" for line in equation_lines(cell, "latex")]
         out += ["", "### Jacobians", ""]
     elif fmt == "latex":
@@ -234,7 +235,8 @@ def render(cell: Cell, fmt: str = "text", block: str | None = None, steps: int =
     else:
         out += [header, f"Reference: {cell.reference}",
                 *([f"Note: {cell.notes}"] if cell.notes else []),
-                "Layout: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a]/∂s_{t−1}[b]; ⊙ is elementwise.",
+                "Layout: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a]/∂s_{t−1}[b]; "
+                "⊙ is elementwise.",
                 "", "Equations"]
         out += [f"  {line}" for line in equation_lines(cell, "text")]
         out += ["", "Jacobians (one step)"]

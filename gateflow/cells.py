@@ -65,7 +65,8 @@ RNN_RELU = _elman("rnn-relu", "relu", "Elman RNN with ReLU (PyTorch nn.RNN(nonli
                   "Elman (1990); Le, Jaitly & Hinton (2015), IRNN; PyTorch nn.RNN")
 LSTM = Cell(
     name="lstm", summary="LSTM with forget gate, gates i, f, g, o (PyTorch nn.LSTM)",
-    reference="Hochreiter & Schmidhuber (1997); Gers, Schmidhuber & Cummins (2000); PyTorch nn.LSTM",
+    reference="Hochreiter & Schmidhuber (1997); Gers, Schmidhuber & Cummins (2000); "
+              "PyTorch nn.LSTM",
     state=("h", "c"), params=_LSTM_PARAMS,
     equations=(*_LSTM_GATES, "c = f*c_prev + i*g", "h = o*tanh(c)"),
     torch=_LSTM_TORCH, memory_bias=("b_f", 1), chrono_partner="b_i",
@@ -87,7 +88,8 @@ GRU_CHO = Cell(
     torch=_GRU_TORCH, memory_bias=("b_z", 1), notes=_GRU_WARNING,
 )
 LSTM_PEEPHOLE = Cell(
-    name="lstm-peephole", summary="LSTM with diagonal peepholes p_i, p_f (on c_{t-1}), p_o (on c_t)",
+    name="lstm-peephole",
+    summary="LSTM with diagonal peepholes p_i, p_f (on c_{t-1}), p_o (on c_t)",
     reference="Gers & Schmidhuber (2000), Recurrent nets that time and count",
     state=("h", "c"), params=(*_LSTM_PARAMS, "p_i", "p_f", "p_o"),
     equations=(
@@ -104,11 +106,13 @@ LSTM_CIFG = Cell(
     name="lstm-cifg", summary="LSTM with coupled input-forget gate, f = 1 - i",
     reference="Greff et al. (2017), LSTM: A Search Space Odyssey",
     state=("h", "c"), params=tuple(p for p in _LSTM_PARAMS if not p.endswith("_f")),
-    equations=(_LSTM_GATES[0], "f = 1 - i", *_LSTM_GATES[2:], "c = f*c_prev + i*g", "h = o*tanh(c)"),
+    equations=(_LSTM_GATES[0], "f = 1 - i", *_LSTM_GATES[2:], "c = f*c_prev + i*g",
+               "h = o*tanh(c)"),
     memory_bias=("b_i", -1),
 )
 MGU = Cell(
-    name="mgu", summary="Minimal Gated Unit: one forget gate f, candidate n = tanh(W x + U (f ⊙ h))",
+    name="mgu",
+    summary="Minimal Gated Unit: one forget gate f, candidate n = tanh(W x + U (f ⊙ h))",
     reference="Zhou, Wu, Zhang & Zhou (2016), Minimal gated unit for recurrent neural networks",
     state=("h",), params=("W_f", "U_f", "b_f", "W_n", "U_n", "b_n"),
     equations=(
@@ -120,7 +124,8 @@ MGU = Cell(
 )
 MINIMALRNN = Cell(
     name="minimalrnn", summary="minimalRNN: z = tanh(W_x x + b_z), u gates h against z",
-    reference="Chen, Pennington & Schoenholz (2018), Dynamical isometry and a mean field theory of RNNs",
+    reference="Chen, Pennington & Schoenholz (2018), Dynamical isometry and a mean field "
+              "theory of RNNs",
     state=("h",), params=("W_x", "b_z", "U_h", "U_z", "b_u"),
     equations=(
         "z = tanh(W_x @ x + b_z)",

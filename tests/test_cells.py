@@ -68,6 +68,8 @@ def test_a_valid_cell_builds():
      r"left of '@' must be a declared parameter"),
     (["h = tanh(W @ x + U @ h_prev + b + W)"], ("W", "U", "b"), ("h",),
      r"used as a matrix and elementwise"),
+    (["a = b * x", "h = tanh(W @ x + b @ h_prev + a + U @ a)"], ("W", "U", "b"), ("h",),
+     r"b is used as a matrix and elementwise"),  # elementwise first, matrix later
     (["h = tanh(W @ x + U @ h_prev + b) if b else b"], ("W", "U", "b"), ("h",), r"not allowed"),
 ])
 def test_invalid_cells_raise(equations, params, state, match):

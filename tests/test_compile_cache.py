@@ -40,7 +40,8 @@ def test_second_process_uses_the_cache_and_gets_the_same_numbers(cache):
 
 def test_key_changes_with_the_equations(cache):
     lstm = CELLS["lstm"]
-    altered = replace(lstm, equations=(*lstm.equations[:4], "c = f*c_prev + 2*i*g", "h = o*tanh(c)"))
+    altered = replace(lstm, equations=(*lstm.equations[:4], "c = f*c_prev + 2*i*g",
+                                       "h = o*tanh(c)"))
     assert _cache_path(lstm, "numpy") != _cache_path(altered, "numpy")
     assert _cache_path(lstm, "numpy") != _cache_path(lstm, "cupy")
 

@@ -287,6 +287,8 @@ BAD = {
     "input option next to a file": lambda f: ("--cell", "lstm", "--weights", f["good"],
                                               "--inputs", f["x"], "--steps", 9),
     "negative seed": lambda f: (*small(), "--seed", "-1"),
+    "seed next to both files": lambda f: ("--cell", "lstm", "--weights", f["good"],
+                                          "--inputs", f["x"], "--seed", 3),
 }
 
 
@@ -316,6 +318,24 @@ def test_bad_input_exits_2_and_writes_nothing(what, existing, files, tmp_path):
     if existing:
         assert j.read_text() == "old json" and c.read_text() == "old csv"
         assert os.stat(j).st_mtime == 1_000_000
+
+
+def test_seed_next_to_both_files_is_refused(tmp_path):
+    """--seed only seeds generated data: with --weights and --inputs both given it would be
+    ignored (and the JSON say "seed": null), so it is refused like the other options."""
+    (tmp_path / "out").mkdir()
+    w, x = tmp_path / "w.npz", tmp_path / "x.npy"
+    save_params(w, "rnn", init_params("rnn", 3, 2, seed=0))
+    np.save(x, make_inputs(4, 1, 2))
+    result = invoke("--cell", "rnn", "--weights", w, "--inputs", x, "--seed", 5,
+                    "--json", tmp_path / "out" / "r.json", "--plot", tmp_path / "out" / "p.png")
+    _check_refused(result, tmp_path, [])
+    assert "--seed" in result.stderr and "generated" in result.stderr
+    # either file alone leaves the seed something to seed
+    _ok(invoke("--cell", "rnn", "--weights", w, "--steps", 3, "--batch", 1, "--seed", 5,
+               "--json", tmp_path / "out" / "a.json", "-q"))
+    _ok(invoke("--cell", "rnn", "--hidden", 3, "--inputs", x, "--seed", 5,
+               "--json", tmp_path / "out" / "b.json", "-q"))
 
 
 @pytest.mark.parametrize("flag", ["--json", "--csv"])

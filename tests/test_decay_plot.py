@@ -4,6 +4,7 @@ fit table, per-cell ``{cell}`` files, and refusal of bad input (exit 2, nothing 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -90,6 +91,30 @@ def test_spectra_figure_lags_clipped_to_T(tmp_path):
     labels = [t.get_text() for t in run.spectra.axes[-1].get_legend().get_texts()]
     assert any(t.startswith("lstm:") and "c_T" in t for t in labels)
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+
+@pytest.mark.parametrize("value", [1e200, -1e307])
+def test_huge_inputs_skip_the_mean_field_overlay(value, tmp_path):
+    """E[x²] overflows float64 for |x| > ~1e154: the mean-field overlay (which needs it) is
+    left out, with no RuntimeWarning and no misleading 'input_var' error."""
+    x = tmp_path / "huge.npy"
+    np.save(x, np.full((4, 1, 2), value))
+    out = tmp_path / "p.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would fail the run
+        result = invoke("--cell", "rnn", "--init", "gaussian", "--hidden", 3, "--inputs", x,
+                        "--plot", out, "-q")
+        run = run_decays("rnn", init="gaussian", hidden=3, inputs=str(x), quiet=True)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "Warning" not in result.output
+    assert out.read_bytes().startswith(b"\x89PNG")
+    labels = [o.label for o in run.overlays]
+    assert any("Pascanu" in t for t in labels) and not any("mean field" in t for t in labels)
+    # ordinary inputs keep it
+    run = run_decays("rnn", init="gaussian", hidden=3, input_size=2, steps=4, batch=1,
+                     quiet=True)
+    assert any("mean field" in o.label for o in run.overlays)
 
 
 # -- the fit table --------------------------------------------------------------------------

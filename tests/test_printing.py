@@ -91,7 +91,8 @@ def test_lstm_reads_like_the_textbook():
     assert "∂c_t/∂c_{t−1} = diag(f_t)" in out
     assert "diag(c_{t−1} ⊙ f_t ⊙ (1 − f_t)) U_f" in out  # σ' = f(1 − f)
     assert "diag(i_t ⊙ (1 − g_t²)) U_g" in out  # tanh' = 1 − g²
-    assert "∂h_t/∂h_{t−1} = diag(o_t ⊙ (1 − o_t) ⊙ tanh(c_t)) U_o + diag(o_t ⊙ (1 − tanh²(c_t))) ∂c_t/∂h_{t−1}" in out
+    assert ("∂h_t/∂h_{t−1} = diag(o_t ⊙ (1 − o_t) ⊙ tanh(c_t)) U_o "
+            "+ diag(o_t ⊙ (1 − tanh²(c_t))) ∂c_t/∂h_{t−1}") in out
 
 
 def test_gru_forms_differ_where_the_reset_gate_sits():
