@@ -96,6 +96,15 @@ def _names(value) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _host(v) -> np.ndarray:
+    """A NumPy float64 copy of ``v`` (CuPy arrays included) for validation."""
+    if hasattr(v, "__cuda_array_interface__"):
+        import cupy
+
+        v = cupy.asnumpy(v)
+    return np.asarray(v, dtype=np.float64)
+
+
 def _check_s0(cell: Cell, s0, n: int, B: int):
     """Initial states: known blocks only, each finite of shape (n,) or (B, n)."""
     if s0 is None:
@@ -105,7 +114,7 @@ def _check_s0(cell: Cell, s0, n: int, B: int):
         if b not in cell.state:
             raise GateflowError(f"s0 has no state block {b!r} for cell {cell.name!r}"
                                 f"{closest(str(b), cell.state)}")
-        v = np.asarray(v, dtype=np.float64)
+        v = _host(v)
         if v.shape not in ((n,), (B, n)) or not np.all(np.isfinite(v)):
             raise GateflowError(f"s0[{b!r}] must be finite, of shape ({n},) or ({B}, {n}); "
                                 f"got shape {v.shape}")
@@ -388,7 +397,7 @@ def all_lags(
                             f"got {threads!r}")
     s0 = _check_s0(cell, s0, n, B)
     if probe is not None:
-        probe = np.asarray(probe, dtype=np.float64)
+        probe = _host(probe)
         S = len(cell.state) * n
         if probe.shape not in ((S,), (B, S)) or not np.all(np.isfinite(probe)):
             raise GateflowError(f"probe must be finite, of shape ({S},) or ({B}, {S}): one "
