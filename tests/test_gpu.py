@@ -51,3 +51,23 @@ def test_cupy_float32_close_to_float64():
                    dtype="float32")
     err = np.abs(f32.blocks["c/c"]["log10_frobenius"] - ref.blocks["c/c"]["log10_frobenius"])
     assert err.max() < 1e-4
+
+
+def test_cupy_accepts_device_arrays_and_matches_numpy_with_s0_probe_and_spectral():
+    n, d, T, B = 8, 3, 30, 4
+    params = init_params("lstm", n, d, scheme="gaussian", sigma_w=1.2, seed=5)
+    x = make_inputs(T, B, d, seed=6)
+    rng = np.random.default_rng(7)
+    s0 = {"h": rng.normal(size=(B, n)), "c": rng.normal(size=n)}
+    probe = rng.normal(size=2 * n)
+    ref = all_lags("lstm", params, x, s0=s0, probe=probe)
+    gpu = all_lags("lstm", params, cupy.asarray(x), backend="cupy", probe=cupy.asarray(probe),
+                   s0={k: cupy.asarray(v) for k, v in s0.items()})
+    np.testing.assert_allclose(gpu.probe, ref.probe, rtol=1e-10, atol=1e-12)
+    for block, norms in ref.blocks.items():
+        for key, value in norms.items():
+            np.testing.assert_allclose(gpu.blocks[block][key], value, rtol=1e-10, atol=1e-12)
+    f32 = all_lags("lstm", params, x, backend="cupy", dtype="float32", s0=s0)
+    ref0 = all_lags("lstm", params, x, s0=s0)
+    np.testing.assert_allclose(f32.blocks["c/c"]["log10_spectral"],
+                               ref0.blocks["c/c"]["log10_spectral"], rtol=0, atol=1e-4)
