@@ -34,6 +34,7 @@ _EXPORTS = {
     "to_torch_state_dict": "_params", "make_inputs": "_params", "load_inputs": "_params",
     "DecayFit": "_analysis", "fit_decay": "_analysis", "gate_path": "_analysis",
     "mean_field_tanh": "_analysis", "pascanu_bound": "_analysis", "summarize": "_analysis",
+    "memory_horizon": "_analysis",
 }
 
 
@@ -87,6 +88,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "load_params",
     "make_inputs",
     "mean_field_tanh",
+    "memory_horizon",
     "pascanu_bound",
     "render",
     "save_params",

@@ -134,10 +134,16 @@ def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = 
     slope, intercept = float(slope), float(intercept)
     factor = 10.0 ** slope if np.isfinite(slope) else 0.0
     efold = -1.0 / (slope * _LN10) if slope < 0 else None
-    below = np.nonzero(y < math.log10(threshold))[0]
-    horizon = int(k[below[0]]) if below.size else None
     return DecayFit(slope=slope, intercept=intercept, factor=factor, efold=efold,
-                    horizon=horizon, threshold=float(threshold), used=used)
+                    horizon=memory_horizon(k, y, threshold), threshold=float(threshold),
+                    used=used)
+
+
+def memory_horizon(lags, log10_median, threshold: float = HORIZON) -> int | None:
+    """The first lag whose (median) norm is below ``threshold``; ``None`` if none is. An
+    exactly zero norm (log10 = −inf) counts as below."""
+    below = np.nonzero(np.asarray(log10_median, dtype=np.float64) < math.log10(threshold))[0]
+    return int(np.asarray(lags)[below[0]]) if below.size else None
 
 
 # -- theory: the memory gate ----------------------------------------------------------------

@@ -127,16 +127,12 @@ def memory_block(cell) -> str:
 
 
 def _memory_horizon(log10_norms: np.ndarray, threshold: float = THRESHOLD) -> int | None:
-    """First lag k (1-based) where the median over the batch of the norms falls below
-    ``threshold``; ``None`` if it never does. ``log10_norms`` is (T, B) as in ChainResult.
+    """Memory horizon of a (T, B) array of log10 norms: :func:`memory_horizon` of the
+    batch median (the definition the report and ``decay`` use)."""
+    from ._analysis import memory_horizon, summarize
 
-    The same definition as :func:`gateflow._analysis.fit_decay`'s horizon, on the median of
-    :func:`gateflow._analysis.summarize` (without fitting a line).
-    """
-    from ._analysis import summarize
-
-    below = np.flatnonzero(summarize(log10_norms).median < math.log10(threshold))
-    return int(below[0]) + 1 if below.size else None
+    summary = summarize(log10_norms)
+    return memory_horizon(summary.lags, summary.median, threshold)
 
 
 def point_task(cell_name: str, config: dict) -> dict:
