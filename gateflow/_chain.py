@@ -30,6 +30,7 @@ import numpy as np
 from ._cell import Cell
 from ._compile import Bound, compile_cell, get_dtype, get_xp
 from ._errors import GateflowError
+from ._memory import check_fits
 from .cells import closest, get_cell
 
 NORMS = ("frobenius", "spectral")
@@ -59,23 +60,6 @@ class ChainResult:
     probe: np.ndarray | None = None  # (T, B) log10 ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂
     states: dict[str, np.ndarray] | None = None  # s_0..s_T per block, (T+1, B, n)
     meta: dict = field(default_factory=dict)
-
-
-def available_memory(backend: str) -> int:
-    """Bytes the run may use: MemAvailable on the host, free memory on the GPU."""
-    if backend == "cupy":
-        import cupy
-
-        # free on the device plus what CuPy's pool holds but does not use
-        return int(cupy.cuda.runtime.memGetInfo()[0]) + cupy.get_default_memory_pool().free_bytes()
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outputs: int,
@@ -408,11 +392,7 @@ def all_lags(
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
                           "spectral" in norms or bool(singular_lags))
-    have = available_memory(backend)
-    if need > 0.8 * have:
-        raise GateflowError(
-            f"this run needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; "
-            "use fewer steps (T), a smaller batch (B), fewer blocks, or float32")
+    check_fits(need, backend=backend)
 
     comp = compile_cell(cell, backend, dt.name)
     bound = Bound(comp, params, n)

@@ -52,6 +52,7 @@ import numpy as np
 
 from ._errors import GateflowError
 from ._io import check_file, write_files
+from ._memory import check_fits
 from ._params import param_shapes
 from .cells import get_cell
 
@@ -222,11 +223,7 @@ def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: 
     need = _chain.estimate_bytes(cell_, n, d, T, B, n * len(outs), len(blocks) * len(norms) + 4,
                                  get_dtype(dtype).itemsize, "spectral" in norms)
     need += 8 * T * B * d + 8 * sum(int(np.prod(s)) for s in param_shapes(cell_, n, d).values())
-    have = _chain.available_memory(backend)
-    if need > 0.8 * have:
-        raise GateflowError(
-            f"this run needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; "
-            "use fewer steps (T), a smaller batch (B), fewer blocks, or float32")
+    check_fits(need, backend=backend)
 
 
 def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,

@@ -45,8 +45,11 @@ def check_file(path, what: str = "output") -> Path:
     return path
 
 
-def write_files(payloads: dict[Path, bytes]) -> None:
-    """Write every file or none: stage each next to its target, then move them into place."""
+def write_files(payloads: dict[Path, bytes], mode: int | None = None) -> None:
+    """Write every file or none: stage each next to its target, then move them into place.
+
+    ``mode`` forces the files' permissions (e.g. 0o600 for private caches), whatever the
+    umask; by default they get what ``open`` would give."""
     staged: list[tuple[str, Path]] = []
     try:
         for path, data in payloads.items():
@@ -55,7 +58,7 @@ def write_files(payloads: dict[Path, bytes]) -> None:
             staged.append((tmp, path))
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.chmod(tmp, file_mode(path))
+            os.chmod(tmp, file_mode(path) if mode is None else mode)
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException as exc:
