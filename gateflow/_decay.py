@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateflowError
-from ._io import check_file, write_files
+from ._io import STDOUT, check_file, write_files
 from ._memory import check_fits
 from ._params import param_shapes
 from .cells import get_cell
@@ -211,9 +211,9 @@ def file_source(path) -> dict:
     return {"source": "file", "path": str(path), "sha256": h.hexdigest()}
 
 
-def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: str,
-                     blocks, norms) -> None:
-    """Refuse a run that cannot fit before generating anything (all_lags checks again)."""
+def run_bytes(cell, n: int, d: int, T: int, B: int, dtype: str = "float64", blocks=None,
+              norms=("frobenius",)) -> int:
+    """Peak bytes of one generated run: float64 params and inputs, then :func:`all_lags`."""
     from . import _chain
     from ._compile import get_dtype
 
@@ -222,8 +222,13 @@ def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: 
     outs = {b.split("/")[0] for b in blocks}
     need = _chain.estimate_bytes(cell_, n, d, T, B, n * len(outs), len(blocks) * len(norms) + 4,
                                  get_dtype(dtype).itemsize, "spectral" in norms)
-    need += 8 * T * B * d + 8 * sum(int(np.prod(s)) for s in param_shapes(cell_, n, d).values())
-    check_fits(need, backend=backend)
+    return need + 8 * T * B * d + 8 * sum(math.prod(s) for s in param_shapes(cell_, n, d).values())
+
+
+def _precheck_memory(cell, n: int, d: int, T: int, B: int, dtype: str, backend: str,
+                     blocks, norms) -> None:
+    """Refuse a run that cannot fit before generating anything (all_lags checks again)."""
+    check_fits(run_bytes(cell, n, d, T, B, dtype, blocks, norms), backend=backend)
 
 
 def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
@@ -357,26 +362,30 @@ def _csv_bytes(result: DecayResult) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_outputs(result: DecayResult, json_path=None, csv_path=None) -> list[Path]:
-    """Write the asked files all-or-nothing (rendered first, then staged and moved)."""
+def write_outputs(result: DecayResult, json_path=None, csv_path=None, *,
+                  overwrite: bool = False) -> list[Path]:
+    """Write the asked files all-or-nothing (rendered first, then staged and moved); an
+    existing file is replaced only with ``overwrite``; ``"-"`` is stdout."""
     jobs = []
     if json_path is not None:
-        jobs.append((check_file(json_path, "JSON"), _json_bytes))
+        jobs.append((check_file(json_path, "JSON", overwrite=overwrite), _json_bytes))
     if csv_path is not None:
-        jobs.append((check_file(csv_path, "CSV"), _csv_bytes))
+        jobs.append((check_file(csv_path, "CSV", overwrite=overwrite), _csv_bytes))
+    if len(jobs) == 2 and jobs[0][0] == jobs[1][0] == STDOUT:
+        raise GateflowError("--json - and --csv - both write to stdout; send one to a file")
     payloads = {p: fn(result) for p, fn in jobs}  # render everything before touching disk
-    write_files(payloads)
+    write_files(payloads, overwrite=overwrite)
     return list(payloads)
 
 
-def write_json(result: DecayResult, path) -> Path:
-    """Write the JSON contract to ``path`` atomically."""
-    return write_outputs(result, json_path=path)[0]
+def write_json(result: DecayResult, path, *, overwrite: bool = False) -> Path:
+    """Write the JSON contract to ``path`` atomically (``"-"``: stdout)."""
+    return write_outputs(result, json_path=path, overwrite=overwrite)[0]
 
 
-def write_csv(result: DecayResult, path) -> Path:
-    """Write the long-format CSV to ``path`` atomically."""
-    return write_outputs(result, csv_path=path)[0]
+def write_csv(result: DecayResult, path, *, overwrite: bool = False) -> Path:
+    """Write the long-format CSV to ``path`` atomically (``"-"``: stdout)."""
+    return write_outputs(result, csv_path=path, overwrite=overwrite)[0]
 
 
 # -- the command line's pipeline ----------------------------------------------------------
@@ -461,14 +470,14 @@ def per_cell(path, cell: str):
     return None if path is None else Path(str(path).replace(CELL_FIELD, cell))
 
 
-def check_figure_path(path, what: str) -> tuple[Path, str]:
+def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path, str]:
     """An output figure path with a known extension (.png or .svg) in an existing folder."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
         raise GateflowError(f"cannot write {what} {str(path)!r}: unknown extension "
                             f"{path.suffix or '(none)'!r}; use .png or .svg")
-    return check_file(path, what), fmt
+    return check_file(path, what, overwrite=overwrite), fmt
 
 
 def plot_norm(result: DecayResult) -> str:
@@ -616,10 +625,13 @@ class DecayRun:
     written: list = field(default_factory=list)
 
 
-def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path):
+def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite=False):
     """Check every output path before any work; return (per-cell files, figure files)."""
     multi = len(cells) > 1
     for path, flag in ((json_path, "--json"), (csv_path, "--csv")):
+        if multi and path is not None and Path(str(path)) == STDOUT:
+            raise GateflowError(f"{flag} - writes one cell to stdout; with several cells give "
+                                f"a path with {CELL_FIELD}, e.g. decay-{CELL_FIELD}.{flag[2:]}")
         if multi and path is not None and CELL_FIELD not in str(path):
             raise GateflowError(f"{flag} {str(path)!r} must contain {CELL_FIELD} with several "
                                 f"cells (one file per cell), e.g. decay-{CELL_FIELD}"
@@ -629,11 +641,17 @@ def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path):
         files[c] = {}
         for path, what in ((json_path, "JSON"), (csv_path, "CSV")):
             if path is not None:
-                files[c][what] = check_file(per_cell(path, c), what)
+                files[c][what] = check_file(per_cell(path, c), what, overwrite=overwrite)
     figs = {}
     for path, what in ((plot_path, "--plot figure"), (spectra_path, "--spectra figure")):
         if path is not None:
-            figs[what] = check_figure_path(path, what)
+            figs[what] = check_figure_path(path, what, overwrite=overwrite)
+    if any(p == STDOUT for p, _ in figs.values()):
+        raise GateflowError("figures are not written to stdout; give --plot/--spectra a .png "
+                            "or .svg path")
+    if json_path is not None and csv_path is not None \
+            and Path(str(json_path)) == Path(str(csv_path)) == STDOUT:
+        raise GateflowError("--json - and --csv - both write to stdout; send one to a file")
     seen = {}
     for c, d in files.items():
         for what, p in d.items():
@@ -654,7 +672,8 @@ def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path):
 def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_path=None,
                spectra_lags=None, threshold: float = 1e-6, blocks: str | None = None,
                norms: str | None = None, dtype: str = "float64", backend: str = "numpy",
-               quiet: bool = False, weights=None, **data_opts) -> DecayRun:
+               quiet: bool = False, weights=None, overwrite: bool = False,
+               **data_opts) -> DecayRun:
     """``gateflow decay`` for one cell or several (``"rnn,lstm,gru"``), all on the same
     generated config or the same ``--inputs`` file.
 
@@ -680,7 +699,7 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     if multi and weights is not None and CELL_FIELD not in str(weights):
         raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
                             f"give a pattern with {CELL_FIELD}, e.g. w-{CELL_FIELD}.safetensors")
-    files, figs = _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path)
+    files, figs = _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite)
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):
@@ -771,10 +790,10 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
         run.spectra = spectra_figure(results, sorted({min(k, T_min) for k in sv_lags}))
         path, fmt = figs["--spectra figure"]
         payloads[path] = _figure_bytes(run.spectra, fmt)
-    write_files(payloads)
-    run.written = list(payloads)
+    write_files(payloads, overwrite=overwrite)
+    run.written = [p for p in payloads if p != STDOUT]
     if not quiet:
-        out = Console()
+        out = Console(stderr=STDOUT in payloads)  # stdout carries the data then
         for r in results.values():
             out.print(summary_table(r))
         out.print(fit_table(fits, results, threshold))

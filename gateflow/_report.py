@@ -511,6 +511,7 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
     out = default_out(cfg) if out is None else Path(out)
     check_dir(out, overwrite)  # before any work
     runs = default_runs(cfg) if runs is None else runs
+    _check_memory(cfg, runs)
 
     t0 = time.perf_counter()
     with staged_dir(out, overwrite) as tmp:
@@ -524,6 +525,23 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
         (tmp / "index.md").write_text(md, encoding="utf-8")
         (tmp / "index.html").write_text(page, encoding="utf-8")
     return out
+
+
+def _check_memory(cfg: ReportConfig, runs: list[Run]) -> None:
+    """Refuse a report that cannot fit, before any work: every run's results are kept (one
+    log10 norm per lag, sequence and block) while the largest run computes."""
+    from ._decay import run_bytes
+    from ._memory import check_fits
+    from ._params import param_shapes
+
+    kept = sum(8 * cfg.steps * cfg.batch * (len(r.blocks) + 2)
+               + 8 * sum(math.prod(s) for s in param_shapes(r.cell, cfg.hidden,
+                                                           cfg.inputs).values())
+               for r in runs)
+    peak = max(run_bytes(r.cell, cfg.hidden, cfg.inputs, cfg.steps, cfg.batch, blocks=r.blocks,
+                         norms=("frobenius", "spectral") if r.spectra else ("frobenius",))
+               for r in runs)
+    check_fits(peak + kept, "this report", "use a smaller --hidden, --steps or --batch")
 
 
 def _run_with_progress(cfg, runs, quiet) -> list[Measured]:

@@ -36,10 +36,15 @@ import numpy as np
 
 from ._errors import GateflowError
 from ._io import check_dir, fresh_dir, staged_dir
+from .cells import get_cell
 
 #: A point's horizon is the first lag where the median Frobenius norm drops below this.
 THRESHOLD = 1e-6
 DEFAULT_CELLS = ("rnn", "lstm", "gru")
+#: Worker processes of the local cluster (one point each at a time).
+LOCAL_WORKERS = 2
+#: Seconds to wait for a scheduler given with ``--scheduler``.
+CONNECT_TIMEOUT = 5
 
 
 @dataclass(frozen=True)
@@ -267,13 +272,34 @@ def _result(fut) -> dict:
 
 
 # -- clients ------------------------------------------------------------------------------
+def check_memory(cells: Sequence[str], grid: SweepGrid, concurrent: int) -> None:
+    """Refuse a sweep whose points cannot fit: ``concurrent`` of the largest point at once
+    on this machine (a remote scheduler's workers check their own points again)."""
+    from ._decay import run_bytes
+    from ._memory import check_fits
+
+    peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(memory_block(get_cell(c)),))
+               for c in cells)
+    check_fits(concurrent * peak, "this sweep", "use a smaller --hidden, --steps or --batch")
+
+
+def _check_address(address: str) -> None:
+    """A scheduler address must look like ``protocol://host:port`` (dask's form)."""
+    import re
+
+    if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(:\d{1,5})?/?", address):
+        raise GateflowError(f"--scheduler {address!r} is not a dask scheduler address; give "
+                            "protocol://host:port, e.g. tcp://127.0.0.1:8786")
+
+
 def connect(address: str):
-    """A ``Client`` connected to an existing scheduler, or a GateflowError saying why not.
-    The connect timeout is dask's ``distributed.comm.timeouts.connect``."""
+    """A ``Client`` connected to an existing scheduler within :data:`CONNECT_TIMEOUT`
+    seconds, or a GateflowError saying why not."""
     from dask.distributed import Client
 
+    _check_address(address)
     try:
-        return Client(address, set_as_default=False)
+        return Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
     except (OSError, ValueError, TypeError) as exc:  # TimeoutError is an OSError
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise GateflowError(f"cannot connect to the dask scheduler at {address!r}: {text}; "
@@ -281,7 +307,7 @@ def connect(address: str):
                             "start a local cluster") from None
 
 
-def local_cluster(n_workers: int = 2):
+def local_cluster(n_workers: int = LOCAL_WORKERS):
     """A cluster of worker processes on this machine, without a dashboard.
 
     The scheduler still serves a small HTTP endpoint (health, metrics) even without the
@@ -401,6 +427,7 @@ def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
     grid = grid or SweepGrid()
     out = default_out() if out is None else Path(out)
     check_out(out, overwrite)
+    check_memory(names, grid, LOCAL_WORKERS if scheduler is None else 1)
 
     console = Console(stderr=True, quiet=quiet)
     start = time.perf_counter()
@@ -408,11 +435,11 @@ def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                         transient=False, disable=quiet)
     total = len(tasks(names, grid))
+    client = connect(scheduler) if scheduler is not None else None  # fails before the bar
     with progress:
         bar = progress.add_task(",".join(names), total=total)
         step = lambda done, _total: progress.update(bar, completed=done)  # noqa: E731
-        if scheduler is not None:
-            client = connect(scheduler)
+        if client is not None:
             try:
                 workers = len(client.scheduler_info().get("workers", {}))
                 result = run_sweep(client, names, grid, step)

@@ -4,15 +4,26 @@ Every command parses its options and calls one library function. Heavy modules (
 printing, NumPy, plotting, CuPy, torch) are imported inside the command that needs them, so
 ``gateflow --help`` stays fast.
 
-Errors are handled once, for every command, by :class:`GateflowGroup` (the app's ``cls``):
-a :class:`gateflow.GateflowError` raised anywhere below a command becomes one line
-``error: <message>`` on stderr and exit status 2, with no traceback. Usage errors (a bad
-option value such as ``--format foo``) also exit with 2, as click does. A new command needs
-nothing special: ``@app.command()`` is enough.
+Errors and signals are handled once, for every command, by :class:`GateflowGroup` (the
+app's ``cls``):
+
+* a :class:`gateflow.GateflowError` raised anywhere below a command becomes one line
+  ``error: <message>`` on stderr and exit status 2, with no traceback; so does an
+  ``OSError`` or ``MemoryError`` from the machine (a full disk, a memory cap). Usage errors
+  (a bad option value such as ``--format foo``) also exit with 2, as click does;
+* Ctrl-C (SIGINT) and SIGTERM unwind the command like an exception, so staged files and
+  folders are removed and nothing partial is left: one line ``error: interrupted`` and exit
+  status 130 (SIGINT) or 143 (SIGTERM).
+
+A new command needs nothing special: ``@app.command()`` is enough.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Any
 
@@ -23,24 +34,67 @@ from ._errors import GateflowError
 
 #: Exit status for anything the user got wrong (matches click's usage errors).
 USAGE_EXIT = 2
+#: Exit statuses after SIGINT and SIGTERM (128 + the signal number, as shells report).
+INTERRUPT_EXIT = 128 + signal.SIGINT
+TERMINATE_EXIT = 128 + signal.SIGTERM
 
 
-def fail(message: object) -> typer.Exit:
+def fail(message: object, code: int = USAGE_EXIT) -> typer.Exit:
     """Print ``error: <message>`` as one line on stderr; return the Exit to raise."""
     line = " ".join(str(message).split()) or type(message).__name__
     typer.echo(f"error: {line}", err=True)
-    return typer.Exit(USAGE_EXIT)
+    return typer.Exit(code)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so ``finally`` blocks clean up as for Ctrl-C."""
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """While a command runs: SIGTERM raises :class:`Terminated`, SIGINT KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, terminate), (signal.SIGINT, signal.default_int_handler))}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _os_reason(exc: OSError) -> str:
+    from ._io import _reason
+
+    where = f"{exc.filename}: " if isinstance(exc.filename, str) else ""
+    return f"{where}{_reason(exc)}"
 
 
 class GateflowGroup(TyperGroup):
-    """The root command group: turns a :class:`GateflowError` from any subcommand into
-    one ``error:`` line and exit status 2."""
+    """The root command group: one ``error:`` line and exit status 2 for any user error,
+    130/143 after Ctrl-C/SIGTERM, with nothing partial left behind."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with _signals():
+                return super().invoke(ctx)
         except GateflowError as err:
             raise fail(err) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted (Ctrl-C); nothing was written", INTERRUPT_EXIT) from None
+        except Terminated:
+            raise fail("terminated (SIGTERM); nothing was written", TERMINATE_EXIT) from None
+        except MemoryError:
+            raise fail("out of memory; use fewer steps (T), a smaller batch (B) or a smaller "
+                       "hidden size") from None
+        except OSError as err:
+            raise fail(f"cannot complete: {_os_reason(err)}") from None
 
 
 app = typer.Typer(
@@ -157,13 +211,15 @@ def decay(
         "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major. Default: "
         "generated from the input options.", show_default=False)] = None,
     json_out: Annotated[str | None, typer.Option(
-        "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null). With "
-        "several cells the path must contain [bold]{cell}[/] (one file per cell).",
+        "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null); "
+        "[bold]-[/] writes to stdout. With several cells the path must contain "
+        "[bold]{cell}[/] (one file per cell).",
         show_default=False)] = None,
     csv_out: Annotated[str | None, typer.Option(
         "--csv", help="Write block,lag,batch,log10_frobenius,log10_spectral rows (direct "
-        "products as block [bold]<s>|direct[/]; exact zero = -inf). With several cells the "
-        "path must contain [bold]{cell}[/].", show_default=False)] = None,
+        "products as block [bold]<s>|direct[/]; exact zero = -inf); [bold]-[/] writes to "
+        "stdout. With several cells the path must contain [bold]{cell}[/].",
+        show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write a figure (.png or .svg): each cell's memory block (c/c for "
         "LSTMs, else h/h) against lag k, median and interquartile band, ∏ diag(f)/∏ diag(z) "
@@ -225,6 +281,8 @@ def decay(
     backend: Annotated[str, typer.Option("--backend", help="numpy | cupy.")] = "numpy",
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar and no summary table.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace existing output files (regular files only).")] = False,
 ) -> None:
     """Gradient decay over lag: log10 norms of every block ∂X_T/∂Y_{T−k}, k = 1..T, per
     sequence, exact, in one backward sweep; for one cell or several, with fitted decay
@@ -237,7 +295,7 @@ def decay(
                weights=weights, inputs=inputs, hidden=hidden, input_size=input_size,
                steps=steps, batch=batch, init=init, sigma_w=sigma_w, sigma_v=sigma_v,
                sigma_b=sigma_b, gate_bias=gate_bias, chrono=chrono, seed=seed,
-               input_dist=input_dist, input_scale=input_scale)
+               input_dist=input_dist, input_scale=input_scale, overwrite=overwrite)
 
 
 @app.command()

@@ -101,7 +101,7 @@ def test_contract_random_shapes(tmp_path, cell, n, d, T, B, norms, data):
                        .map(lambda bs: tuple(b for b in c.blocks if b in bs)))
     out, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     _ok(invoke(*small(cell, n, d, T, B), "--norms", ",".join(norms), "--blocks",
-               ",".join(blocks), "--json", out, "--csv", out_csv, "--quiet"))
+               ",".join(blocks), "--json", out, "--csv", out_csv, "--quiet", "--overwrite"))
     doc = json.loads(out.read_text())
     check_contract(doc, cell, T, B, n, d, norms, blocks)
     with open(out_csv, newline="") as fh:
@@ -194,7 +194,7 @@ def test_written_files_get_normal_permissions(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o644
     os.chmod(tmp_path / "a.json", 0o640)  # an existing file keeps its mode
-    _ok(invoke(*small(), "--json", tmp_path / "a.json", "-q"))
+    _ok(invoke(*small(), "--json", tmp_path / "a.json", "-q", "--overwrite"))
     assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o640
 
 

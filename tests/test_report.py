@@ -101,10 +101,28 @@ def test_report_refuses_existing_out(tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    # --overwrite never deletes what gateflow did not write
     result = runner.invoke(app, ["report", "--out", str(out), "--overwrite", *TINY])
-    assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists() and (out / "index.html").exists()
+    assert result.exit_code == 2
+    assert "has no .gateflow-manifest.json, so gateflow did not write it" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    # a folder gateflow wrote, unchanged, is replaced
+    mine = tmp_path / "mine"
+    assert runner.invoke(app, ["report", "--out", str(mine), *TINY]).exit_code == 0
+    (mine / "index.html").write_text("stale")
+    result = runner.invoke(app, ["report", "--out", str(mine), "--overwrite", *TINY])
+    assert result.exit_code == 2 and "'index.html' was changed" in result.stderr
+    assert (mine / "index.html").read_text() == "stale"
+    (mine / "index.html").unlink()
+    manifest = mine / ".gateflow-manifest.json"
+    doc = json.loads(manifest.read_text())
+    del doc["files"]["index.html"]
+    manifest.write_text(json.dumps(doc))
+    result = runner.invoke(app, ["report", "--out", str(mine), "--overwrite", *TINY])
+    assert result.exit_code == 0, result.output
+    assert (mine / "index.html").read_text() != "stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "r"]
 
 
 def _no_figures(monkeypatch):

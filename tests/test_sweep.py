@@ -53,7 +53,8 @@ def test_sweep_on_cluster_matches_serial(scheduler, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(["sweep.json", "sweep.csv", *(f"heatmap-{c}.png" for c in CELLS)])
+    assert files == sorted([".gateflow-manifest.json", "sweep.json", "sweep.csv",
+                            *(f"heatmap-{c}.png" for c in CELLS)])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders
 
     data = json.loads((out / "sweep.json").read_text())
@@ -80,14 +81,20 @@ def test_sweep_on_cluster_matches_serial(scheduler, tmp_path):
 
 def test_overwrite_replaces_folder(scheduler, tmp_path):
     out = tmp_path / "old"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    result = invoke("--out", str(out), "--scheduler", scheduler, "--cells", "lstm", *TINY)
+    assert result.exit_code == 0, result.output
     result = invoke("--out", str(out), "--scheduler", scheduler, "--cells", "gru",
                     "--overwrite", *TINY)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["heatmap-gru.png", "sweep.csv",
+    assert sorted(p.name for p in out.iterdir()) == [".gateflow-manifest.json",
+                                                      "heatmap-gru.png", "sweep.csv",
                                                       "sweep.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["old"]
+    (out / "stale.txt").write_text("mine")  # not gateflow's: the folder is kept
+    result = invoke("--out", str(out), "--scheduler", scheduler, "--cells", "gru",
+                    "--overwrite", *TINY)
+    assert result.exit_code == 2 and "'stale.txt', which gateflow did not write" in result.stderr
+    assert (out / "stale.txt").read_text() == "mine"
 
 
 def test_default_local_cluster(tmp_path):
