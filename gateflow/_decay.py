@@ -628,6 +628,10 @@ class DecayRun:
 def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite=False):
     """Check every output path before any work; return (per-cell files, figure files)."""
     multi = len(cells) > 1
+    for path, flag in ((json_path, "--json"), (csv_path, "--csv"), (plot_path, "--plot"),
+                       (spectra_path, "--spectra")):
+        if path is not None and not str(path).strip():
+            raise GateflowError(f"the {flag} path is empty; give a file name")
     for path, flag in ((json_path, "--json"), (csv_path, "--csv")):
         if multi and path is not None and Path(str(path)) == STDOUT:
             raise GateflowError(f"{flag} - writes one cell to stdout; with several cells give "

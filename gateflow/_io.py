@@ -321,10 +321,12 @@ def staged_dir(out, overwrite: bool = False) -> Iterator[Path]:
     out = Path(out)
     check_dir(out, overwrite)
     parent = _folder(out)
+    made = [p for p in (parent, *parent.parents) if not p.exists()][::-1]  # outermost first
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}.", suffix=".tmp", dir=parent))
     except OSError as exc:
+        _remove_empty(made)
         raise GateflowError(f"cannot create {str(out)!r}: {_reason(exc)}") from None
     old = None
     try:
@@ -346,11 +348,21 @@ def staged_dir(out, overwrite: bool = False) -> Iterator[Path]:
             os.replace(old / out.name, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        _remove_empty(made)
         if isinstance(exc, OSError):
             raise GateflowError(f"cannot write {str(out)!r}: {_reason(exc)}") from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)  # verified above: only gateflow's files
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this call created for its output (innermost first), if empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def fresh_dir(root, name: str) -> Path:

@@ -60,6 +60,11 @@ class ReportConfig:
             raise GateflowError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.steps < 2:
             raise GateflowError("steps must be >= 2 to fit a decay rate")
+        from ._params import _SCHEMES as SCHEMES
+
+        if self.scheme not in SCHEMES:
+            raise GateflowError(f"unknown init scheme {self.scheme!r}; use one of "
+                                f"{', '.join(SCHEMES)}")
 
     @property
     def input_seed(self) -> int:

@@ -12,7 +12,6 @@ test's own temporary folder (:func:`make_node`, the ``sandbox`` fixture).
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 import subprocess
 import sys
@@ -41,17 +40,22 @@ def run_cli(*args) -> Outcome:
     return Outcome(r.exit_code, r.stdout, r.stderr, exc)
 
 
+#: Run as root without the capabilities that bypass file permissions (CAP_DAC_*), so that
+#: chmod 000 stops the child as it would stop an ordinary user.
+_NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+           "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
 def run_subprocess(*args, cwd=None, env=None, user: str | None = None,
                    timeout: float = 120) -> Outcome:
-    """``python -m gateflow.cli ARGS`` in a child process (optionally as another ``user``)."""
+    """``gateflow ARGS`` in a child process; ``user`` from :func:`unprivileged_user` makes
+    file permissions bind it."""
     cmd = [sys.executable, "-c", "from gateflow.cli import app; app(prog_name='gateflow')",
            *map(str, args)]
-    kw = {}
-    if user is not None:
-        pw = pwd.getpwnam(user)
-        kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    if user == "root-without-dac":
+        cmd = _NO_DAC + cmd
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL, **kw)
+                       stdin=subprocess.DEVNULL)
     return Outcome(p.returncode, p.stdout, p.stderr)
 
 
@@ -113,17 +117,14 @@ def make_node(path: Path, kind: str = "char") -> Path:
 
 
 def unprivileged_user() -> str | None:
-    """A user to run permission cases as when the suite runs as root, or None (skip)."""
+    """How to run permission cases so that permissions bind: ``"self"`` when the suite is
+    not root, ``"root-without-dac"`` as root where ``setpriv`` can drop CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH, else None (skip)."""
     if os.geteuid() != 0:
+        return "self"
+    try:
+        probe = subprocess.run([*_NO_DAC, sys.executable, "-c", "import gateflow.cli"],
+                               capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError):
         return None
-    for name in ("nobody", "daemon"):
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            continue
-        probe = subprocess.run([sys.executable, "-c", "import gateflow.cli"], user=name,
-                               capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
-                               cwd="/")
-        if probe.returncode == 0:
-            return name
-    return None
+    return "root-without-dac" if probe.returncode == 0 else None

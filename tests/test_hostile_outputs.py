@@ -1,0 +1,452 @@
+"""Hostile outputs, options and signals: every case is one ``error:`` line, exit 2 (130/143
+after a signal), no traceback, and every file that existed is byte-identical afterwards.
+
+Device nodes, FIFOs, sockets and fake homes are made inside the test's temporary folder;
+no test points at a real system path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _hostile import (
+    assert_clean_error,
+    assert_unchanged,
+    make_node,
+    run_cli,
+    run_subprocess,
+    snapshot,
+    unprivileged_user,
+)
+
+TINY = ("--hidden", "3", "--input-size", "2", "--steps", "4", "--batch", "2", "-q")
+REPORT_TINY = ("--hidden", "4", "--input-size", "2", "--steps", "6", "--batch", "2", "-q")
+
+
+def _decay(*args):
+    return run_cli("decay", "--cell", "lstm", *TINY, *args)
+
+
+# -- the targets a case starts from -----------------------------------------------------------
+def _regular(root: Path) -> Path:
+    p = root / "old.json"
+    p.write_text('{"mine": true}\n')
+    return p
+
+
+def _readonly(root: Path) -> Path:
+    p = _regular(root)
+    p.chmod(0o444)
+    return p
+
+
+def _char_device(root: Path) -> Path:
+    return make_node(root / "null")
+
+
+def _fifo(root: Path) -> Path:
+    return make_node(root / "pipe", "fifo")
+
+
+def _socket(root: Path) -> Path:
+    path = root / "sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()
+    return path
+
+
+def _folder(root: Path) -> Path:
+    p = root / "folder.json"
+    p.mkdir()
+    (p / "inside.txt").write_text("mine")
+    return p
+
+
+def _link_to_file(root: Path) -> Path:
+    target = _regular(root)
+    link = root / "link.json"
+    link.symlink_to(target.name)
+    return link
+
+
+def _link_to_device(root: Path) -> Path:
+    dev = make_node(root / "dev-null")
+    link = root / "stdout"
+    link.symlink_to(dev.name)
+    return link
+
+
+def _dangling_link(root: Path) -> Path:
+    link = root / "dangling.json"
+    link.symlink_to("nowhere/at/all.json")
+    return link
+
+
+TARGETS = {
+    "regular": (_regular, "already exists; pass --overwrite"),
+    "read-only": (_readonly, "already exists; pass --overwrite"),
+    "char-device": (_char_device, r"it is (a character device|a FIFO)"),
+    "fifo": (_fifo, r"it is a FIFO"),
+    "socket": (_socket, r"it is a socket"),
+    "folder": (_folder, r"it is a folder"),
+    "link-to-file": (_link_to_file, r"it is a symbolic link"),
+    "link-to-device": (_link_to_device, r"it is a symbolic link"),
+    "dangling-link": (_dangling_link, r"it is a symbolic link"),
+}
+# what still refuses the target when --overwrite is given
+WITH_OVERWRITE = [k for k in TARGETS if k not in ("regular", "read-only")]
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_data_file_targets(sandbox, flag, target):
+    make, message = TARGETS[target]
+    path = make(sandbox)
+    before = snapshot(sandbox)
+    assert_clean_error(_decay(flag, path.name), message)
+    assert_unchanged(before, snapshot(sandbox))
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+@pytest.mark.parametrize("target", WITH_OVERWRITE)
+def test_data_file_targets_with_overwrite(sandbox, flag, target):
+    make, message = TARGETS[target]
+    path = make(sandbox)
+    before = snapshot(sandbox)
+    assert_clean_error(_decay(flag, path.name, "--overwrite"), message)
+    assert_unchanged(before, snapshot(sandbox))
+
+
+@pytest.mark.parametrize("flag", ["--plot", "--spectra"])
+@pytest.mark.parametrize("target", ["regular", "char-device", "fifo", "link-to-file", "folder"])
+def test_figure_targets(sandbox, flag, target):
+    make, message = TARGETS[target]
+    path = make(sandbox)
+    fig = path.with_suffix(".png")
+    path.rename(fig)
+    before = snapshot(sandbox)
+    assert_clean_error(_decay(flag, fig.name), message)
+    assert_unchanged(before, snapshot(sandbox))
+
+
+def test_overwrite_replaces_only_a_regular_file(sandbox):
+    path = _readonly(sandbox)
+    out = _decay("--json", path.name, "--overwrite")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(path.read_text())["cell"] == "lstm"
+    assert sorted(p.name for p in sandbox.iterdir()) == ["old.json"]  # no temp files left
+
+
+def test_stdout_dash(sandbox):
+    out = _decay("--json", "-")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(out.stdout)["cell"] == "lstm"
+    assert list(sandbox.iterdir()) == []  # no file named '-'
+    out = _decay("--csv", "-")
+    assert out.exit_code == 0 and out.stdout.startswith("block,lag,batch")
+
+
+def _long_name(root: Path) -> str:
+    return "x" * 300 + ".json"
+
+
+PATH_CASES = {
+    "missing-folder": (lambda r: "no/such/folder/r.json", "does not exist; create it first"),
+    "parent-is-file": (lambda r: (_regular(r), "old.json/r.json")[1], "is not a folder"),
+    "name-too-long": (_long_name, "file name too long"),
+    "empty": (lambda r: "", "path is empty"),
+    "blank": (lambda r: "   ", "path is empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(PATH_CASES))
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+def test_bad_paths(sandbox, case, flag):
+    make, message = PATH_CASES[case]
+    path = make(sandbox)
+    before = snapshot(sandbox)
+    assert_clean_error(_decay(flag, path), message)
+    assert_unchanged(before, snapshot(sandbox))
+
+
+OPTION_CASES = {
+    "several-cells-to-stdout": (("--cell", "rnn,gru", "--json", "-"), "writes one cell to stdout"),
+    "both-to-stdout": (("--json", "-", "--csv", "-"), "both write to stdout"),
+    "figure-to-stdout": (("--plot", "-"), r"unknown extension|not written to stdout"),
+    "same-file-twice": (("--json", "a.out", "--csv", "a.out"), "name the same file"),
+    "figure-and-json-same": (("--json", "a.png", "--plot", "a.png"), "would both write"),
+    "bad-figure-ext": (("--plot", "fig.pdf"), "unknown extension"),
+    "no-figure-ext": (("--plot", "fig"), "unknown extension"),
+    "several-cells-no-pattern": (("--cell", "rnn,gru", "--json", "r.json"), r"must contain"),
+    "threshold-nan": (("--threshold", "nan"), "finite number > 0"),
+    "threshold-negative": (("--threshold", "-1"), "finite number > 0"),
+    "spectra-lags-alone": (("--spectra-lags", "1,2"), "only with --spectra"),
+    "bad-norm": (("--norms", "nuclear"), "nuclear"),
+    "bad-block": (("--blocks", "x/y"), "x/y"),
+    "bad-dtype": (("--dtype", "float16"), "float16"),
+    "bad-backend": (("--backend", "tpu"), "tpu"),
+    "bad-init": (("--init", "xavier"), "xavier"),
+    "bad-input-dist": (("--input-dist", "cauchy"), "cauchy"),
+    "gate-bias-rnn": (("--cell", "rnn", "--gate-bias", "1"), "does not apply"),
+    "chrono-too-small": (("--chrono", "1"), "chrono"),
+    "chrono-and-bias": (("--chrono", "10", "--gate-bias", "1"), "only one"),
+    "unknown-cell": (("--cell", "lstn"), "did you mean 'lstm'"),
+    "huge-steps": (("--steps", "100000000000"), "needs about"),
+    "huge-hidden": (("--hidden", "10000000"), "needs about"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_bad_options(sandbox, case):
+    args, message = OPTION_CASES[case]
+    (sandbox / "keep.txt").write_text("mine")
+    before = snapshot(sandbox)
+    assert_clean_error(_decay(*args), message)
+    assert_unchanged(before, snapshot(sandbox))
+
+
+# -- folders (report, sweep) ------------------------------------------------------------------
+def _foreign_folder(root: Path) -> Path:
+    out = root / "rep"
+    (out / "chapter").mkdir(parents=True)
+    (out / "thesis.tex").write_text("\\documentclass{article}")
+    (out / "chapter" / "one.tex").write_text("text")
+    return out
+
+
+def _git_checkout(root: Path) -> Path:
+    out = root / "checkout"
+    (out / ".git").mkdir(parents=True)
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (out / "README.md").write_text("mine")
+    return out
+
+
+def _mine_then(change):
+    def make(root: Path) -> Path:
+        out = root / "mine"
+        ok = run_cli("report", "--out", out, *REPORT_TINY)
+        assert ok.exit_code == 0, ok.stderr
+        change(out)
+        return out
+    return make
+
+
+def _add_file(out: Path) -> None:
+    (out / "notes.txt").write_text("mine")
+
+
+def _edit_file(out: Path) -> None:
+    (out / "index.md").write_text("my edits")
+
+
+def _garble_manifest(out: Path) -> None:
+    (out / ".gateflow-manifest.json").write_text("{not json")
+
+
+def _add_link(out: Path) -> None:
+    (out / "link").symlink_to("/")
+
+
+def _deep_home(root: Path) -> Path:
+    """A fake home two levels below a folder that does not hold the working directory."""
+    home = root.parent / "homes" / "deep" / "user"
+    home.mkdir(parents=True)
+    os.environ["HOME"] = str(home)  # the sandbox's monkeypatch restores it
+    return home.parent
+
+
+FOLDER_CASES = {
+    "foreign": (_foreign_folder, "has no .gateflow-manifest.json"),
+    "git-checkout": (_git_checkout, "holds .git"),
+    "working-dir": (lambda r: r, "working directory"),
+    "working-dir-dot": (lambda r: Path("."), "working directory"),
+    "above-working-dir": (lambda r: r.parent, "working directory"),
+    "home": (lambda r: Path(os.environ["HOME"]), "home directory"),
+    "above-home": (lambda r: _deep_home(r), "home directory"),
+    "regular-file": (_regular, "is not a folder"),
+    "device": (_char_device, "is not a folder"),
+    "fifo": (_fifo, "is not a folder"),
+    "link-to-folder": (lambda r: (_foreign_folder(r), (r / "ln").symlink_to("rep"), r / "ln")[2],
+                       "is not a folder"),
+    "mine-plus-a-file": (_mine_then(_add_file), "'notes.txt', which gateflow did not write"),
+    "mine-edited": (_mine_then(_edit_file), "'index.md' was changed"),
+    "mine-bad-manifest": (_mine_then(_garble_manifest), "unreadable"),
+    "mine-plus-a-link": (_mine_then(_add_link), "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("command", ["report", "sweep"])
+@pytest.mark.parametrize("case", list(FOLDER_CASES))
+def test_overwrite_refuses_what_gateflow_did_not_write(sandbox, command, case):
+    make, message = FOLDER_CASES[case]
+    out = make(sandbox)
+    root = sandbox.parent
+    before = snapshot(root)
+    args = REPORT_TINY if command == "report" else ("--points", "1", "--hidden", "2", "--steps",
+                                                     "3", "--batch", "1", "-q")
+    assert_clean_error(run_cli(command, "--out", out, "--overwrite", *args), message)
+    assert_unchanged(before, snapshot(root))
+
+
+@pytest.mark.parametrize("case", ["foreign", "git-checkout", "working-dir", "regular-file"])
+def test_existing_out_without_overwrite(sandbox, case):
+    make, _ = FOLDER_CASES[case]
+    out = make(sandbox)
+    before = snapshot(sandbox)
+    assert_clean_error(run_cli("report", "--out", out, *REPORT_TINY),
+                       r"already exists|refusing to write")
+    assert_unchanged(before, snapshot(sandbox))
+
+
+JOB_CASES = {
+    "report-huge-hidden": (("report", "--hidden", "100000", "-q"), "this report needs about"),
+    "report-huge-steps": (("report", "--steps", "100000000", "-q"), "this report needs about"),
+    "report-huge-batch": (("report", "--batch", "100000000", "-q"), "this report needs about"),
+    "sweep-huge-hidden": (("sweep", "--hidden", "100000", "-q"), "this sweep needs about"),
+    "sweep-huge-steps": (("sweep", "--steps", "1000000000", "-q"), "this sweep needs about"),
+    "sweep-bad-url": (("sweep", "--scheduler", "not a url", "-q"), "not a dask scheduler address"),
+    "sweep-bad-scheme": (("sweep", "--scheduler", "http://127.0.0.1:8786", "-q"),
+                         "not a dask scheduler address"),
+    "sweep-unknown-cell": (("sweep", "--cells", "lstm,grux", "-q"), "grux"),
+    "report-bad-init": (("report", "--init", "xavier", "-q"), "xavier"),
+    "derive-unknown-cell": (("derive", "LSTN"), "unknown cell"),
+    "derive-unknown-block": (("derive", "lstm", "--block", "q/q"), "q/q"),
+}
+
+
+@pytest.mark.parametrize("case", list(JOB_CASES))
+def test_bad_job_options(sandbox, case):
+    args, message = JOB_CASES[case]
+    before = snapshot(sandbox.parent)
+    t0 = time.perf_counter()
+    assert_clean_error(run_cli(*args), message)
+    assert time.perf_counter() - t0 < 10
+    assert_unchanged(before, snapshot(sandbox.parent))
+
+
+def test_unreachable_scheduler_fails_within_10_seconds(sandbox):
+    t0 = time.perf_counter()
+    assert_clean_error(run_cli("sweep", "--scheduler", "tcp://127.0.0.1:9", "-q"),
+                       "cannot connect to the dask scheduler")
+    assert time.perf_counter() - t0 < 10
+    assert list(sandbox.iterdir()) == []
+
+
+# -- permissions, as an unprivileged user -------------------------------------------------------
+@pytest.fixture
+def open_tmp(tmp_path):
+    """How to run a child that file permissions bind (see ``unprivileged_user``)."""
+    user = unprivileged_user()
+    if user is None:
+        pytest.skip("needs a way to run without permission overrides (setpriv as root)")
+    return user, tmp_path
+
+
+def _as(user, *args, cwd):
+    env = {**os.environ, "HOME": str(cwd), "GATEFLOW_CACHE_DIR": ""}
+    return run_subprocess(*args, cwd=cwd, env=env, user=user)
+
+
+def test_unwritable_folder_as_user(open_tmp):
+    user, tmp = open_tmp
+    locked = tmp / "locked"
+    locked.mkdir()
+    (locked / "old.json").write_text("mine")
+    locked.chmod(0o555)
+    before = snapshot(tmp)
+    out = _as(user, "decay", "--cell", "lstm", *TINY, "--json", locked / "r.json", cwd=tmp)
+    assert_clean_error(out, "permission denied")
+    out = _as(user, "decay", "--cell", "lstm", *TINY, "--json", locked / "old.json",
+              "--overwrite", cwd=tmp)
+    assert_clean_error(out, "permission denied")
+    out = _as(user, "report", "--out", locked / "rep", *REPORT_TINY, cwd=tmp)
+    assert_clean_error(out, "permission denied")
+    assert_unchanged(before, snapshot(tmp))
+
+
+# -- signals ------------------------------------------------------------------------------------
+def _start(args, cwd):
+    env = {**os.environ, "GATEFLOW_CACHE_DIR": ""}
+    cmd = [sys.executable, "-c", "from gateflow.cli import app; app(prog_name='gateflow')",
+           *map(str, args)]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc, path: Path, pattern: str, timeout: float = 60) -> None:
+    """Wait until the run is computing: a staging entry matching ``pattern`` exists, or
+    (for jobs that stage only at the end) a fixed delay after start-up."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"finished early: {proc.communicate()}")
+        if pattern and any(path.glob(pattern)):
+            return
+        if not pattern and time.monotonic() - t0 > 4:
+            return
+        time.sleep(0.05)
+    raise AssertionError("never started")
+
+
+SIGNAL_CASES = {
+    "decay-sigint": (("decay", "--cell", "lstm", "--hidden", "64", "--steps", "30000",
+                      "--batch", "4", "--json", "r.json", "-q"), signal.SIGINT, 130, ""),
+    "decay-sigterm": (("decay", "--cell", "gru", "--hidden", "64", "--steps", "30000",
+                       "--batch", "4", "--json", "r.json", "--plot", "p.png"), signal.SIGTERM,
+                      143, ""),
+    "report-sigint": (("report", "--out", "rep", "--steps", "20000", "--hidden", "32", "-q"),
+                      signal.SIGINT, 130, ".rep.*.tmp"),
+    "report-sigterm": (("report", "--out", "rep", "--steps", "20000", "--hidden", "32", "-q"),
+                       signal.SIGTERM, 143, ".rep.*.tmp"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGNAL_CASES))
+def test_signals_stop_within_a_second_and_leave_nothing(sandbox, case):
+    args, sig, code, pattern = SIGNAL_CASES[case]
+    (sandbox / "keep.txt").write_text("mine")
+    before = snapshot(sandbox)
+    proc = _start(args, sandbox)
+    try:
+        _wait_for(proc, sandbox, pattern)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: ")
+    assert elapsed < 1.5, f"took {elapsed:.2f} s to stop"
+    assert_unchanged(before, snapshot(sandbox))
+
+
+def test_sweep_sigint_closes_the_cluster(sandbox):
+    proc = _start(("sweep", "--out", "sw", "--points", "8", "--steps", "3000", "--hidden", "32",
+                   "-q"), sandbox)
+    try:
+        _wait_for(proc, sandbox, "")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert elapsed < 10, f"took {elapsed:.2f} s to stop"
+    assert list(sandbox.iterdir()) == []
