@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +190,29 @@ def test_gate_bias_and_chrono_need_a_gate(name):
         init_params(name, 4, 3, chrono=10)
 
 
+def test_init_and_inputs_check_memory_first():
+    """Sizes that cannot fit are refused before NumPy tries (no MemoryError)."""
+    with pytest.raises(GateflowError, match=r"^init_params for cell 'lstm' with n=1000000, d=3 "
+                                            r"needs about \d+\.\d GiB but only .* is free; use a "
+                                            "smaller hidden size n"):
+        init_params("lstm", 10**6, 3)
+    with pytest.raises(GateflowError, match=r"^make_inputs of shape \(100000, 100000, 1000\) "
+                                            "needs about .* use fewer steps T"):
+        make_inputs(10**5, 10**5, 1000)
+
+
+def test_memory_estimates_follow_the_sizes(monkeypatch):
+    import gateflow._memory
+
+    monkeypatch.setattr(gateflow._memory, "available_memory", lambda backend="numpy": 2**20)
+    init_params("rnn", 8, 8)  # a few KiB: fine
+    make_inputs(8, 2, 8)
+    with pytest.raises(GateflowError, match="needs about 3 MiB but only 1 MiB is free"):
+        init_params("rnn", 256, 8)  # U alone is 512 KiB, its QR/temporaries 2 MiB more
+    with pytest.raises(GateflowError, match="needs about 2 MiB but only 1 MiB is free"):
+        make_inputs(2**17, 1, 1)  # 1 MiB of float64 draws and their scaled copy
+
+
 def test_init_argument_errors():
     with pytest.raises(GateflowError, match="unknown init scheme 'xavier'"):
         init_params("lstm", 4, 3, scheme="xavier")
@@ -308,13 +333,15 @@ def test_save_is_atomic_and_overwrites(tmp_path):
     path = tmp_path / "w.npz"
     save_params(path, "lstm", init_params("lstm", N, D, seed=1))
     p2 = init_params("lstm", N, D, seed=2)
-    save_params(path, "lstm", p2)
+    with pytest.raises(GateflowError, match="already exists; pass --overwrite"):
+        save_params(path, "lstm", p2)  # nothing is replaced unless asked
+    save_params(path, "lstm", p2, overwrite=True)
     _assert_same(load_params(path, "lstm"), p2)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["w.npz"]
     # a failing save leaves the old file intact
     bad = dict(p2, W_i=np.full((N, D), np.nan))
     with pytest.raises(GateflowError, match="non-finite"):
-        save_params(path, "lstm", bad)
+        save_params(path, "lstm", bad, overwrite=True)
     _assert_same(load_params(path, "lstm"), p2)
 
 
@@ -372,12 +399,59 @@ def test_load_multilayer_and_bidirectional_refused(tmp_path):
     np.savez(tmp_path / "bi.npz", **sd, weight_ih_l0_reverse=np.zeros((4 * N, D)))
     with pytest.raises(GateflowError, match="bidirectional"):
         load_params(tmp_path / "bi.npz", "lstm")
+    with pytest.raises(GateflowError, match="bidirectional"):
+        from_torch_state_dict("lstm", dict(sd, weight_ih_l0_reverse=np.zeros((4 * N, D))))
+
+
+def test_load_projected_lstm_refused(tmp_path):
+    """proj_size > 0 makes weight_hh_l0 (4n, p): not "4n/p gates" but a projected LSTM."""
+    n, p = 6, 2
+    sd = {"weight_ih_l0": np.zeros((4 * n, D)), "weight_hh_l0": np.zeros((4 * n, p)),
+          "bias_ih_l0": np.zeros(4 * n), "bias_hh_l0": np.zeros(4 * n),
+          "weight_hr_l0": np.zeros((p, n))}
+    np.savez(tmp_path / "proj.npz", **sd)
+    for cell in ("lstm", "gru", "rnn"):
+        with pytest.raises(GateflowError, match=r"nn.LSTM with proj_size > 0 \(weight_hr_l0 is "
+                                                r"2x6, proj_size x n\); gateflow does not read "
+                                                "projected LSTMs yet") as info:
+            load_params(tmp_path / "proj.npz", cell)
+        assert "gates" not in str(info.value)
 
 
 def test_load_torch_names_for_cell_without_layout(tmp_path):
     save_params(tmp_path / "l.npz", "lstm", init_params("lstm", N, D))
     with pytest.raises(GateflowError, match="LSTM with 4 gates.*'lstm-peephole' has no PyTorch"):
         load_params(tmp_path / "l.npz", "lstm-peephole")
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: load_params(None, "lstm"), "params path must be a str or os.PathLike, got NoneType"),
+    (lambda: load_params(3, "lstm"), "params path must be a str or os.PathLike, got int"),
+    (lambda: load_params(b"w.npz", "lstm"), "got bytes"),
+    (lambda: load_params("", "lstm"), "params path is empty"),
+    (lambda: load_params("w.npz", None), "expected a gateflow Cell or a cell name, got NoneType"),
+    (lambda: load_params("w.npz", "lstm", dtype=int), "floating-point"),
+    (lambda: load_inputs(None), "inputs path must be a str or os.PathLike, got NoneType"),
+    (lambda: load_inputs(["x.npy"]), "got list"),
+    (lambda: load_inputs("x.npy", d="3"), "input size d must be an integer"),
+    (lambda: load_inputs("x.npy", d=0), "input size d must be >= 1"),
+    (lambda: save_params(None, "lstm", {}), "params path must be a str"),
+])
+def test_wrong_argument_types(call, match):
+    with pytest.raises(GateflowError, match=match):
+        call()
+
+
+def test_messages_are_cut_at_word_boundaries():
+    from gateflow._params import _clip, _one_line
+
+    assert _clip("short", 10) == "short"
+    text = "the quick brown fox jumps over the lazy dog"
+    for limit in range(12, len(text)):
+        cut = _clip(text, limit)
+        assert len(cut) <= limit and cut.endswith("…")
+        assert text.startswith(cut[:-1]) and text[len(cut) - 1] == " "  # whole words only
+    assert _one_line(ValueError("a\n b\x1b[1m c\x1b[0m"), 100) == "a b c"
 
 
 def test_load_file_errors(tmp_path):
@@ -546,9 +620,22 @@ def test_real_torch_pickles_refused(tmp_path):
     with pytest.raises(GateflowError, match="holds a list, not a state_dict"):
         load_params(tmp_path / "list.pt", "lstm")
     torch.save(torch.nn.LSTM(D, N), tmp_path / "module.pt")  # weights_only=True refuses it
-    with pytest.raises(GateflowError, match=r"pickles a torch\.nn\.modules\.rnn\.LSTM object.*"
-                                            r"save model\.state_dict\(\)"):
+    with pytest.raises(GateflowError, match=r"pickles torch\.nn\.modules\.rnn\.LSTM, which "
+                                            r"gateflow refuses.*save model\.state_dict\(\)"):
         load_params(tmp_path / "module.pt", "lstm")
+    marker = tmp_path / "marker"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for kw in ({}, {"_use_new_zipfile_serialization": False}):  # zip and legacy formats
+        torch.save({"w": RunsCode()}, tmp_path / "evil.pt", **kw)
+        with pytest.raises(GateflowError, match=r"^'.*evil.pt' pickles posix\.system, which "
+                                                r"gateflow refuses to load \(unpickling it could "
+                                                r"run code\); save model\.state_dict\(\)"):
+            load_params(tmp_path / "evil.pt", "lstm")
+        assert not marker.exists()
     torch.save({"model": torch.nn.LSTM(D, N).state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
     with pytest.raises(GateflowError, match="entry 'model' is a"):
         load_params(tmp_path / "ckpt.pt", "lstm")
@@ -556,7 +643,8 @@ def test_real_torch_pickles_refused(tmp_path):
 
 def test_torch_missing(tmp_path, monkeypatch):
     path = tmp_path / "w.pt"
-    path.write_bytes(b"anything")
+    with zipfile.ZipFile(path, "w") as zf:  # what torch.save writes: a zip with a data.pkl
+        zf.writestr("w/data.pkl", b"\x80\x02}q\x00.")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
     with pytest.raises(GateflowError, match=r"pip install 'gateflow\[torch\]'"):
         load_params(path, "lstm")
