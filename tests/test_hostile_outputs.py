@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _hostile import (
     assert_clean_error,
     assert_unchanged,
