@@ -10,15 +10,23 @@ Nothing here knows any particular cell. From a cell's equations and its
   returns ragged arrays for matrices with constant entries: sympy#27632, #19259);
 * a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow._chain`).
 
+Plans are cached on disk, in a private folder, and executed from there only after they are
+verified (see the trust boundary note above :func:`cache_dir`).
+
 Backends are found lazily: CuPy is imported only when asked for (einops-style).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
+import keyword
 import os
+import re
+import stat
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -173,7 +181,7 @@ def _accurate(expr, subs):
 
 #: Bump when the layout of a cached plan changes (the cache key also hashes the sources
 #: of the modules that generate code, so editing them invalidates old entries).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def _spec(cell: Cell, xp) -> dict:
@@ -259,7 +267,8 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
 
     def function(src: str):
         scope = dict(ns)
-        exec(compile(src, f"<gateflow {cell.name}>", "exec"), scope)  # noqa: S102 - our own code
+        code = compile(src, f"<gateflow {cell.name}>", "exec")
+        exec(code, scope)  # noqa: S102 - fresh, or cached and checked
         return scope["_lambdifygenerated"]
 
     forward, groups = [], {}
@@ -280,6 +289,41 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
     return Compiled(cell, backend, dtype, tuple(forward), tuple(spec["coef_args"]),
                     function(spec["coef_src"]), tuple(tuple(x) for x in spec["layout"]),
                     tuple(reverse), dict(spec["direct"]))
+
+
+# -- the on-disk cache ---------------------------------------------------------------------
+#
+# Trust boundary. A cache entry holds Python source that gateflow executes, so the cache is
+# only as trustworthy as its folder. gateflow creates the folder 0700 and its entries 0600
+# (whatever the umask) and uses a folder or entry only if it is the current user's, is not a
+# symbolic link, and is writable by nobody else (nor are the folders above it, unless
+# sticky); anything else is ignored with a one-line warning and the cell is compiled in
+# memory. Every entry carries a SHA-256 of its canonical content and its own file name, so a
+# corrupt, truncated, foreign or hand-edited (not re-signed) entry is rebuilt; then its JSON
+# must have exactly the shape :func:`_spec` writes, and every source must parse to what
+# SymPy's lambdify generates (:func:`_check_source`) before anything is executed. The hash
+# is not a signature: whoever can write the folder can also recompute it, so a formula
+# edited by hand within the whitelist would give wrong numbers. That is why the folder must
+# be the user's alone.
+
+#: Entries larger than this are not read (they are never this big: ~10 KiB).
+MAX_ENTRY_BYTES = 8 << 20
+#: What a cached source may call, bare or as ``numpy.f``/``cupy.f``: gateflow's functions and
+#: the array functions SymPy prints for the equations' operations (name -> argument count).
+_CALLS = {"sigmoid": 1, "relu": 1, "sech2": 1, "tanh": 1, "Heaviside": 2, "sqrt": 1,
+          "log": 1, "exp": 1}
+_MODULES = frozenset(BACKENDS)
+#: Every other kind of syntax node a cached source may contain.
+_SYNTAX = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.List, ast.Tuple, ast.Load, ast.Add,
+           ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Lt, ast.LtE, ast.Gt,
+           ast.GtE, ast.Eq, ast.NotEq)
+_ENTRY_KEYS = frozenset({"format", "forward", "coef_args", "coef_src", "layout", "reverse",
+                         "direct", "sha256"})
+_warned: set[str] = set()  # folders already warned about in this process
+
+
+class _Refused(Exception):
+    """A cache folder or entry that gateflow will not use; the message says why."""
 
 
 def cache_dir() -> Path | None:
@@ -308,12 +352,251 @@ def _cache_path(cell: Cell, backend: str) -> Path | None:
                                    cell.equations]).encode())
     for source in ("_cell.py", "_derive.py", "_functions.py", "_compile.py"):
         h.update((here / source).read_bytes())
-    return folder / f"{cell.name}-{backend}-{h.hexdigest()[:24]}.json"
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", cell.name)[:64]  # never a path of its own
+    return folder / f"{name}-{backend}-{h.hexdigest()[:24]}.json"
+
+
+def _warn(folder: Path, message: str) -> None:
+    """One line on stderr, at most once per process and folder (not ``warnings.warn``: the
+    cache is gateflow's business, and a warning filter must not turn it into an error)."""
+    if str(folder) not in _warned:
+        _warned.add(str(folder))
+        print(f"gateflow: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _check_owner(st: os.stat_result) -> None:
+    """Refuse a symbolic link, or anything not the current user's or writable by others."""
+    if stat.S_ISLNK(st.st_mode):
+        raise _Refused("it is a symbolic link")
+    if st.st_uid != os.geteuid():
+        raise _Refused(f"it is owned by uid {st.st_uid}, not you")
+    if st.st_mode & 0o022:
+        raise _Refused(f"it is writable by group or others (mode {st.st_mode & 0o7777:04o})")
+
+
+def _make_private(folder: Path) -> None:
+    """Create ``folder`` and the missing folders above it, 0700 whatever the umask; only
+    the folders created here are chmod-ed."""
+    missing = []
+    while not os.path.lexists(folder) and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: checked like any existing folder
+        os.chmod(path, 0o700)
+
+
+def _trusted_folder(folder: Path) -> bool:
+    """Create the cache folder if needed; True if only the current user can change it.
+
+    It must be a real folder (no link), the user's, not writable by group or others; the
+    folders above it must be the user's or root's and not writable by others unless sticky
+    (like /tmp). Otherwise warn once and return False: nothing is read from or written
+    there. A folder that cannot be created or read (a read-only home) only costs the cache."""
+    try:
+        _make_private(folder)
+        st = os.lstat(folder)
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise _Refused("it is not a folder")
+        _check_owner(st)
+        above = Path(os.path.realpath(folder.parent))
+        for path in (above, *above.parents):
+            st = os.stat(path)
+            if st.st_uid not in (os.geteuid(), 0):
+                raise _Refused(f"{str(path)!r} above it is owned by uid {st.st_uid}")
+            if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                raise _Refused(f"{str(path)!r} above it is writable by group or others")
+    except _Refused as exc:
+        _warn(folder, f"ignoring compile cache {str(folder)!r}: {exc}; compiling in memory")
+        return False
+    except OSError:
+        return False
+    return True
+
+
+def _digest(name: str, spec: dict) -> str:
+    """SHA-256 of an entry's file name and canonical JSON (without its own hash)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{name}\n{canonical}".encode()).hexdigest()
+
+
+def _require(ok: bool) -> None:
+    if not ok:
+        raise ValueError("not a gateflow plan")
+
+
+def _plain(name) -> bool:
+    """A variable name lambdify writes: an identifier, no leading underscore, no builtin of
+    the generated code (so no dunder, and no shadowing of a callable)."""
+    return (isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+            and not keyword.iskeyword(name) and name not in _CALLS and name not in _MODULES)
+
+
+def _check_expr(expr: ast.AST, names: set[str]) -> None:
+    """Raise ValueError unless ``expr`` is arithmetic over ``names``, int/float constants,
+    lists and tuples, comparisons, and whitelisted calls (:data:`_CALLS`)."""
+    callees: set[int] = set()
+    for node in ast.walk(expr):  # breadth first: a call is seen before its callee
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Attribute):
+                _require(isinstance(f.value, ast.Name) and f.value.id in _MODULES)
+                callees.add(id(f.value))
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            _require(name in _CALLS and not node.keywords and len(node.args) == _CALLS[name])
+            callees.add(id(f))
+        elif isinstance(node, (ast.Name, ast.Attribute)):
+            _require(id(node) in callees or getattr(node, "id", None) in names)
+            _require(isinstance(node.ctx, ast.Load))
+        elif isinstance(node, ast.Constant):
+            _require(type(node.value) in (int, float))
+        else:
+            _require(isinstance(node, _SYNTAX))
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):  # no 9**9**9**9
+                _require(any(isinstance(n, ast.Name) for n in ast.walk(node)))
+
+
+def _check_source(src, args: list, outputs: int | None = None) -> None:
+    """Raise ValueError (or SyntaxError, RecursionError, …) unless ``src`` is what lambdify
+    generates: one ``def _lambdifygenerated(args):`` with plain positional arguments, a body
+    of assignments to plain names, then ``return`` of an expression (:func:`_check_expr`) —
+    a list of ``outputs`` of them for the coefficients. No import, decorator, default, lambda,
+    comprehension, attribute (but ``numpy.f``), subscript or string can pass."""
+    _require(isinstance(src, str) and all(_plain(a) for a in args) and len(set(args)) == len(args))
+    tree = ast.parse(src)
+    _require(len(tree.body) == 1)
+    fn = tree.body[0]
+    _require(isinstance(fn, ast.FunctionDef) and fn.name == "_lambdifygenerated"
+             and not fn.decorator_list and fn.returns is None)
+    a = fn.args
+    _require(not (a.posonlyargs or a.vararg or a.kwonlyargs or a.kw_defaults or a.kwarg
+                  or a.defaults) and [x.arg for x in a.args] == list(args)
+             and all(x.annotation is None for x in a.args))
+    names = set(args)
+    *assignments, ret = fn.body
+    for st in assignments:
+        _require(isinstance(st, ast.Assign) and len(st.targets) == 1
+                 and isinstance(st.targets[0], ast.Name) and _plain(st.targets[0].id))
+        _check_expr(st.value, names)
+        names.add(st.targets[0].id)
+    _require(isinstance(ret, ast.Return) and ret.value is not None)
+    _check_expr(ret.value, names)
+    _require(outputs is None or (isinstance(ret.value, ast.List)
+                                 and len(ret.value.elts) == outputs))
+
+
+def _check_spec(spec) -> None:
+    """Raise ValueError (or another error) unless ``spec`` has exactly the shape and types
+    :func:`_spec` writes, its indices are in range and every source passes
+    :func:`_check_source`."""
+
+    def names(v) -> bool:
+        return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+    def index(v, n: int) -> bool:
+        return type(v) is int and 0 <= v < n
+
+    def pairs(v, check) -> bool:
+        return isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 and check(*p)
+                                           for p in v)
+
+    _require(isinstance(spec, dict) and set(spec) == _ENTRY_KEYS - {"sha256"}
+             and spec["format"] == CACHE_FORMAT and type(spec["format"]) is int)
+    layout = spec["layout"]
+    _require(pairs(layout, lambda a, b: isinstance(a, str) and isinstance(b, str)))
+    n = len(layout)
+    groups = []
+    _require(isinstance(spec["forward"], list))
+    for item in spec["forward"]:
+        _require(isinstance(item, dict))
+        if set(item) == {"group", "atoms", "weights", "reverse"}:
+            _require(isinstance(item["group"], str) and names(item["atoms"])
+                     and names(item["weights"]) and len(item["atoms"]) == len(item["weights"])
+                     and type(item["reverse"]) is bool)
+            groups.append(item["atoms"])
+        else:
+            _require(set(item) == {"node", "args", "src"} and isinstance(item["node"], str)
+                     and names(item["args"]))
+            _check_source(item["src"], item["args"])
+    _require(names(spec["coef_args"]))
+    _check_source(spec["coef_src"], spec["coef_args"], outputs=n)
+    _require(isinstance(spec["reverse"], list))
+    for op in spec["reverse"]:
+        _require(isinstance(op, list) and len(op) == 3 and isinstance(op[0], str))
+        if op[0] == "scatter":
+            _require(isinstance(op[1], str)
+                     and pairs(op[2], lambda src, k: isinstance(src, str) and index(k, n)))
+        else:
+            _require(op[0] == "group" and op[1] in groups)
+            m = len(op[1])
+            _require(pairs(op[2], lambda sink, terms: isinstance(sink, str) and pairs(
+                terms, lambda j, k: index(j, m) and index(k, n))))
+    direct = spec["direct"]
+    _require(isinstance(direct, dict) and all(index(k, n) for k in direct.values()))
+
+
+def _read_entry(path: Path) -> dict:
+    """The verified plan in ``path``: the user's own regular file, at most
+    :data:`MAX_ENTRY_BYTES`, with a matching hash and a valid shape. Raises otherwise."""
+    _check_owner(os.lstat(path))  # FileNotFoundError: a plain miss
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    with open(os.open(path, flags), "rb") as fh:
+        st = os.fstat(fh.fileno())  # the file actually opened, not the name
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("it is not a regular file")
+        _check_owner(st)
+        if st.st_size > MAX_ENTRY_BYTES:
+            raise _Refused(f"it is larger than {MAX_ENTRY_BYTES >> 20} MiB")
+        data = fh.read(MAX_ENTRY_BYTES + 1)
+    _require(len(data) <= MAX_ENTRY_BYTES)
+    entry = json.loads(data.decode("utf-8"))
+    _require(isinstance(entry, dict) and isinstance(entry.get("sha256"), str))
+    spec = {k: v for k, v in entry.items() if k != "sha256"}
+    if _digest(path.name, spec) != entry["sha256"]:
+        raise _Refused("it failed its integrity check")
+    _check_spec(spec)
+    return spec
+
+
+def _cached(cell: Cell, backend: str, dtype: np.dtype, path: Path) -> Compiled | None:
+    """The evaluators from a cache entry, or None to rebuild: whatever the file holds,
+    nothing raises, and only verified code is executed. A rejected entry warns once."""
+    try:
+        return _load(cell, backend, dtype, _read_entry(path))
+    except FileNotFoundError:
+        return None
+    except _Refused as exc:
+        reason = str(exc)
+    except OSError as exc:
+        reason = f"it cannot be read ({exc.strerror or exc})"
+    except Exception:  # any shape of corrupt or hostile content, deep nesting, huge numbers
+        reason = "it is not a valid gateflow plan"
+    _warn(path.parent, f"ignoring compile cache entry {str(path)!r}: {reason}; rebuilding it")
+    return None
+
+
+def _write_entry(path: Path, spec: dict) -> None:
+    """Store a fresh plan, 0600, replacing whatever was at ``path``; only a plan that a later
+    read would accept is written. Any failure only costs the cache."""
+    try:
+        _check_spec(spec)
+        data = json.dumps({**spec, "sha256": _digest(path.name, spec)}).encode()
+        try:
+            os.unlink(path)  # a rejected entry (a link is removed, not followed)
+        except FileNotFoundError:
+            pass
+        write_files({path: data}, mode=0o600)
+    except Exception:
+        pass
 
 
 def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
     """Evaluators of ``cell`` for (backend, dtype): derived and lambdified once per process,
-    and cached on disk (see :func:`cache_dir`), so a new process skips both."""
+    and cached on disk (see :func:`cache_dir` and the trust boundary above), so a new
+    process skips both."""
     return _compile(get_cell(cell), backend, get_dtype(dtype))
 
 
@@ -321,20 +604,14 @@ def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> C
 def _compile(cell: Cell, backend: str, dtype: np.dtype) -> Compiled:
     xp = get_xp(backend)
     path = _cache_path(cell, backend)
-    if path is not None and path.is_file():
-        try:
-            spec = json.loads(path.read_text())
-            if spec.get("format") == CACHE_FORMAT:
-                return _load(cell, backend, dtype, spec)
-        except (OSError, ValueError, KeyError, TypeError, SyntaxError):
-            pass  # an unreadable entry is rebuilt below
+    trusted = path is not None and _trusted_folder(path.parent)
+    if trusted:
+        compiled = _cached(cell, backend, dtype, path)
+        if compiled is not None:
+            return compiled
     spec = _spec(cell, xp)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_files({path: json.dumps(spec).encode()})
-        except (OSError, GateflowError):
-            pass  # a read-only home only costs the cache
+    if trusted:
+        _write_entry(path, spec)
     return _load(cell, backend, dtype, spec)
 
 

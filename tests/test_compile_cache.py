@@ -1,22 +1,36 @@
-"""The on-disk cache of compiled evaluators: used across processes, keyed by the equations."""
+"""The on-disk cache of compiled evaluators: used across processes, keyed by the equations.
+
+Hostile caches (tampered entries, foreign owners, loose permissions) are in
+``test_hostile_cache.py``; this file checks the ordinary life of the cache."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+import gateflow._compile as compile_module
 from gateflow import CELLS, all_lags, init_params, make_inputs
-from gateflow._compile import _cache_path, _compile
+from gateflow._cell import Cell
+from gateflow._compile import _cache_path, _check_spec, _compile, _read_entry, _spec
+
+
+def use_cache(folder, monkeypatch):
+    """Point the cache at ``folder``, as a new process would see it (nothing compiled or
+    warned about yet); returns ``folder``."""
+    monkeypatch.setenv("GATEFLOW_CACHE_DIR", str(folder))
+    monkeypatch.setattr(compile_module, "_warned", set())
+    _compile.cache_clear()
+    return folder
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GATEFLOW_CACHE_DIR", str(tmp_path))
-    _compile.cache_clear()
-    yield tmp_path
+    """A private, empty cache folder for one test."""
+    yield use_cache(tmp_path, monkeypatch)
     _compile.cache_clear()
 
 
@@ -25,17 +39,50 @@ def _run(cell="gru"):
     return all_lags(cell, p, make_inputs(9, 2, 3, seed=1)).blocks
 
 
-def test_second_process_uses_the_cache_and_gets_the_same_numbers(cache):
+def assert_same_numbers(got: dict, expected: dict) -> None:
+    """Every block's every norm equal bit for bit."""
+    assert got.keys() == expected.keys()
+    for block, norms in expected.items():
+        assert got[block].keys() == norms.keys()
+        for key, value in norms.items():
+            np.testing.assert_array_equal(got[block][key], value)
+
+
+def test_second_process_uses_the_cache_and_gets_the_same_numbers(cache, capsys):
     fresh = _run()
     (entry,) = list(cache.glob("gru-numpy-*.json"))
-    assert json.loads(entry.read_text())["format"] == 1
+    assert json.loads(entry.read_text())["format"] == 2
     _compile.cache_clear()  # as a new process would
     mtime = entry.stat().st_mtime_ns
     cached = _run()
     assert entry.stat().st_mtime_ns == mtime  # read, not rewritten
-    for block, norms in fresh.items():
-        for key, value in norms.items():
-            np.testing.assert_array_equal(cached[block][key], value)
+    assert_same_numbers(cached, fresh)
+    assert capsys.readouterr().err == ""  # a healthy cache is silent
+
+
+def test_entries_are_private_and_verified(cache):
+    _run("rnn")
+    (entry,) = list(cache.glob("rnn-*.json"))
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert cache.stat().st_mode & 0o777 == 0o700
+    assert json.loads(entry.read_text())["sha256"]
+    assert _read_entry(entry)["format"] == 2
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_every_generated_plan_passes_the_whitelist(name):
+    """The source whitelist admits exactly what lambdify writes for every built-in cell (or
+    their entries would never be cached)."""
+    _check_spec(_spec(CELLS[name], np))
+
+
+def test_custom_cell_with_powers_and_quotients_is_cached(cache):
+    cell = Cell(name="../odd/name", summary="t", reference="t", state=("h",),
+                params=("W", "U", "b"),
+                equations=("h = (1 + h_prev**2)**(1/3) * tanh(W @ x + U @ h_prev + b)/2",))
+    path = _cache_path(cell, "numpy")
+    assert path.parent == cache  # a cell's name never leaves the folder
+    _check_spec(_spec(cell, np))
 
 
 def test_key_changes_with_the_equations(cache):
@@ -52,7 +99,19 @@ def test_corrupt_entry_is_rebuilt(cache):
     entry.write_text("{ not json")
     _compile.cache_clear()
     _run()
-    assert json.loads(entry.read_text())["format"] == 1
+    assert json.loads(entry.read_text())["format"] == 2
+
+
+def test_unwritable_folder_only_costs_the_cache(cache, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    cache.chmod(0o500)
+    try:
+        _run("rnn")
+    finally:
+        cache.chmod(0o700)
+    assert not any(cache.iterdir())
+    assert capsys.readouterr().err == ""
 
 
 def test_empty_setting_disables_the_cache(tmp_path, monkeypatch):
