@@ -30,12 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._errors import GateflowError
+from .cells import choose, real, real_array, whole
 
 _LN10 = math.log(10.0)
 #: Below this log10 norm a value counts as "zero" and is left out of fits.
 FLOOR = -300.0
 #: Default threshold for the memory horizon.
 HORIZON = 1e-6
+#: The norms the theory curves know.
+NORMS = ("frobenius", "spectral")
+#: Most Gauss–Hermite points and fixed-point iterations :func:`mean_field_tanh` accepts.
+MAX_DEGREE, MAX_ITER = 1000, 1_000_000
 
 __all__ = [
     "DecayFit",
@@ -49,6 +54,36 @@ __all__ = [
     "pascanu_bound",
     "summarize",
 ]
+
+
+# -- checking arguments -------------------------------------------------------------------
+def _lags(lags, what: str = "lags") -> np.ndarray:
+    """Lags as a non-empty 1-D float array of finite numbers."""
+    k = real_array(lags, what).astype(np.float64)
+    if k.ndim != 1 or k.size == 0:
+        raise GateflowError(f"{what} must be a non-empty 1-D array, got shape {k.shape}")
+    if not np.all(np.isfinite(k)):
+        raise GateflowError(f"{what} contain NaN or inf; pass finite lags such as 1..T")
+    return k
+
+
+def _series(lags, log10) -> tuple[np.ndarray, np.ndarray]:
+    """Strictly increasing lags and their log10 norms (1-D, equal length, non-empty).
+
+    ``-inf`` (an exactly zero norm) is a value; NaN and ``+inf`` are not: they mean a
+    corrupt or overflowed measurement, so they are refused rather than skipped."""
+    k = _lags(lags)
+    y = real_array(log10, "log10 norms").astype(np.float64)
+    if y.shape != k.shape:
+        raise GateflowError(f"lags and log10 norms must be 1-D of equal length; "
+                            f"got shapes {k.shape} and {y.shape}")
+    if np.any(np.diff(k) <= 0):
+        raise GateflowError("lags must be strictly increasing, e.g. 1, 2, ..., T")
+    if np.any(np.isnan(y)) or np.any(y == np.inf):
+        bad = "NaN" if np.any(np.isnan(y)) else "+inf"
+        raise GateflowError(f"log10 norms contain {bad} (no finite data there); only finite "
+                            "values and -inf (an exactly zero norm) can be fitted")
+    return k, y
 
 
 # -- batch statistics ---------------------------------------------------------------------
@@ -67,11 +102,15 @@ def summarize(log10: np.ndarray, lags: np.ndarray | None = None) -> Summary:
 
     ``-inf`` (an exactly zero Jacobian) is kept: a quantile that falls on it is ``-inf``.
     """
-    a = np.asarray(log10, dtype=np.float64)
-    if a.ndim != 2:
-        raise GateflowError(f"expected log10 norms of shape (T, B), got shape {a.shape}")
+    a = real_array(log10, "log10 norms").astype(np.float64)
+    if a.ndim != 2 or a.size == 0:
+        raise GateflowError(f"expected log10 norms of shape (T, B) with T, B >= 1, got shape "
+                            f"{a.shape}")
     if np.any(np.isnan(a)):
         raise GateflowError("log10 norms contain NaN; the chain result is corrupt")
+    if lags is not None and _lags(lags).shape != (a.shape[0],):
+        raise GateflowError(f"lags must have one entry per row of the norms ({a.shape[0]}), "
+                            f"got shape {np.shape(lags)}")
     # Quantiles interpolate; −inf next to a finite value would give NaN, so park −inf far
     # below anything finite and map it back afterwards.
     low = 2 * min(FLOOR, float(np.min(a[np.isfinite(a)], initial=0.0))) - 1
@@ -115,14 +154,19 @@ def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = 
     Only lags ``>= start`` whose value is finite and above ``floor`` enter the fit. The
     e-folding lag is −1/(slope · ln 10); the memory horizon uses every lag, not only the
     fitted ones.
+
+    Values may be ``-inf`` (an exactly zero norm): if every value from ``start`` on is
+    ``-inf`` or below ``floor``, the gradient is (numerically) exactly zero and the fit says
+    so: slope −inf, factor 0. Input with no finite data is refused with a
+    :class:`GateflowError`: empty arrays, any NaN or ``+inf`` (a corrupt or overflowed
+    measurement, never skipped silently), and a ``start`` beyond the last lag.
     """
-    k = np.asarray(lags, dtype=np.float64)
-    y = np.asarray(log10_median, dtype=np.float64)
-    if k.shape != y.shape or k.ndim != 1:
-        raise GateflowError(f"lags and values must be 1-D of equal length; "
-                            f"got {k.shape}, {y.shape}")
-    if not threshold > 0:
-        raise GateflowError(f"threshold must be > 0, got {threshold!r}")
+    k, y = _series(lags, log10_median)
+    threshold = real(threshold, "threshold", positive=True)
+    floor = real(floor, "floor")
+    start = real(start, "start")
+    if not np.any(k >= start):
+        raise GateflowError(f"start={start:g} is beyond the last lag ({k[-1]:g}); nothing to fit")
     ok = np.isfinite(y) & (y > floor) & (k >= start)
     used = int(np.count_nonzero(ok))
     if used >= 2:
@@ -142,8 +186,10 @@ def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = 
 def memory_horizon(lags, log10_median, threshold: float = HORIZON) -> int | None:
     """The first lag whose (median) norm is below ``threshold``; ``None`` if none is. An
     exactly zero norm (log10 = −inf) counts as below."""
-    below = np.nonzero(np.asarray(log10_median, dtype=np.float64) < math.log10(threshold))[0]
-    return int(np.asarray(lags)[below[0]]) if below.size else None
+    k, y = _series(lags, log10_median)
+    threshold = real(threshold, "threshold", positive=True)
+    below = np.nonzero(y < math.log10(threshold))[0]
+    return int(k[below[0]]) if below.size else None
 
 
 # -- theory: the memory gate ----------------------------------------------------------------
@@ -155,11 +201,11 @@ def _log10_sigmoid(b: float) -> float:
 def gate_path(lags, bias: float, n: int = 1, norm: str = "frobenius") -> np.ndarray:
     """log10 ‖σ(b)^k I_n‖: the memory path of an LSTM (b = b_f) or GRU (b = b_z) whose
     weights are all zero, where it is exact. Frobenius: √n σ(b)^k; spectral: σ(b)^k."""
-    k = np.asarray(lags, dtype=np.float64)
-    extra = 0.5 * math.log10(n) if norm == "frobenius" else 0.0
-    if norm not in ("frobenius", "spectral"):
-        raise GateflowError(f"unknown norm {norm!r}; use 'frobenius' or 'spectral'")
-    return k * _log10_sigmoid(float(bias)) + extra
+    k = _lags(lags)
+    bias = real(bias, "bias")
+    n = whole(n, "hidden size n")
+    extra = 0.5 * math.log10(n) if choose(norm, NORMS, "norm") == "frobenius" else 0.0
+    return k * _log10_sigmoid(bias) + extra
 
 
 def chrono_timescale(bias):
@@ -202,9 +248,11 @@ def mean_field_tanh(sigma_w2: float, input_var: float = 0.0, bias_var: float = 0
     ``input_var`` is the variance the inputs add to each pre-activation, Σ_j Var(W_ij) E[x_j²]
     (σ_v² E[x²] in the Gaussian convention W_ij ~ N(0, σ_v²/d)); ``bias_var`` is σ_b².
     """
-    for v, name in ((sigma_w2, "sigma_w2"), (input_var, "input_var"), (bias_var, "bias_var")):
-        if not (np.isfinite(v) and v >= 0):
-            raise GateflowError(f"{name} must be a finite number >= 0, got {v!r}")
+    sigma_w2, input_var, bias_var = (real(v, name, lo=0) for v, name in (
+        (sigma_w2, "sigma_w2"), (input_var, "input_var"), (bias_var, "bias_var")))
+    degree = whole(degree, "degree", 1, MAX_DEGREE)
+    tol = real(tol, "tol", positive=True)
+    max_iter = whole(max_iter, "max_iter", 1, MAX_ITER)
     z, w = np.polynomial.hermite_e.hermegauss(degree)
     w = w / math.sqrt(2 * math.pi)  # Σ w = 1: E[f(z)] ≈ Σ w f(z)
 
@@ -245,10 +293,15 @@ def mean_field_from_params(params: dict, input_second_moment: float = 1.0) -> Me
 def pascanu_bound(U, lags, gamma: float = 1.0, norm: str = "frobenius") -> np.ndarray:
     """log10 of the upper bound on ‖∂h_T/∂h_{T−k}‖ for h' = φ(U h + …), |φ'| ≤ γ:
     spectral (γ‖U‖₂)^k; Frobenius √n (γ‖U‖₂)^k (as ‖A‖_F ≤ √n ‖A‖₂)."""
-    U = np.asarray(U, dtype=np.float64)
-    if norm not in ("frobenius", "spectral"):
-        raise GateflowError(f"unknown norm {norm!r}; use 'frobenius' or 'spectral'")
-    k = np.asarray(lags, dtype=np.float64)
+    U = real_array(U, "U").astype(np.float64)
+    if U.ndim != 2 or U.shape[0] != U.shape[1] or U.size == 0:
+        raise GateflowError(f"U must be a square recurrent matrix (n, n) with n >= 1, "
+                            f"got shape {U.shape}")
+    if not np.all(np.isfinite(U)):
+        raise GateflowError("U contains NaN or inf; pass the finite recurrent weights")
+    gamma = real(gamma, "gamma", lo=0)
+    choose(norm, NORMS, "norm")
+    k = _lags(lags)
     s = float(np.linalg.norm(U, 2)) * gamma
     with np.errstate(divide="ignore"):
         per = math.log10(s) if s > 0 else -math.inf

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
+from ._errors import GateflowError
+
 if TYPE_CHECKING:  # SymPy is imported on first use only (see Cell.system)
     import sympy as sp
 
@@ -104,10 +106,14 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
     sigmoid, tanh, relu; every state block is updated; every parameter and intermediate is
     used."""
     where = f"cell {cell.name!r}"
+    for p in (*cell.state, *cell.params):
+        if not p.isidentifier() or keyword.iskeyword(p):
+            raise GateflowError(f"{where}: {p!r} is not a valid name for a state block or "
+                                "parameter; use letters, digits and _")
     if len(set(cell.params)) != len(cell.params):
-        raise ValueError(f"{where}: a parameter is declared twice in {cell.params}")
+        raise GateflowError(f"{where}: a parameter is declared twice in {cell.params}")
     if not cell.state or len(set(cell.state)) != len(cell.state):
-        raise ValueError(f"{where}: state blocks {cell.state} must be distinct and non-empty")
+        raise GateflowError(f"{where}: state blocks {cell.state} must be distinct and non-empty")
     known = {INPUT, *cell.prev}
     params = set(cell.params)
     defined: list[str] = []
@@ -118,46 +124,48 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
         lhs, sep, rhs = line.partition("=")
         lhs = lhs.strip()
         if not sep or not lhs.isidentifier() or keyword.iskeyword(lhs):
-            raise ValueError(f"{where}: equation {line!r} is not of the form 'name = expression'")
+            raise GateflowError(f"{where}: equation {line!r} is not of the form "
+                                "'name = expression'")
         if lhs in known or lhs in params or lhs in defined:
-            raise ValueError(f"{where}: {lhs!r} is defined twice or shadows an input, "
+            raise GateflowError(f"{where}: {lhs!r} is defined twice or shadows an input, "
                              "previous state or parameter")
         try:
             tree = ast.parse(rhs.strip(), mode="eval")
         except SyntaxError as exc:
-            raise ValueError(f"{where}: cannot parse {line!r}: {exc.msg}") from None
+            raise GateflowError(f"{where}: cannot parse {line!r}: {exc.msg}") from None
         scope = known | params | set(defined)
         matmul_lefts = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 w = node.left
                 if not isinstance(w, ast.Name) or w.id not in params:
-                    raise ValueError(f"{where}: {line!r}: the left of '@' must be a declared "
+                    raise GateflowError(f"{where}: {line!r}: the left of '@' must be a declared "
                                      "parameter (a matrix)")
                 if any(isinstance(m, ast.BinOp) and isinstance(m.op, ast.MatMult)
                        for m in ast.walk(node.right)):
-                    raise ValueError(f"{where}: nested products such as W @ (U @ h) are not "
+                    raise GateflowError(f"{where}: nested products such as W @ (U @ h) are not "
                                      "supported")
                 arg = node.right
                 if isinstance(arg, ast.Name) and arg.id in params:
-                    raise ValueError(f"{where}: {w.id} @ {arg.id} multiplies a parameter")
+                    raise GateflowError(f"{where}: {w.id} @ {arg.id} multiplies a parameter")
                 kind = "input" if isinstance(arg, ast.Name) and arg.id == INPUT else "recurrent"
                 if matrices.setdefault(w.id, kind) != kind:
-                    raise ValueError(f"{where}: {w.id} multiplies both x and a state-sized vector")
+                    raise GateflowError(f"{where}: {w.id} multiplies both x and a "
+                                        "state-sized vector")
                 matmul_lefts.add(id(w))
             elif isinstance(node, ast.Call):
                 if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS \
                         or len(node.args) != 1 or node.keywords:
                     f = node.func
                     name = f.id if isinstance(f, ast.Name) else ast.unparse(f)
-                    raise ValueError(f"{where}: {line!r} uses unsupported functions [{name!r}]")
+                    raise GateflowError(f"{where}: {line!r} uses unsupported functions [{name!r}]")
             elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name,
                                        ast.Constant, ast.Load, ast.operator, ast.unaryop)):
-                raise ValueError(f"{where}: cannot parse {line!r}: {type(node).__name__} "
+                raise GateflowError(f"{where}: cannot parse {line!r}: {type(node).__name__} "
                                  "is not allowed in an equation")
             elif isinstance(node, ast.BinOp) and not isinstance(
                     node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
-                raise ValueError(f"{where}: cannot parse {line!r}: operator "
+                raise GateflowError(f"{where}: cannot parse {line!r}: operator "
                                  f"{type(node.op).__name__} is not allowed")
         names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)
                  and not (isinstance(n.ctx, ast.Load) and n.id in _FUNCTIONS
@@ -166,24 +174,57 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
         names = [n for n in names if id(n) not in calls]
         unknown = sorted({n.id for n in names} - scope)
         if unknown:
-            raise ValueError(f"{where}: {line!r} uses undeclared symbols {unknown}")
+            raise GateflowError(f"{where}: {line!r} uses undeclared symbols {unknown}")
         elementwise |= {n.id for n in names if n.id in params and id(n) not in matmul_lefts}
         used |= {n.id for n in names}
         defined.append(lhs)
     missing = [b for b in cell.state if b not in defined]
     if missing:
-        raise ValueError(f"{where}: state blocks {missing} have no update equation")
+        raise GateflowError(f"{where}: state blocks {missing} have no update equation")
     both = sorted(elementwise & set(matrices))  # in either order across equations
     if both:
-        raise ValueError(f"{where}: {both[0]} is used as a matrix and elementwise")
+        raise GateflowError(f"{where}: {both[0]} is used as a matrix and elementwise")
     vectors = tuple(p for p in cell.params if p not in matrices)
     unused = [p for p in cell.params if p not in used]
     if unused:
-        raise ValueError(f"{where}: parameters {unused} are declared but never used")
+        raise GateflowError(f"{where}: parameters {unused} are declared but never used")
     idle = [d for d in defined if d not in cell.state and d not in used]
     if idle:
-        raise ValueError(f"{where}: {idle[0]!r} is computed but never used")
+        raise GateflowError(f"{where}: {idle[0]!r} is computed but never used")
     return matrices, vectors
+
+
+def _check_fields(cell: Cell) -> None:
+    """Types of a Cell's fields: strings, and tuples of strings (a list becomes a tuple, so
+    that the frozen cell stays hashable); memory_bias and chrono_partner name parameters."""
+    def shown(v) -> str:  # a short, one-line account of a wrong value
+        text = " ".join(repr(v).split())
+        return text if len(text) <= 60 else f"a {type(v).__name__}"
+
+    for f in ("name", "summary", "reference", "notes"):
+        if not isinstance(getattr(cell, f), str):
+            raise GateflowError(f"Cell {f} must be a string, got {shown(getattr(cell, f))}")
+    if not cell.name:
+        raise GateflowError("Cell name must not be empty; give e.g. name='my-rnn'")
+    where = f"cell {cell.name!r}"
+    for f, example in (("state", "('h',)"), ("params", "('W', 'U', 'b')"),
+                       ("equations", "('h = tanh(W @ x + U @ h_prev + b)',)")):
+        value = getattr(cell, f)
+        if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+            raise GateflowError(f"{where}: {f} must be a tuple of strings, e.g. {example}; "
+                                f"got {shown(value)}")
+        object.__setattr__(cell, f, tuple(value))
+    if cell.torch is not None and not isinstance(cell.torch, TorchLayout):
+        raise GateflowError(f"{where}: torch must be a TorchLayout or None, "
+                            f"got {shown(cell.torch)}")
+    mb = cell.memory_bias
+    if mb is not None and not (isinstance(mb, tuple) and len(mb) == 2 and mb[0] in cell.params
+                               and mb[1] in (1, -1) and not isinstance(mb[1], bool)):
+        raise GateflowError(f"{where}: memory_bias must be (a parameter, +1 or -1) or None, "
+                            f"got {shown(mb)}")
+    if cell.chrono_partner is not None and cell.chrono_partner not in cell.params:
+        raise GateflowError(f"{where}: chrono_partner must be one of its parameters or None, "
+                            f"got {shown(cell.chrono_partner)}")
 
 
 @dataclass(frozen=True)
@@ -212,8 +253,10 @@ class Cell:
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
-        # Check the equations now (a malformed cell fails where it is declared), with Python's
-        # own parser: cheap, and SymPy is only imported once something is derived.
+        # Check the fields' types, then the equations now (a malformed cell fails where it is
+        # declared), with Python's own parser: cheap, and SymPy is only imported once
+        # something is derived.
+        _check_fields(self)
         matrices, vectors = _validate(self)
         object.__setattr__(self, "_shapes", (matrices, vectors))
 
@@ -277,7 +320,8 @@ class Cell:
                 rhs = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
                                  transformations=standard_transformations)
             except Exception as exc:  # e.g. a string constant, which ast lets through
-                raise ValueError(f"{where}: cannot parse {line!r}: {exc}") from None
+                raise GateflowError(f"{where}: cannot parse {line!r}: "
+                                    f"{' '.join(str(exc).split())[:120]}") from None
             pretty[lhs] = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
                                      transformations=standard_transformations,
                                      evaluate=False).xreplace(plain)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -30,8 +32,8 @@ import numpy as np
 from ._cell import Cell
 from ._compile import Bound, compile_cell, get_dtype, get_xp
 from ._errors import GateflowError
-from ._memory import check_fits
-from .cells import closest, get_cell
+from ._memory import available_memory, check_fits
+from .cells import choose_many, closest, get_cell, real_array, shown, whole
 
 NORMS = ("frobenius", "spectral")
 _KEEP_BYTES = 128 * 2**20  # keep forward coefficients for the backward sweep up to this size
@@ -73,32 +75,32 @@ def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outp
     return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
 
 
-def _names(value) -> tuple[str, ...]:
-    """``"h/h,c/c"`` or ``("h/h", "c/c")`` -> ``("h/h", "c/c")``."""
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(value)
-
-
-def _host(v) -> np.ndarray:
-    """A NumPy float64 copy of ``v`` (CuPy arrays included) for validation."""
-    if hasattr(v, "__cuda_array_interface__"):
-        import cupy
-
-        v = cupy.asnumpy(v)
-    return np.asarray(v, dtype=np.float64)
+def _float_dtype(dtype) -> np.dtype:
+    """``"float64"``/``"float32"`` or the matching NumPy dtype."""
+    if isinstance(dtype, str):
+        return get_dtype(dtype)
+    try:
+        dt = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.float32, np.float64):
+        raise GateflowError(f"dtype must be 'float64' or 'float32', got {shown(dtype)}")
+    return dt
 
 
 def _check_s0(cell: Cell, s0, n: int, B: int):
-    """Initial states: known blocks only, each finite of shape (n,) or (B, n)."""
+    """Initial states: a dict of known blocks only, each finite of shape (n,) or (B, n)."""
     if s0 is None:
         return None
+    if not isinstance(s0, Mapping):
+        raise GateflowError(f"s0 must be a dict of initial states by block "
+                            f"({', '.join(cell.state)}), got {shown(s0)}")
     out = {}
-    for b, v in dict(s0).items():
+    for b, v in s0.items():
         if b not in cell.state:
-            raise GateflowError(f"s0 has no state block {b!r} for cell {cell.name!r}"
-                                f"{closest(str(b), cell.state)}")
-        v = _host(v)
+            raise GateflowError(f"s0 has no state block {shown(b)} for cell {cell.name!r}"
+                                f"{closest(b, cell.state)}")
+        v = real_array(v, f"s0[{b!r}]").astype(np.float64)
         if v.shape not in ((n,), (B, n)) or not np.all(np.isfinite(v)):
             raise GateflowError(f"s0[{b!r}] must be finite, of shape ({n},) or ({B}, {n}); "
                                 f"got shape {v.shape}")
@@ -106,24 +108,53 @@ def _check_s0(cell: Cell, s0, n: int, B: int):
     return out
 
 
-def _check_inputs(x, n_in: int):
-    if x.dtype.kind not in "fiu":
-        raise GateflowError(f"inputs must be real numbers; got dtype {x.dtype}")
-    if getattr(x, "ndim", None) != 3:
-        raise GateflowError("inputs must have shape (T, B, d); got shape "
-                            f"{getattr(x, 'shape', None)}")
+def _check_probe(cell: Cell, probe, n: int, B: int):
+    """A finite probe vector over the full state, (S,) or (B, S); None stays None."""
+    if probe is None:
+        return None
+    probe = real_array(probe, "probe").astype(np.float64)
+    S = len(cell.state) * n
+    if probe.shape not in ((S,), (B, S)) or not np.all(np.isfinite(probe)):
+        raise GateflowError(f"probe must be finite, of shape ({S},) or ({B}, {S}): one "
+                            f"value per state unit ({', '.join(cell.state)} in that "
+                            f"order); got shape {probe.shape}")
+    return probe
+
+
+def _check_lags(lags, T: int) -> tuple[int, ...]:
+    """Lags at which to keep every singular value: whole numbers in 1..T."""
+    if isinstance(lags, (str, bytes, Mapping)) or not hasattr(lags, "__iter__") \
+            or getattr(lags, "ndim", 1) != 1:
+        raise GateflowError(f"singular_lags must be a tuple of lags in 1..{T}, got {shown(lags)}")
+    return tuple(dict.fromkeys(whole(k, "singular-value lag", 1, T) for k in lags))
+
+
+def _check_input_shape(x: np.ndarray, n_in: int) -> tuple[int, int]:
+    """Inputs (T, B, d) with T, B >= 1 and d features; returns (T, B). Finiteness is
+    checked later, after the memory estimate (a huge x is refused before it is scanned)."""
+    if x.ndim != 3:
+        raise GateflowError(f"inputs must have shape (T, B, d); got shape {x.shape}")
     T, B, d = x.shape
     if T < 1 or B < 1:
         raise GateflowError(f"inputs need T >= 1 steps and B >= 1 sequences; got T={T}, B={B}")
     if d != n_in:
         raise GateflowError(f"inputs have d={d} features but the weights expect d={n_in}")
-    if not np.all(np.isfinite(x)):
-        raise GateflowError("inputs contain NaN or Inf")
+    return T, B
 
 
-def run(bound: Bound, x, s0=None, coefs: list | None = None) -> dict:
+class _Stopped(Exception):
+    """Raised in a worker thread once the run was abandoned (see :func:`all_lags`)."""
+
+
+def _check(stop) -> None:
+    if stop is not None and stop.is_set():
+        raise _Stopped
+
+
+def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None) -> dict:
     """Forward pass: the states s_0..s_T, per block, (T+1, B, n), on the backend. With a
-    list ``coefs``, also append each step's Jacobian coefficients to it (index t−1)."""
+    list ``coefs``, also append each step's Jacobian coefficients to it (index t−1). With a
+    ``threading.Event`` ``stop``, give up at the next step once it is set."""
     xp, dt, n = bound.xp, bound.c.dtype, bound.n
     T, B, _ = x.shape
     states = {b: xp.empty((T + 1, B, n), dtype=dt) for b in bound.c.cell.state}
@@ -131,6 +162,7 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None) -> dict:
         states[b][0] = 0 if s0 is None or b not in s0 else xp.asarray(s0[b], dtype=dt)
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(1, T + 1):
+            _check(stop)
             vals = bound.step(x[t - 1], {b: states[b][t - 1] for b in states})
             for b in states:
                 states[b][t] = vals[b]
@@ -356,43 +388,34 @@ def all_lags(
     cell = get_cell(cell)
     n, d = validate_params(cell, params)
     xp = get_xp(backend)
-    dt = get_dtype(dtype)
-    on_device = backend == "cupy" and hasattr(x, "__cuda_array_interface__")
-    x_host = xp.asnumpy(x) if on_device else np.asarray(x)
-    _check_inputs(x_host, d)
-    T, B, _ = x_host.shape
-
-    blocks = tuple(cell.blocks) if blocks is None else _names(blocks)
-    for b in blocks:
-        if b not in cell.blocks:
-            raise GateflowError(f"cell {cell.name!r} has no block {b!r}{closest(b, cell.blocks)}")
-    norms = _names(norms)
-    for nm in norms:
-        if nm not in NORMS:
-            raise GateflowError(f"unknown norm {nm!r}{closest(nm, NORMS)}")
+    dt = _float_dtype(dtype)
+    x_host = real_array(x, "inputs")
+    T, B = _check_input_shape(x_host, d)
+    blocks = cell.blocks if blocks is None else choose_many(blocks, cell.blocks, "block",
+                                                            allow_empty=True)
     if not blocks and probe is None:
-        raise GateflowError("nothing to compute: ask for at least one block, or give a probe")
-    for k in singular_lags:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= T:
-            raise GateflowError(f"singular-value lag {k!r} must be an integer in 1..{T}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise GateflowError(f"threads must be a positive integer (or None: every core), "
-                            f"got {threads!r}")
+        raise GateflowError(f"nothing to compute: choose at least one block of "
+                            f"{', '.join(cell.blocks)}, or give a probe")
+    norms = choose_many(norms, NORMS, "norm")
+    singular_lags = _check_lags(singular_lags, T)
+    if threads is not None:
+        threads = whole(threads, "threads")
+    if progress is not None and not callable(progress):
+        raise GateflowError(f"progress must be a function of the lag k, or None; "
+                            f"got {shown(progress)}")
+    if not isinstance(keep_states, (bool, np.bool_)):
+        raise GateflowError(f"keep_states must be True or False, got {shown(keep_states)}")
     s0 = _check_s0(cell, s0, n, B)
-    if probe is not None:
-        probe = _host(probe)
-        S = len(cell.state) * n
-        if probe.shape not in ((S,), (B, S)) or not np.all(np.isfinite(probe)):
-            raise GateflowError(f"probe must be finite, of shape ({S},) or ({B}, {S}): one "
-                                f"value per state unit ({', '.join(cell.state)} in that "
-                                f"order); got shape {probe.shape}")
+    probe = _check_probe(cell, probe, n, B)
     out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
     rows = n * len(out_blocks) + (0 if probe is None else 1)
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
                           "spectral" in norms or bool(singular_lags))
+    have = available_memory(backend)
     check_fits(need, backend=backend)
+    if not np.all(np.isfinite(x_host)):
+        raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
 
     comp = compile_cell(cell, backend, dt.name)
     bound = Bound(comp, params, n)
@@ -412,6 +435,7 @@ def all_lags(
     blas = max(1, cores // workers) if backend == "numpy" else None
     kept = len(comp.layout) * T * B * n * dt.itemsize
     keep = kept <= min(_KEEP_BYTES, 0.1 * have)
+    stop = threading.Event()  # set to abandon the run: worker threads check it every step
     cuts = [B * i // workers for i in range(workers + 1)]
     parts = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
 
@@ -419,14 +443,21 @@ def all_lags(
         return _sweep_chunk(
             comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
             None if probe is None else probe[part], blocks, norms, singular_lags, out_blocks,
-            keep, progress if i == 0 else None, workers == 1)
+            keep, progress if i == 0 else None, workers == 1, stop)
 
     with _blas_threads(blas):  # process-wide (np.errstate, by contrast, is per thread)
         if workers == 1:
             chunks = [job(0, parts[0])]
         else:
+            # On Ctrl-C (or any error) in this thread, the workers stop at their next step
+            # instead of finishing the run while the pool waits for them.
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateflow") as pool:
-                chunks = [f.result() for f in [pool.submit(job, i, p) for i, p in enumerate(parts)]]
+                futures = [pool.submit(job, i, p) for i, p in enumerate(parts)]
+                try:
+                    chunks = [f.result() for f in futures]
+                except BaseException:
+                    stop.set()
+                    raise
 
     def cat(get, axis=1):
         arrays = [get(c) for c in chunks]
@@ -457,15 +488,15 @@ def _cpu_count() -> int:
 
 
 def _sweep_chunk(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
-                 keep: bool, progress, single: bool) -> dict:
+                 keep: bool, progress, single: bool, stop=None) -> dict:
     """Forward pass and backward sweep for one slice of the batch; host arrays out."""
     with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
         return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags,
-                                 out_blocks, keep, progress, single)
+                                 out_blocks, keep, progress, single, stop)
 
 
 def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
-                      keep: bool, progress, single: bool) -> dict:
+                      keep: bool, progress, single: bool, stop=None) -> dict:
     xp, dt, n = bound.xp, comp.dtype, bound.n
     cell = comp.cell
     T, B, _ = xd.shape
@@ -475,7 +506,7 @@ def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, 
     # are process-wide, so with several workers they all share the outer setting, 1 thread
     # each whenever B ≥ threads.)
     with _blas_threads(1) if single else nullcontext():
-        states = run(bound, xd, s0, stored)
+        states = run(bound, xd, s0, stored, stop)
 
     # Seed: the identity on the rows of each output block, plus the probe row.
     A = {s: xp.zeros((B, rows, n), dtype=dt) for s in cell.state}
@@ -499,6 +530,7 @@ def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, 
     top_vec = {b: None for b in blocks}  # warm starts for the spectral norms
 
     for k in range(1, T + 1):
+        _check(stop)
         t = T - k + 1  # multiply by J_t = ∂s_t/∂s_{t−1}
         if stored is not None:
             coefs, stored[t - 1] = stored[t - 1], None  # free as we go

@@ -326,15 +326,12 @@ def decay(cell, params: dict, x, *, blocks=None, norms=("frobenius", "spectral")
     inputs, before computing.
     """
     from ._chain import NORMS, all_lags
+    from .cells import choose_many
 
     cell = get_cell(cell)
     if isinstance(blocks, str):
         blocks = parse_list(blocks, cell.blocks, "block")
-    if isinstance(norms, str):
-        norms = parse_list(norms, NORMS, "norm")
-    norms = tuple(norms)
-    if not norms:
-        raise GateflowError(f"no norm asked for; give one or more of {', '.join(NORMS)}")
+    norms = choose_many(norms, NORMS, "norm")  # a name list or a comma string, at least one
     res = all_lags(cell, params, x, blocks=blocks, norms=norms, dtype=dtype, backend=backend,
                    progress=progress, **chain_opts)
     out = DecayResult(chain=res, norms=norms, seed=seed,

@@ -30,16 +30,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
-from itertools import product
+from itertools import islice, product
 
 import sympy as sp
 
 from ._cell import INPUT, Cell, MatVecAtom
 from ._errors import GateflowError
-from .cells import closest, get_cell
+from .cells import closest, get_cell, shown, whole
 
-#: ``steps`` expands |state|^(k−1) block paths; beyond this many it refuses (LSTM: k ≤ 9).
-MAX_PATHS = 256
+#: Budget of the symbolic k-step expansion (:meth:`Structure.steps`), in expression nodes:
+#: every factor of every block path, plus one renamed copy of the blocks per step (see
+#: :meth:`Structure.expansion_cost`). SymPy builds and prints a node in about 10–80 µs, so
+#: the largest expansion allowed takes under 2 s; :attr:`Structure.max_steps` is the
+#: largest k within it (5 for the LSTM, whose paths double with every step; 1052 for rnn).
+MAX_EXPANSION_NODES = 20_000
 
 # --------------------------------------------------------------------------------------
 # Structured linear operators
@@ -168,10 +172,10 @@ class Structure:
         return dict(self.edges.get(s, ())).get(f"{s}_prev", sp.Integer(0))
 
     def _check_block(self, block: str) -> tuple[str, str]:
-        if block not in self.cell.blocks:
-            raise GateflowError(
-                f"cell {self.cell.name!r} has no block {block!r}{closest(block, self.cell.blocks)}"
-            )
+        """``"X/Y"`` -> ``("X", "Y")`` for a block of this cell; a GateflowError otherwise."""
+        if not isinstance(block, str) or block not in self.cell.blocks:
+            raise GateflowError(f"cell {self.cell.name!r} has no block {shown(block)}"
+                                f"{closest(block, self.cell.blocks)}")
         out, inp = block.split("/")
         return out, inp
 
@@ -223,18 +227,14 @@ class Structure:
                     total = total + sub.scaled(coef)
         return total
 
+    # -- k steps -----------------------------------------------------------------------
     def steps(self, block: str, k: int) -> list[tuple[str, ...]]:
         """∂X_t/∂Y_{t−k} = [J_t J_{t−1} ⋯ J_{t−k+1}]_{X,Y} as the list of nonzero block paths
-        (X/S_1 at t, S_1/S_2 at t−1, …, S_{k−1}/Y at t−k+1)."""
+        (X/S_1 at t, S_1/S_2 at t−1, …, S_{k−1}/Y at t−k+1). ``k`` is at most
+        :attr:`max_steps` (checked by :meth:`check_steps`)."""
         out, inp = self._check_block(block)
-        if k < 1:
-            raise GateflowError(f"--steps must be at least 1, got {k}")
-        if len(self.cell.state) ** (k - 1) > MAX_PATHS:
-            raise GateflowError(
-                f"--steps {k} would expand {len(self.cell.state)}^{k - 1} block paths for cell "
-                f"{self.cell.name!r}; at most {MAX_PATHS} are printed (use fewer steps; the "
-                "numeric chain, gateflow decay, has no such limit)")
-        nonzero = {b for b in self.cell.blocks if not self.block(b).is_zero}
+        k = self.check_steps(k)
+        nonzero = {b for b in self.cell.blocks if self._block_sizes[b]}
         paths = []
         for mid in product(self.cell.state, repeat=k - 1):
             chain = (out, *mid, inp)
@@ -243,33 +243,86 @@ class Structure:
                 paths.append(blocks)
         return paths
 
+    def check_steps(self, k) -> int:
+        """``k`` as an int in 1..:attr:`max_steps`; a one-line :class:`GateflowError` otherwise
+        (before any symbolic work)."""
+        k = whole(k, "--steps")
+        if k > self.max_steps:
+            raise GateflowError(
+                f"--steps {k} is too many to expand symbolically (limit {self.max_steps} "
+                f"for {self.cell.name}: at most {MAX_EXPANSION_NODES} expression nodes, a few "
+                "seconds); use `gateflow decay` for numbers at long lags")
+        return k
+
+    @cached_property
+    def max_steps(self) -> int:
+        """The largest k whose expansion fits :data:`MAX_EXPANSION_NODES` (at least 1)."""
+        for k, cost in enumerate(self._expansion_costs(), start=1):
+            if cost > MAX_EXPANSION_NODES:
+                return max(1, k - 1)
+        raise AssertionError("unreachable: the cost grows with k")
+
+    def expansion_cost(self, k: int) -> int:
+        """Expression nodes the k-step expansion of every block builds and prints: each factor
+        of each nonzero block path, plus one for its ``J[X/Y]`` label, plus the blocks renamed
+        once per step. Time is about proportional to it (see :data:`MAX_EXPANSION_NODES`).
+        Counted for k up to ``max_steps + 1``, the first k refused (it grows with k)."""
+        k = whole(k, "k", 1, self.max_steps + 1)
+        return next(islice(self._expansion_costs(), k - 1, None))
+
+    def _expansion_costs(self):
+        """Yield :meth:`expansion_cost` for k = 1, 2, … by dynamic programming over block
+        paths (|state|³ integer operations per k; nothing is enumerated)."""
+        S = self.cell.state
+        size = {(a, b): self._block_sizes[f"{a}/{b}"] for a in S for b in S}
+        per_step = sum(size.values())
+        count = {ab: int(v > 0) for ab, v in size.items()}  # nonzero paths a → b
+        nodes = {ab: v + count[ab] for ab, v in size.items()}  # their factors' nodes + labels
+        k = 1
+        while True:
+            yield sum(nodes.values()) + k * per_step
+            count, nodes = (
+                {(a, b): sum(count[a, m] for m in S if size[m, b]) for a in S for b in S},
+                {(a, b): sum(nodes[a, m] + count[a, m] * (size[m, b] + 1)
+                             for m in S if size[m, b]) for a in S for b in S})
+            k += 1
+
     def scalar_steps(self, block: str, k: int) -> sp.Expr:
         """For n = 1: ∂X_t/∂Y_{t−k} as one explicit scalar expression in time-indexed gates."""
+        paths = self.steps(block, k)
         shifted = [self._scalar_blocks(j) for j in range(k)]
-        total = sp.Integer(0)
-        for path in self.steps(block, k):
-            term = sp.Integer(1)
-            for j, b in enumerate(path):
-                term *= shifted[j][b]
-            total += term
-        return total
+        # One n-ary Mul per path and one Add over them: SymPy flattens each once (k
+        # successive `*=` would re-sort a growing product, quadratic in k).
+        return sp.Add(*(sp.Mul(*(shifted[j][b] for j, b in enumerate(path))) for path in paths))
 
-    def _scalar_blocks(self, j: int) -> dict[str, sp.Expr]:
-        """Each block at n = 1 and time t − j, products W v written as W·v."""
+    @cached_property
+    def _scalar_blocks_now(self) -> dict[str, sp.Expr]:
+        """Each block at n = 1, products W v written as W·v, in untimed names."""
         sys = self.cell.system
         sub = {}
         for m in sys.matvecs:
             arg = sys.rhs.get(m.arg) if m.arg in sys.composites else sp.Symbol(m.arg)
             sub[m.symbol] = sp.Symbol(m.weight) * arg
-        names = [s.name for s, _ in sys.defs] + list(self.cell.prev) + [INPUT]
-        rename = {sp.Symbol(v): sp.Symbol(time_name(v, j)) for v in names}
         out = {}
         for b in self.cell.blocks:
             expr = self.block(b).scalar()
             for _ in range(3):  # composite arguments may contain products themselves
                 expr = expr.xreplace(sub)
-            out[b] = expr.xreplace(rename)
+            out[b] = expr
         return out
+
+    @cached_property
+    def _block_sizes(self) -> dict[str, int]:
+        """Expression nodes of each block at n = 1 (0 for a zero block)."""
+        return {b: 0 if self.block(b).is_zero else sum(1 for _ in sp.preorder_traversal(e))
+                for b, e in self._scalar_blocks_now.items()}
+
+    def _scalar_blocks(self, j: int) -> dict[str, sp.Expr]:
+        """Each block at n = 1 and time t − j, products W v written as W·v."""
+        sys = self.cell.system
+        names = [s.name for s, _ in sys.defs] + list(self.cell.prev) + [INPUT]
+        rename = {sp.Symbol(v): sp.Symbol(time_name(v, j)) for v in names}
+        return {b: e.xreplace(rename) for b, e in self._scalar_blocks_now.items()}
 
 
 def time_name(node: str, j: int = 0) -> str:

@@ -13,6 +13,10 @@ from sympy.printing.str import StrPrinter
 from ._cell import INPUT, Cell
 from ._derive import LinOp, Structure, derive, time_name
 from ._functions import MatVec, sigmoid
+from .cells import choose
+
+#: What :func:`render` can write.
+FORMATS = ("text", "latex", "markdown")
 
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -211,12 +215,19 @@ def linop(op: LinOp, cell: Cell, fmt: str) -> str:
     return text + "".join(s + b for s, b in parts[1:])
 
 
-def render(cell: Cell, fmt: str = "text", block: str | None = None, steps: int = 1) -> str:
-    """What ``gateflow derive`` prints."""
+def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps: int = 1) -> str:
+    """What ``gateflow derive`` prints: the equations and one-step Jacobians of ``cell`` (a
+    Cell or its name) in ``fmt`` (one of :data:`FORMATS`), for ``block`` only if given, and
+    with ``steps`` > 1 also ∂s_t/∂s_{t−steps} (at most :attr:`Structure.max_steps`).
+
+    Every argument is checked before any symbolic work; a wrong one is a GateflowError."""
     s = derive(cell)
-    blocks = [block] if block else list(cell.blocks)
+    cell = s.cell
+    choose(fmt, FORMATS, "format")
+    blocks = list(cell.blocks) if block is None else [block]
     for b in blocks:
         s._check_block(b)
+    steps = s.check_steps(steps)
     out: list[str] = []
     header = f"{cell.name} — {cell.summary}"
     if fmt == "markdown":

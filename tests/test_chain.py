@@ -545,7 +545,21 @@ def test_float32_spectral_norm_converges_without_dense_fallback(monkeypatch):
 def test_k_step_expansion_is_capped():
     from gateflow import GateflowError, derive
 
-    assert len(derive("lstm").steps("c/c", 9)) == 2**8
-    with pytest.raises(GateflowError, match="at most 256"):
-        derive("lstm").steps("c/c", 10)
-    assert len(derive("gru").steps("h/h", 50)) == 1  # one state block: one path
+    lstm, gru = derive("lstm"), derive("gru")
+    assert len(lstm.steps("c/c", lstm.max_steps)) == 2 ** (lstm.max_steps - 1)
+    with pytest.raises(GateflowError, match=rf"limit {lstm.max_steps} for lstm"):
+        lstm.steps("c/c", lstm.max_steps + 1)
+    assert len(gru.steps("h/h", 50)) == 1  # one state block: one path
+    assert 100 <= gru.max_steps < 10_000
+
+
+def test_expansion_cost_counts_every_path():
+    """The cost model's dynamic programme agrees with enumerating the paths."""
+    from gateflow import derive
+
+    for name in ("lstm", "gru", "lstm-peephole"):
+        s = derive(name)
+        for k in (1, 2, 4):
+            nodes = sum(s._block_sizes[b] + 1 for blk in s.cell.blocks
+                        for path in s.steps(blk, k) for b in path)
+            assert s.expansion_cost(k) == nodes + k * sum(s._block_sizes.values())
