@@ -423,7 +423,7 @@ def _write_inputs(tmp: Path, n: int, B: int, T: int,
     x = make_inputs(T, B, n, seed=seed + 1)
     w = tmp / f"w_n{n}_B{B}_T{T}.npz"
     xi = tmp / f"x_n{n}_B{B}_T{T}.npy"
-    save_params(w, CELL, params)
+    save_params(w, CELL, params, overwrite=True)  # our own temp folder, same inputs
     np.save(xi, x)
     # read back exactly what the subprocesses will read
     return w, xi, load_params(w, CELL), x

@@ -836,7 +836,7 @@ def _read_file(path: Path) -> dict[str, np.ndarray]:
     before anything is parsed, sizes checked before anything is allocated."""
     ext = _ext(path)
     if ext not in _PARAM_EXTS:
-        raise GateflowError(f"cannot read params from {_clip(repr(path.name), 80)}: unknown "
+        raise GateflowError(f"cannot read params from {_clip(repr(str(path)), 80)}: unknown "
                             f"extension {_clip(repr(ext or '(none)'), 40)}; use one of "
                             f"{', '.join(_PARAM_EXTS)}")
     with _open_regular(path, "params") as (fh, size), _parsing(path, ext, "re-export the file"):

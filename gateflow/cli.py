@@ -10,7 +10,7 @@ app's ``cls``):
 * a :class:`gateflow.GateflowError` raised anywhere below a command becomes one line
   ``error: <message>`` on stderr and exit status 2, with no traceback; so does an
   ``OSError`` or ``MemoryError`` from the machine (a full disk, a memory cap). Usage errors
-  (a bad option value such as ``--format foo``) also exit with 2, as click does;
+  (a bad option value such as ``--format foo``) are one such line too, exit 2;
 * Ctrl-C (SIGINT) and SIGTERM unwind the command like an exception, so staged files and
   folders are removed and nothing partial is left: one line ``error: interrupted`` and exit
   status 130 (SIGINT) or 143 (SIGTERM).
@@ -21,6 +21,7 @@ A new command needs nothing special: ``@app.command()`` is enough.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,14 +77,39 @@ def _os_reason(exc: OSError) -> str:
     return f"{where}{_reason(exc)}"
 
 
+#: click's UsageError (and its no-arguments-means-help subclass) as this typer raises them:
+#: typer >= 0.20 vendors click, older versions use click itself.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_NoArgsIsHelp = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
+
+
+def _usage(err) -> typer.Exit:
+    """A bad option or argument, as one line with where to look for help."""
+    ctx = err.ctx
+    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return fail(f"{err.format_message()}{where}")
+
+
 class GateflowGroup(TyperGroup):
     """The root command group: one ``error:`` line and exit status 2 for any user error,
-    130/143 after Ctrl-C/SIGTERM, with nothing partial left behind."""
+    usage errors included, 130/143 after Ctrl-C/SIGTERM, with nothing partial left behind."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _NoArgsIsHelp:
+            raise
+        except UsageError as err:
+            raise _usage(err) from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             with _signals():
                 return super().invoke(ctx)
+        except _NoArgsIsHelp:
+            raise
+        except UsageError as err:
+            raise _usage(err) from None
         except GateflowError as err:
             raise fail(err) from None
         except KeyboardInterrupt:

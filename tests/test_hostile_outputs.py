@@ -321,6 +321,15 @@ JOB_CASES = {
     "report-bad-init": (("report", "--init", "xavier", "-q"), "xavier"),
     "derive-unknown-cell": (("derive", "LSTN"), "unknown cell"),
     "derive-unknown-block": (("derive", "lstm", "--block", "q/q"), "q/q"),
+    "usage-not-an-integer": (("decay", "--cell", "lstm", "--steps", "abc"),
+                             r"Invalid value for '--steps'.*\(see gateflow decay --help\)"),
+    "usage-below-range": (("report", "--steps", "0"), r"Invalid value for '--steps'"),
+    "usage-unknown-option": (("report", "--bogus"), r"No such option: --bogus"),
+    "usage-unknown-command": (("bogus",), r"No such command 'bogus'"),
+    "usage-missing-argument": (("derive",), r"Missing argument 'CELL'"),
+    "usage-missing-option": (("decay",), r"Missing option '--cell'"),
+    "usage-bad-choice": (("derive", "lstm", "--format", "pdf"), r"'pdf' is not one of"),
+    "usage-root-option": (("--bogus",), r"No such option: --bogus \(see gateflow --help\)"),
 }
 
 
