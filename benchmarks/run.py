@@ -101,8 +101,8 @@ runpy.run_path(script, run_name="__main__")
 RUNNER = r'''
 import sys
 import numpy as np
-from gateflow._chain import all_lags
-from gateflow._params import load_inputs, load_params
+from gateflow.numeric._chain import all_lags
+from gateflow.models._params import load_inputs, load_params
 
 weights, inputs, out, dtype, backend = sys.argv[1:6]
 params = load_params(weights, "lstm", dtype=dtype)
@@ -265,7 +265,7 @@ def kernel_and_ceiling(params: dict, x: np.ndarray, repeats: int, dtype="float64
     with the BLAS library's default threads, as the kernel uses; best of each.
     Interleaving makes kernel and ceiling see the same machine load, so their ratio is
     steadier than either time."""
-    from gateflow._chain import all_lags
+    from gateflow.numeric._chain import all_lags
 
     T, B, _ = x.shape
     n = next(v for k, v in params.items() if k.startswith("U_")).shape[0]
@@ -299,7 +299,7 @@ def kernel_and_ceiling(params: dict, x: np.ndarray, repeats: int, dtype="float64
 def kernel_time(params: dict, x: np.ndarray, repeats: int, dtype="float64",
                 backend="numpy", threads=None) -> tuple[float, np.ndarray]:
     """Best-of time of ``all_lags`` in this process, after one warm-up call."""
-    from gateflow._chain import all_lags
+    from gateflow.numeric._chain import all_lags
 
     def once():
         r = all_lags(CELL, params, x, blocks=("c/c",), norms=("frobenius",), dtype=dtype,
@@ -417,7 +417,7 @@ def _fmt_mb(x):
 
 def _write_inputs(tmp: Path, n: int, B: int, T: int,
                   seed: int) -> tuple[Path, Path, dict, np.ndarray]:
-    from gateflow._params import init_params, load_params, make_inputs, save_params
+    from gateflow.models._params import init_params, load_params, make_inputs, save_params
 
     params = init_params(CELL, n, n, seed=seed)
     x = make_inputs(T, B, n, seed=seed + 1)
@@ -481,7 +481,7 @@ def bench_size(tmp: Path, n: int, B: int, T: int, args, peers: dict) -> dict:
 
 def bench_float32(tmp: Path, n: int, B: int, T: int, args, ref64: np.ndarray | None) -> dict:
     log(f"== float32: n={n} B={B} T={T}")
-    from gateflow._params import load_params
+    from gateflow.models._params import load_params
 
     w, xi, params64, x = _write_inputs(tmp, n, B, T, args.seed)
     out = tmp / f"L_f32_n{n}.npy"
@@ -537,7 +537,7 @@ def bench_gpu(tmp: Path, args, quick: bool) -> dict:
     if info is None:
         log(f"== GPU: skipped ({why})")
         return {"status": f"skipped ({why})"}
-    from gateflow._params import init_params, make_inputs
+    from gateflow.models._params import init_params, make_inputs
 
     sec: dict = {"status": "ran", "info": info}
     # agreement, float64
@@ -571,7 +571,7 @@ def bench_gpu(tmp: Path, args, quick: bool) -> dict:
     sec["gpu32_diff"] = max_diff(L_gpu32, L_gpu)
     log(f"   gpu float64 {sec['gpu64']:.3f} s, float32 {sec['gpu32']:.3f} s")
     log(f"   CPU numpy, T={T_cpu}, BLAS threads {args.gpu_cpu_threads or 'all'} ...")
-    from gateflow._chain import all_lags
+    from gateflow.numeric._chain import all_lags
 
     threads = args.gpu_cpu_threads or None  # None: the BLAS library's own setting (all cores)
     all_lags(CELL, params, x[:2], blocks=("c/c",), norms=("frobenius",), threads=threads)

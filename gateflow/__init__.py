@@ -1,18 +1,17 @@
 """gateflow: exact, fast gradient flow through recurrent cells.
 
-Layers, each owning one thing (one file per arrow)::
+The package is layered; each layer owns its facts and imports only the layers below it
+(enforced by import-linter, see ``ARCHITECTURE.md``)::
 
-    cells.py       the cells, as equations (data): rnn, lstm, gru, gru-cho, …
-    _cell.py       the Cell record: parsing and validation of equations
-    _derive.py     exact structured one-step Jacobians, for symbolic n
-    _printing.py   text / LaTeX / Markdown rendering of equations and Jacobians
-    _compile.py    lambdified NumPy/CuPy evaluators (forward step, coefficients)
-    _chain.py      forward pass and the all-lag Jacobian chain (norms, spectra, probes)
-    _params.py     parameters: initialisation, PyTorch/safetensors/npz loading, inputs
-    _analysis.py   fits (decay factor, e-folding lag, memory horizon) and theory
-    _decay.py      the `decay` job and its JSON/CSV contract
-    _plot.py, _report.py, _sweep.py   figures, the report, dask sweeps
-    cli.py         the Typer CLI: parses options and calls the layers above
+    cli            the Typer command line: parses options, calls a job
+    jobs           decay, report, sweep: orchestration only
+    presentation   figures, console tables and progress, report rendering
+    analysis       fits (decay factor, e-folding lag, memory horizon) and theory
+    models         parameters, inputs, weight-file formats
+    numeric        backends, compiled evaluators, the all-lag sweep and its observers
+    symbolic       exact structured Jacobians (SymPy) and their printing
+    cells          the Cell record and the declared cells (equations as data)
+    base           _errors, _validate, _io, _memory, _version
 
 Jacobian layout everywhere: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a]/∂s_{t−1}[b].
 """
@@ -21,20 +20,25 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from ._errors import GateflowError
+from ._version import __version__
 
 # Public names, and the module that owns each. They load on first use (einops-style), so
 # `import gateflow` is instant and the numeric path never imports SymPy unless it derives.
 _EXPORTS = {
-    "Cell": "_cell", "TorchLayout": "_cell",
-    "CELLS": "cells", "get_cell": "cells",
-    "LinOp": "_derive", "Structure": "_derive", "Term": "_derive", "derive": "_derive",
-    "render": "_printing",
-    "ChainResult": "_chain", "all_lags": "_chain",
-    "init_params": "_params", "load_params": "_params", "save_params": "_params",
-    "to_torch_state_dict": "_params", "make_inputs": "_params", "load_inputs": "_params",
-    "DecayFit": "_analysis", "fit_decay": "_analysis", "gate_path": "_analysis",
-    "mean_field_tanh": "_analysis", "pascanu_bound": "_analysis", "summarize": "_analysis",
-    "memory_horizon": "_analysis",
+    "Cell": "cells._record", "TorchLayout": "cells._record",
+    "CELLS": "cells._library", "get_cell": "cells._library",
+    "LinOp": "symbolic._derive", "Structure": "symbolic._derive", "Term": "symbolic._derive",
+    "derive": "symbolic._derive",
+    "render": "symbolic._printing",
+    "ChainResult": "numeric._chain", "all_lags": "numeric._chain",
+    "init_params": "models._params", "load_params": "models._params",
+    "save_params": "models._params", "to_torch_state_dict": "models._params",
+    "from_torch_state_dict": "models._params",
+    "make_inputs": "models._params", "load_inputs": "models._params",
+    "DecayFit": "analysis._analysis", "fit_decay": "analysis._analysis",
+    "gate_path": "analysis._analysis", "mean_field_tanh": "analysis._analysis",
+    "pascanu_bound": "analysis._analysis", "summarize": "analysis._analysis",
+    "memory_horizon": "analysis._analysis",
 }
 
 
@@ -51,11 +55,19 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from ._analysis import DecayFit, fit_decay, gate_path, mean_field_tanh, pascanu_bound, summarize  # noqa: F401
-    from ._cell import Cell, TorchLayout  # noqa: F401
-    from ._chain import ChainResult, all_lags  # noqa: F401
-    from ._derive import LinOp, Structure, Term, derive  # noqa: F401
-    from ._params import (  # noqa: F401
+    from .analysis._analysis import (  # noqa: F401
+        DecayFit,
+        fit_decay,
+        gate_path,
+        mean_field_tanh,
+        memory_horizon,
+        pascanu_bound,
+        summarize,
+    )
+    from .cells._library import CELLS, get_cell  # noqa: F401
+    from .cells._record import Cell, TorchLayout  # noqa: F401
+    from .models._params import (  # noqa: F401
+        from_torch_state_dict,
         init_params,
         load_inputs,
         load_params,
@@ -63,10 +75,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         save_params,
         to_torch_state_dict,
     )
-    from ._printing import render  # noqa: F401
-    from .cells import CELLS, get_cell  # noqa: F401
-
-__version__ = "0.1.0"
+    from .numeric._chain import ChainResult, all_lags  # noqa: F401
+    from .symbolic._derive import LinOp, Structure, Term, derive  # noqa: F401
+    from .symbolic._printing import render  # noqa: F401
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "CELLS",
@@ -81,6 +92,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "all_lags",
     "derive",
     "fit_decay",
+    "from_torch_state_dict",
     "gate_path",
     "get_cell",
     "init_params",

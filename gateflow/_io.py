@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._errors import GateflowError
+from gateflow._errors import GateflowError
 
 __all__ = ["MANIFEST", "STDOUT", "check_dir", "check_file", "fresh_dir", "staged_dir",
            "write_files"]

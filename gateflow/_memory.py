@@ -13,7 +13,7 @@ import os
 import resource
 from pathlib import Path
 
-from ._errors import GateflowError
+from gateflow._errors import GateflowError
 
 __all__ = ["FRACTION", "available_memory", "check_fits", "host_available"]
 

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from ._errors import GateflowError
+from gateflow._errors import GateflowError
 
 #: Exit status for anything the user got wrong (matches click's usage errors).
 USAGE_EXIT = 2
@@ -71,7 +71,7 @@ def _signals() -> Iterator[None]:
 
 
 def _os_reason(exc: OSError) -> str:
-    from ._io import _reason
+    from gateflow._io import _reason
 
     where = f"{exc.filename}: " if isinstance(exc.filename, str) else ""
     return f"{where}{_reason(exc)}"
@@ -157,7 +157,7 @@ def cells() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .cells import CELLS
+    from gateflow.cells._library import CELLS
 
     table = Table(title="gateflow cells", show_lines=False)
     table.add_column("name", style="bold cyan", no_wrap=True)
@@ -183,8 +183,8 @@ def derive(
         "of one-step blocks, plus its n = 1 closed form (shown when K > 1).")] = 1,
 ) -> None:
     """Print the cell's equations and its exact one-step Jacobians, derived with SymPy."""
-    from ._printing import render
-    from .cells import get_cell
+    from gateflow.cells._library import get_cell
+    from gateflow.symbolic._printing import render
 
     typer.echo(render(get_cell(cell), fmt.value, block, steps))
 
@@ -213,8 +213,8 @@ def sweep(
     """Phase diagram per cell: weight scale σ_w × gate bias → memory horizon (first lag
     where the median ‖∂s_T/∂s_{T−k}‖_F < 1e−6), one dask task per grid point; writes
     heatmaps, JSON and CSV. Cells without a gate (rnn) use the bias scale σ_b instead."""
-    from ._sweep import SweepGrid
-    from ._sweep import sweep as run_sweep
+    from gateflow.jobs._sweep import SweepGrid
+    from gateflow.jobs._sweep import sweep as run_sweep
 
     grid = SweepGrid.make(points, n=hidden, T=steps, B=batch)
     folder, _ = run_sweep(out, scheduler=scheduler, cells=cells, grid=grid, quiet=quiet,
@@ -313,7 +313,7 @@ def decay(
     """Gradient decay over lag: log10 norms of every block ∂X_T/∂Y_{T−k}, k = 1..T, per
     sequence, exact, in one backward sweep; for one cell or several, with fitted decay
     (per-step factor, e-folding lag, memory horizon) and optional figures."""
-    from ._decay import run_decays
+    from gateflow.jobs._decay import run_decays
 
     run_decays(cell, json_path=json_out, csv_path=csv_out, plot_path=plot,
                spectra_path=spectra, spectra_lags=spectra_lags, threshold=threshold,
@@ -345,7 +345,7 @@ def report(
 ) -> None:
     """RNN vs LSTM vs GRU, and the forget/update-gate bias: figures, fitted decay rates,
     theory overlays and data, as index.md and an offline index.html."""
-    from ._report import ReportConfig, write_report
+    from gateflow.jobs._report import ReportConfig, write_report
 
     cfg = ReportConfig(hidden=hidden, inputs=input_size, steps=steps, batch=batch, seed=seed,
                        scheme=init)

@@ -6,7 +6,7 @@ evaluated unit by unit, with every product symbol ``W__v`` replaced by the expli
 product ``sum_b W[a, b] v[b]``. The new state is then an explicit SymPy expression of all
 those scalars, and ``Matrix.jacobian`` gives the exact Jacobian by brute force.
 
-This module deliberately does not import :mod:`gateflow._derive`: it is the oracle the
+This module deliberately does not import :mod:`gateflow.symbolic._derive`: it is the oracle the
 structured derivation is checked against.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from gateflow._cell import INPUT, Cell
+from gateflow.cells._record import INPUT, Cell
 
 
 @dataclass

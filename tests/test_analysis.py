@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gateflow import GateflowError
-from gateflow._analysis import (
+from gateflow.analysis._analysis import (
     chrono_timescale,
     fit_decay,
     gate_path,
@@ -17,8 +17,8 @@ from gateflow._analysis import (
     pascanu_bound,
     summarize,
 )
-from gateflow._chain import all_lags
-from gateflow._params import init_params, make_inputs
+from gateflow.models._params import init_params, make_inputs
+from gateflow.numeric._chain import all_lags
 
 
 def test_summarize_median_and_quartiles():

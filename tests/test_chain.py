@@ -1,4 +1,4 @@
-"""The all-lag Jacobian engine (gateflow._chain.all_lags) against independent references:
+"""The all-lag Jacobian engine (gateflow.numeric._chain.all_lags) against independent references:
 central finite differences on every cell, PyTorch autograd, closed forms at long T."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, get_cell
-from gateflow._chain import all_lags
-from gateflow._compile import Bound, compile_cell
-from gateflow._decay import decay
-from gateflow._params import from_torch_state_dict, init_params, load_params, make_inputs
+from gateflow.jobs._decay import decay
+from gateflow.models._params import from_torch_state_dict, init_params, load_params, make_inputs
+from gateflow.numeric._chain import all_lags
+from gateflow.numeric._compile import Bound, compile_cell
 
 ALL = sorted(CELLS)
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gateflow import CELLS, get_cell
-from gateflow._printing import equation_lines
 from gateflow.cli import app
+from gateflow.symbolic._printing import equation_lines
 
 runner = CliRunner()
 

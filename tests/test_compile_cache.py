@@ -12,10 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import gateflow._compile as compile_module
+import gateflow.numeric._compile as compile_module
 from gateflow import CELLS, all_lags, init_params, make_inputs
-from gateflow._cell import Cell
-from gateflow._compile import _cache_path, _check_spec, _compile, _read_entry, _spec
+from gateflow.cells._record import Cell
+from gateflow.numeric._compile import _cache_path, _check_spec, _compile, _read_entry, _spec
 
 
 def use_cache(folder, monkeypatch):

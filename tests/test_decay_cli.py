@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 import gateflow
 from gateflow import CELLS, get_cell
-from gateflow._chain import all_lags
-from gateflow._decay import decay, write_outputs
-from gateflow._params import init_params, make_inputs, save_params
 from gateflow.cli import app
+from gateflow.jobs._decay import decay, write_outputs
+from gateflow.models._params import init_params, make_inputs, save_params
+from gateflow.numeric._chain import all_lags
 
 runner = CliRunner()
 ALL = sorted(CELLS)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gateflow._decay import memory_block, run_decays
-from gateflow._params import init_params, make_inputs, save_params
 from gateflow.cli import app
+from gateflow.jobs._decay import memory_block, run_decays
+from gateflow.models._params import init_params, make_inputs, save_params
 
 runner = CliRunner()
 TINY = ("--hidden", "3", "--input-size", "2", "--steps", "12", "--batch", "2")
@@ -132,7 +132,7 @@ def test_fit_table_has_every_cell(tmp_path):
 
 
 def test_fits_are_the_analysis_fits():
-    from gateflow._analysis import fit_decay, summarize
+    from gateflow.analysis._analysis import fit_decay, summarize
 
     run = run_decays("lstm,gru", hidden=3, input_size=2, steps=12, batch=2, threshold=0.5,
                      quiet=True)
@@ -219,7 +219,7 @@ def test_bad_input_exits_2_and_writes_nothing(what, tmp_path):
 
 
 def test_failure_while_drawing_writes_nothing(tmp_path, monkeypatch):
-    import gateflow._plot as plot
+    import gateflow.presentation._plot as plot
 
     def boom(*args, **kwargs):
         raise RuntimeError("renderer on fire")

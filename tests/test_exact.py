@@ -1,7 +1,7 @@
 """The symbolic core is exact: structured Jacobians equal brute-force expansion.
 
 The oracle is :mod:`_expand` (explicit per-unit SymPy expressions, ``Matrix.jacobian``),
-which never touches :mod:`gateflow._derive`. Closed forms come from REFERENCES.md.
+which never touches :mod:`gateflow.symbolic._derive`. Closed forms come from REFERENCES.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, GateflowError, LinOp, Term, derive, get_cell
-from gateflow._functions import relu, sigmoid
+from gateflow.cells._functions import relu, sigmoid
 
 D = 2
 CASES = [(name, b) for name, cell in CELLS.items() for b in cell.blocks]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import gateflow
-from gateflow._chain import all_lags
-from gateflow._params import init_params, make_inputs
+from gateflow.models._params import init_params, make_inputs
+from gateflow.numeric._chain import all_lags
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed (extra 'gpu')")
 try:

@@ -16,7 +16,7 @@ import pytest
 from _hostile import assert_clean_error, assert_unchanged, run_cli, snapshot
 
 import gateflow as g
-from gateflow._decay import decay
+from gateflow.jobs._decay import decay
 
 P = g.init_params("lstm", 4, 2, seed=0)
 X = g.make_inputs(5, 2, 2, seed=1)
@@ -81,7 +81,7 @@ CASES = {
     "dtype None": (lambda: chain(dtype=None), r"dtype must be 'float64' or 'float32', got None"),
     "dtype int32": (lambda: chain(dtype=np.int32), r"dtype must be 'float64' or 'float32'"),
     "dtype float16": (lambda: chain(dtype="float16"), r"unknown dtype 'float16'"),
-    "backend None": (lambda: chain(backend=None), r"unknown backend None"),
+    "backend None": (lambda: chain(backend=None), r"backend must be a name, one of numpy, cupy"),
     # -- all_lags: s0, probe, lags, threads, flags
     "s0 5": (lambda: chain(s0=5), r"s0 must be a dict of initial states by block \(h, c\)"),
     "s0 ragged": (lambda: chain(s0={"h": [[1, 2], [3]]}), r"s0\['h'\] is not a rectangular"),
@@ -182,6 +182,13 @@ CASES = {
     "make_inputs dist": (lambda: g.make_inputs(5, 2, 2, dist="cauchy"), r"unknown input dist"),
     "to_torch ragged": (lambda: g.to_torch_state_dict("rnn", {**P_RNN, "U": [[1, 2], [3]]}),
                         r"param 'U' is not array-like"),
+    "from_torch None": (lambda: g.from_torch_state_dict("lstm", None),
+                        r"state_dict must be a dict of arrays"),
+    "from_torch missing": (lambda: g.from_torch_state_dict(
+        "lstm", {"weight_hh_l0": np.zeros((12, 3))}), r"misses 'weight_ih_l0'"),
+    "from_torch no layout": (lambda: g.from_torch_state_dict(
+        "mgu", {"weight_hh_l0": np.zeros((3, 3)), "weight_ih_l0": np.zeros((3, 3))}),
+        r"cell 'mgu' has no PyTorch layout"),
 }
 
 
@@ -231,7 +238,7 @@ def test_fit_decay_of_an_exactly_zero_gradient_says_zero():
 # -- the symbolic k-step expansion is capped by its cost ----------------------------------
 @pytest.mark.parametrize("name", list(g.CELLS))
 def test_expansion_limit_follows_the_cost_model(name):
-    from gateflow._derive import MAX_EXPANSION_NODES
+    from gateflow.symbolic._derive import MAX_EXPANSION_NODES
 
     s = g.derive(name)
     k = s.max_steps

@@ -23,7 +23,7 @@ import pytest
 from _hostile import assert_unchanged, run_cli, run_subprocess, snapshot
 from test_compile_cache import _run, assert_same_numbers, use_cache
 
-from gateflow._compile import _compile, _digest, _read_entry
+from gateflow.numeric._compile import _compile, _digest, _read_entry
 
 CELL = "gru"  # its coefficient source has assignments (cse) before the return
 NOT_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")

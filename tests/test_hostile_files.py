@@ -38,7 +38,7 @@ from _hostile import (
 
 import gateflow._memory
 from gateflow import GateflowError
-from gateflow._params import (
+from gateflow.models._params import (
     init_params,
     load_inputs,
     load_params,

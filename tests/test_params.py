@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, GateflowError, get_cell
-from gateflow._params import (
+from gateflow.models._params import (
     from_torch_state_dict,
     init_params,
     load_inputs,
@@ -443,7 +443,7 @@ def test_wrong_argument_types(call, match):
 
 
 def test_messages_are_cut_at_word_boundaries():
-    from gateflow._params import _clip, _one_line
+    from gateflow.models._params import _clip, _one_line
 
     assert _clip("short", 10) == "short"
     text = "the quick brown fox jumps over the lazy dog"

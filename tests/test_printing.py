@@ -7,7 +7,7 @@ import re
 import pytest
 
 from gateflow import CELLS, GateflowError, derive, get_cell
-from gateflow._printing import equation_lines, render
+from gateflow.symbolic._printing import equation_lines, render
 
 FORMATS = ["text", "latex", "markdown"]
 EXP = re.compile(r"(?<![A-Za-z])exp(?![A-Za-z])")  # exp(…) or \exp, not "expanded"

@@ -10,12 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from gateflow import GateflowError
-from gateflow._analysis import gate_path
-from gateflow._chain import all_lags
-from gateflow._params import init_params, make_inputs
-from gateflow._plot import Overlay, plot_decay, plot_spectra
-from gateflow._report import ReportConfig, write_report
+from gateflow.analysis._analysis import gate_path
 from gateflow.cli import app
+from gateflow.jobs._report import ReportConfig, write_report
+from gateflow.models._params import init_params, make_inputs
+from gateflow.numeric._chain import all_lags
+from gateflow.presentation._plot import Overlay, plot_decay, plot_spectra
 
 runner = CliRunner()
 TINY = ["--hidden", "4", "--steps", "12", "--batch", "2", "--input-size", "3", "--quiet"]
@@ -126,7 +126,7 @@ def test_report_refuses_existing_out(tmp_path):
 
 
 def _no_figures(monkeypatch):
-    import gateflow._report as rep
+    import gateflow.jobs._report as rep
 
     monkeypatch.setattr(rep, "_figures", lambda *args: {})  # folder mechanics only: fast
 
@@ -143,7 +143,7 @@ def test_report_default_folder_gets_a_suffix(tmp_path, monkeypatch):
 
 
 def test_report_failure_leaves_nothing(tmp_path, monkeypatch):
-    import gateflow._report as rep
+    import gateflow.jobs._report as rep
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gateflow import GateflowError
-from gateflow._sweep import SweepGrid, _memory_horizon, default_out, run_serial
 from gateflow.cli import app
+from gateflow.jobs._sweep import SweepGrid, _memory_horizon, default_out, run_serial
 
 runner = CliRunner()
 CELLS = ("rnn", "lstm", "gru")

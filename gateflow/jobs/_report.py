@@ -1,8 +1,8 @@
 """``gateflow report``: the seed chapter's story, measured. RNN vs LSTM vs GRU, and the gate bias.
 
 One call, :func:`write_report`, runs every configuration through
-:func:`~gateflow._chain.all_lags`, fits the decay (:mod:`gateflow._analysis`), draws the
-figures (:mod:`gateflow._plot`) and writes a folder::
+:func:`~gateflow.all_lags`, fits the decay (:mod:`gateflow.analysis._analysis`), draws the
+figures (:mod:`gateflow.presentation._plot`) and writes a folder::
 
     index.md  index.html            the report (Markdown keeps $…$ LaTeX; HTML uses Unicode,
                                     so it renders offline, with no MathJax)
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import GateflowError
-from ._io import check_dir, fresh_dir, staged_dir
+from gateflow._errors import GateflowError
+from gateflow._io import check_dir, fresh_dir, staged_dir
 
 __all__ = ["ReportConfig", "Run", "default_runs", "write_report"]
 
@@ -60,7 +60,7 @@ class ReportConfig:
             raise GateflowError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.steps < 2:
             raise GateflowError("steps must be >= 2 to fit a decay rate")
-        from ._params import _SCHEMES as SCHEMES
+        from gateflow.models._params import _SCHEMES as SCHEMES
 
         if self.scheme not in SCHEMES:
             raise GateflowError(f"unknown init scheme {self.scheme!r}; use one of "
@@ -120,9 +120,9 @@ class Measured:
 
 
 def _measure(cfg: ReportConfig, runs: list[Run], progress) -> list[Measured]:
-    from ._analysis import fit_decay, summarize
-    from ._chain import all_lags
-    from ._params import init_params, make_inputs
+    from gateflow.analysis._analysis import fit_decay, summarize
+    from gateflow.models._params import init_params, make_inputs
+    from gateflow.numeric._chain import all_lags
 
     x = make_inputs(cfg.steps, cfg.batch, cfg.inputs, seed=cfg.input_seed)
     sv_lags = tuple(k for k in cfg.spectra_lags if 1 <= k <= cfg.steps)
@@ -150,7 +150,7 @@ def _measure(cfg: ReportConfig, runs: list[Run], progress) -> list[Measured]:
 
 # -- theory -----------------------------------------------------------------------------------
 def _theory(cfg: ReportConfig, measured: list[Measured]) -> dict:
-    from ._analysis import chrono_timescale, mean_field_from_params
+    from gateflow.analysis._analysis import chrono_timescale, mean_field_from_params
 
     n = cfg.hidden
     rnn = next(m for m in measured if m.run.cell == "rnn")
@@ -178,7 +178,13 @@ def _theory(cfg: ReportConfig, measured: list[Measured]) -> dict:
 
 # -- figures --------------------------------------------------------------------------------
 def _figures(cfg: ReportConfig, measured: list[Measured], theory: dict, folder: Path) -> dict:
-    from ._plot import PALETTE, gate_overlay, plot_decay, plot_spectra, rnn_overlays
+    from gateflow.presentation._plot import (
+        PALETTE,
+        gate_overlay,
+        plot_decay,
+        plot_spectra,
+        rnn_overlays,
+    )
 
     n = cfg.hidden
     by_group: dict[str, list[Measured]] = {}
@@ -248,7 +254,7 @@ def _versions() -> dict:
     import matplotlib
     import sympy
 
-    from . import __version__
+    from gateflow._version import __version__
 
     return {"gateflow": __version__, "numpy": np.__version__, "sympy": sympy.__version__,
             "matplotlib": matplotlib.__version__, "python": platform.python_version(),
@@ -256,7 +262,7 @@ def _versions() -> dict:
 
 
 def _write_data(cfg, measured, theory, versions, folder: Path, seconds: float) -> dict:
-    from ._analysis import summarize
+    from gateflow.analysis._analysis import summarize
 
     runs = []
     with open(folder / "curves.csv", "w", newline="") as fh:
@@ -398,9 +404,9 @@ def _html_table(headers, rows) -> str:
 
 
 def _equations():
-    from ._derive import derive
-    from ._printing import equation_lines, linop, partial
-    from .cells import get_cell
+    from gateflow.cells._library import get_cell
+    from gateflow.symbolic._derive import derive
+    from gateflow.symbolic._printing import equation_lines, linop, partial
 
     out = []
     for name, blocks in (("rnn", ("h/h",)), ("lstm", ("c/c", "h/h")), ("gru", ("h/h",))):
@@ -535,9 +541,9 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
 def _check_memory(cfg: ReportConfig, runs: list[Run]) -> None:
     """Refuse a report that cannot fit, before any work: every run's results are kept (one
     log10 norm per lag, sequence and block) while the largest run computes."""
-    from ._decay import run_bytes
-    from ._memory import check_fits
-    from ._params import param_shapes
+    from gateflow._memory import check_fits
+    from gateflow.jobs._decay import run_bytes
+    from gateflow.models._params import param_shapes
 
     kept = sum(8 * cfg.steps * cfg.batch * (len(r.blocks) + 2)
                + 8 * sum(math.prod(s) for s in param_shapes(r.cell, cfg.hidden,

@@ -1,6 +1,6 @@
 """Gradient decay over lag: all-lag Jacobian norms with provenance, as JSON and CSV files.
 
-:func:`decay` wraps :func:`gateflow._chain.all_lags` and records where the weights and the
+:func:`decay` wraps :func:`gateflow.all_lags` and records where the weights and the
 inputs came from; :meth:`DecayResult.to_json_dict`, :func:`write_json`, :func:`write_csv`
 and :func:`write_outputs` serialise it. :func:`generate` makes the weights and inputs of a
 run from an init config (what ``gateflow decay`` does without ``--weights``/``--inputs``).
@@ -50,11 +50,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import GateflowError
-from ._io import STDOUT, check_file, write_files
-from ._memory import check_fits
-from ._params import param_shapes
-from .cells import get_cell
+from gateflow._errors import GateflowError
+from gateflow._io import STDOUT, check_file, write_files
+from gateflow._memory import check_fits
+from gateflow.cells._library import get_cell
+from gateflow.models._params import param_shapes
 
 __all__ = [
     "DecayResult",
@@ -86,7 +86,7 @@ DIRECT_SUFFIX = "|direct"
 class DecayResult:
     """log10 norms of every block at every lag, plus where the numbers came from."""
 
-    chain: object  # gateflow._chain.ChainResult
+    chain: object  # gateflow.numeric._chain.ChainResult
     norms: tuple[str, ...]
     seed: int | None = None
     weights_source: dict = field(default_factory=lambda: {"source": "array"})
@@ -165,7 +165,7 @@ class DecayResult:
 
 
 def _version() -> str:
-    from . import __version__
+    from gateflow._version import __version__
 
     return __version__
 
@@ -185,7 +185,7 @@ def _nested(a) -> list:
 # -- inputs of a run ----------------------------------------------------------------------
 def parse_list(text: str | None, valid, what: str) -> tuple[str, ...] | None:
     """``"h/h,c/c"`` -> ``("h/h", "c/c")``, each checked against ``valid``."""
-    from .cells import closest
+    from gateflow._validate import closest
 
     if text is None:
         return None
@@ -214,8 +214,8 @@ def file_source(path) -> dict:
 def run_bytes(cell, n: int, d: int, T: int, B: int, dtype: str = "float64", blocks=None,
               norms=("frobenius",)) -> int:
     """Peak bytes of one generated run: float64 params and inputs, then :func:`all_lags`."""
-    from . import _chain
-    from ._compile import get_dtype
+    from gateflow.numeric import _chain
+    from gateflow.numeric._compile import get_dtype
 
     cell_ = get_cell(cell)
     blocks = tuple(cell_.blocks) if blocks is None else tuple(blocks)
@@ -246,7 +246,7 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     generated data are refused next to a file (``seed`` when both are files). Defaults:
     n = 64, d = n, T = 100, B = 4, PyTorch init, seed 0; generated inputs use seed + 1.
     """
-    from ._params import init_params, load_inputs, load_params, make_inputs
+    from gateflow.models._params import init_params, load_inputs, load_params, make_inputs
 
     cell = get_cell(cell)
     init_opts = {"--hidden": hidden, "--input-size": input_size, "--init": init,
@@ -286,7 +286,7 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     if generated_inputs:
         T = 100 if steps is None else steps
         B = 4 if batch is None else batch
-        from ._params import _positive_int
+        from gateflow.models._params import _positive_int
 
         T = _positive_int(T, "--steps (T)", "; inputs need at least one time step")
         B = _positive_int(B, "--batch (B)", "; inputs need at least one sequence")
@@ -321,12 +321,12 @@ def decay(cell, params: dict, x, *, blocks=None, norms=("frobenius", "spectral")
           **chain_opts) -> DecayResult:
     """log10 norms of ∂X_T/∂Y_{T−k} for every block and lag, with provenance.
 
-    ``chain_opts`` go to :func:`gateflow._chain.all_lags` (``probe``, ``singular_lags``,
+    ``chain_opts`` go to :func:`gateflow.all_lags` (``probe``, ``singular_lags``,
     ``s0``, ``threads``, ...). Raises :class:`GateflowError` for anything wrong with the
     inputs, before computing.
     """
-    from ._chain import NORMS, all_lags
-    from .cells import choose_many
+    from gateflow._validate import choose_many
+    from gateflow.numeric._chain import NORMS, all_lags
 
     cell = get_cell(cell)
     if isinstance(blocks, str):
@@ -485,8 +485,8 @@ def plot_norm(result: DecayResult) -> str:
 def fit_result(result: DecayResult, threshold: float = 1e-6) -> dict:
     """``{row label: DecayFit}`` for the memory block (if measured) and its cell-path-only
     product (LSTM ``∏ diag(f)``, GRU ``∏ diag(z)``), on the batch median."""
-    from ._analysis import fit_decay, summarize
-    from ._plot import direct_gate
+    from gateflow.analysis._analysis import fit_decay, summarize
+    from gateflow.presentation._plot import direct_gate
 
     key = f"log10_{plot_norm(result)}"
     res = result.chain
@@ -506,7 +506,7 @@ def fit_table(fits: dict, results: dict, threshold: float):
     """A rich Table: per cell and row, per-step factor, e-folding lag, memory horizon."""
     from rich.table import Table
 
-    from ._report import _fmt, _horizon
+    from gateflow.jobs._report import _fmt, _horizon
 
     norms = {plot_norm(r) for r in results.values()}
     table = Table(title=f"fitted decay of the batch median ({'/'.join(sorted(norms))} norm; "
@@ -543,11 +543,11 @@ def _finite_input_var(params: dict, x_moment: float) -> bool:
 
 def theory_overlays(results: dict, params: dict, sources: dict, x_moments: dict, *,
                     gate_bias: float | None = None) -> list:
-    """The theory lines that apply to these runs (see :func:`gateflow._plot.rnn_overlays`
-    and :func:`gateflow._plot.gate_overlay`): σ(b)^k for the memory gate when a gate bias
+    """The theory lines that apply to these runs (see the presentation layer's
+    ``rnn_overlays`` and ``gate_overlay``): σ(b)^k for the memory gate when a gate bias
     was set, the mean-field rate for a tanh RNN with Gaussian init, the Pascanu bound for
     an RNN."""
-    from ._plot import gate_overlay, rnn_overlays
+    from gateflow.presentation._plot import gate_overlay, rnn_overlays
 
     out = []
     norms = {plot_norm(r) for r in results.values()}
@@ -584,7 +584,7 @@ def _config_text(results: dict) -> str:
 def decay_figure(results: dict, overlays=(), *, title: str | None = None):
     """Gradient norm of each cell's memory block against lag (median, IQR band), with the
     cell-path-only products dashed and the theory ``overlays``; returns the Figure."""
-    from ._plot import plot_decay
+    from gateflow.presentation._plot import plot_decay
 
     norms = {plot_norm(r) for r in results.values()}
     norm = "frobenius" if "frobenius" in norms else "spectral"
@@ -601,7 +601,7 @@ def decay_figure(results: dict, overlays=(), *, title: str | None = None):
 
 def spectra_figure(results: dict, lags, *, title: str | None = None):
     """Singular values of each cell's memory block at ``lags`` (first sequence)."""
-    from ._plot import plot_spectra
+    from gateflow.presentation._plot import plot_spectra
 
     title = title or (r"Singular values of the memory block $\partial s_T/\partial s_{T-k}$, "
                       f"sequence 0\n{_config_text(results)}")
@@ -689,8 +689,8 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
 
     from rich.console import Console
 
-    from ._chain import NORMS
-    from ._compile import get_dtype, get_xp
+    from gateflow.numeric._chain import NORMS
+    from gateflow.numeric._compile import get_dtype, get_xp
 
     cells = parse_cells(cells) if isinstance(cells, str) else tuple(cells)
     if not cells:
@@ -804,6 +804,6 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
 
 
 def _figure_bytes(fig, fmt: str) -> bytes:
-    from ._plot import figure_bytes
+    from gateflow.presentation._plot import figure_bytes
 
     return figure_bytes(fig, fmt)

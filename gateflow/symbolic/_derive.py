@@ -34,9 +34,11 @@ from itertools import islice, product
 
 import sympy as sp
 
-from ._cell import INPUT, Cell, MatVecAtom
-from ._errors import GateflowError
-from .cells import closest, get_cell, shown, whole
+from gateflow._errors import GateflowError
+from gateflow._validate import closest, shown, whole
+from gateflow.cells._library import get_cell
+from gateflow.cells._notation import negative, partial, printer, time_name
+from gateflow.cells._record import INPUT, Cell, MatVecAtom
 
 #: Budget of the symbolic k-step expansion (:meth:`Structure.steps`), in expression nodes:
 #: every factor of every block path, plus one renamed copy of the blocks per step (see
@@ -76,16 +78,12 @@ class LinOp:
     def __str__(self) -> str:
         if self.context is None:
             return repr(self)
-        from ._printing import linop, partial
-
         cell, block = self.context
         return f"{partial(block, 'text')} = {linop(self, cell, 'text')}"
 
     def _repr_latex_(self) -> str | None:
         if self.context is None:
             return None
-        from ._printing import linop, partial
-
         cell, block = self.context
         return f"$\\displaystyle {partial(block, 'latex')} = {linop(self, cell, 'latex')}$"
 
@@ -185,8 +183,6 @@ class Structure:
         return replace(self._jac(out, f"{inp}_prev", chained), context=(self.cell, block))
 
     def _repr_latex_(self) -> str:
-        from ._printing import linop, partial
-
         rows = [f"{partial(b, 'latex')} &= {linop(self.block(b, chained=True), self.cell, 'latex')}"
                 for b in self.cell.blocks]
         return "$\\begin{aligned} " + r" \\ ".join(rows) + " \\end{aligned}$"
@@ -325,12 +321,6 @@ class Structure:
         return {b: e.xreplace(rename) for b, e in self._scalar_blocks_now.items()}
 
 
-def time_name(node: str, j: int = 0) -> str:
-    """Display name of a node at time t − j: ``c_prev`` → ``c_{t-1}``, ``f`` → ``f_t``."""
-    base, lag = (node[:-5], j + 1) if node.endswith("_prev") else (node, j)
-    return f"{base}_t" if lag == 0 else f"{base}_{{t-{lag}}}"
-
-
 def derive(cell: str | Cell) -> Structure:
     """Derive (once per process and cell) the structured one-step Jacobian of ``cell``."""
     return _derive(get_cell(cell))
@@ -391,3 +381,37 @@ def _derive(cell: Cell) -> Structure:
                 row.append((src, coef))
         edges[v] = tuple(row)
     return Structure(cell=cell, sinks=sinks, edges=edges, products=products)
+
+
+def linop(op: LinOp, cell: Cell, fmt: str) -> str:
+    """A structured operator: ``diag(f_t) + diag(…) U_f (diag(r_t) + …)``."""
+    if op.is_zero:
+        return "0"
+    p = printer(cell, fmt)
+    parts = []
+    for t in op.terms:
+        neg = negative(t.coef)
+        coef = -t.coef if neg else t.coef
+        if coef == 1 and (t.weight or t.block):
+            head = ""
+        elif fmt == "text":
+            head = f"diag({p.doprint(coef)})"
+        else:
+            head = rf"\operatorname{{diag}}\left({p.doprint(coef)}\right)"
+        if t.block is not None:
+            tail = partial(t.block, fmt)
+        elif t.weight is not None:
+            tail = p.names[t.weight]
+            if t.inner is not None:
+                inner = linop(t.inner, cell, fmt)
+                tail += f" [{inner}]" if fmt == "text" else rf" \left[{inner}\right]"
+        else:
+            tail = ""
+        body = " ".join(x for x in (head, tail) if x) or "1"
+        if fmt == "text" and not head and not tail:
+            body = "I"
+        sign = (" − " if fmt == "text" else " - ") if neg else " + "
+        parts.append((sign, body))
+    first_sign, first = parts[0]
+    text = ("−" if fmt == "text" else "-") + first if first_sign.strip() in "−-" else first
+    return text + "".join(s + b for s, b in parts[1:])

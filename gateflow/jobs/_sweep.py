@@ -4,7 +4,7 @@ For every cell, a grid of Gaussian initialisations (recurrent weights ~ N(0, σ_
 weights ~ N(0, σ_v²/d), other biases ~ N(0, σ_b²)) is swept against the bias of the gate on
 the cell's memory path (:attr:`Cell.memory_bias`: the LSTM's ``b_f``, the GRU's ``b_z``).
 Cells without such a gate (the Elman RNN) get σ_b, the scale of their bias, on the y axis
-instead. Each point runs :func:`gateflow._chain.all_lags` on the cell's memory block (``c/c``
+instead. Each point runs :func:`gateflow.all_lags` on the cell's memory block (``c/c``
 for the LSTM family, ``h/h`` otherwise) and reports the *memory horizon*: the first lag k at
 which the median over the batch of ‖∂s_T/∂s_{T−k}‖_F falls below 1e−6 (``None`` when it
 never does within T steps, shown as "≥ T").
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import GateflowError
-from ._io import check_dir, fresh_dir, staged_dir
-from .cells import get_cell
+from gateflow._errors import GateflowError
+from gateflow._io import check_dir, fresh_dir, staged_dir
+from gateflow.cells._library import get_cell
 
 #: A point's horizon is the first lag where the median Frobenius norm drops below this.
 THRESHOLD = 1e-6
@@ -134,7 +134,7 @@ def memory_block(cell) -> str:
 def _memory_horizon(log10_norms: np.ndarray, threshold: float = THRESHOLD) -> int | None:
     """Memory horizon of a (T, B) array of log10 norms: :func:`memory_horizon` of the
     batch median (the definition the report and ``decay`` use)."""
-    from ._analysis import memory_horizon, summarize
+    from gateflow.analysis._analysis import memory_horizon, summarize
 
     summary = summarize(log10_norms)
     return memory_horizon(summary.lags, summary.median, threshold)
@@ -148,10 +148,10 @@ def point_task(cell_name: str, config: dict) -> dict:
     (sigma_w, sigma_v, sigma_b), ``gate_bias`` (or None), the input scale, the seed, the
     threshold and the grid indices (i, j), which are passed through.
     """
-    from ._analysis import summarize
-    from ._chain import all_lags
-    from ._params import init_params, make_inputs
-    from .cells import get_cell
+    from gateflow.analysis._analysis import summarize
+    from gateflow.cells._library import get_cell
+    from gateflow.models._params import init_params, make_inputs
+    from gateflow.numeric._chain import all_lags
 
     cell = get_cell(cell_name)
     block = memory_block(cell)
@@ -171,7 +171,7 @@ def point_task(cell_name: str, config: dict) -> dict:
 # -- the grid -------------------------------------------------------------------------------
 def parse_cells(spec: str | Sequence[str]) -> tuple[str, ...]:
     """``"rnn,lstm,gru"`` (or a sequence of names) → validated, de-duplicated cell names."""
-    from .cells import get_cell
+    from gateflow.cells._library import get_cell
 
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
@@ -198,7 +198,7 @@ def y_axis(cell, grid: SweepGrid) -> Axis:
 
 def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
     """Every (cell name, config) of the sweep, in row-major order per cell."""
-    from .cells import get_cell
+    from gateflow.cells._library import get_cell
 
     out = []
     for name in cells:
@@ -217,7 +217,7 @@ def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
 
 
 def _assemble(cells: Sequence[str], grid: SweepGrid, points: Iterable[dict]) -> SweepResult:
-    from .cells import get_cell
+    from gateflow.cells._library import get_cell
 
     result = SweepResult(grid=grid)
     for name in cells:
@@ -275,8 +275,8 @@ def _result(fut) -> dict:
 def check_memory(cells: Sequence[str], grid: SweepGrid, concurrent: int) -> None:
     """Refuse a sweep whose points cannot fit: ``concurrent`` of the largest point at once
     on this machine (a remote scheduler's workers check their own points again)."""
-    from ._decay import run_bytes
-    from ._memory import check_fits
+    from gateflow._memory import check_fits
+    from gateflow.jobs._decay import run_bytes
 
     peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(memory_block(get_cell(c)),))
                for c in cells)

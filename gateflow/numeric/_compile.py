@@ -1,14 +1,14 @@
 """Compiled evaluators: the derived expressions, lambdified into vectorized array code.
 
 Nothing here knows any particular cell. From a cell's equations and its
-:class:`~gateflow._derive.Structure` it builds, once per (cell, backend, dtype):
+:class:`~gateflow.symbolic._derive.Structure` it builds, once per (cell, backend, dtype):
 
 * a forward *plan*: each group of products W v that share their vector v becomes one GEMM
   against the stacked weights; each node (gate, state, composite) one lambdified function;
 * one lambdified function (``cse=True``) that returns every Jacobian coefficient of the step
   as a flat list, in the order of ``Structure.coefficients()`` (a flat list, because SymPy
   returns ragged arrays for matrices with constant entries: sympy#27632, #19259);
-* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow._chain`).
+* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow.numeric._chain`).
 
 Plans are cached on disk, in a private folder, and executed from there only after they are
 verified (see the trust boundary note above :func:`cache_dir`).
@@ -33,44 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cell import INPUT, Cell
-from ._errors import GateflowError
-from ._io import write_files
-from .cells import get_cell
-
-BACKENDS = ("numpy", "cupy")
-DTYPES = {"float64": np.float64, "float32": np.float32}
-
-
-def get_xp(backend: str):
-    """The array module for ``backend``; a clear error if it cannot be used."""
-    if backend == "numpy":
-        return np
-    if backend == "cupy":
-        try:
-            import cupy
-        except ImportError:
-            raise GateflowError(
-                "backend 'cupy' needs CuPy: pip install 'gateflow[gpu]' (and a CUDA GPU)"
-            ) from None
-        try:
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                raise GateflowError("backend 'cupy': no CUDA device is visible")
-        except cupy.cuda.runtime.CUDARuntimeError as exc:
-            raise GateflowError(f"backend 'cupy': CUDA is not usable ({exc})") from None
-        return cupy
-    raise GateflowError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
-
-
-def get_dtype(dtype) -> np.dtype:
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise GateflowError(f"unknown dtype {dtype!r} (valid: {', '.join(DTYPES)})")
-        dtype = DTYPES[dtype]
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise GateflowError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
+from gateflow._io import write_files
+from gateflow.cells._library import get_cell
+from gateflow.cells._record import INPUT, Cell
+from gateflow.numeric._backend import BACKENDS, DTYPES, get_dtype, get_xp  # noqa: F401
 
 
 def _namespace(xp) -> dict:
@@ -153,7 +119,7 @@ def _complements(sys) -> tuple[dict, list]:
     """
     import sympy as sp
 
-    from ._functions import sech2, sigmoid
+    from gateflow.cells._functions import sech2, sigmoid
 
     subs: dict = {}
     extra: list = []
@@ -173,7 +139,7 @@ def _complements(sys) -> tuple[dict, list]:
 def _accurate(expr, subs):
     import sympy as sp
 
-    from ._functions import sech2
+    from gateflow.cells._functions import sech2
 
     w = sp.Wild("w")
     return expr.xreplace(subs).replace(1 - sp.tanh(w) ** 2, sech2(w))
@@ -188,7 +154,7 @@ def _spec(cell: Cell, xp) -> dict:
     """Derive and lambdify ``cell``: the whole compiled plan as plain data and sources."""
     import sympy as sp
 
-    from ._derive import derive
+    from gateflow.symbolic._derive import derive
 
     s = derive(cell)
     sys = cell.system
@@ -322,6 +288,11 @@ _ENTRY_KEYS = frozenset({"format", "forward", "coef_args", "coef_src", "layout",
 _warned: set[str] = set()  # folders already warned about in this process
 
 
+#: The sources that generate the cached code: editing any of them invalidates old entries.
+_GENERATORS = ("cells/_record.py", "cells/_functions.py", "symbolic/_derive.py",
+               "numeric/_compile.py")
+
+
 class _Refused(Exception):
     """A cache folder or entry that gateflow will not use; the message says why."""
 
@@ -344,14 +315,14 @@ def _cache_path(cell: Cell, backend: str) -> Path | None:
         return None
     from importlib.metadata import version
 
-    from . import __version__
+    from gateflow._version import __version__
 
-    here = Path(__file__).parent
+    root = Path(__file__).parent.parent
     h = hashlib.sha256(json.dumps([CACHE_FORMAT, __version__, version("sympy"), backend,
                                    cell.name, cell.state, cell.params,
                                    cell.equations]).encode())
-    for source in ("_cell.py", "_derive.py", "_functions.py", "_compile.py"):
-        h.update((here / source).read_bytes())
+    for source in _GENERATORS:
+        h.update((root / source).read_bytes())
     name = re.sub(r"[^A-Za-z0-9_-]", "_", cell.name)[:64]  # never a path of its own
     return folder / f"{name}-{backend}-{h.hexdigest()[:24]}.json"
 

@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._cell import Cell
-from ._compile import Bound, compile_cell, get_dtype, get_xp
-from ._errors import GateflowError
-from ._memory import available_memory, check_fits
-from .cells import choose_many, closest, get_cell, real_array, shown, whole
+from gateflow._errors import GateflowError
+from gateflow._memory import available_memory, check_fits
+from gateflow._validate import choose_many, closest, real_array, shown, whole
+from gateflow.cells._library import get_cell
+from gateflow.cells._params import check_params
+from gateflow.cells._record import Cell
+from gateflow.numeric._compile import Bound, compile_cell, get_dtype, get_xp
 
 NORMS = ("frobenius", "spectral")
 _KEEP_BYTES = 128 * 2**20  # keep forward coefficients for the backward sweep up to this size
@@ -383,10 +385,8 @@ def all_lags(
             values agree to rounding (≈1e−14 in log10: BLAS rounds a GEMM's rows
             differently for different row counts).
     """
-    from ._params import validate_params
-
     cell = get_cell(cell)
-    n, d = validate_params(cell, params)
+    n, d = check_params(cell, params)
     xp = get_xp(backend)
     dt = _float_dtype(dtype)
     x_host = real_array(x, "inputs")

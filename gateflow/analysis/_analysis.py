@@ -1,6 +1,6 @@
-"""Numbers from a :class:`~gateflow._chain.ChainResult`: batch statistics, decay fits, theory.
+"""Numbers from a :class:`~gateflow.ChainResult`: batch statistics, decay fits, theory.
 
-Everything here works on log10 norms, as :func:`~gateflow._chain.all_lags` returns them, so
+Everything here works on log10 norms, as :func:`~gateflow.all_lags` returns them, so
 nothing underflows however fast a gradient vanishes. ``-inf`` marks an exactly zero Jacobian.
 
 Measured:
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import GateflowError
-from .cells import choose, real, real_array, whole
+from gateflow._errors import GateflowError
+from gateflow._validate import choose, real, real_array, whole
 
 _LN10 = math.log(10.0)
 #: Below this log10 norm a value counts as "zero" and is left out of fits.

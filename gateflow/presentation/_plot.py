@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._analysis import summarize
-from ._errors import GateflowError
+from gateflow._errors import GateflowError
+from gateflow.analysis._analysis import summarize
 
 #: Okabe & Ito (2008), without yellow (too faint on white paper).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -143,7 +143,7 @@ def rnn_overlays(params: Mapping, lags, *, norm: str = "frobenius", mean_field: 
     """Theory lines of a tanh RNN (parameters U, W, b), each labelled with its formula:
     the mean-field rate √n χ₁^{k/2} (Frobenius norm only; drawn only if ``mean_field``) and
     the Pascanu bound (γ‖U‖₂)^k, γ = 1 (× √n for the Frobenius norm)."""
-    from ._analysis import mean_field_from_params, pascanu_bound
+    from gateflow.analysis._analysis import mean_field_from_params, pascanu_bound
 
     lags = np.asarray(lags)
     n = int(np.shape(params["U"])[0])
@@ -167,7 +167,7 @@ def gate_overlay(lags, bias: float, n: int, *, norm: str = "frobenius", tex: str
                  timescale: bool = False) -> Overlay:
     """The memory path with all weights zero, σ(b)^k (× √n for the Frobenius norm), exact
     there; with ``timescale`` the label adds the chrono timescale 1 + e^b steps."""
-    from ._analysis import chrono_timescale, gate_path
+    from gateflow.analysis._analysis import chrono_timescale, gate_path
 
     label = rf"{prefix}: ${_sqrt_n(norm)}\sigma({tex}={bias:g})^k$"
     if timescale:

@@ -3,7 +3,7 @@
 Letters follow the papers and PyTorch: LSTM gates i (input), f (forget), g (candidate),
 o (output), cell state c, hidden state h; GRU gates r (reset), z (update), n (candidate).
 Matrices applied to x are W_*, matrices applied to a state are U_*, biases b_*, peepholes p_*.
-See :mod:`gateflow._cell` for the syntax.
+See :mod:`gateflow.cells._record` for the syntax.
 
 .. warning:: Two GRUs share the name. PyTorch ``nn.GRU``, cuDNN, Keras ``reset_after=True``
    and ONNX ``linear_before_reset=1`` apply the reset gate *after* the recurrent matmul,
@@ -15,12 +15,9 @@ See :mod:`gateflow._cell` for the syntax.
 
 from __future__ import annotations
 
-import difflib
-import math
-from numbers import Integral, Real
-
-from ._cell import Cell, TorchLayout
-from ._errors import GateflowError
+from gateflow._errors import GateflowError
+from gateflow._validate import choose, shown
+from gateflow.cells._record import Cell, TorchLayout
 
 _LSTM_TORCH = TorchLayout(
     ih=("W_i", "W_f", "W_g", "W_o"), hh=("U_i", "U_f", "U_g", "U_o"),
@@ -146,104 +143,6 @@ INDRNN = Cell(
 #: All cells by CLI name, in the order ``gateflow cells`` lists them.
 CELLS: dict[str, Cell] = {c.name: c for c in (
     RNN, RNN_RELU, LSTM, GRU, GRU_CHO, LSTM_PEEPHOLE, LSTM_CIFG, MGU, MINIMALRNN, INDRNN)}
-
-
-# -- checking what a user passes: one validator per kind of argument, shared by the API ----
-def shown(value, limit: int = 60) -> str:
-    """``repr(value)`` for an error message: one line, at most ``limit`` characters; arrays
-    are described by dtype and shape."""
-    try:
-        shape, ndim = getattr(value, "shape", None), getattr(value, "ndim", None)
-        if isinstance(shape, tuple) and isinstance(ndim, int) and ndim > 0:
-            kind = f"{type(value).__name__} of dtype {getattr(value, 'dtype', '?')}"
-            return f"a {kind}, shape {shape}"
-        text = " ".join(repr(value).split())
-    except Exception:  # a hostile __getattr__ or __repr__
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def closest(word: str, choices) -> str:
-    """``" (did you mean 'lstm'?)"`` or, without a close match, the list of valid names."""
-    choices = list(choices)
-    near = (difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-            if isinstance(word, str) else [])
-    if near:
-        return " (did you mean " + " or ".join(repr(n) for n in near) + "?)"
-    return " (valid: " + ", ".join(choices) + ")"
-
-
-def choose(value, valid, what: str) -> str:
-    """``value`` if it is one of the names ``valid``; else a :class:`GateflowError` naming the
-    closest valid ones (``what`` names the argument: "cell", "format", "norm", ...)."""
-    if not isinstance(value, str):
-        raise GateflowError(f"{what} must be a name, one of {', '.join(valid)}; got {shown(value)}")
-    if value not in valid:
-        raise GateflowError(f"unknown {what} {shown(value)}{closest(value, valid)}")
-    return value
-
-
-def choose_many(value, valid, what: str, *, allow_empty: bool = False) -> tuple[str, ...]:
-    """Names from ``valid``: a comma-separated string or an iterable of names, at least one
-    unless ``allow_empty``; duplicates are dropped (order kept)."""
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple, set, frozenset, dict)) or (
-            hasattr(value, "__iter__") and getattr(value, "ndim", 1) == 1):
-        items = list(value)
-    else:
-        raise GateflowError(f"{what}s must be a tuple of names or a comma-separated string, "
-                            f"from {', '.join(valid)}; got {shown(value)}")
-    if not items and not allow_empty:
-        raise GateflowError(f"no {what} chosen; choose at least one of {', '.join(valid)}")
-    return tuple(dict.fromkeys(choose(v, valid, what) for v in items))
-
-
-def whole(value, what: str, lo: int = 1, hi: int | None = None) -> int:
-    """``value`` as an int in ``lo..hi`` (Python or NumPy integers; not bool, float or str)."""
-    span = (f"in {lo}..{hi}" if hi is not None else "a positive integer" if lo == 1
-            else f">= {lo}")
-    need = span if hi is None and lo == 1 else f"an integer {span}"
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo \
-            or (hi is not None and value > hi):
-        raise GateflowError(f"{what} must be {need}, got {shown(value)}")
-    return int(value)
-
-
-def real(value, what: str, *, lo: float | None = None, positive: bool = False,
-         allow_inf: bool = False) -> float:
-    """``value`` as a float: a real number (not bool, str or array), not NaN, finite unless
-    ``allow_inf``, and ``>= lo`` or ``> 0`` when asked."""
-    if isinstance(value, (bool, str, bytes)) or not isinstance(value, Real):
-        raise GateflowError(f"{what} must be a real number, got {shown(value)}")
-    v = float(value)
-    if math.isnan(v) or (math.isinf(v) and not allow_inf):
-        raise GateflowError(f"{what} must be a finite number, got {v}")
-    if (positive and not v > 0) or (lo is not None and v < lo):
-        raise GateflowError(f"{what} must be {'> 0' if positive else f'>= {lo}'}, got {v}")
-    return v
-
-
-def real_array(value, what: str):
-    """``value`` as a host NumPy array (CuPy arrays are copied over) of real numbers: float
-    or int, not bool, complex, object, strings or ragged nested lists. Shapes and values are
-    the caller's to check."""
-    import numpy as np
-
-    if hasattr(value, "__cuda_array_interface__"):
-        import cupy
-
-        value = cupy.asnumpy(value)
-    try:
-        a = np.asarray(value)
-    except (ValueError, TypeError):  # ragged nested lists, hostile objects
-        raise GateflowError(f"{what} is not a rectangular array of numbers (a ragged nested "
-                            f"list?), got {shown(value)}; pass a NumPy array of real numbers"
-                            ) from None
-    if a.dtype.kind not in "fiu":
-        raise GateflowError(f"{what} must hold real numbers; got dtype {a.dtype} "
-                            f"(from {shown(value)})")
-    return a
 
 
 def get_cell(name: str | Cell) -> Cell:

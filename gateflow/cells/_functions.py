@@ -54,7 +54,7 @@ class MatVec(sp.Function):
     """``MatVec(W, v)`` is the matrix–vector product W v inside an elementwise expression.
 
     It only lives in parsed equations; the derivation replaces each one by an opaque
-    symbol (see :class:`gateflow._cell.MatVecAtom`) and tracks W separately.
+    symbol (see :class:`gateflow.cells._record.MatVecAtom`) and tracks W separately.
     """
 
     nargs = 2

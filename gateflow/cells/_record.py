@@ -11,7 +11,7 @@ Notation (shared by every module of gateflow):
 
 A cell is a frozen record in the spirit of a Butcher tableau: declare it once, the
 constructor checks it (every free symbol declared, every state block updated, every
-parameter and intermediate used), and :mod:`gateflow._derive` does the calculus.
+parameter and intermediate used), and :mod:`gateflow.symbolic._derive` does the calculus.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
-from ._errors import GateflowError
+from gateflow._errors import GateflowError
+from gateflow.cells._symbols import INPUT
 
 if TYPE_CHECKING:  # SymPy is imported on first use only (see Cell.system)
     import sympy as sp
 
-INPUT = "x"
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class System:
 def _weight_class():
     import sympy as sp
 
-    from ._functions import MatVec
+    from gateflow.cells._functions import MatVec
 
     class _Weight(sp.Symbol):
         """Parameter symbol during parsing only: ``W @ v`` builds ``MatVec(W, v)``."""
@@ -299,7 +299,7 @@ class Cell:
         import sympy as sp
         from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
-        from ._functions import ACTIVATIONS
+        from gateflow.cells._functions import ACTIVATIONS
 
         _Weight = _weight_class()
         where = f"cell {self.name!r}"
@@ -333,7 +333,7 @@ class Cell:
         return f"Cell({self.name!r}: {self.summary})"
 
     def _repr_latex_(self) -> str:
-        from ._printing import equations_latex
+        from gateflow.cells._notation import equations_latex
 
         return "$\\displaystyle " + equations_latex(self) + "$"
 
@@ -344,7 +344,7 @@ def _lower(cell: Cell, parsed, pretty) -> System:
     Translation only (the cell was validated by :func:`_validate` on construction)."""
     import sympy as sp
 
-    from ._functions import MatVec
+    from gateflow.cells._functions import MatVec
 
     matrices: dict[str, str] = {}
     atoms: dict[tuple[str, str], MatVecAtom] = {}

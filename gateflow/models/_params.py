@@ -8,7 +8,7 @@ Files come in two vocabularies:
 
 * gateflow names, for every cell;
 * PyTorch names (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``) for
-  cells with a :class:`~gateflow._cell.TorchLayout`, optionally under one module prefix
+  cells with a :class:`~gateflow.cells._record.TorchLayout`, optionally under one module prefix
   such as ``lstm.`` (the keys of a whole model's ``state_dict()``; other modules' keys are
   ignored). Gates are stacked in PyTorch's order; a bias named in both ``bias_ih`` and
   ``bias_hh`` is their sum, a bias named in one is that slice (GRU's ``b_in``, ``b_hn``).
@@ -35,7 +35,6 @@ import re
 import stat
 import warnings
 import zipfile
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,10 +42,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ._cell import Cell
-from ._errors import GateflowError
-from ._io import write_files
-from ._memory import check_fits
+from gateflow._errors import GateflowError
+from gateflow._io import write_files
+from gateflow._memory import check_fits
+from gateflow.cells._params import check_params, param_shapes
+from gateflow.cells._record import Cell
 
 Params = dict[str, np.ndarray]
 
@@ -75,7 +75,7 @@ _MODULE_BY_GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
 
 # -- helpers ------------------------------------------------------------------------------
 def _cell(cell) -> Cell:
-    from .cells import get_cell
+    from gateflow.cells._library import get_cell
 
     if isinstance(cell, Cell):
         return cell
@@ -139,21 +139,6 @@ def _finite_float(value, what: str, *, nonneg: bool = False) -> float:
 
 def _ext(path: Path) -> str:
     return path.suffix.lower()
-
-
-# -- shapes and initialisation ------------------------------------------------------------
-def param_shapes(cell, n: int, d: int) -> dict[str, tuple[int, ...]]:
-    """Shape of every parameter of ``cell`` for hidden size ``n`` and input size ``d``,
-    in the cell's declaration order."""
-    cell = _cell(cell)
-    n = _positive_int(n, "hidden size n")
-    d = _positive_int(d, "input size d")
-    mats = cell.matrices
-    shapes: dict[str, tuple[int, ...]] = {}
-    for p in cell.params:
-        kind = mats.get(p)
-        shapes[p] = (n, d) if kind == "input" else (n, n) if kind == "recurrent" else (n,)
-    return shapes
 
 
 def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
@@ -255,7 +240,7 @@ def _torch_gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
     if g != want:
         module = _MODULE_BY_GATES.get(g, "recurrent module")
         if cell.torch is None:
-            from .cells import CELLS
+            from gateflow.cells._library import CELLS
 
             with_layout = ", ".join(c.name for c in CELLS.values() if c.torch is not None)
             expected = (f"cell {cell.name!r} has no PyTorch layout; use a cell that has one "
@@ -268,24 +253,10 @@ def _torch_gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
     return g
 
 
-def _other_cell(cell: Cell, keys: set[str]) -> str | None:
-    from .cells import CELLS
-
-    if keys == set(cell.params):
-        return None
-    for other in CELLS.values():
-        if set(other.params) == keys:
-            return other.name
-    return None
-
-
 def validate_params(cell, params: Params) -> tuple[int, int]:
-    """Check ``params`` against ``cell`` and return ``(n, d)``.
-
-    Raises :class:`GateflowError` for missing or extra names, parameters of another cell,
-    PyTorch names (convert them with :func:`from_torch_state_dict`), wrong shapes, non-real
-    dtypes and non-finite values.
-    """
+    """Check ``params`` against ``cell`` and return ``(n, d)``: PyTorch names are diagnosed
+    here (convert them with :func:`from_torch_state_dict`), everything else by
+    :func:`gateflow.cells.check_params` (names, shapes, dtypes, finite values)."""
     cell = _cell(cell)
     if not isinstance(params, dict):
         raise GateflowError(f"params must be a dict of arrays keyed by parameter name, "
@@ -296,62 +267,9 @@ def validate_params(cell, params: Params) -> tuple[int, int]:
         arrays = {k: np.asarray(v) for k, v in params.items() if k in torch_keys}
         _torch_gate_check(cell, arrays)
         raise GateflowError(f"params use PyTorch names ({_names(torch_keys, 4)}); convert them "
-                            "with gateflow._params.from_torch_state_dict(cell, sd) or load the "
+                            "with gateflow.from_torch_state_dict(cell, sd) or load the "
                             "file with load_params")
-    other = _other_cell(cell, keys)
-    if other is not None:
-        raise GateflowError(f"params look like cell {other!r} (keys {_names(keys, 6)}), "
-                            f"not {cell.name!r}; pick cell {other!r} or pass {cell.name!r} params "
-                            f"({', '.join(cell.params)})")
-    missing = [p for p in cell.params if p not in keys]
-    if missing:
-        raise GateflowError(f"params for cell {cell.name!r} miss {_names(missing)}; "
-                            f"it needs {', '.join(cell.params)}")
-    extra = keys - set(cell.params)
-    if extra:
-        raise GateflowError(f"params for cell {cell.name!r} have unexpected keys "
-                            f"{_names(map(str, extra))}; it takes only {', '.join(cell.params)}")
-
-    arrays: dict[str, np.ndarray] = {}
-    for p in cell.params:
-        a = params[p]
-        if not isinstance(a, np.ndarray):
-            try:
-                a = np.asarray(a)
-            except Exception as exc:  # arbitrary objects
-                raise GateflowError(f"param {p!r} is not array-like ({_one_line(exc)}); "
-                                    "pass a NumPy array") from None
-        if a.dtype.kind not in "fiu":
-            raise GateflowError(f"param {p!r} has dtype {a.dtype}; parameters must be real numbers "
-                                "(convert with .astype(np.float64))")
-        arrays[p] = a
-
-    mats = cell.matrices
-    rows = Counter(a.shape[0] for a in arrays.values() if a.ndim >= 1)
-    n = rows.most_common(1)[0][0] if rows else 0
-    cols = Counter(arrays[p].shape[1] for p, k in mats.items()
-                   if k == "input" and arrays[p].ndim == 2)
-    d = cols.most_common(1)[0][0] if cols else 0
-    if n < 1:
-        raise GateflowError(f"params for cell {cell.name!r} have hidden size n = 0; "
-                            "every parameter needs n >= 1 rows")
-    if cols and d < 1:
-        raise GateflowError(f"params for cell {cell.name!r} have input size d = 0; "
-                            "input matrices need d >= 1 columns")
-    expected = param_shapes(cell, n, max(d, 1))
-    for p in cell.params:
-        got = arrays[p].shape
-        if got != expected[p]:
-            kind = mats.get(p, "vector")
-            raise GateflowError(f"param {p!r} ({kind}) has shape {got}; expected {expected[p]} "
-                                f"for n={n}, d={d} (inferred from the other params)")
-    for p in cell.params:
-        a = arrays[p]
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-            raise GateflowError(f"param {p!r} has {bad} non-finite value(s) (NaN or inf); "
-                                "fix or re-export the weights")
-    return n, d
+    return check_params(cell, params)
 
 
 # -- PyTorch mapping ----------------------------------------------------------------------
@@ -392,6 +310,9 @@ def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *, dtype=np.float64) 
     """
     cell = _cell(cell)
     dt = _float_dtype(dtype)
+    if not isinstance(sd, dict):
+        raise GateflowError(f"state_dict must be a dict of arrays keyed by PyTorch names, got "
+                            f"{type(sd).__name__}; pass model.state_dict() as NumPy arrays")
     sd = {k: np.asarray(v) for k, v in sd.items()}
     _torch_gate_check(cell, sd)
     layout = _need_torch_layout(cell)

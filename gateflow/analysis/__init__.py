@@ -1,0 +1,1 @@
+"""Layer *analysis*: fits of decay curves and the theory they are compared with."""

@@ -1,0 +1,2 @@
+"""Layer *models*: parameters (initialisation, validation, files), inputs and the
+weight-file formats."""

@@ -1,0 +1,1 @@
+"""Layer *presentation*: figures, console tables and progress, report rendering."""

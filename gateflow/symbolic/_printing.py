@@ -1,0 +1,111 @@
+"""Equations and Jacobians as a reader writes them: Unicode text, LaTeX and Markdown.
+
+Symbols are shown at their time step (f → f_t, c_prev → c_{t−1}), products W v as "W_f x_t",
+elementwise products as ⊙, σ' as f_t ⊙ (1 − f_t), relu' as 𝟙[h_t > 0].
+"""
+
+from __future__ import annotations
+
+from gateflow._validate import choose
+from gateflow.cells._notation import (
+    TeXPrinter,
+    TextPrinter,
+    equation_lines,
+    partial,
+    tex_param,
+    time_name,
+)
+from gateflow.cells._record import Cell
+from gateflow.cells._symbols import INPUT
+from gateflow.symbolic._derive import Structure, derive, linop
+
+#: What :func:`render` can write.
+FORMATS = ("text", "latex", "markdown")
+
+
+def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps: int = 1) -> str:
+    """What ``gateflow derive`` prints: the equations and one-step Jacobians of ``cell`` (a
+    Cell or its name) in ``fmt`` (one of :data:`FORMATS`), for ``block`` only if given, and
+    with ``steps`` > 1 also ∂s_t/∂s_{t−steps} (at most :attr:`Structure.max_steps`).
+
+    Every argument is checked before any symbolic work; a wrong one is a GateflowError."""
+    s = derive(cell)
+    cell = s.cell
+    choose(fmt, FORMATS, "format")
+    blocks = list(cell.blocks) if block is None else [block]
+    for b in blocks:
+        s._check_block(b)
+    steps = s.check_steps(steps)
+    out: list[str] = []
+    header = f"{cell.name} — {cell.summary}"
+    if fmt == "markdown":
+        out += [f"## `{cell.name}`: {cell.summary}", "", f"*Reference:* {cell.reference}", ""]
+        out += [f"> **Note.** {cell.notes}", ""] if cell.notes else []
+        out += ["Layout: rows = outputs, $(\\partial s_t/\\partial s_{t-1})[a,b] = "
+                "\\partial s_t[a]/\\partial s_{t-1}[b]$; $\\odot$ is elementwise.", "",
+                "### Equations", ""]
+        out += [f"- ${line}$" for line in equation_lines(cell, "latex")]
+        out += ["", "### Jacobians", ""]
+    elif fmt == "latex":
+        out += [f"% {header}", f"% Reference: {cell.reference}",
+                *([f"% Note: {cell.notes}"] if cell.notes else []), r"\begin{aligned}"]
+        out += [line.replace(" = ", " &= ", 1) + r" \\" for line in equation_lines(cell, "latex")]
+        out += [r"\end{aligned}", "", r"\begin{aligned}"]
+    else:
+        out += [header, f"Reference: {cell.reference}",
+                *([f"Note: {cell.notes}"] if cell.notes else []),
+                "Layout: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a]/∂s_{t−1}[b]; "
+                "⊙ is elementwise.",
+                "", "Equations"]
+        out += [f"  {line}" for line in equation_lines(cell, "text")]
+        out += ["", "Jacobians (one step)"]
+    for b in blocks:
+        chained, expanded = s.block(b, chained=True), s.block(b)
+        forms = [linop(chained, cell, fmt)]
+        if chained != expanded:
+            forms.append(linop(expanded, cell, fmt))
+        lhs = partial(b, fmt)
+        if fmt == "text":
+            out.append(f"  {lhs} = {forms[0]}")
+            out += [f"  {' ' * len(lhs)} = {f}" for f in forms[1:]]
+        elif fmt == "latex":
+            out.append(f"{lhs} &= {forms[0]}" + r" \\")
+            out += [f"&= {f}" + r" \\" for f in forms[1:]]
+        else:
+            out.append(f"- ${lhs} = " + " = ".join(forms) + "$")
+        if steps > 1:
+            out += _render_steps(s, b, steps, fmt)
+    if fmt == "latex":
+        out.append(r"\end{aligned}")
+    return "\n".join(out)
+
+
+def _render_steps(s: Structure, b: str, k: int, fmt: str) -> list[str]:
+    cell = s.cell
+    paths = s.steps(b, k)
+    def jt(block, j):
+        t = "t" if j == 0 else f"t−{j}" if fmt == "text" else f"t-{j}"
+        return f"J^{{{block}}}_{{{t}}}" if fmt != "text" else f"J[{block}]_{t}"
+    prod = " + ".join(" ".join(jt(bl, j) for j, bl in enumerate(path)) for path in paths) or "0"
+    scalar = s.scalar_steps(b, k)
+    p = (TextPrinter(_time_display(cell, k, "text"), mul="·") if fmt == "text"
+         else TeXPrinter(_time_display(cell, k, "latex"), mul="·"))
+    one = p.doprint(scalar)
+    lhs = partial(b, fmt, k)
+    if fmt == "text":
+        return [f"  {lhs} = {prod}", f"  {' ' * len(lhs)} = {one}   (n = 1)"]
+    if fmt == "latex":
+        return [f"{lhs} &= {prod}" + r" \\", f"&= {one} \\quad (n = 1)" + r" \\"]
+    return [f"- ${lhs} = {prod}$", f"- $n = 1$: ${lhs} = {one}$"]
+
+
+def _time_display(cell: Cell, k: int, fmt: str) -> dict[str, str]:
+    names = {}
+    sys = cell.system
+    for node in [*(s.name for s, _ in sys.defs), *cell.prev, INPUT]:
+        for j in range(k + 1):
+            tn = time_name(node, j)
+            names[tn] = tn.replace("-", "−") if fmt == "text" else tn
+    for p in cell.params:
+        names[p] = p if fmt == "text" else tex_param(p)
+    return names
