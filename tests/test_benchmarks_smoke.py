@@ -2,13 +2,16 @@
 
 Timings are not asserted (they live in the benchmark report, not in tests); only that the
 harness runs, writes its Markdown report with the tables and the agreement line, and
-reports peers that are not installed as skipped instead of crashing.
+reports peers that are not installed as skipped instead of crashing. The report writer is
+also checked on its own (``benchmarks/gfbench``), with made-up results: the GPU section in
+the committed format, which no CPU machine runs, and the all-or-nothing write.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+if str(ROOT / "benchmarks") not in sys.path:  # benchmarks/ is not a package: run.py's way
+    sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _run(tmp_path: Path, *args: str, env_extra: dict | None = None) -> tuple[str, str]:
@@ -84,3 +89,104 @@ def test_missing_peers_are_skipped(tmp_path):
     assert "Agreement: max |Δ log10" in md
     # the quick memory row ran, at its reduced size (the real target is not claimed)
     assert "Memory: gateflow n=16 B=2 T=200: peak RSS" in md
+
+
+def test_contender_programs_are_files():
+    """The harness runs real programs, not source strings; nothing writes on its own."""
+    bench = ROOT / "benchmarks"
+    for name in ("peers.py", "gateflow_job.py", "gfbench/peak.py"):
+        assert (bench / name).is_file(), name
+    from gfbench import cases, harness
+
+    assert cases.JOB == bench / "gateflow_job.py" and cases.PEERS == bench / "peers.py"
+    assert harness.PEAK == bench / "gfbench" / "peak.py"
+    for path in bench.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "atomic_write" not in text and "r'''" not in text, path
+
+
+def _gpu_results():
+    from gfbench.results import GpuDevice, GpuRun, Machine, Results, Settings, Shape
+
+    machine = Machine(python="3.12.3", platform="Linux", cpu="Xeon", cores=16,
+                      cores_usable=16, memory_gib=125.9, blas="openblas (16 threads)",
+                      blas_threads=16, numpy="2.5.2", gateflow="0.1.0", load=(0.3, 0.1, 0.0),
+                      load_end=(4.0, 1.0, 0.3))
+    gpu = GpuRun(device=GpuDevice("NVIDIA H200", 1, 139.8, "14.2.0", 13020),
+                 agree_shape=Shape(64, 4, 50), agree_diff=1.8e-15, shape=Shape(1024, 64, 256),
+                 cpu_steps=16, flops=4.0 * 64 * 1024**3 * 256, e2e=13.54, e2e_why=None,
+                 gpu64=3.306, gpu32=3.460, gpu32_diff=2.5e-7, cpu_measured=10.53,
+                 cpu_threads="all (16)", cpu64=10.53 * 16, cpu_gpu_diff=None)
+    return Results(command="python benchmarks/run.py --gpu-only", gpu_only=True,
+                   settings=Settings(repeats=3, slow=20.0, timeout=900.0, seed=0),
+                   machine=machine, gpu=gpu, total=67.0)
+
+
+def test_gpu_section_format():
+    """The GPU section, rendered from a GpuRun, reads like the committed GPU report."""
+    from gfbench import report
+
+    md = report.render(_gpu_results())
+    committed = (ROOT / "reports" / "benchmarks-gpu.md").read_text(encoding="utf-8")
+
+    def section(text):
+        lines = text.split("## GPU", 1)[1].splitlines()
+        return [re.sub(r"[0-9][0-9.,e+-]*", "N", ln) for ln in lines]
+
+    assert section(md) == section(committed)
+    assert md.startswith("# gateflow benchmarks — GPU\n")
+    assert "- speed-up GPU vs CPU (float64): 51.0×" in md
+    assert "**extrapolated** linearly from a measured 10.53 s at T=16" in md
+    assert "## Job" not in md and "## Targets" not in md
+
+
+def test_report_written_all_or_nothing(tmp_path):
+    """The report replaces an old one through gateflow's writer; a folder is refused."""
+    from gfbench import report
+
+    from gateflow import GateflowError
+
+    out = tmp_path / "new" / "bench.md"
+    report.check_report_path(out)
+    report.write_report(out, "old\n")
+    report.write_report(out, "new\n")
+    assert out.read_text(encoding="utf-8") == "new\n"
+    assert [p.name for p in out.parent.iterdir()] == ["bench.md"]
+    with pytest.raises(GateflowError, match="folder"):
+        report.check_report_path(tmp_path)
+    with pytest.raises(GateflowError):
+        report.write_report(tmp_path / "new", "x")
+
+
+def test_out_folder_refused_before_work(tmp_path):
+    """--out naming a folder fails at once, with one line, before anything is measured."""
+    r = subprocess.run([sys.executable, str(RUN), "--quick", "--no-gpu", "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.strip().startswith("error: cannot write report"), r.stderr
+    assert "== n=" not in r.stderr
+
+
+@pytest.mark.slow
+def test_gpu_case_with_numpy_standing_in(tmp_path, monkeypatch):
+    """The GPU case runs through (no GPU here): NumPy stands in for CuPy, and every field of
+    the GpuRun it returns is filled and renders."""
+    from gfbench import cases, report
+    from gfbench.results import GpuDevice, GpuRun, Settings
+
+    lags, cmd = cases._lags, cases.Inputs.gateflow_cmd
+    monkeypatch.setattr(cases, "gpu_device", lambda: GpuDevice("stand-in", 1, 1.0, "0", 0))
+    monkeypatch.setattr(cases, "_lags", lambda p, x, dtype="float64", backend="numpy",
+                        threads=None: lags(p, x, dtype, "numpy", threads))
+    monkeypatch.setattr(cases.Inputs, "gateflow_cmd", lambda self, out, dtype="float64",
+                        backend="numpy": cmd(self, out, dtype, "numpy"))
+    gpu = cases.bench_gpu(tmp_path, Settings(repeats=1, slow=20.0, timeout=300.0, seed=0,
+                                             quick=True))
+    assert isinstance(gpu, GpuRun), gpu
+    assert gpu.e2e is not None and gpu.e2e_why is None
+    assert gpu.agree_diff == 0.0 and gpu.cpu_gpu_diff == 0.0 and not gpu.cpu_extrapolated
+    assert gpu.gpu32_diff < 1e-4
+    lines = report.gpu_lines(gpu)
+    assert lines[0].startswith("Device: stand-in ×1")
+    assert lines[2].endswith("**PASS**") and lines[-2].endswith("GFLOP/s)")
+    assert "(measured)" in lines[-2]
