@@ -35,6 +35,7 @@ class Settings:
     seed: int
     quick: bool = False
     gpu_cpu_steps: int = 16  # steps of the CPU reference at the GPU shape, then scaled
+    # (run.py passes --gpu-cpu-steps, default cases.GPU_CPU_STEPS = 16)
     gpu_cpu_threads: int = 0  # its BLAS threads; 0: the library's own setting (all cores)
 
 
