@@ -25,16 +25,16 @@ from ._version import __version__
 # Public names, and the module that owns each. They load on first use (einops-style), so
 # `import gateflow` is instant and the numeric path never imports SymPy unless it derives.
 _EXPORTS = {
-    "Cell": "cells._record", "TorchLayout": "cells._record",
+    "Cell": "cells._record", "TorchLayout": "models.formats._pytorch",
     "CELLS": "cells._library", "get_cell": "cells._library",
     "LinOp": "symbolic._derive", "Structure": "symbolic._derive", "Term": "symbolic._derive",
     "derive": "symbolic._derive",
     "render": "symbolic._printing",
     "ChainResult": "numeric._chain", "all_lags": "numeric._chain",
     "init_params": "models._params", "load_params": "models._params",
-    "save_params": "models._params", "to_torch_state_dict": "models._params",
-    "from_torch_state_dict": "models._params",
-    "make_inputs": "models._params", "load_inputs": "models._params",
+    "save_params": "models._params", "to_torch_state_dict": "models.formats._pytorch",
+    "from_torch_state_dict": "models.formats._pytorch",
+    "make_inputs": "models._inputs", "load_inputs": "models._inputs",
     "DecayFit": "analysis._analysis", "fit_decay": "analysis._analysis",
     "gate_path": "analysis._analysis", "mean_field_tanh": "analysis._analysis",
     "pascanu_bound": "analysis._analysis", "summarize": "analysis._analysis",
@@ -65,14 +65,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         summarize,
     )
     from .cells._library import CELLS, get_cell  # noqa: F401
-    from .cells._record import Cell, TorchLayout  # noqa: F401
-    from .models._params import (  # noqa: F401
+    from .cells._record import Cell  # noqa: F401
+    from .models._inputs import load_inputs, make_inputs  # noqa: F401
+    from .models._params import init_params, load_params, save_params  # noqa: F401
+    from .models.formats._pytorch import (  # noqa: F401
+        TorchLayout,
         from_torch_state_dict,
-        init_params,
-        load_inputs,
-        load_params,
-        make_inputs,
-        save_params,
         to_torch_state_dict,
     )
     from .numeric._chain import ChainResult, all_lags  # noqa: F401

@@ -38,13 +38,9 @@ from _hostile import (
 
 import gateflow._memory
 from gateflow import GateflowError
-from gateflow.models._params import (
-    init_params,
-    load_inputs,
-    load_params,
-    save_params,
-    to_torch_state_dict,
-)
+from gateflow.models._inputs import load_inputs
+from gateflow.models._params import init_params, load_params, save_params
+from gateflow.models.formats._pytorch import to_torch_state_dict
 
 N, D = 3, 2
 MIB = 2**20

@@ -14,20 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, GateflowError, get_cell
+from gateflow.models._inputs import load_inputs, make_inputs
 from gateflow.models._params import (
-    from_torch_state_dict,
     init_params,
-    load_inputs,
     load_params,
-    make_inputs,
     param_shapes,
     save_params,
-    to_torch_state_dict,
     validate_params,
+)
+from gateflow.models.formats._pytorch import (
+    LAYOUTS,
+    from_torch_state_dict,
+    to_torch_state_dict,
 )
 
 ALL = sorted(CELLS)
-TORCH_CELLS = [c for c in ALL if CELLS[c].torch is not None]
+TORCH_CELLS = [c for c in ALL if c in LAYOUTS]
 N, D = 4, 3
 
 
@@ -311,7 +313,7 @@ def test_saved_names(tmp_path, name, ext):
         from safetensors.numpy import load_file
         keys = set(load_file(path))
     expected = ({"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
-                if cell.torch else set(cell.params))
+                if cell.name in LAYOUTS else set(cell.params))
     assert keys == expected
 
 
@@ -443,7 +445,8 @@ def test_wrong_argument_types(call, match):
 
 
 def test_messages_are_cut_at_word_boundaries():
-    from gateflow.models._params import _clip, _one_line
+    from gateflow.models._checks import clip as _clip
+    from gateflow.models._checks import one_line as _one_line
 
     assert _clip("short", 10) == "short"
     text = "the quick brown fox jumps over the lazy dog"
@@ -514,7 +517,7 @@ def _check_against_torch(name, params, sd):
     cell = CELLS[name]
     sd = {k: v.detach().numpy().astype(np.float64) for k, v in sd.items()}
     wi, wh, bi, bh = (sd[k] for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
-    sl = [slice(j * n, (j + 1) * n) for j in range(len(cell.torch.ih))]
+    sl = [slice(j * n, (j + 1) * n) for j in range(len(LAYOUTS[cell.name].ih))]
     if name == "lstm":
         for j, g in enumerate("ifgo"):
             np.testing.assert_array_equal(params[f"W_{g}"], wi[sl[j]])

@@ -17,16 +17,8 @@ from __future__ import annotations
 
 from gateflow._errors import GateflowError
 from gateflow._validate import choose, shown
-from gateflow.cells._record import Cell, TorchLayout
+from gateflow.cells._record import Cell
 
-_LSTM_TORCH = TorchLayout(
-    ih=("W_i", "W_f", "W_g", "W_o"), hh=("U_i", "U_f", "U_g", "U_o"),
-    bias_ih=("b_i", "b_f", "b_g", "b_o"), bias_hh=("b_i", "b_f", "b_g", "b_o"), module="LSTM",
-)
-_GRU_TORCH = TorchLayout(
-    ih=("W_r", "W_z", "W_n"), hh=("U_r", "U_z", "U_n"),
-    bias_ih=("b_r", "b_z", "b_in"), bias_hh=("b_r", "b_z", "b_hn"), module="GRU",
-)
 _LSTM_GATES = (
     "i = sigmoid(W_i @ x + U_i @ h_prev + b_i)",
     "f = sigmoid(W_f @ x + U_f @ h_prev + b_f)",
@@ -53,8 +45,6 @@ def _elman(name: str, phi: str, summary: str, reference: str) -> Cell:
         name=name, summary=summary, reference=reference,
         state=("h",), params=("W", "U", "b"),
         equations=(f"h = {phi}(W @ x + U @ h_prev + b)",),
-        torch=TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
-                          nonlinearity=phi),
     )
 
 
@@ -68,7 +58,7 @@ LSTM = Cell(
               "PyTorch nn.LSTM",
     state=("h", "c"), params=_LSTM_PARAMS,
     equations=(*_LSTM_GATES, "c = f*c_prev + i*g", "h = o*tanh(c)"),
-    torch=_LSTM_TORCH, memory_bias=("b_f", 1), chrono_partner="b_i",
+    memory_bias=("b_f", 1), chrono_partner="b_i",
 )
 GRU = Cell(
     name="gru", summary="GRU, reset after the matmul, gates r, z, n (PyTorch nn.GRU, cuDNN)",
@@ -76,7 +66,7 @@ GRU = Cell(
     state=("h",), params=_GRU_PARAMS,
     equations=(*_GRU_GATES, "n = tanh(W_n @ x + b_in + r*(U_n @ h_prev + b_hn))",
                "h = (1 - z)*n + z*h_prev"),
-    torch=_GRU_TORCH, memory_bias=("b_z", 1), notes=_GRU_WARNING,
+    memory_bias=("b_z", 1), notes=_GRU_WARNING,
 )
 GRU_CHO = Cell(
     name="gru-cho", summary="GRU of Cho et al. 2014, reset before the matmul: U_n (r ⊙ h)",
@@ -84,7 +74,7 @@ GRU_CHO = Cell(
     state=("h",), params=_GRU_PARAMS,
     equations=(*_GRU_GATES, "n = tanh(W_n @ x + b_in + U_n @ (r*h_prev) + b_hn)",
                "h = (1 - z)*n + z*h_prev"),
-    torch=_GRU_TORCH, memory_bias=("b_z", 1), notes=_GRU_WARNING,
+    memory_bias=("b_z", 1), notes=_GRU_WARNING,
 )
 LSTM_PEEPHOLE = Cell(
     name="lstm-peephole",

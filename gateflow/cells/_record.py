@@ -29,25 +29,6 @@ if TYPE_CHECKING:  # SymPy is imported on first use only (see Cell.system)
     import sympy as sp
 
 
-
-@dataclass(frozen=True)
-class TorchLayout:
-    """How a single-layer PyTorch state_dict maps onto a cell's parameters.
-
-    ``weight_ih_l0`` stacks the matrices in ``ih`` (each n × d) in PyTorch's gate order,
-    ``weight_hh_l0`` those in ``hh`` (each n × n). ``bias_ih_l0`` and ``bias_hh_l0`` are split
-    the same way; a parameter named in both is their sum (PyTorch's two LSTM biases only
-    ever appear summed), a parameter named in one takes that slice alone (GRU's b_in, b_hn).
-    """
-
-    ih: tuple[str, ...]
-    hh: tuple[str, ...]
-    bias_ih: tuple[str, ...]
-    bias_hh: tuple[str, ...]
-    module: str  # "RNN", "LSTM" or "GRU"
-    nonlinearity: str | None = None  # nn.RNN's nonlinearity
-
-
 @dataclass(frozen=True)
 class MatVecAtom:
     """One product ``weight @ arg`` of a cell, an opaque scalar ``symbol`` in expressions."""
@@ -214,9 +195,6 @@ def _check_fields(cell: Cell) -> None:
             raise GateflowError(f"{where}: {f} must be a tuple of strings, e.g. {example}; "
                                 f"got {shown(value)}")
         object.__setattr__(cell, f, tuple(value))
-    if cell.torch is not None and not isinstance(cell.torch, TorchLayout):
-        raise GateflowError(f"{where}: torch must be a TorchLayout or None, "
-                            f"got {shown(cell.torch)}")
     mb = cell.memory_bias
     if mb is not None and not (isinstance(mb, tuple) and len(mb) == 2 and mb[0] in cell.params
                                and mb[1] in (1, -1) and not isinstance(mb[1], bool)):
@@ -244,7 +222,6 @@ class Cell:
     state: tuple[str, ...]
     params: tuple[str, ...]
     equations: tuple[str, ...]
-    torch: TorchLayout | None = None
     #: The bias that opens the memory path, and the sign with which it does (for
     #: ``--gate-bias`` and chrono initialisation): ("b_f", +1) for the LSTM.
     memory_bias: tuple[str, int] | None = None

@@ -1,0 +1,319 @@
+"""PyTorch: the ``.pt``/``.pth`` reader and the state_dict vocabulary.
+
+The reader runs ``torch.load(..., weights_only=True)`` only: pickled code is never
+executed, and the refused global is named. The vocabulary (``weight_ih_l0``,
+``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, optionally under one module prefix such as
+``lstm.``) is read from every container format: :data:`LAYOUTS` says, per cell, how
+PyTorch stacks the gates; a bias named in both ``bias_ih`` and ``bias_hh`` is their sum, a
+bias named in one is that slice (GRU's ``b_in``, ``b_hn``). Projected, bidirectional and
+multi-layer modules are diagnosed as such.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from gateflow._errors import GateflowError
+from gateflow.cells._library import CELLS
+from gateflow.cells._params import check_params
+from gateflow.cells._record import Cell
+from gateflow.models._checks import as_cell, clip, float_dtype, names, one_line
+from gateflow.models.formats._files import fits, show
+
+__all__ = ["LAYOUTS", "WHAT", "TorchLayout", "diagnose", "from_torch_state_dict", "layout_for",
+           "read", "select", "sniff", "to_torch_state_dict"]
+
+
+@dataclass(frozen=True)
+class TorchLayout:
+    """How a single-layer PyTorch state_dict maps onto a cell's parameters.
+
+    ``weight_ih_l0`` stacks the matrices in ``ih`` (each n × d) in PyTorch's gate order,
+    ``weight_hh_l0`` those in ``hh`` (each n × n). ``bias_ih_l0`` and ``bias_hh_l0`` are split
+    the same way; a parameter named in both is their sum (PyTorch's two LSTM biases only
+    ever appear summed), a parameter named in one takes that slice alone (GRU's b_in, b_hn).
+    """
+
+    ih: tuple[str, ...]
+    hh: tuple[str, ...]
+    bias_ih: tuple[str, ...]
+    bias_hh: tuple[str, ...]
+    module: str  # "RNN", "LSTM" or "GRU"
+    nonlinearity: str | None = None  # nn.RNN's nonlinearity
+
+
+def _elman(phi: str) -> TorchLayout:
+    return TorchLayout(ih=("W",), hh=("U",), bias_ih=("b",), bias_hh=("b",), module="RNN",
+                       nonlinearity=phi)
+
+
+_LSTM = TorchLayout(
+    ih=("W_i", "W_f", "W_g", "W_o"), hh=("U_i", "U_f", "U_g", "U_o"),
+    bias_ih=("b_i", "b_f", "b_g", "b_o"), bias_hh=("b_i", "b_f", "b_g", "b_o"), module="LSTM",
+)
+_GRU = TorchLayout(
+    ih=("W_r", "W_z", "W_n"), hh=("U_r", "U_z", "U_n"),
+    bias_ih=("b_r", "b_z", "b_in"), bias_hh=("b_r", "b_z", "b_hn"), module="GRU",
+)
+#: The PyTorch module of each cell PyTorch implements, by cell name (``gru-cho`` takes
+#: nn.GRU's weights; it computes a different function from them, see the cell's notes).
+LAYOUTS: dict[str, TorchLayout] = {
+    "rnn": _elman("tanh"), "rnn-relu": _elman("relu"), "lstm": _LSTM, "gru": _GRU,
+    "gru-cho": _GRU,
+}
+_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+_KEY = re.compile(
+    r"^(?P<prefix>(?:.*\.)?)(?P<name>(?:weight|bias)_(?:ih|hh|hr)_l\d+(?:_reverse)?)$")
+_MODULE_BY_GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
+
+
+def layout_for(cell: Cell) -> TorchLayout | None:
+    """The PyTorch layout of ``cell``: by its name, when the layout covers its parameters."""
+    layout = LAYOUTS.get(cell.name)
+    if layout is None or {*layout.ih, *layout.hh, *layout.bias_ih, *layout.bias_hh} != set(
+            cell.params):
+        return None
+    return layout
+
+
+def _need_layout(cell: Cell) -> TorchLayout:
+    layout = layout_for(cell)
+    if layout is None:
+        raise GateflowError(f"cell {cell.name!r} has no PyTorch layout; use gateflow parameter "
+                            f"names ({', '.join(cell.params)}) instead of weight_ih_l0 etc.")
+    return layout
+
+
+# -- diagnosing a state_dict --------------------------------------------------------------
+def _gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
+    """Gate count G of a PyTorch-named dict; raise if it is not ``cell``'s, or if the dict is
+    a projected LSTM's (``weight_hr_l0``: its ``weight_hh_l0`` has proj_size columns, not n,
+    so the gate count would be wrong)."""
+    hr = sd.get("weight_hr_l0")
+    if hr is not None:
+        shape = "x".join(map(str, np.shape(hr)))
+        raise GateflowError(f"weights are from an nn.LSTM with proj_size > 0 (weight_hr_l0 is "
+                            f"{shape}, proj_size x n); gateflow does not read projected LSTMs "
+                            "yet; save an nn.LSTM built with proj_size=0")
+    w = sd.get("weight_hh_l0")
+    if w is None or np.ndim(w) != 2 or w.shape[1] == 0 or w.shape[0] % w.shape[1]:
+        return None
+    g = w.shape[0] // w.shape[1]
+    layout = layout_for(cell)
+    want = len(layout.hh) if layout is not None else None
+    if g != want:
+        module = _MODULE_BY_GATES.get(g, "recurrent module")
+        if layout is None:
+            with_layout = ", ".join(c.name for c in CELLS.values() if layout_for(c))
+            expected = (f"cell {cell.name!r} has no PyTorch layout; use a cell that has one "
+                        f"({with_layout}) or save the params under gateflow names")
+        else:
+            expected = (f"expected an nn.{layout.module} with {want} gates for cell "
+                        f"{cell.name!r}; pick the cell that matches the model")
+        raise GateflowError(f"weights look like a {module} with {g} gates; {expected} "
+                            f"(weight_hh_l0 is {w.shape[0]}x{w.shape[1]}, n={w.shape[1]})")
+    return g
+
+
+def diagnose(cell: Cell, params: dict) -> None:
+    """Refuse PyTorch names where gateflow names are expected, saying what they hold."""
+    torch_keys = {k for k in params if isinstance(k, str) and _KEY.match(k)}
+    if torch_keys:
+        _gate_check(cell, {k: np.asarray(v) for k, v in params.items() if k in torch_keys})
+        raise GateflowError(f"params use PyTorch names ({names(torch_keys, 4)}); convert them "
+                            "with gateflow.from_torch_state_dict(cell, sd) or load the "
+                            "file with gateflow.load_params")
+
+
+def select(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The single-layer PyTorch part of ``raw`` (prefix stripped), or None for gateflow names."""
+    prefixes: dict[str, list[str]] = {}
+    for k in raw:
+        m = _KEY.match(k)
+        if m:
+            prefixes.setdefault(m["prefix"], []).append(k)
+    if not prefixes:
+        return None
+    if len(prefixes) > 1:
+        listed = ", ".join(repr(p) if p else "'' (no prefix)" for p in sorted(prefixes))
+        raise GateflowError(f"found PyTorch RNN weights under {len(prefixes)} module prefixes "
+                            f"({listed}); save the state_dict of one recurrent module only")
+    (prefix,) = prefixes
+    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+
+
+# -- mapping ------------------------------------------------------------------------------
+def to_torch_state_dict(cell, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``params`` in PyTorch's single-layer names, the inverse of :func:`from_torch_state_dict`.
+
+    A bias PyTorch splits over ``bias_ih`` and ``bias_hh`` is written whole into
+    ``bias_ih_l0`` with zeros in ``bias_hh_l0`` (the sum is what the model computes).
+    """
+    cell = as_cell(cell)
+    layout = _need_layout(cell)
+    if isinstance(params, dict):
+        diagnose(cell, params)
+    check_params(cell, params)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    dt = np.result_type(*p.values())
+    in_ih = set(layout.bias_ih)
+    return {
+        "weight_ih_l0": np.concatenate([p[k] for k in layout.ih], axis=0).astype(dt),
+        "weight_hh_l0": np.concatenate([p[k] for k in layout.hh], axis=0).astype(dt),
+        "bias_ih_l0": np.concatenate([p[k] for k in layout.bias_ih]).astype(dt),
+        "bias_hh_l0": np.concatenate(
+            [np.zeros_like(p[k]) if k in in_ih else p[k] for k in layout.bias_hh]).astype(dt),
+    }
+
+
+def _check_state_dict(layout: TorchLayout, sd: dict[str, np.ndarray]) -> None:
+    """Refuse a multi-layer, bidirectional or incomplete state_dict, extra keys, non-real
+    dtypes and shapes that are not a single-layer nn.<module>'s."""
+    keys = set(sd)
+    unsupported = sorted(k for k in keys if k not in _NAMES and _KEY.match(k))
+    if unsupported:
+        why = "bidirectional" if any(k.endswith("_reverse") for k in unsupported) else "multi-layer"
+        raise GateflowError(f"the state_dict is from a {why} module ({names(unsupported, 4)}); "
+                            "gateflow analyses one layer in one direction: save a single-layer, "
+                            "unidirectional module or keep only the *_l0 keys")
+    extra = keys - set(_NAMES)
+    if extra:
+        raise GateflowError(f"unexpected keys {names(extra)} next to the PyTorch RNN weights; "
+                            f"keep only {', '.join(_NAMES)}")
+    missing = [k for k in _NAMES[:2] if k not in keys]
+    has_b = [k in keys for k in _NAMES[2:]]
+    if any(has_b) and not all(has_b):
+        missing += [k for k, h in zip(_NAMES[2:], has_b) if not h]
+    if missing:
+        raise GateflowError(f"PyTorch state_dict misses {names(missing)}; save the whole "
+                            f"state_dict() of a single-layer nn.{layout.module}")
+    g = len(layout.hh)
+    for k, a in sd.items():
+        if a.dtype.kind not in "fiu":
+            raise GateflowError(f"{k!r} has dtype {a.dtype}; PyTorch weights must be real numbers")
+        want_nd = 2 if k.startswith("weight") else 1
+        if a.ndim != want_nd or a.shape[0] == 0 or a.shape[0] % g:
+            raise GateflowError(f"{k!r} has shape {a.shape}; expected a {want_nd}-D array with "
+                                f"{g}*n rows for an nn.{layout.module}")
+    n, d = sd["weight_hh_l0"].shape[1], sd["weight_ih_l0"].shape[1]
+    want = {"weight_ih_l0": (g * n, d), "weight_hh_l0": (g * n, n),
+            "bias_ih_l0": (g * n,), "bias_hh_l0": (g * n,)}
+    for k, a in sd.items():
+        if a.shape != want[k]:
+            raise GateflowError(f"{k!r} has shape {a.shape}; expected {want[k]} for an "
+                                f"nn.{layout.module} with n={n}, d={d}")
+
+
+def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
+                          dtype=np.float64) -> dict[str, np.ndarray]:
+    """gateflow params from a single-layer PyTorch state_dict given as NumPy arrays.
+
+    Keys are ``weight_ih_l0``, ``weight_hh_l0`` and, unless the module was built with
+    ``bias=False`` (then both are absent and the biases are zero), ``bias_ih_l0`` and
+    ``bias_hh_l0``. The result is checked like :func:`gateflow.load_params`' results.
+    """
+    cell = as_cell(cell)
+    dt = float_dtype(dtype)
+    if not isinstance(sd, dict):
+        raise GateflowError(f"state_dict must be a dict of arrays keyed by PyTorch names, got "
+                            f"{type(sd).__name__}; pass model.state_dict() as NumPy arrays")
+    sd = {k: np.asarray(v) for k, v in sd.items()}
+    _gate_check(cell, sd)
+    layout = _need_layout(cell)
+    _check_state_dict(layout, sd)
+    n = sd["weight_hh_l0"].shape[1]
+
+    def block(a, j):
+        return a[j * n:(j + 1) * n].astype(dt)
+
+    out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(layout.ih):
+        out[name] = block(sd["weight_ih_l0"], j)
+    for j, name in enumerate(layout.hh):
+        out[name] = block(sd["weight_hh_l0"], j)
+    for key, slots in (("bias_ih_l0", layout.bias_ih), ("bias_hh_l0", layout.bias_hh)):
+        for j, name in enumerate(slots):
+            part = block(sd[key], j) if key in sd else np.zeros(n, dtype=dt)
+            out[name] = out[name] + part if name in out else part
+    out = {p: np.ascontiguousarray(out[p]) for p in cell.params if p in out}
+    check_params(cell, out)
+    return out
+
+
+# -- the .pt / .pth reader ----------------------------------------------------------------
+WHAT = "a torch.save file"
+
+
+def sniff(head: bytes, members: Sequence[str] | None) -> str | None:
+    """A zip archive with a ``data.pkl`` (torch.save), or a bare pickle (legacy torch.save)."""
+    if members is not None:
+        return WHAT if any(m.endswith("data.pkl") for m in members) else None
+    return "a pickle (as legacy torch.save writes)" if head.startswith(b"\x80") else None
+
+
+def _refusal(path: Path, exc: BaseException) -> str:
+    """One line for an exception of ``torch.load(weights_only=True)``: the global it refused
+    to load when it was one (torch prints builtins without their module), else the reason."""
+    text = one_line(exc, None)
+    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+    if found:
+        name = found[1] if "." in found[1] else f"builtins.{found[1]}"
+        return (f"{show(path)} pickles {clip(name, 80)}, which gateflow refuses to load "
+                "(unpickling it could run code); save model.state_dict() (a dict of tensors) "
+                "with torch.save")
+    said = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+    detail = said[1] if said else re.sub(r"^Weights only load failed\..*?trusted source\. ",
+                                         "", text)
+    return (f"cannot read {show(path)}: corrupt or not a torch.save file "
+            f"({clip(detail or type(exc).__name__, 120)}); re-save it with "
+            "torch.save(model.state_dict(), path)")
+
+
+def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
+    """A state_dict from ``torch.load(weights_only=True)``: pickled code is never run. The
+    file size bounds the tensors (torch.save stores zip members, never compresses them, so a
+    compressed member is refused: torch would inflate it); torch's warnings are silenced."""
+    if zipfile.is_zipfile(fh):
+        with zipfile.ZipFile(fh) as zf:
+            packed = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
+        if packed:
+            raise GateflowError(f"cannot read {show(path)}: member {clip(repr(packed[0]), 60)} "
+                                "is compressed, which torch.save never writes; re-save it with "
+                                "torch.save(model.state_dict(), path)")
+    fh.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import torch
+        except ImportError:
+            raise GateflowError(f"reading {show(path)} needs PyTorch; install it with "
+                                "pip install 'gateflow[torch]' or re-save the weights as "
+                                ".safetensors") from None
+        fits(path, size, size // 2)
+        try:
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for code, RuntimeError for corrupt files
+            raise GateflowError(_refusal(path, exc)) from None
+        if not isinstance(obj, dict):
+            raise GateflowError(f"{show(path)} holds a {type(obj).__name__}, not a state_dict; "
+                                "save model.state_dict() (a dict of tensors) with torch.save")
+        out: dict[str, np.ndarray] = {}
+        for k, v in obj.items():
+            if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+                raise GateflowError(f"{show(path)} is a dict but entry {clip(repr(k), 60)} is "
+                                    f"a {type(v).__name__}, not a tensor; save model.state_dict() "
+                                    "alone, not a checkpoint with extras")
+            t = v.detach().cpu()
+            if t.is_complex() or (t.is_floating_point() and t.element_size() < 2):
+                raise GateflowError(f"{show(path)}: tensor {clip(repr(k), 60)} has dtype "
+                                    f"{t.dtype}; weights must be float64/32/16 or bfloat16")
+            out[k] = (t.to(torch.float64) if t.is_floating_point() else t).numpy()
+        return out
