@@ -297,6 +297,41 @@ def test_torch_gru_cho_hand_written():
     assert np.abs(a - b).max() > 1e-3
 
 
+# -- 2b. the direct path against numpy ----------------------------------------------------
+#: The direct coefficient of each cell's ∂s_t/∂s_{t−1} (its elementwise self-path), written
+#: out from the cell's equations: (state block, gate pre-activation weights, complement?).
+_DIRECT_GATE = {"lstm": ("c", "f", False), "lstm-cifg": ("c", "i", True),
+                "gru": ("h", "z", False), "gru-cho": ("h", "z", False), "mgu": ("h", "f", True)}
+
+
+@pytest.mark.parametrize("name", sorted(_DIRECT_GATE))
+def test_direct_path_against_numpy(name):
+    """log10 ‖∏ diag(c_t)‖ (Frobenius and spectral: the largest |entry|, not the smallest)
+    of the direct path, from a numpy forward pass independent of gateflow's evaluators."""
+    state, gate, complement = _DIRECT_GATE[name]
+    n, d, T, B = 6, 3, 40, 3
+    params = init_params(name, n, d, sigma_w=1.5, seed=4)
+    x = make_inputs(T, B, d, seed=5)
+    cell = get_cell(name)
+    s = {b: np.zeros((B, n)) for b in cell.state}
+    logs = []  # log|c_t| per step, (B, n)
+    for t in range(T):
+        a = x[t] @ params[f"W_{gate}"].T + s["h"] @ params[f"U_{gate}"].T + params[f"b_{gate}"]
+        v = _sigmoid(a)
+        logs.append(np.log(1 - v if complement else v))
+        s = numpy_step(name, params, x[t], s)
+    res = all_lags(name, params, x)
+    assert set(res.direct) == {state}
+    acc = np.cumsum(np.array(logs[::-1]), axis=0)  # index k−1: Σ over t = T−k+1..T
+    spectral = acc.max(axis=2) / math.log(10)
+    frobenius = 0.5 * np.log10(np.exp(2 * acc).sum(axis=2))
+    assert (acc.max(axis=2) - acc.min(axis=2))[-1].min() > 1  # max and min differ clearly
+    np.testing.assert_allclose(res.direct[state]["log10_spectral"], spectral, rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(res.direct[state]["log10_frobenius"], frobenius, rtol=1e-10,
+                               atol=1e-10)
+
+
 # -- 3. closed forms at long T ------------------------------------------------------------
 def _zero_weights(name, n, d, **biases):
     cell = get_cell(name)

@@ -35,11 +35,13 @@ class Backend:
         xp: the array module.
         threaded: True where the batch is split over host worker threads (NumPy releases
             the GIL in BLAS and ufuncs); a GPU runs the whole batch in one stream.
+        printer: the ``sympy.printing.numpy`` printer class that writes code for ``xp``.
     """
 
     name: str
     xp: ModuleType
     threaded: bool
+    printer: str = "NumPyPrinter"
 
     def to_host(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array (a copy from the device for CuPy)."""
@@ -83,7 +85,7 @@ def get_backend(name: str = "numpy") -> Backend:
             raise GateflowError("backend 'cupy': no CUDA device is visible")
     except cupy.cuda.runtime.CUDARuntimeError as exc:
         raise GateflowError(f"backend 'cupy': CUDA is not usable ({exc})") from None
-    return Backend("cupy", cupy, threaded=False)
+    return Backend("cupy", cupy, threaded=False, printer="CuPyPrinter")
 
 
 def get_xp(backend: str):

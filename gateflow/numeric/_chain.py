@@ -12,14 +12,18 @@ Each step's Jacobian coefficients (a few (B, n) arrays) are kept from the forwar
 while they fit in 128 MiB; beyond that they are recomputed from s_{t−1} (a B × n × Gn
 GEMM, n times cheaper than the backward step). Either way memory stays O(T·B·n), like the
 trajectory. No per-step Jacobian is ever formed. Each row carries its own log-scale: when
-its norm leaves a dtype-dependent safe range (:func:`_renorm_range`) it is renormalised and
-the factor moves to the log, so T = 10 000 neither underflows nor overflows in the
-vanishing or the exploding regime.
+its norm leaves a dtype-dependent safe range it is renormalised and the factor moves to
+the log (:class:`~gateflow.numeric._renorm.RowScale`, a pluggable renormaliser), so
+T = 10 000 neither underflows nor overflows in the vanishing or the exploding regime.
+
+The sweep itself measures nothing: after each step it hands G and its log scales to
+observers (:mod:`gateflow.numeric._measure`): the registered norms
+(:mod:`gateflow.numeric._observers`: Frobenius, spectral, …), the singular values at
+chosen lags, the direct path and the probe.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Mapping
@@ -30,30 +34,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow._memory import available_memory, check_fits
+from gateflow._memory import check_fits
 from gateflow._validate import choose_many, closest, real_array, shown, whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
-from gateflow.numeric._compile import Bound, compile_cell, get_dtype, get_xp
+from gateflow.numeric._backend import get_backend, get_dtype
+from gateflow.numeric._compile import Bound, Compiled, GroupStep, Scatter, compile_cell
+from gateflow.numeric._measure import BlockNorm, Context, Measure, Renormaliser, Step
+from gateflow.numeric._norms import DirectPath, Probe, SingularValues
+from gateflow.numeric._observers import NORMS, OBSERVERS, resolve
+from gateflow.numeric._renorm import RowScale
 
-NORMS = ("frobenius", "spectral")
+__all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "estimate_bytes", "run"]
+
+#: The norms ``all_lags`` measures unless told otherwise.
+DEFAULT_NORMS = ("frobenius", "spectral")
+
 _KEEP_BYTES = 128 * 2**20  # keep forward coefficients for the backward sweep up to this size
-_LN10 = math.log(10.0)
-
-
-def _renorm_range(dtype) -> tuple[float, float]:
-    """Renormalise a row when its squared norm leaves this range: [tiny^¼, max^¼], about
-    1e±77 in float64 and 1e±9.5 in float32, far from under- and overflow in both."""
-    info = np.finfo(dtype)
-    return float(info.tiny) ** 0.25, float(info.max) ** 0.25
 
 
 @dataclass
 class ChainResult:
-    """log10 norms of ∂X_T/∂Y_{T−k}; arrays are (T, B): index k−1 is lag k, then the batch.
+    """Norms of ∂X_T/∂Y_{T−k}; arrays are (T, B): index k−1 is lag k, then the batch.
 
-    ``-inf`` marks an exactly zero Jacobian (e.g. an RNN with U = 0)."""
+    ``blocks`` and ``direct`` are keyed by each norm's ``Observer.key`` (see
+    :mod:`gateflow.numeric._observers`): ``log10_…`` keys hold log10 norms, where
+    ``-inf`` marks an exactly zero Jacobian (e.g. an RNN with U = 0); other keys (such as
+    ``stable_rank``) hold plain values. ``direct`` holds every registered norm that has a
+    diagonal form, whichever norms were asked for."""
 
     cell: str
     lags: np.ndarray
@@ -180,13 +189,6 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None) -> dict:
     return states
 
 
-def _logsumexp(xp, v, axis):
-    m = xp.max(v, axis=axis, keepdims=True)
-    safe = xp.where(xp.isfinite(m), m, 0)
-    out = xp.log(xp.sum(xp.exp(v - safe), axis=axis)) + xp.squeeze(safe, axis=axis)
-    return xp.where(xp.squeeze(m, axis=axis) == -xp.inf, -xp.inf, out)
-
-
 @contextmanager
 def _blas_threads(threads: int | None):
     if threads is None:
@@ -211,16 +213,16 @@ class _Sweep:
       the work; for the GRU (S = 1, G = 3) it divides it by three.
     """
 
-    def __init__(self, comp, bound, B: int, rows: int):
+    def __init__(self, comp: Compiled, bound: Bound, B: int, rows: int):
         self.comp, self.bound, self.xp = comp, bound, bound.xp
         self.B, self.rows, n = B, rows, bound.n
         xp, dt = self.xp, comp.dtype
         self.dense: dict = {}  # group atoms -> (A_cat (B, R, S n), K_cat (B, S n, m), tmp)
         self.weights: dict = {}
         for op in comp.reverse:
-            if op[0] != "group":
+            if not isinstance(op, GroupStep):
                 continue
-            g, terms = op[1], op[2]
+            g, terms = op.group, op.terms
             w = bound.stacked[g.atoms][0]
             m = w.shape[1]
             self.weights[g.atoms] = [w[j * n:(j + 1) * n] for j in range(len(g.atoms))]
@@ -234,7 +236,6 @@ class _Sweep:
                                        xp.empty((B, n, m), dtype=dt))
         self.tmp = xp.empty((B, rows, n), dtype=dt)
 
-
     def backward(self, A: dict, coefs: list) -> dict:
         """Adjoints of every source after one step back; ``A`` holds the new states'."""
         xp, B, rows, n = self.xp, self.B, self.rows, self.bound.n
@@ -242,18 +243,17 @@ class _Sweep:
         tmp = self.tmp
 
         for op in self.comp.reverse:
-            if op[0] == "scatter":
-                _, sink, edges = op
-                a = adj.get(sink)
+            if isinstance(op, Scatter):
+                a = adj.get(op.sink)
                 if a is None:
                     continue
-                for src, j in edges:
+                for src, j in op.sources:
                     if src in adj:
                         adj[src] += xp.multiply(a, _rows(coefs[j]), out=tmp)
                     else:
                         adj[src] = a * _rows(coefs[j])
                 continue
-            _, g, terms = op
+            g, terms = op.group, op.terms
             if not any(v in adj for v, _ in terms):
                 continue
             weights = self.weights[g.atoms]
@@ -288,53 +288,6 @@ class _Sweep:
         return adj
 
 
-def _spectral(xp, m, V, tol: float = 1e-14, max_iter: int = 50, p: int = 8):
-    """Largest singular value of each m[b] (R × n), with a warm start for the next lag.
-
-    Subspace iteration on mᵀm with p vectors and a Rayleigh–Ritz step, warm-started from
-    the previous lag's subspace (the top singular directions of ∂s_T/∂s_{T−k} move slowly
-    with k). Converges at the rate λ_{p+1}/λ_1, so a cluster of up to p − 1 nearly equal
-    top singular values (common: the LSTM's c/c block is dominated by diag(∏ f)) is no
-    obstacle. An element is accepted when its top Ritz value θ changes by < tol relatively
-    and the Ritz residual ‖mᵀm y − θ y‖ < 1e−7 θ; θ's error is then the square of that,
-    i.e. rounding. Elements that do not converge fall back to a dense eigvalsh."""
-    m = m.astype(np.float64)  # in float32 the tolerances below could never be met
-    B, _, n = m.shape
-    p = min(p, n)
-    mt = xp.swapaxes(m, 1, 2)
-    if V is None:  # the same start for every sequence: results do not depend on the batch
-        rng = np.random.default_rng(0)
-        V = xp.broadcast_to(xp.asarray(rng.standard_normal((n, p)), dtype=m.dtype), (B, n, p))
-    theta = xp.full(B, -1.0)
-    done = xp.zeros(B, dtype=bool)
-    V_out = V
-    for _ in range(max_iter):
-        Q, _r = xp.linalg.qr(V)
-        MV = xp.matmul(m, Q)  # (B, R, p)
-        H = xp.matmul(xp.swapaxes(MV, 1, 2), MV)  # Qᵀ mᵀm Q, (B, p, p)
-        lam, Y = xp.linalg.eigh(H.astype(np.float64))
-        top = lam[:, -1]
-        W = xp.matmul(mt, MV)  # mᵀm Q
-        y = Y[:, :, -1:].astype(m.dtype)
-        resid = xp.linalg.norm((xp.matmul(W, y) - top[:, None, None].astype(m.dtype)
-                                * xp.matmul(Q, y))[..., 0], axis=1)
-        now = ((xp.abs(top - theta) <= tol * xp.abs(top)) & (resid <= 1e-7 * xp.abs(top))) \
-            | (top <= 0)
-        # A converged sequence is frozen (θ and its subspace), so its numbers never depend
-        # on how long the others in the batch take.
-        theta = xp.where(done, theta, top)
-        V_out = xp.where(done[:, None, None], V_out, Q)
-        done = done | now
-        if bool(xp.all(done)):
-            break
-        V = xp.where(done[:, None, None], V, W)
-    if not bool(xp.all(done)):
-        bad = xp.nonzero(~done)[0]
-        sub = m[bad].astype(np.float64)
-        theta[bad] = xp.linalg.eigvalsh(xp.swapaxes(sub, 1, 2) @ sub)[:, -1]
-    return xp.sqrt(xp.maximum(theta, 0)), V_out
-
-
 def _rows(c):
     """A coefficient (B, n), (n,) or scalar, broadcast over the rows of a (B, R, n) adjoint."""
     return c[..., None, :] if getattr(c, "ndim", 0) else c
@@ -351,7 +304,7 @@ def all_lags(
     x,
     *,
     blocks: tuple[str, ...] | None = None,
-    norms: tuple[str, ...] = NORMS,
+    norms: tuple[str, ...] = DEFAULT_NORMS,
     singular_lags: tuple[int, ...] = (),
     probe=None,
     s0: dict | None = None,
@@ -369,7 +322,9 @@ def all_lags(
         x: inputs (T, B, d), time-major.
         blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default all. Only the rows
             of the output blocks asked for are carried.
-        norms: any of ``"frobenius"``, ``"spectral"`` (largest singular value).
+        norms: names of registered norms (:data:`NORMS`, see
+            :mod:`gateflow.numeric._observers`): ``"frobenius"``, ``"spectral"`` (largest
+            singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
         singular_lags: lags at which to keep every singular value of each block.
         probe: a vector over the full state (concatenated in ``cell.state`` order), or
             (B, N): also report ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂, the gradient a loss would see.
@@ -387,7 +342,7 @@ def all_lags(
     """
     cell = get_cell(cell)
     n, d = check_params(cell, params)
-    xp = get_xp(backend)
+    be = get_backend(backend)
     dt = _float_dtype(dtype)
     x_host = real_array(x, "inputs")
     T, B = _check_input_shape(x_host, d)
@@ -396,7 +351,7 @@ def all_lags(
     if not blocks and probe is None:
         raise GateflowError(f"nothing to compute: choose at least one block of "
                             f"{', '.join(cell.blocks)}, or give a probe")
-    norms = choose_many(norms, NORMS, "norm")
+    norms = choose_many(norms, tuple(OBSERVERS), "norm")  # the registry, as it is now
     singular_lags = _check_lags(singular_lags, T)
     if threads is not None:
         threads = whole(threads, "threads")
@@ -409,21 +364,37 @@ def all_lags(
     probe = _check_probe(cell, probe, n, B)
     out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
     rows = n * len(out_blocks) + (0 if probe is None else 1)
+    observers = resolve(norms)  # what was asked for, and what it builds on
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
-                          "spectral" in norms or bool(singular_lags))
-    have = available_memory(backend)
-    check_fits(need, backend=backend)
+                          any(o.name == "spectral" for o in observers) or bool(singular_lags))
+    have = be.available_memory()
+    check_fits(need, backend=be.name)
     if not np.all(np.isfinite(x_host)):
         raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
 
-    comp = compile_cell(cell, backend, dt.name)
+    comp = compile_cell(cell, be.name, dt.name)
     bound = Bound(comp, params, n)
-    xd = xp.asarray(x, dtype=dt)
-    s0 = None if s0 is None else {b: xp.broadcast_to(xp.asarray(v, dtype=dt), (B, n))
+    xp = be.xp
+    xd = be.asarray(x, dtype=dt)
+    s0 = None if s0 is None else {b: xp.broadcast_to(be.asarray(v, dtype=dt), (B, n))
                                   for b, v in s0.items()}
     if probe is not None:
-        probe = xp.broadcast_to(xp.asarray(probe, dtype=dt), (B, len(cell.state) * n))
+        probe = xp.broadcast_to(be.asarray(probe, dtype=dt), (B, len(cell.state) * n))
+
+    def measures() -> dict[str, Measure]:
+        """Fresh observers for one batch slice: the norms (and what they build on), the
+        direct path, and the singular values and probe if asked for."""
+        out: dict[str, Measure] = {}
+        for o in observers:
+            out[o.name] = o.measure()
+        diagonal = [(o.name, o.key, o.measure()) for o in resolve(OBSERVERS)]
+        out[_DIRECT] = DirectPath(diagonal)
+        if singular_lags:
+            out[_SVALS] = SingularValues(singular_lags)
+        if probe is not None:
+            out[_PROBE] = Probe()
+        return out
 
     # Sequences are independent: split the batch over worker threads, each with one BLAS
     # thread (NumPy releases the GIL in matmul and ufuncs), so the elementwise work runs in
@@ -431,8 +402,8 @@ def all_lags(
     # scale and every spectral iteration stops per sequence, so a sequence's numbers do not
     # depend on the others' (up to BLAS rounding, which varies with a GEMM's row count).
     cores = threads or _cpu_count()
-    workers = 1 if backend != "numpy" else max(1, min(cores, B))
-    blas = max(1, cores // workers) if backend == "numpy" else None
+    workers = max(1, min(cores, B)) if be.threaded else 1
+    blas = max(1, cores // workers) if be.threaded else None
     kept = len(comp.layout) * T * B * n * dt.itemsize
     keep = kept <= min(_KEEP_BYTES, 0.1 * have)
     stop = threading.Event()  # set to abandon the run: worker threads check it every step
@@ -442,7 +413,7 @@ def all_lags(
     def job(i: int, part: slice) -> dict:
         return _sweep_chunk(
             comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
-            None if probe is None else probe[part], blocks, norms, singular_lags, out_blocks,
+            None if probe is None else probe[part], blocks, measures(), RowScale(), out_blocks,
             keep, progress if i == 0 else None, workers == 1, stop)
 
     with _blas_threads(blas):  # process-wide (np.errstate, by contrast, is per thread)
@@ -459,25 +430,33 @@ def all_lags(
                     stop.set()
                     raise
 
-    def cat(get, axis=1):
-        arrays = [get(c) for c in chunks]
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
-
-    first = chunks[0]
+    res = _concat([c["measures"] for c in chunks], chunks[0]["axes"])
     return ChainResult(
         cell=cell.name,
         lags=np.arange(1, T + 1),
-        blocks={b: {k: cat(lambda c, b=b, k=k: c["blocks"][b][k]) for k in first["blocks"][b]}
-                for b in blocks},
-        direct={s: {k: cat(lambda c, s=s, k=k: c["direct"][s][k]) for k in dd}
-                for s, dd in first["direct"].items()},
-        singular_values={lag: {b: cat(lambda c, lag=lag, b=b: c["svals"][lag][b], axis=0)
-                               for b in per} for lag, per in first["svals"].items()},
-        probe=None if probe is None else cat(lambda c: c["probe"]),
-        states={s: cat(lambda c, s=s: c["states"][s]) for s in cell.state} if keep_states else None,
-        meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": backend,
+        blocks={b: {o.key: res[o.name][b] for o in observers if o.name in norms} for b in blocks},
+        direct=res[_DIRECT],
+        singular_values=res.get(_SVALS, {}),
+        probe=res.get(_PROBE),
+        states=_concat([c["states"] for c in chunks], 1) if keep_states else None,
+        meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": be.name,
               "estimated_bytes": need, "workers": workers, "blas_threads": blas},
     )
+
+
+# Names of the measures that are not registered norms (a norm's name cannot clash: "/").
+_DIRECT, _SVALS, _PROBE = "/direct", "/singular_values", "/probe"
+
+
+def _concat(parts: list, axis):
+    """The batch slices' results (nested dicts of host arrays) joined along the batch axis:
+    ``axis`` is an int, or a dict giving it per top-level key."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], dict):
+        return {k: _concat([p[k] for p in parts], axis[k] if isinstance(axis, dict) else axis)
+                for k in parts[0]}
+    return np.concatenate(parts, axis=axis)
 
 
 def _cpu_count() -> int:
@@ -487,21 +466,27 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _sweep_chunk(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
-                 keep: bool, progress, single: bool, stop=None) -> dict:
+def _sweep_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,
+                 renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
+                 stop=None) -> dict:
     """Forward pass and backward sweep for one slice of the batch; host arrays out."""
     with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
-        return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags,
+        return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, measures, renorm,
                                  out_blocks, keep, progress, single, stop)
 
 
-def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, out_blocks,
-                      keep: bool, progress, single: bool, stop=None) -> dict:
+def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,
+                      renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
+                      stop=None) -> dict:
+    """Run the slice forward, then backwards k = 1..T, handing every step to ``measures``
+    (name -> :class:`~gateflow.numeric._measure.Measure`, observed in that order) and
+    renormalising with ``renorm`` after they have looked. Returns ``{"measures": name ->
+    finish(), "axes": name -> batch axis, "states": block -> (T+1, B, n)}``."""
     xp, dt, n = bound.xp, comp.dtype, bound.n
     cell = comp.cell
     T, B, _ = xd.shape
     rows = n * len(out_blocks) + (0 if probe is None else 1)
-    stored = [] if keep else None
+    stored: list | None = [] if keep else None
     # The forward's GEMMs are tiny: with one worker, run them single-threaded. (BLAS limits
     # are process-wide, so with several workers they all share the outer setting, 1 thread
     # each whenever B ≥ threads.)
@@ -517,17 +502,18 @@ def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, 
     if probe is not None:
         for j, s in enumerate(cell.state):
             A[s][:, -1, :] = probe[:, j * n:(j + 1) * n]
-    logscale = xp.zeros((B, rows), dtype=np.float64)
 
-    res = {b: {nm: xp.empty((T, B), dtype=np.float64) for nm in norms} for b in blocks}
-    direct_log = {s: xp.zeros((B, n), dtype=np.float64) for s in comp.direct}
-    direct = {s: {"log10_frobenius": xp.empty((T, B)), "log10_spectral": xp.empty((T, B))}
-              for s in comp.direct}
-    probe_out = xp.empty((T, B)) if probe is not None else None
-    svals: dict[int, dict[str, np.ndarray]] = {}
+    ctx = Context(comp.be, dt, T, B, n, tuple(cell.state), tuple(blocks), row_of,
+                  None if probe is None else rows - 1, comp.direct)
+    renorm.init(ctx, rows)
+    needs_rows = [name for name, m in measures.items() if isinstance(m, BlockNorm)
+                  or name in (_SVALS, _PROBE)]
+    if not renorm.row_scales and needs_rows:
+        raise GateflowError(f"{', '.join(needs_rows)} need a renormaliser that keeps rows "
+                            "apart (per-row scales)")
+    for m in measures.values():
+        m.init(ctx)
     sweep = _Sweep(comp, bound, B, rows)
-    lo, hi = _renorm_range(dt)
-    top_vec = {b: None for b in blocks}  # warm starts for the spectral norms
 
     for k in range(1, T + 1):
         _check(stop)
@@ -540,52 +526,13 @@ def _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, norms, singular_lags, 
         adj = sweep.backward(A, coefs)
         A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
              for s in cell.state}
-
-        # Norms, from per-row squared norms and per-row log-scales.
-        sq = {s: xp.einsum("brj,brj->br", A[s], A[s]).astype(np.float64) for s in cell.state}
-        for b in blocks:
-            out, inp = b.split("/")
-            r = row_of[out]
-            if "frobenius" in norms:
-                v = 2 * logscale[:, r] + xp.log(sq[inp][:, r])
-                res[b]["frobenius"][k - 1] = 0.5 * _logsumexp(xp, v, 1) / _LN10
-            if "spectral" in norms or k in singular_lags:
-                top = xp.max(logscale[:, r], axis=1)
-                safe = xp.where(xp.isfinite(top), top, 0)
-                m = A[inp][:, r, :] * xp.exp(logscale[:, r] - safe[:, None])[..., None].astype(dt)
-                if "spectral" in norms:
-                    sigma, top_vec[b] = _spectral(xp, m, top_vec[b])
-                    res[b]["spectral"][k - 1] = (xp.log(sigma) + safe) / _LN10
-                if k in singular_lags:
-                    sv = xp.linalg.svd(m.astype(np.float64), compute_uv=False)
-                    svals.setdefault(k, {})[b] = (xp.log(sv) + safe[:, None]) / _LN10
-        for s, j in comp.direct.items():
-            c = xp.broadcast_to(xp.asarray(coefs[j], dtype=np.float64), (B, n))
-            direct_log[s] += xp.log(xp.abs(c))
-            direct[s]["log10_frobenius"][k - 1] = 0.5 * _logsumexp(xp, 2 * direct_log[s], 1) / _LN10
-            direct[s]["log10_spectral"][k - 1] = xp.max(direct_log[s], axis=1) / _LN10
-        if probe is not None:
-            total = sum(sq[s][:, -1] for s in cell.state)
-            probe_out[k - 1] = (0.5 * xp.log(total) + logscale[:, -1]) / _LN10
-
-        # Renormalise each row that drifts towards under- or overflow (rows only: a row's
-        # numbers never depend on the others').
-        total = sum(sq.values())
-        drift = (total > hi) | ((total < lo) & (total > 0))
-        if bool(xp.any(drift)):
-            scale = xp.where(drift, xp.sqrt(total), 1.0)
-            logscale += xp.log(scale)
-            inv = (1.0 / scale).astype(dt)[..., None]
-            for s in cell.state:
-                A[s] *= inv
+        step = Step(ctx, k, A, renorm.logscale, coefs)
+        for m in measures.values():
+            m.observe(step)
+        renorm.renormalise(step)  # in place: step.G is A
         if progress is not None:
             progress(k)
 
-    to_host = getattr(xp, "asnumpy", np.asarray)
-    return {
-        "blocks": {b: {f"log10_{nm}": to_host(res[b][nm]) for nm in norms} for b in blocks},
-        "direct": {s: {k: to_host(v) for k, v in dd.items()} for s, dd in direct.items()},
-        "svals": {k: {b: to_host(v) for b, v in d_.items()} for k, d_ in svals.items()},
-        "probe": None if probe_out is None else to_host(probe_out),
-        "states": {s: to_host(v) for s, v in states.items()},
-    }
+    return {"measures": {name: m.finish() for name, m in measures.items()},
+            "axes": {name: m.batch_axis for name, m in measures.items()},
+            "states": {s: comp.be.to_host(v) for s, v in states.items()}}

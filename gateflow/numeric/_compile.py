@@ -1,14 +1,19 @@
-"""Compiled evaluators: the derived expressions, lambdified into vectorized array code.
+"""Compiled evaluators: the derived expressions, printed as vectorized array code.
 
 Nothing here knows any particular cell. From a cell's equations and its
 :class:`~gateflow.symbolic._derive.Structure` it builds, once per (cell, backend, dtype):
 
 * a forward *plan*: each group of products W v that share their vector v becomes one GEMM
-  against the stacked weights; each node (gate, state, composite) one lambdified function;
-* one lambdified function (``cse=True``) that returns every Jacobian coefficient of the step
+  against the stacked weights; each node (gate, state, composite) one generated function;
+* one generated function (``cse=True``) that returns every Jacobian coefficient of the step
   as a flat list, in the order of ``Structure.coefficients()`` (a flat list, because SymPy
   returns ragged arrays for matrices with constant entries: sympy#27632, #19259);
-* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow.numeric._chain`).
+* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow.numeric._chain`),
+  as typed steps (:class:`Scatter`, :class:`GroupStep`).
+
+The functions are written by :func:`_source` with SymPy's public code printers and
+``sympy.cse``, in the form ``lambdify`` would write them (``def _lambdifygenerated(...)``),
+and run in the namespace of :func:`_namespace_of`.
 
 Plans are cached on disk, in a private folder, and executed from there only after they are
 verified (see the trust boundary note above :func:`cache_dir`).
@@ -20,23 +25,31 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
 import json
 import keyword
 import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gateflow._io import write_files
 from gateflow.cells._library import get_cell
 from gateflow.cells._record import INPUT, Cell
-from gateflow.numeric._backend import BACKENDS, DTYPES, get_dtype, get_xp  # noqa: F401
+from gateflow.numeric._backend import (  # noqa: F401 - get_xp, DTYPES: for the layers above
+    BACKENDS,
+    DTYPES,
+    Backend,
+    get_backend,
+    get_dtype,
+    get_xp,
+)
 
 
 def _namespace(xp) -> dict:
@@ -63,11 +76,42 @@ def _namespace(xp) -> dict:
     return {"sigmoid": sigmoid, "relu": relu, "sech2": sech2, "Heaviside": heaviside}
 
 
-def _lambdify(args, expr, xp, cse=False):
-    import sympy as sp
+#: Names of gateflow's own functions in generated code (see :func:`_namespace`).
+_OWN_FUNCTIONS = ("sigmoid", "relu", "sech2", "Heaviside")
 
-    module = "cupy" if xp.__name__ == "cupy" else "numpy"
-    return sp.lambdify(args, expr, modules=[_namespace(xp), module], cse=cse, docstring_limit=0)
+
+def _source(args: list[str], expr, backend: str, cse: bool = False) -> str:
+    """Python source of ``def _lambdifygenerated(args): ... return expr``, written with
+    SymPy's public printers only (what ``lambdify`` generates, and what
+    :func:`_check_source` accepts): ``expr`` is one expression or a list of them; with
+    ``cse``, common subexpressions become ``x0 = ...`` assignments first (``sympy.cse``).
+
+    The printer is NumPy's (or CuPy's) with lambdify's settings: unqualified array
+    functions (``tanh(x)``; the namespace of :func:`_namespace_of` provides them) and
+    gateflow's functions (:data:`_OWN_FUNCTIONS`) printed by name."""
+    import sympy as sp
+    import sympy.printing.numpy as printers
+
+    if not all(_plain(a) for a in args) or len(set(args)) != len(args):
+        raise ValueError(f"cannot generate code for arguments {args!r}")
+    printer_class = getattr(printers, get_backend(backend).printer)
+    printer = printer_class({"fully_qualified_modules": False, "inline": True,
+                             "allow_unknown_functions": True,
+                             "user_functions": {f: f for f in _OWN_FUNCTIONS}})
+    body: list[str] = []
+    if cse:
+        assignments, reduced = sp.cse(expr, list=False)
+        body += [f"{printer.doprint(v)} = {printer.doprint(e)}" for v, e in assignments]
+        expr = reduced
+    if isinstance(expr, list):
+        out = "[" + ", ".join(printer.doprint(e) for e in expr) + "]"
+    else:
+        out = printer.doprint(expr)
+    if "\n" in out:
+        out = f"({out})"
+    body.append(f"return {out}")
+    return "\n".join([f"def _lambdifygenerated({', '.join(args)}):",
+                      *("    " + line for line in body)]) + "\n"
 
 
 @dataclass(frozen=True)
@@ -82,9 +126,50 @@ class Group:
 
 @dataclass(frozen=True)
 class Node:
+    """One generated function: ``name = fn(*args)`` in the forward pass."""
+
     name: str
     args: tuple[str, ...]
-    fn: object
+    fn: Callable[..., Any]
+
+
+# -- the backward plan: typed steps (stored as plain JSON lists, converted at load) --------
+
+#: Coefficient pairs of one sink in a group: (j, k) applies diag(coef k) W_j, W_j the j-th
+#: weight of the group.
+Pairs = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """Elementwise edges out of one sink: A[source] += A[sink] ⊙ coef k, for each
+    (source, k) in ``sources``. JSON: ``["scatter", sink, [[source, k], ...]]``."""
+
+    sink: str
+    sources: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class GroupStep:
+    """The products of one group, backwards: A[group.arg] += Σ_sink A[sink] K_sink with
+    K_sink = Σ_(j, k) diag(coef k) W_j over the sink's pairs. ``terms`` holds
+    (sink, pairs) per sink that feeds the group. JSON: ``["group", atoms, [[sink,
+    [[j, k], ...]], ...]]`` (the group named by its atoms)."""
+
+    group: Group
+    terms: tuple[tuple[str, Pairs], ...]
+
+
+PlanStep = Scatter | GroupStep
+
+
+def _plan_step(op: list, groups: dict[tuple[str, ...], Group]) -> PlanStep:
+    """One stored (JSON) reverse step as its typed record; ``op`` is already checked
+    (:func:`_check_spec`)."""
+    if op[0] == "scatter":
+        return Scatter(op[1], tuple((src, k) for src, k in op[2]))
+    terms = tuple((v, tuple((j, k) for j, k in pairs)) for v, pairs in op[2])
+    return GroupStep(groups[tuple(op[1])], terms)
 
 
 @dataclass(frozen=True)
@@ -96,16 +181,20 @@ class Compiled:
     dtype: np.dtype
     forward: tuple[Group | Node, ...]
     coef_args: tuple[str, ...]
-    coef_fn: object
+    coef_fn: Callable[..., Any]
     layout: tuple[tuple[str, str], ...]  # (sink, source) of each coefficient
-    #: Backward plan: ("scatter", sink, ((source, k), ...)) applies elementwise coefficient k;
-    #: ("group", Group, ((sink, ((j, k), ...)), ...)) applies Σ_j diag(coef k) W_j of a group.
-    reverse: tuple[tuple, ...]
+    #: Backward plan, in order: :class:`Scatter` and :class:`GroupStep` records.
+    reverse: tuple[PlanStep, ...]
     direct: dict[str, int]  # state block -> index of its direct-path coefficient
 
     @property
+    def be(self) -> Backend:
+        """The backend record (array module, host transfer, threading)."""
+        return get_backend(self.backend)
+
+    @property
     def xp(self):
-        return get_xp(self.backend)
+        return self.be.xp
 
 
 def _complements(sys) -> tuple[dict, list]:
@@ -150,10 +239,9 @@ def _accurate(expr, subs):
 CACHE_FORMAT = 2
 
 
-def _spec(cell: Cell, xp) -> dict:
-    """Derive and lambdify ``cell``: the whole compiled plan as plain data and sources."""
-    import sympy as sp
-
+def _spec(cell: Cell, backend: str) -> dict:
+    """Derive ``cell`` and generate its code for ``backend``: the whole compiled plan as
+    plain data (JSON) and sources."""
     from gateflow.symbolic._derive import derive
 
     s = derive(cell)
@@ -164,7 +252,7 @@ def _spec(cell: Cell, xp) -> dict:
     gated = {name: (pre, func, comp) for name, pre, func, comp in extra}
 
     def source(args, expr, cse=False) -> str:
-        return inspect.getsource(_lambdify([sp.Symbol(a) for a in args], expr, xp, cse=cse))
+        return _source(list(args), expr, backend, cse=cse)
 
     def node(name, args, expr) -> dict:
         return {"node": name, "args": list(args), "src": source(args, expr)}
@@ -222,7 +310,7 @@ def _spec(cell: Cell, xp) -> dict:
 def _namespace_of(backend: str) -> dict:
     """Globals for generated code, as lambdify builds them: the array module's public names
     (the printers write ``tanh(x)``), the module itself, and gateflow's functions."""
-    xp = get_xp(backend)
+    xp = get_backend(backend).xp
     ns = {k: v for k, v in vars(xp).items() if not k.startswith("_")}
     return {**ns, xp.__name__: xp, **_namespace(xp)}
 
@@ -237,7 +325,8 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
         exec(code, scope)  # noqa: S102 - fresh, or cached and checked
         return scope["_lambdifygenerated"]
 
-    forward, groups = [], {}
+    forward: list[Group | Node] = []
+    groups: dict[tuple[str, ...], Group] = {}
     for item in spec["forward"]:
         if "group" in item:
             g = Group(item["group"], tuple(item["atoms"]), tuple(item["weights"]), item["reverse"])
@@ -245,16 +334,10 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
             forward.append(g)
         else:
             forward.append(Node(item["node"], tuple(item["args"]), function(item["src"])))
-    reverse = []
-    for op in spec["reverse"]:
-        if op[0] == "scatter":
-            reverse.append(("scatter", op[1], tuple((src, k) for src, k in op[2])))
-        else:
-            terms = tuple((v, tuple((j, k) for j, k in pairs)) for v, pairs in op[2])
-            reverse.append(("group", groups[tuple(op[1])], terms))
+    reverse = tuple(_plan_step(op, groups) for op in spec["reverse"])
     return Compiled(cell, backend, dtype, tuple(forward), tuple(spec["coef_args"]),
                     function(spec["coef_src"]), tuple(tuple(x) for x in spec["layout"]),
-                    tuple(reverse), dict(spec["direct"]))
+                    reverse, dict(spec["direct"]))
 
 
 # -- the on-disk cache ---------------------------------------------------------------------
@@ -267,7 +350,7 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
 # memory. Every entry carries a SHA-256 of its canonical content and its own file name, so a
 # corrupt, truncated, foreign or hand-edited (not re-signed) entry is rebuilt; then its JSON
 # must have exactly the shape :func:`_spec` writes, and every source must parse to what
-# SymPy's lambdify generates (:func:`_check_source`) before anything is executed. The hash
+# :func:`_source` generates (:func:`_check_source`) before anything is executed. The hash
 # is not a signature: whoever can write the folder can also recompute it, so a formula
 # edited by hand within the whitelist would give wrong numbers. That is why the folder must
 # be the user's alone.
@@ -573,15 +656,15 @@ def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> C
 
 @cache
 def _compile(cell: Cell, backend: str, dtype: np.dtype) -> Compiled:
-    xp = get_xp(backend)
     path = _cache_path(cell, backend)
-    trusted = path is not None and _trusted_folder(path.parent)
-    if trusted:
+    if path is not None and not _trusted_folder(path.parent):
+        path = None
+    if path is not None:
         compiled = _cached(cell, backend, dtype, path)
         if compiled is not None:
             return compiled
-    spec = _spec(cell, xp)
-    if trusted:
+    spec = _spec(cell, backend)
+    if path is not None:
         _write_entry(path, spec)
     return _load(cell, backend, dtype, spec)
 

@@ -1,0 +1,162 @@
+"""The observer registry and protocol of the backward sweep (gateflow.numeric._observers,
+_measure, _renorm): the registry drives validation and result keys, an observer plugged in
+without touching the sweep is measured, and the renormaliser is a separate, swappable
+object."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gateflow import GateflowError, all_lags, init_params, make_inputs
+from gateflow.numeric import _chain, _observers
+from gateflow.numeric._measure import BlockNorm, Observer, Step
+from gateflow.numeric._observers import NORMS, OBSERVERS, register, resolve
+from gateflow.numeric._renorm import RowScale, renorm_range
+
+
+def test_registry_fields():
+    assert NORMS == tuple(OBSERVERS)
+    assert NORMS[:2] == ("frobenius", "spectral")
+    assert len({o.key for o in OBSERVERS.values()}) == len(OBSERVERS)
+    for name, o in OBSERVERS.items():
+        assert o.name == name and o.description and "{J}" in o.label
+        assert o.key.startswith("log10_") == o.log10
+        assert issubclass(o.measure, BlockNorm) and o.measure.name == name
+        assert list(resolve([name]))[-1] is o  # what it requires comes first
+
+
+def test_register_refuses_duplicates_and_unknown_requirements(monkeypatch):
+    monkeypatch.setattr(_observers, "OBSERVERS", dict(OBSERVERS))
+    with pytest.raises(ValueError, match="already registered"):
+        register(OBSERVERS["frobenius"])
+    with pytest.raises(ValueError, match="unregistered"):
+        register(Observer("x", "x", "{J}", "x", BlockNorm, requires=("nope",)))
+
+
+def test_unknown_norm_is_refused_with_the_registered_names():
+    p = init_params("rnn", 3, 2)
+    with pytest.raises(GateflowError, match="frobenius"):
+        all_lags("rnn", p, make_inputs(4, 1, 2), norms=("nuclear",))
+
+
+class _MaxRow(BlockNorm):
+    """ln of the largest row norm, built on nothing but the Step: a test plug-in."""
+
+    name = "max_row"
+
+    def value(self, step: Step, block: str):
+        out, inp = block.split("/")
+        r = self.ctx.rows[out]
+        return self.ctx.xp.max(0.5 * self.ctx.xp.log(step.sq(inp)[:, r]) + step.logscale[:, r],
+                               axis=1)
+
+
+def test_a_plugged_in_observer_is_measured(monkeypatch):
+    """Registering an observer is all it takes: all_lags accepts its name and returns it
+    under its key, and it agrees with the dense Jacobian product (central differences)."""
+    monkeypatch.setattr(_observers, "OBSERVERS", dict(OBSERVERS))
+    monkeypatch.setattr(_chain, "OBSERVERS", _observers.OBSERVERS)
+    register(Observer("max_row", "log10_max_row", r"\max_i \|{J}_i\|", "test", _MaxRow))
+    p = init_params("gru", 4, 2, seed=1)
+    x = make_inputs(30, 2, 2, seed=2)
+    res = all_lags("gru", p, x, norms=("max_row", "frobenius"), threads=1)
+    assert set(res.blocks["h/h"]) == {"log10_max_row", "log10_frobenius"}
+    J = _dense_chain("gru", p, x)
+    for k in (1, 7, 30):
+        want = np.log10(np.linalg.norm(J[k - 1], axis=2).max(axis=1))
+        np.testing.assert_allclose(res.blocks["h/h"]["log10_max_row"][k - 1], want, atol=1e-8)
+
+
+def test_only_the_asked_for_norms_are_reported_but_direct_has_every_diagonal_form():
+    p = init_params("lstm", 3, 2)
+    res = all_lags("lstm", p, make_inputs(5, 2, 2), norms=("frobenius",))
+    assert all(set(dd) == {"log10_frobenius"} for dd in res.blocks.values())
+    want = {o.key for o in OBSERVERS.values()
+            if o.measure().diagonal(np, np.zeros((1, 2)), {"frobenius": np.zeros(1),
+                                                           "spectral": np.zeros(1)}) is not None}
+    assert set(res.direct["c"]) == want >= {"log10_frobenius", "log10_spectral"}
+
+
+def test_row_scale_renormaliser_keeps_the_numbers_of_a_long_chain():
+    """T = 3000 vanishing: far below float64's range without the row scales."""
+    lo, hi = renorm_range(np.float64)
+    assert 1e-80 < lo < 1e-70 and 1e70 < hi < 1e80
+    assert RowScale.row_scales
+    p = init_params("rnn", 4, 2, sigma_w=0.3, seed=0)
+    res = all_lags("rnn", p, make_inputs(3000, 1, 2, seed=1), norms=("frobenius",))
+    v = res.blocks["h/h"]["log10_frobenius"][:, 0]
+    assert np.isfinite(v).all() and v[-1] < -400 and np.all(np.diff(v[100:]) < 0)
+
+
+def test_a_renormaliser_that_mixes_rows_is_refused_for_norms():
+    class Mixing(RowScale):
+        row_scales = False
+
+    from gateflow.numeric._compile import Bound, compile_cell
+    from gateflow.numeric._norms import Frobenius
+
+    comp = compile_cell("rnn")
+    p = init_params("rnn", 3, 2)
+    x = make_inputs(4, 1, 2)
+    with pytest.raises(GateflowError, match="per-row"):
+        _chain._sweep_chunk(comp, Bound(comp, p, 3), x, None, None, ("h/h",),
+                            {"frobenius": Frobenius()}, Mixing(), ["h"], True, None, True)
+
+
+# -- an independent reference: the dense Jacobian product in numpy -----------------------
+def _dense_chain(name, params, x):
+    """(T, B, N, N) ∂s_T/∂s_{T−k}, index k−1, by central differences of a numpy step
+    (tests/test_chain.numpy_step), multiplied out densely."""
+    from test_chain import numpy_step
+
+    from gateflow import get_cell
+
+    cell = get_cell(name)
+    n = params[cell.params[0]].shape[0]
+    T, B, _ = x.shape
+    s = {b: np.zeros((B, n)) for b in cell.state}
+    steps = []
+    for t in range(T):
+        steps.append(_step_jacobian(name, params, x[t], s, cell.state, n))
+        s = numpy_step(name, params, x[t], s)
+    out, acc = [], None
+    for J in reversed(steps):
+        acc = J if acc is None else acc @ J
+        out.append(acc)
+    return np.array(out)
+
+
+def _step_jacobian(name, params, xt, s, state, n, eps=1e-6):
+    from test_chain import numpy_step
+
+    B = xt.shape[0]
+    flat = np.concatenate([s[b] for b in state], axis=1)
+    N = flat.shape[1]
+    J = np.empty((B, N, N))
+
+    def f(v):
+        parts = {b: v[:, i * n:(i + 1) * n] for i, b in enumerate(state)}
+        out = numpy_step(name, params, xt, parts)
+        return np.concatenate([out[b] for b in state], axis=1)
+
+    for j in range(N):
+        e = np.zeros(N)
+        e[j] = eps
+        J[:, :, j] = (f(flat + e) - f(flat - e)) / (2 * eps)
+    return J
+
+
+def test_dense_reference_matches_frobenius():
+    """The dense reference above is itself right: it reproduces the Frobenius norms."""
+    p = init_params("lstm", 3, 2, seed=3)
+    x = make_inputs(12, 2, 2, seed=3)
+    J = _dense_chain("lstm", p, x)
+    res = all_lags("lstm", p, x, norms=("frobenius",))
+    # state order h, c: rows/cols 0..2 are h, 3..5 c
+    got = res.blocks["c/h"]["log10_frobenius"]
+    want = np.log10(np.linalg.norm(J[:, :, 3:, :3], axis=(2, 3)))
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    assert math.isfinite(got.sum())
