@@ -317,6 +317,35 @@ def test_saved_names(tmp_path, name, ext):
     assert keys == expected
 
 
+def test_formats_registry():
+    from gateflow.models.formats import READERS, VOCABULARIES, reader_for
+
+    assert [r.name for r in READERS] == ["safetensors", "npz", "pytorch"]
+    assert reader_for(Path("w.PTH")).name == "pytorch"
+    with pytest.raises(GateflowError, match=r"use one of .safetensors, .npz, .pt, .pth$"):
+        reader_for(Path("w.onnx"))
+    assert [v.name for v in VOCABULARIES] == ["pytorch"]
+
+
+def test_torch_layouts_live_in_the_pytorch_format():
+    import dataclasses
+
+    import gateflow
+    from gateflow.cells import Cell
+    from gateflow.models.formats._pytorch import TorchLayout, layout_for
+
+    assert gateflow.TorchLayout is TorchLayout
+    assert "torch" not in {f.name for f in dataclasses.fields(Cell)}
+    assert TORCH_CELLS == sorted(["rnn", "rnn-relu", "lstm", "gru", "gru-cho"])
+    for name, layout in LAYOUTS.items():
+        assert {*layout.ih, *layout.hh, *layout.bias_ih, *layout.bias_hh} == set(CELLS[name].params)
+        assert layout_for(CELLS[name]) is layout
+    # a cell that only shares a name gets no layout
+    mine = Cell(name="lstm", summary="s", reference="r", state=("h",), params=("W", "U", "b"),
+                equations=("h = tanh(W @ x + U @ h_prev + b)",))
+    assert layout_for(mine) is None
+
+
 def test_to_torch_layout():
     p = init_params("gru", N, D, sigma_b=1.0, scheme="gaussian")
     sd = to_torch_state_dict("gru", p)

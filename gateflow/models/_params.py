@@ -23,14 +23,8 @@ from gateflow._errors import GateflowError
 from gateflow._io import write_files
 from gateflow._memory import check_fits
 from gateflow.cells._params import check_params, param_shapes
-from gateflow.models._checks import (
-    as_cell,
-    check_seed,
-    finite_float,
-    float_dtype,
-    names,
-)
-from gateflow.models._checks import positive_int as _positive_int  # noqa: F401 (jobs use it)
+from gateflow.models._checks import as_cell, check_seed, finite_float, float_dtype, names
+from gateflow.models._checks import positive_int as _positive_int  # noqa: F401 - jobs import it
 from gateflow.models._inputs import load_inputs, make_inputs
 from gateflow.models.formats import VOCABULARIES, read_arrays
 from gateflow.models.formats._files import as_path, label, show
@@ -43,16 +37,9 @@ from gateflow.models.formats._pytorch import (
 Params = dict[str, np.ndarray]
 
 __all__ = [
-    "Params",
-    "from_torch_state_dict",  # re-exported: callers import these here too
-    "init_params",
-    "load_inputs",
-    "load_params",
-    "make_inputs",
-    "param_shapes",
-    "save_params",
-    "to_torch_state_dict",
-    "validate_params",
+    "Params", "init_params", "load_params", "save_params", "validate_params",
+    # re-exported from their homes: jobs, tests and benchmarks import them from here
+    "from_torch_state_dict", "load_inputs", "make_inputs", "param_shapes", "to_torch_state_dict",
 ]
 
 _SCHEMES = ("pytorch", "gaussian", "orthogonal")
