@@ -160,3 +160,74 @@ def test_dense_reference_matches_frobenius():
     want = np.log10(np.linalg.norm(J[:, :, 3:, :3], axis=(2, 3)))
     np.testing.assert_allclose(got, want, atol=1e-7)
     assert math.isfinite(got.sum())
+
+
+# -- the stable rank, a plug-in: its module plus one line in _observers._PLUGINS ------------
+def _rnn_chain(params, x):
+    """(T, B, n, n) ∂h_T/∂h_{T−k} of the tanh RNN, exactly: J_t = diag(1 − h_t²) U."""
+    T, B, _ = x.shape
+    h = np.zeros((B, params["U"].shape[0]))
+    steps = []
+    for t in range(T):
+        h = np.tanh(x[t] @ params["W"].T + h @ params["U"].T + params["b"])
+        steps.append((1 - h**2)[:, :, None] * params["U"])
+    out, acc = [], None
+    for J in reversed(steps):
+        acc = J if acc is None else acc @ J
+        out.append(acc)
+    return np.array(out)
+
+
+def _stable_rank(J):
+    return np.linalg.norm(J, "fro", axis=(-2, -1)) ** 2 / np.linalg.norm(J, 2, axis=(-2, -1)) ** 2
+
+
+def test_stable_rank_is_registered_with_a_plain_key():
+    o = OBSERVERS["stable_rank"]
+    assert "stable_rank" in NORMS and o.key == "stable_rank" and not o.log10
+    assert [r.name for r in resolve(["stable_rank"])] == ["frobenius", "spectral", "stable_rank"]
+
+
+def test_stable_rank_against_numpy_rnn():
+    n, T, B = 7, 60, 3
+    p = init_params("rnn", n, 2, sigma_w=1.2, seed=7)
+    x = make_inputs(T, B, 2, seed=8)
+    res = all_lags("rnn", p, x, norms=("stable_rank",))
+    assert set(res.blocks["h/h"]) == {"stable_rank"}  # what it builds on is not reported
+    got = res.blocks["h/h"]["stable_rank"]
+    J = _rnn_chain(p, x)
+    for k in (1, 2, 5, 20, 60):
+        np.testing.assert_allclose(got[k - 1], _stable_rank(J[k - 1]), rtol=1e-9)
+    assert np.all(got >= 1 - 1e-12) and np.all(got <= n + 1e-12)
+    assert got[0].max() > 2 and got[-1].min() < got[0].min()  # directions die out with k
+
+
+def test_stable_rank_against_numpy_lstm_blocks():
+    """Every block of the LSTM, against the dense product of central-difference steps."""
+    n, T, B = 4, 15, 2
+    p = init_params("lstm", n, 2, seed=5)
+    x = make_inputs(T, B, 2, seed=6)
+    res = all_lags("lstm", p, x, norms=("stable_rank", "frobenius"))
+    J = _dense_chain("lstm", p, x)  # state order h, c
+    part = {"h": slice(0, n), "c": slice(n, 2 * n)}
+    for b, dd in res.blocks.items():
+        out, inp = b.split("/")
+        want = _stable_rank(J[:, :, part[out], part[inp]])
+        np.testing.assert_allclose(dd["stable_rank"], want, rtol=1e-6)
+        assert np.all(dd["stable_rank"] >= 1 - 1e-12) and np.all(dd["stable_rank"] <= n + 1e-12)
+
+
+def test_stable_rank_of_a_zero_jacobian_is_zero_and_of_the_direct_path_diagonal():
+    p = init_params("rnn", 3, 2)
+    p["U"] = np.zeros_like(p["U"])
+    res = all_lags("rnn", p, make_inputs(6, 2, 2), norms=("stable_rank",))
+    assert np.all(res.blocks["h/h"]["stable_rank"] == 0)
+
+    p = init_params("lstm", 5, 2, sigma_w=1.5, seed=4)
+    x = make_inputs(30, 2, 2, seed=5)
+    res = all_lags("lstm", p, x, norms=("stable_rank",), keep_states=True)
+    # the direct path of c is ∏ diag(f): stable rank Σ d² / max d², d = ∏ f
+    h = res.states["h"]
+    f = 1 / (1 + np.exp(-(x @ p["W_f"].T + h[:-1] @ p["U_f"].T + p["b_f"])))  # (T, B, n)
+    d2 = np.exp(2 * np.cumsum(np.log(f[::-1]), axis=0))
+    np.testing.assert_allclose(res.direct["c"]["stable_rank"], d2.sum(2) / d2.max(2), rtol=1e-10)

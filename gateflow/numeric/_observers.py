@@ -59,6 +59,7 @@ register(Observer("spectral", "log10_spectral", r"\|{J}\|_2",
 
 #: Modules that each define ``OBSERVER``, registered in this order after the two above.
 _PLUGINS: tuple[str, ...] = (
+    "gateflow.numeric._stable_rank",
 )
 for _module in _PLUGINS:
     register(import_module(_module).OBSERVER)
