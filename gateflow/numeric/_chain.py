@@ -61,8 +61,8 @@ class ChainResult:
     ``blocks`` and ``direct`` are keyed by each norm's ``Observer.key`` (see
     :mod:`gateflow.numeric._observers`): ``log10_…`` keys hold log10 norms, where
     ``-inf`` marks an exactly zero Jacobian (e.g. an RNN with U = 0); other keys (such as
-    ``stable_rank``) hold plain values. ``direct`` holds every registered norm that has a
-    diagonal form, whichever norms were asked for."""
+    ``stable_rank``) hold plain values. ``direct`` holds the norms asked for that have a
+    diagonal form, and always the Frobenius and spectral norms (:data:`DEFAULT_NORMS`)."""
 
     cell: str
     lags: np.ndarray
@@ -365,6 +365,7 @@ def all_lags(
     out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
     rows = n * len(out_blocks) + (0 if probe is None else 1)
     observers = resolve(norms)  # what was asked for, and what it builds on
+    direct_norms = resolve((*DEFAULT_NORMS, *norms))  # the direct path: always the defaults
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
                           any(o.name == "spectral" for o in observers) or bool(singular_lags))
@@ -388,7 +389,7 @@ def all_lags(
         out: dict[str, Measure] = {}
         for o in observers:
             out[o.name] = o.measure()
-        diagonal = [(o.name, o.key, o.measure()) for o in resolve(OBSERVERS)]
+        diagonal = [(o.name, o.key, o.measure()) for o in direct_norms]
         out[_DIRECT] = DirectPath(diagonal)
         if singular_lags:
             out[_SVALS] = SingularValues(singular_lags)
