@@ -32,6 +32,11 @@ import typer
 from typer.core import TyperGroup
 
 from gateflow._errors import GateflowError
+from gateflow.jobs._contract import CSV_HEADER, DEFAULT_NORMS
+from gateflow.numeric._observers import NORMS, OBSERVERS
+
+#: ``decay --csv``'s columns for the default norms (each a registered observer's key).
+_CSV_COLUMNS = ",".join((*CSV_HEADER, *(OBSERVERS[nm].key for nm in DEFAULT_NORMS)))
 
 #: Exit status for anything the user got wrong (matches click's usage errors).
 USAGE_EXIT = 2
@@ -79,8 +84,8 @@ def _os_reason(exc: OSError) -> str:
 
 #: click's UsageError (and its no-arguments-means-help subclass) as this typer raises them:
 #: typer >= 0.20 vendors click, older versions use click itself.
-UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-_NoArgsIsHelp = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
+UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_NoArgsIsHelp: Any = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
 
 
 def _usage(err) -> typer.Exit:
@@ -242,14 +247,15 @@ def decay(
         "[bold]{cell}[/] (one file per cell).",
         show_default=False)] = None,
     csv_out: Annotated[str | None, typer.Option(
-        "--csv", help="Write block,lag,batch,log10_frobenius,log10_spectral rows (direct "
+        "--csv", help=f"Write {_CSV_COLUMNS} rows (and a column per other norm measured; direct "
         "products as block [bold]<s>|direct[/]; exact zero = -inf); [bold]-[/] writes to "
         "stdout. With several cells the path must contain [bold]{cell}[/].",
         show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write a figure (.png or .svg): each cell's memory block (c/c for "
-        "LSTMs, else h/h) against lag k, median and interquartile band, ∏ diag(f)/∏ diag(z) "
-        "dashed, theory overlays where they apply.", show_default=False)] = None,
+        "LSTMs, else h/h) against lag k, median and interquartile band, its cell-path-only "
+        "product (∏ diag(f_t) for the LSTM, ∏ diag(z_t) for the GRU, ...) dashed, theory "
+        "overlays where they apply.", show_default=False)] = None,
     spectra: Annotated[str | None, typer.Option(
         "--spectra", help="Write a figure (.png or .svg) of the singular values of each "
         "cell's memory block at --spectra-lags.", show_default=False)] = None,
@@ -260,7 +266,8 @@ def decay(
         "--threshold", help="Memory horizon: first lag where the median norm of the memory "
         "block falls below this.")] = 1e-6,
     norms: Annotated[str | None, typer.Option(
-        "--norms", help="Comma-separated: frobenius,spectral. Default: both.",
+        "--norms", help=f"Comma-separated, from: {', '.join(NORMS)}. Default: "
+        f"{','.join(DEFAULT_NORMS)}.",
         show_default=False)] = None,
     blocks: Annotated[str | None, typer.Option(
         "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]. "

@@ -145,3 +145,43 @@ def test_pascanu_bound_holds_and_matches_norm_of_U():
                                [math.log10(s), 2 * math.log10(s)])
     # with U = 0 the RNN's Jacobian is exactly zero and the bound is −inf
     assert np.all(np.isneginf(pascanu_bound(np.zeros((3, 3)), [1, 2])))
+
+
+# -- theory e-folding lags agree with a fit of the theory's own curve -------------------------
+@pytest.mark.parametrize("sigma_w2", [0.3, 0.8, 1.5])
+def test_mean_field_efold_is_the_fit_of_its_curve(sigma_w2):
+    from gateflow.analysis._analysis import fit_decay
+
+    mf = mean_field_tanh(sigma_w2, input_var=0.5)
+    lags = np.arange(1, 60)
+    fit = fit_decay(lags, mf.log10_norm(lags, 16))
+    assert mf.factor == pytest.approx(fit.factor)
+    if mf.chi1 < 1:
+        assert mf.efold_lag > 0
+        assert mf.efold_lag == pytest.approx(fit.efold)
+        # after one e-folding lag the predicted norm has fallen by exactly e
+        drop = mf.log10_norm([mf.efold_lag], 16)[0] - mf.log10_norm([0.0], 16)[0]
+        assert drop == pytest.approx(-1 / math.log(10))
+    else:
+        assert mf.efold_lag is None
+
+
+@pytest.mark.parametrize("bias", [-2.0, 0.0, 1.0, 3.0, 8.0])
+def test_gate_theory_efold_is_the_fit_of_the_gate_path(bias):
+    from gateflow.analysis._analysis import fit_decay, gate_theory
+
+    g = gate_theory(bias)
+    lags = np.arange(1, 50)
+    fit = fit_decay(lags, gate_path(lags, bias, 4))
+    assert g.factor == pytest.approx(1 / (1 + math.exp(-bias)))
+    assert g.factor == pytest.approx(fit.factor)
+    assert g.efold > 0 and g.efold == pytest.approx(fit.efold, rel=1e-6)
+    assert g.timescale == pytest.approx(1 + math.exp(bias))
+
+
+def test_fit_batch_is_the_fit_of_the_median():
+    from gateflow.analysis._analysis import fit_batch, fit_decay
+
+    rng = np.random.default_rng(0)
+    logs = -0.3 * np.arange(1, 21)[:, None] + rng.normal(size=(20, 5))
+    assert fit_batch(logs) == fit_decay(np.arange(1, 21), np.median(logs, axis=1))

@@ -292,6 +292,66 @@ BAD = {
 }
 
 
+#: What each refusal's one ``error:`` line must say (the cause, in the user's terms).
+BAD_MESSAGE = {
+    "wrong shape": "'U_f' (recurrent) has shape (3, 4); expected (3, 3)",
+    "missing key": "miss 'U_f'",
+    "extra key": "unexpected keys 'junk'",
+    "weights of a GRU": "look like a GRU",
+    "weights of an MGU": "look like cell 'mgu'",
+    "NaN in weights": "'b_f' has 1 non-finite value",
+    "Inf in inputs": "xinf.npy have 1 non-finite value",
+    "inputs of wrong d": "have d=3 features",
+    "2-D inputs": "expected 3-D (T, B, d)",
+    "T=0 file": "T (time steps) is 0",
+    "B=0 file": "B (batch) is 0",
+    "T=0": "--steps (T) must be a positive integer, got 0",
+    "B=0": "--batch (B) must be a positive integer, got 0",
+    "n=0": "hidden size n must be a positive integer, got 0",
+    "pickled module": "pickles torch.nn.modules.rnn.LSTM",
+    "pt list": "holds a list, not a state_dict",
+    "pt checkpoint": "entry 'step' is a int, not a tensor",
+    "missing weights file": "'nope.safetensors' not found",
+    "unknown block": "unknown block 'c/x' (did you mean",
+    "block of another cell": "unknown block 'c/c' (valid: h/h)",
+    "unknown norm": "unknown norm 'nuclear'",
+    "empty norm list": "no norm chosen",
+    "unknown cell": "unknown cell 'lstn' (did you mean 'lstm'?)",
+    "unknown dtype": "unknown dtype 'float16'",
+    "unknown backend": "unknown backend 'jax'",
+    "unknown init": "unknown init scheme 'xavier'",
+    "unknown input dist": "unknown input distribution 'cauchy'",
+    "gate bias on rnn": "does not apply to cell 'rnn'",
+    "init option next to a file": "--hidden applies only to generated data",
+    "input option next to a file": "--steps applies only to generated data",
+    "negative seed": "seed must be an integer >= 0, got -1",
+    "seed next to both files": "--seed applies only to generated data",
+}
+
+
+def test_every_bad_case_names_its_message():
+    assert set(BAD_MESSAGE) == set(BAD)
+
+
+def test_norm_choices_and_columns_come_from_the_registry(tmp_path):
+    """--norms accepts exactly the registered observers (an unknown one lists them); each
+    lands under its observer's key in the JSON and as a CSV column, next to the default
+    norms' columns; a newly registered observer needs no edit in the jobs."""
+    from gateflow.jobs._contract import DEFAULT_NORMS
+    from gateflow.numeric._observers import NORMS, OBSERVERS
+
+    bad = invoke(*small(), "--norms", "nuclear", "-q")
+    assert bad.exit_code == 2 and all(nm in bad.stderr for nm in NORMS)
+    for nm in NORMS:
+        j, c = tmp_path / f"{nm}.json", tmp_path / f"{nm}.csv"
+        _ok(invoke(*small(), "--norms", nm, "--json", j, "--csv", c, "-q"))
+        doc = json.loads(j.read_text())
+        assert doc["norms"] == [nm] and list(doc["blocks"]["h/h"]) == [OBSERVERS[nm].key]
+        header = c.read_text().splitlines()[0].split(",")
+        assert header == ["block", "lag", "batch", *(
+            OBSERVERS[o].key for o in NORMS if o in DEFAULT_NORMS or o == nm)]
+
+
 def _check_refused(result, tmp_path, before):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -315,6 +375,9 @@ def test_bad_input_exits_2_and_writes_nothing(what, existing, files, tmp_path):
     before = os.listdir(out)
     result = invoke(*BAD[what](files), "--json", j, "--csv", c)
     _check_refused(result, tmp_path, before)
+    # the cause, or (checked first, before any work) the existing output file
+    want = ("already exists",) if existing else ()
+    assert any(m in result.stderr for m in (BAD_MESSAGE[what], *want)), result.stderr
     if existing:
         assert j.read_text() == "old json" and c.read_text() == "old csv"
         assert os.stat(j).st_mtime == 1_000_000
@@ -351,7 +414,9 @@ def test_output_in_missing_folder(flag, tmp_path):
 def test_json_and_csv_same_path(tmp_path):
     (tmp_path / "out").mkdir()
     p = tmp_path / "out" / "same"
-    _check_refused(invoke(*small(), "--json", p, "--csv", p), tmp_path, [])
+    result = invoke(*small(), "--json", p, "--csv", p)
+    _check_refused(result, tmp_path, [])
+    assert "--json and --csv name the same file" in result.stderr
 
 
 @pytest.mark.parametrize("source", ["generated", "files"])

@@ -126,7 +126,7 @@ def test_fit_table_has_every_cell(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("│")]
     for cell in ("rnn", "lstm", "gru"):
         assert any(line.split("│")[1].strip() == cell for line in rows), text
-    assert "∏ diag(f)" in text and "∏ diag(z)" in text
+    assert "∏ diag(f_t)" in text and "∏ diag(z_t)" in text
     quiet = _ok(invoke("--cell", "rnn,lstm", *TINY, "--quiet"))
     assert quiet.stdout == ""
 
@@ -139,9 +139,59 @@ def test_fits_are_the_analysis_fits():
     for cell, res in run.results.items():
         b = memory_block(cell)
         s = summarize(res.chain.blocks[b]["log10_frobenius"])
-        assert run.fits[cell][b] == fit_decay(res.chain.lags, s.median, threshold=0.5)
-    assert set(run.fits["lstm"]) == {"c/c", "∏ diag(f)"}
-    assert set(run.fits["gru"]) == {"h/h", "∏ diag(z)"}
+        assert run.fits[cell].blocks[b] == fit_decay(res.chain.lags, s.median, threshold=0.5)
+        d = summarize(res.chain.direct[b[0]]["log10_frobenius"])
+        assert run.fits[cell].direct[b[0]] == fit_decay(res.chain.lags, d.median, threshold=0.5)
+    assert set(run.fits["lstm"].blocks) == {"c/c"} and set(run.fits["lstm"].direct) == {"c"}
+    assert set(run.fits["gru"].blocks) == {"h/h"} and set(run.fits["gru"].direct) == {"h"}
+
+
+def test_direct_path_labels_come_from_the_derivation(tmp_path):
+    """The dashed cell-path product is labelled with the derived coefficient of
+    ∂s_t/∂s_{t−1} along the cell path (MGU: 1 − f, minimalRNN: u), not a gate-letter map."""
+    run = run_decays("mgu,minimalrnn,lstm,gru", hidden=3, input_size=2, steps=6, batch=1,
+                     plot_path=tmp_path / "d.svg", quiet=True)
+    labels = _legend(run.figure)
+    assert any(t.startswith("mgu:") and r"\mathrm{diag}(1 - f_t)" in t for t in labels), labels
+    assert any(t.startswith("minimalrnn:") and r"\mathrm{diag}(u_t)" in t for t in labels)
+    assert not any(t.startswith(("mgu:", "minimalrnn:")) and "diag}(z_t)" in t for t in labels)
+    result = _ok(invoke("--cell", "mgu,minimalrnn", *TINY))
+    assert "∏ diag(1 − f_t)" in result.stdout and "∏ diag(u_t)" in result.stdout
+
+
+def test_plot_draws_the_batch_median_and_quartiles():
+    """Each solid line is the median over the batch of the measured norms, the dashed one
+    the median of the direct product, the band the 25–75 % quantiles (computed here
+    independently with NumPy)."""
+    from gateflow.presentation._plot import plot_decay
+
+    run = run_decays("rnn,lstm", hidden=3, input_size=2, steps=9, batch=5, quiet=True)
+    chains = {c: r.chain for c, r in run.results.items()}
+    fig = plot_decay(chains)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for cell, res in chains.items():
+        b = memory_block(cell)
+        logs = res.blocks[b]["log10_frobenius"]
+        (solid,) = [ln for lb, ln in lines.items() if lb.startswith(f"{cell}:")
+                    and "partial" in lb]
+        np.testing.assert_allclose(solid.get_ydata(), 10 ** np.median(logs, axis=1))
+        assert not np.allclose(solid.get_ydata(), 10 ** np.quantile(logs, 0.75, axis=1))
+        if res.direct:
+            (dashed,) = [ln for lb, ln in lines.items() if lb.startswith(f"{cell}:")
+                         and "diag" in lb]
+            np.testing.assert_allclose(dashed.get_ydata(),
+                                       10 ** np.median(res.direct[b[0]]["log10_frobenius"],
+                                                       axis=1))
+    bands = ax.collections
+    assert len(bands) == len(chains)
+    for band, (cell, res) in zip(bands, chains.items()):
+        logs = res.blocks[memory_block(cell)]["log10_frobenius"]
+        ys = band.get_paths()[0].vertices[:, 1]
+        lo, hi = 10 ** np.quantile(logs, 0.25, axis=1), 10 ** np.quantile(logs, 0.75, axis=1)
+        assert np.isclose(ys.min(), lo.min()) and np.isclose(ys.max(), hi.max())
+        for v in (lo, hi):
+            assert all(np.isclose(ys, y).any() for y in v)
 
 
 # -- per-cell files -------------------------------------------------------------------------
@@ -173,8 +223,7 @@ def test_shared_inputs_and_weight_pattern(tmp_path):
 # -- refusals -------------------------------------------------------------------------------
 BAD = {
     "unknown cell in list": ("--cell", "rnn,lstn,gru", *TINY),
-    "duplicate cell": ("--cell", "rnn,lstm,rnn", *TINY),
-    "empty cell in list": ("--cell", "rnn,,gru", *TINY),
+    "no cell in list": ("--cell", ",", *TINY),
     "plot unknown extension": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/d.pdf"),
     "plot without extension": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/d"),
     "plot in missing folder": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/no/d.png"),
@@ -201,6 +250,34 @@ BAD = {
 }
 
 
+#: What each refusal's one line must say.
+BAD_MESSAGE = {
+    "unknown cell in list": "unknown cell 'lstn' (did you mean 'lstm'",
+    "no cell in list": "no cell chosen",
+    "plot unknown extension": "unknown extension '.pdf'; use .png or .svg",
+    "plot without extension": "unknown extension '(none)'",
+    "plot in missing folder": "does not exist",
+    "spectra unknown extension": "unknown extension '.jpg'",
+    "json without {cell}": "must contain {cell} with several cells",
+    "csv without {cell}": "must contain {cell} with several cells",
+    "weights without {cell}": "is one cell's file",
+    "plot and spectra same file": "would both write",
+    "plot over a json": "would both write",
+    "bad threshold": "--threshold must be a finite number > 0",
+    "bad spectra lags": "--spectra-lags: 'x' is not an integer",
+    "spectra lags without spectra": "--spectra-lags applies only with --spectra",
+    "memory block not measured": "add c/c to --blocks (cell lstm)",
+    "gate bias on no gated cell": "--gate-bias does not apply to any of rnn, rnn-relu",
+    "bad weights file for one cell": "w-gru.npz",
+}
+
+
+def test_list_parser_drops_repeats_and_empty_names():
+    """The one list parser (choose_many): repeats and empty items are dropped."""
+    run = run_decays("rnn,,lstm,rnn", hidden=3, input_size=2, steps=3, batch=1, quiet=True)
+    assert list(run.results) == ["rnn", "lstm"]
+
+
 @pytest.mark.parametrize("what", BAD)
 def test_bad_input_exits_2_and_writes_nothing(what, tmp_path):
     out = tmp_path / "out"
@@ -213,6 +290,7 @@ def test_bad_input_exits_2_and_writes_nothing(what, tmp_path):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert BAD_MESSAGE[what] in lines[0], lines[0]
     assert "Traceback" not in result.output
     assert sorted(os.listdir(out)) == before
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]

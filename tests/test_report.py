@@ -128,7 +128,7 @@ def test_report_refuses_existing_out(tmp_path):
 def _no_figures(monkeypatch):
     import gateflow.jobs._report as rep
 
-    monkeypatch.setattr(rep, "_figures", lambda *args: {})  # folder mechanics only: fast
+    monkeypatch.setattr(rep, "draw", lambda *args: {})  # folder mechanics only: fast
 
 
 def test_report_default_folder_gets_a_suffix(tmp_path, monkeypatch):
@@ -148,7 +148,7 @@ def test_report_failure_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rep, "_write_data", boom)
+    monkeypatch.setattr(rep, "write_data", boom)
     cfg = ReportConfig(hidden=3, inputs=2, steps=6, batch=1, spectra_lags=(1,), biases=(1.0,))
     with pytest.raises(RuntimeError):
         write_report(cfg, tmp_path / "r", quiet=True)
@@ -168,3 +168,119 @@ def test_report_headline_numbers_are_consistent(tmp_path, monkeypatch):
         slope = np.polyfit(np.arange(1, 31)[np.isfinite(med)], med[np.isfinite(med)], 1)[0]
         assert fit["slope_log10_per_step"] == pytest.approx(slope)
     assert "LSTM b_f=3" in runs and "GRU chrono" in runs
+
+
+# -- the narrative states the numbers of data.json --------------------------------------------
+def _refit(curve, lags, threshold):
+    """Per-step factor, e-folding lag and memory horizon of a curve of data.json, derived
+    here from its batch medians alone (a straight line through the finite log10 medians;
+    null is an exactly zero norm, below any threshold)."""
+    med = np.array([-np.inf if v is None else v for v in curve["log10_median"]])
+    k = np.asarray(lags, dtype=float)
+    ok = np.isfinite(med) & (med > -300)
+    slope = np.polyfit(k[ok], med[ok], 1)[0]
+    below = np.nonzero(med < np.log10(threshold))[0]
+    return {"factor": 10 ** slope, "efold": -1 / (slope * np.log(10)) if slope < 0 else None,
+            "horizon": int(k[below[0]]) if below.size else None}
+
+
+def _same(text, value, spec):
+    """``text`` is ``value`` as the narrative formats it with ``spec`` (None: never / ∞)."""
+    if value is None:
+        return text in ("never", "∞")
+    if spec.endswith("f"):  # fixed decimals: within half a unit of the last place
+        return abs(float(text) - value) <= 0.5 * 10 ** -int(spec[1:-1]) + 1e-9
+    return float(text) == pytest.approx(value, rel=6e-3)  # significant digits
+
+
+def _horizon_text(h, T):
+    return str(h) if h is not None else f"> {T}"
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    import gateflow.jobs._report as rep
+
+    out = tmp_path_factory.mktemp("story") / "r"
+    draw, rep.draw = rep.draw, lambda *args: {}  # no figures: fast
+    try:
+        write_report(ReportConfig(hidden=6, inputs=3, steps=40, batch=3, biases=(0.0, 3.0)),
+                     out, quiet=True)
+    finally:
+        rep.draw = draw
+    data = json.loads((out / "data.json").read_text())
+    md = (out / "index.md").read_text()
+    story = md.split("## Headline")[0].split("\n\n")[1:]
+    return data, [p.strip() for p in story if p.strip()]
+
+
+def test_narrative_numbers_are_rederived_from_data_json(tiny_report):
+    import re
+
+    data, story = tiny_report
+    cfg, lags, T = data["config"], data["lags"], data["config"]["steps"]
+    thr = cfg["threshold"]
+    runs = {r["label"]: r for r in data["runs"]}
+
+    def fit_of(label, curve=None):
+        r = runs[label]
+        return _refit(r["curves"][curve or r["block"]], lags, thr)
+
+    text = " ".join(story)
+    m = re.search(r"Measured at the same initialisation \((\w+), n = (\d+), d = (\d+), "
+                  r"T = (\d+), (\d+) sequences\): the RNN's \S+ shrinks by a factor ([\d.]+) "
+                  r"per step \(e-folding lag (\S+) steps\) and drops below (\S+) at lag "
+                  r"(.+?)\. Mean-field theory predicts √χ₁ = ([\d.]+) per step "
+                  r"\(χ₁ = ([\d.]+)\); the Pascanu bound, with ‖U‖₂ = ([\d.]+), is "
+                  r"(above|below) 1", text)
+    assert m, text
+    scheme, n, d, T_, B, factor, efold, below, horizon, sqrt_chi, chi, u, side = m.groups()
+    assert (scheme, int(n), int(d), int(T_), int(B)) == (
+        cfg["scheme"], cfg["hidden"], cfg["inputs"], T, cfg["batch"])
+    rnn = fit_of("RNN")
+    assert _same(factor, rnn["factor"], ".3f") and _same(efold, rnn["efold"], ".2f")
+    assert float(below) == thr and horizon == _horizon_text(rnn["horizon"], T)
+    mf = data["theory"]["mean_field"]
+    assert _same(chi, mf["chi1"], ".3f") and _same(sqrt_chi, np.sqrt(mf["chi1"]), ".3f")
+    u_norm = data["theory"]["pascanu"]["U_spectral_norm"]
+    assert _same(u, u_norm, ".2f") and side == ("above" if u_norm >= 1 else "below")
+
+    m = re.search(r"The LSTM's cell path \S+ decays by ([\d.]+) per step \(e-fold (\S+) "
+                  r"steps, horizon (.+?)\), the GRU's \S+ by ([\d.]+) \(e-fold (\S+), horizon "
+                  r"(.+?)\)\. The gate-only products ∏ diag\((\S+)\) and ∏ diag\((\S+)\) "
+                  r"\(dashed\) decay at ([\d.]+) and ([\d.]+) per step", text)
+    assert m, text
+    lf, le, lh, gf_, ge, gh, lgate, ggate, ld, gd = m.groups()
+    lstm, gru = fit_of("LSTM"), fit_of("GRU")
+    assert _same(lf, lstm["factor"], ".3f") and _same(le, lstm["efold"], ".2f")
+    assert lh == _horizon_text(lstm["horizon"], T)
+    assert _same(gf_, gru["factor"], ".3f") and _same(ge, gru["efold"], ".2f")
+    assert gh == _horizon_text(gru["horizon"], T)
+    assert (lgate, ggate) == ("f_t", "z_t")
+    assert _same(ld, fit_of("LSTM", "prod_diag_f")["factor"], ".3f")
+    assert _same(gd, fit_of("GRU", "prod_diag_z")["factor"], ".3f")
+
+    m = re.search(r"LSTM — (.+?)\. GRU — (.+?)\. So", text)
+    assert m, text
+    for cell, said in zip(("LSTM", "GRU"), m.groups()):
+        items = said.split("; ")
+        biased = [r for r in data["runs"] if r["group"] == f"{cell.lower()}-bias"]
+        assert len(items) == len(biased)
+        for item, r in zip(items, biased):
+            name, efold, horizon = re.fullmatch(r"(.+): e-fold (\S+), horizon (.+)", item).groups()
+            assert name == r["label"].split(" ", 1)[1]
+            f = _refit(r["curves"][r["block"]], lags, thr)
+            assert _same(efold, f["efold"], ".3g") and horizon == _horizon_text(f["horizon"], T)
+
+
+def test_narrative_is_written_from_the_data(tiny_report):
+    """Change a number in the data and the narrative changes with it."""
+    import copy
+
+    from gateflow.presentation._report import narrative
+
+    data, story = tiny_report
+    assert narrative(data) == story
+    edited = copy.deepcopy(data)
+    edited["runs"][0]["fits"][edited["runs"][0]["block"]]["per_step_factor"] = 0.123456
+    assert "factor 0.123 per step" in " ".join(narrative(edited))

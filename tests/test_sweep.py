@@ -17,8 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gateflow import GateflowError
+from gateflow.analysis._analysis import fit_batch
 from gateflow.cli import app
-from gateflow.jobs._sweep import SweepGrid, _memory_horizon, default_out, run_serial
+from gateflow.jobs._sweep import SweepGrid, default_out, run_serial
 
 runner = CliRunner()
 CELLS = ("rnn", "lstm", "gru")
@@ -145,6 +146,10 @@ def test_unknown_cell_exits_2_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "lstn" in result.stderr and "did you mean" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _memory_horizon(logs):
+    return fit_batch(logs).horizon  # the one fit every job uses
 
 
 def test_memory_horizon():

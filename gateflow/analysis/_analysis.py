@@ -9,15 +9,20 @@ Measured:
 * :func:`fit_decay` — a least-squares line through log10 ‖∂s_T/∂s_{T−k}‖ against k: the
   per-step factor 10^slope, the e-folding lag −1/(slope · ln 10) (steps for a factor e),
   and the memory horizon (first lag whose median falls below a threshold, 1e−6 by default).
+* :func:`fit_batch` — THE fit every job uses: :func:`fit_decay` of the batch median of a
+  (T, B) array; :func:`fit_chain` applies it to the blocks and direct products of a
+  :class:`~gateflow.ChainResult`.
 
 Theory (each is a log10 norm per lag, for overlays and tests):
 
 * :func:`gate_path` — the memory path with all weights zero: LSTM ∂c_T/∂c_{T−k} = σ(b_f)^k I,
   GRU ∂h_T/∂h_{T−k} = σ(b_z)^k I; exact when W = U = 0. Frobenius norm √n·σ(b)^k.
-  :func:`chrono_timescale` gives the matching timescale 1/(1 − σ(b)) = 1 + e^b steps.
+  :func:`chrono_timescale` gives the matching timescale 1/(1 − σ(b)) = 1 + e^b steps;
+  :func:`gate_theory` the per-step factor σ(b) and e-folding lag −1/ln σ(b) of that path.
 * :func:`mean_field_tanh` — mean-field theory of a random tanh RNN (Poole et al. 2016;
   Chen, Pennington & Schoenholz 2018): the fixed point q* of the pre-activation variance
-  and χ₁ = σ_w² E[tanh'(√q* z)²], so that ‖∂h_T/∂h_{T−k}‖_F ≈ √n · χ₁^{k/2} for large n.
+  and χ₁ = σ_w² E[tanh'(√q* z)²], so that ‖∂h_T/∂h_{T−k}‖_F ≈ √n · χ₁^{k/2} for large n
+  (per-step factor √χ₁, e-folding lag −2/ln χ₁: :attr:`MeanField.efold_lag`).
 * :func:`pascanu_bound` — Pascanu, Mikolov & Bengio (2013): ‖∂h_T/∂h_{T−k}‖₂ ≤ (γ‖U‖₂)^k
   with γ = sup|φ'| (1 for tanh); the Frobenius version multiplies by √n.
 """
@@ -25,32 +30,44 @@ Theory (each is a log10 norm per lag, for overlays and tests):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._validate import choose, real, real_array, whole
+from gateflow.numeric._observers import NORMS as MEASURED
+from gateflow.numeric._observers import OBSERVERS
 
 _LN10 = math.log(10.0)
 #: Below this log10 norm a value counts as "zero" and is left out of fits.
 FLOOR = -300.0
 #: Default threshold for the memory horizon.
 HORIZON = 1e-6
-#: The norms the theory curves know.
-NORMS = ("frobenius", "spectral")
+#: The norms the theory curves know: the registry's first two, the Frobenius norm
+#: (‖σ^k I_n‖ = √n σ^k) and the spectral norm (‖σ^k I_n‖ = σ^k). The first is the default
+#: of every fit and figure (cheap, always measured unless the user asks otherwise).
+NORMS = MEASURED[:2]
+FROBENIUS = NORMS[0]
 #: Most Gauss–Hermite points and fixed-point iterations :func:`mean_field_tanh` accepts.
 MAX_DEGREE, MAX_ITER = 1000, 1_000_000
 
 __all__ = [
+    "ChainFits",
     "DecayFit",
+    "GateTheory",
     "MeanField",
     "Summary",
     "chrono_timescale",
+    "fit_batch",
+    "fit_chain",
     "fit_decay",
+    "gate_theory",
     "gate_path",
     "mean_field_from_params",
     "mean_field_tanh",
+    "measured_norm",
     "pascanu_bound",
     "summarize",
 ]
@@ -148,7 +165,7 @@ class DecayFit:
 
 
 def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = FLOOR,
-              start: int = 1) -> DecayFit:
+              start: float = 1) -> DecayFit:
     """Fit log10 ‖∂s_T/∂s_{T−k}‖ = intercept + slope · k by least squares.
 
     Only lags ``>= start`` whose value is finite and above ``floor`` enter the fit. The
@@ -192,25 +209,93 @@ def memory_horizon(lags, log10_median, threshold: float = HORIZON) -> int | None
     return int(k[below[0]]) if below.size else None
 
 
+def fit_batch(log10, lags=None, *, threshold: float = HORIZON) -> DecayFit:
+    """The fit every job reports: :func:`fit_decay` of the batch median (:func:`summarize`)
+    of a (T, B) array of log10 norms, at lags 1..T unless ``lags`` is given."""
+    s = summarize(log10, lags)
+    return fit_decay(s.lags, s.median, threshold=threshold)
+
+
+@dataclass(frozen=True)
+class ChainFits:
+    """:func:`fit_batch` of a ChainResult's blocks (``"X/Y"``) and direct products
+    (state ``"s"``: ∏ diag(direct coefficient of ∂s_t/∂s_{t−1})), in one norm."""
+
+    norm: str
+    blocks: dict[str, DecayFit]
+    direct: dict[str, DecayFit]
+
+
+def measured_norm(norms) -> str:
+    """The norm fits and figures use: the first registered norm when it was measured,
+    else the first one measured."""
+    norms = tuple(norms)
+    return NORMS[0] if NORMS[0] in norms or not norms else norms[0]
+
+
+def fit_chain(result, norm: str | None = None, *, blocks=None, direct=None,
+              threshold: float = HORIZON) -> ChainFits:
+    """Fit the batch median of ``blocks`` (default: every block measured) and of the direct
+    products of the states ``direct`` (default: all) of a ChainResult in ``norm``
+    (default: :func:`measured_norm`); names not measured are left out."""
+    norm = choose(norm, tuple(OBSERVERS), "norm") if norm is not None else measured_norm(
+        nm for nm in OBSERVERS if any(OBSERVERS[nm].key in d for d in result.blocks.values()))
+    key = OBSERVERS[norm].key
+    want_b = result.blocks if blocks is None else [b for b in blocks if b in result.blocks]
+    want_d = result.direct if direct is None else [s for s in direct if s in result.direct]
+    return ChainFits(
+        norm=norm,
+        blocks={b: fit_batch(result.blocks[b][key], result.lags, threshold=threshold)
+                for b in want_b},
+        direct={s: fit_batch(result.direct[s][key], result.lags, threshold=threshold)
+                for s in want_d})
+
+
 # -- theory: the memory gate ----------------------------------------------------------------
 def _log10_sigmoid(b: float) -> float:
     # log σ(b) = −log(1 + e^{−b}), stable for either sign
     return -float(np.logaddexp(0.0, -b)) / _LN10
 
 
-def gate_path(lags, bias: float, n: int = 1, norm: str = "frobenius") -> np.ndarray:
+def gate_path(lags, bias: float, n: int = 1, norm: str = FROBENIUS) -> np.ndarray:
     """log10 ‖σ(b)^k I_n‖: the memory path of an LSTM (b = b_f) or GRU (b = b_z) whose
     weights are all zero, where it is exact. Frobenius: √n σ(b)^k; spectral: σ(b)^k."""
     k = _lags(lags)
     bias = real(bias, "bias")
     n = whole(n, "hidden size n")
-    extra = 0.5 * math.log10(n) if choose(norm, NORMS, "norm") == "frobenius" else 0.0
+    extra = 0.5 * math.log10(n) if choose(norm, NORMS, "norm") == FROBENIUS else 0.0
     return k * _log10_sigmoid(bias) + extra
 
 
 def chrono_timescale(bias):
     """Timescale of a gate with bias b: 1/(1 − σ(b)) = 1 + e^b steps (Tallec & Ollivier)."""
     return 1.0 + np.exp(bias)
+
+
+@dataclass(frozen=True)
+class GateTheory:
+    """The memory path of a gate with bias b when every weight is zero: σ(b)^k I.
+
+    factor: per-step factor σ(b); efold: steps for the norm to fall by e, −1/ln σ(b);
+    timescale: 1/(1 − σ(b)) = 1 + e^b steps."""
+
+    bias: float
+    factor: float
+    efold: float
+    timescale: float
+
+    def as_dict(self) -> dict:
+        return {"bias": self.bias, "sigma_b": self.factor, "timescale": self.timescale,
+                "zero_weight_factor": self.factor, "zero_weight_efold": self.efold}
+
+
+def gate_theory(bias: float) -> GateTheory:
+    """:class:`GateTheory` of a gate with bias ``bias``."""
+    b = real(bias, "bias")
+    log_sigma = -float(np.logaddexp(0.0, -b))  # ln σ(b) < 0
+    return GateTheory(bias=b, factor=math.exp(log_sigma),
+                      efold=-1.0 / log_sigma if log_sigma < 0 else math.inf,
+                      timescale=float(chrono_timescale(b)))
 
 
 # -- theory: mean field ---------------------------------------------------------------------
@@ -232,6 +317,16 @@ class MeanField:
     @property
     def timescale(self) -> float:
         return -1.0 / math.log(self.chi1) if 0 < self.chi1 < 1 else math.inf
+
+    @property
+    def factor(self) -> float:
+        """Predicted per-step factor of the norm, √χ₁."""
+        return math.sqrt(self.chi1)
+
+    @property
+    def efold_lag(self) -> float | None:
+        """Predicted e-folding lag of the norm, −2/ln χ₁ steps (``None`` unless χ₁ < 1)."""
+        return -2.0 / math.log(self.chi1) if 0 < self.chi1 < 1 else None
 
     def log10_norm(self, lags, n: int) -> np.ndarray:
         """Predicted log10 ‖∂h_T/∂h_{T−k}‖_F ≈ log10(√n χ₁^{k/2})."""
@@ -272,7 +367,7 @@ def mean_field_tanh(sigma_w2: float, input_var: float = 0.0, bias_var: float = 0
                      bias_var=float(bias_var), q_star=float(q), chi1=float(chi1))
 
 
-def mean_field_from_params(params: dict, input_second_moment: float = 1.0) -> MeanField:
+def mean_field_from_params(params: Mapping, input_second_moment: float = 1.0) -> MeanField:
     """:func:`mean_field_tanh` with the variances read off a tanh RNN's parameters:
     σ_w² = n · mean(U²), input_var = mean_i Σ_j W_ij² · E[x²], bias_var = mean(b²).
 
@@ -290,7 +385,7 @@ def mean_field_from_params(params: dict, input_second_moment: float = 1.0) -> Me
 
 
 # -- theory: Pascanu bound ------------------------------------------------------------------
-def pascanu_bound(U, lags, gamma: float = 1.0, norm: str = "frobenius") -> np.ndarray:
+def pascanu_bound(U, lags, gamma: float = 1.0, norm: str = FROBENIUS) -> np.ndarray:
     """log10 of the upper bound on ‖∂h_T/∂h_{T−k}‖ for h' = φ(U h + …), |φ'| ≤ γ:
     spectral (γ‖U‖₂)^k; Frobenius √n (γ‖U‖₂)^k (as ‖A‖_F ≤ √n ‖A‖₂)."""
     U = real_array(U, "U").astype(np.float64)
@@ -305,5 +400,5 @@ def pascanu_bound(U, lags, gamma: float = 1.0, norm: str = "frobenius") -> np.nd
     s = float(np.linalg.norm(U, 2)) * gamma
     with np.errstate(divide="ignore"):
         per = math.log10(s) if s > 0 else -math.inf
-    extra = 0.5 * math.log10(U.shape[0]) if norm == "frobenius" else 0.0
+    extra = 0.5 * math.log10(U.shape[0]) if norm == FROBENIUS else 0.0
     return k * per + extra

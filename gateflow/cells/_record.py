@@ -258,6 +258,19 @@ class Cell:
         """Jacobian blocks ``"X/Y"`` = ∂X_t/∂Y_{t−k}, outputs-major in state order."""
         return tuple(f"{a}/{b}" for a in self.state for b in self.state)
 
+    @property
+    def memory_state(self) -> str:
+        """The state block that carries the cell's memory, whose direct path s_{t−1} → s_t
+        is the gated cell path: the cell state ``c`` if the cell has one, else its last
+        state block (``h``). The one rule every job, figure and notebook uses."""
+        return "c" if "c" in self.state else self.state[-1]
+
+    @property
+    def memory_block(self) -> str:
+        """The Jacobian block of the memory, ``"s/s"`` for :attr:`memory_state` (``c/c``
+        for the LSTM family, ``h/h`` otherwise)."""
+        return f"{self.memory_state}/{self.memory_state}"
+
     @cached_property
     def gates(self) -> tuple[str, ...]:
         """Defined nodes that are not state blocks (gates and intermediates), in order."""

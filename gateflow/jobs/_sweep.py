@@ -4,10 +4,11 @@ For every cell, a grid of Gaussian initialisations (recurrent weights ~ N(0, σ_
 weights ~ N(0, σ_v²/d), other biases ~ N(0, σ_b²)) is swept against the bias of the gate on
 the cell's memory path (:attr:`Cell.memory_bias`: the LSTM's ``b_f``, the GRU's ``b_z``).
 Cells without such a gate (the Elman RNN) get σ_b, the scale of their bias, on the y axis
-instead. Each point runs :func:`gateflow.all_lags` on the cell's memory block (``c/c``
-for the LSTM family, ``h/h`` otherwise) and reports the *memory horizon*: the first lag k at
-which the median over the batch of ‖∂s_T/∂s_{T−k}‖_F falls below 1e−6 (``None`` when it
-never does within T steps, shown as "≥ T").
+instead. Each point runs :func:`gateflow.all_lags` on the cell's memory block
+(:attr:`Cell.memory_block`: ``c/c`` for the LSTM family, ``h/h`` otherwise) and reports the
+*memory horizon* of the one fit (:func:`~gateflow.analysis._analysis.fit_batch`): the first
+lag k at which the median over the batch of ‖∂s_T/∂s_{T−k}‖_F falls below 1e−6 (``None``
+when it never does within T steps, shown as "≥ T").
 
 Points are independent, so each is one task on a ``dask.distributed`` cluster:
 :func:`point_task` is a top-level function of plain data (cell name, config dict) that the
@@ -17,15 +18,13 @@ the same seeds (common random numbers), so neighbouring cells of a heatmap diffe
 the swept values, not by a fresh draw.
 
 Outputs (:func:`write_sweep`) go to a new folder, written atomically: ``sweep.json`` (the
-configuration and every horizon), ``sweep.csv`` (one row per point) and one heatmap per
-cell, ``heatmap-<cell>.png``.
+configuration and every horizon), ``sweep.csv`` (one row per point), both through the one
+serialiser (:mod:`gateflow.jobs._serialise`), and one heatmap per cell,
+``heatmap-<cell>.png`` (:func:`gateflow.presentation._figures.sweep_heatmap`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,10 +35,16 @@ import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._io import check_dir, fresh_dir, staged_dir
-from gateflow.cells._library import get_cell
+from gateflow._validate import choose_many, shown
+from gateflow.cells._library import CELLS, get_cell
+from gateflow.jobs._inputs import check_run, run_bytes
+from gateflow.jobs._serialise import csv_cell, csv_text, json_text
+from gateflow.numeric._observers import NORMS, OBSERVERS
 
 #: A point's horizon is the first lag where the median Frobenius norm drops below this.
 THRESHOLD = 1e-6
+#: The norm of every point (the registry's first, cheap one: Frobenius).
+NORM = NORMS[0]
 DEFAULT_CELLS = ("rnn", "lstm", "gru")
 #: Worker processes of the local cluster (one point each at a time).
 LOCAL_WORKERS = 2
@@ -124,22 +129,6 @@ class SweepResult:
 
 
 # -- one point (runs on a worker) -----------------------------------------------------------
-def memory_block(cell) -> str:
-    """The block whose decay is the cell's memory: ``c/c`` if it has a cell state, else
-    ``h/h`` (the last state block otherwise)."""
-    s = "c" if "c" in cell.state else cell.state[-1]
-    return f"{s}/{s}"
-
-
-def _memory_horizon(log10_norms: np.ndarray, threshold: float = THRESHOLD) -> int | None:
-    """Memory horizon of a (T, B) array of log10 norms: :func:`memory_horizon` of the
-    batch median (the definition the report and ``decay`` use)."""
-    from gateflow.analysis._analysis import memory_horizon, summarize
-
-    summary = summarize(log10_norms)
-    return memory_horizon(summary.lags, summary.median, threshold)
-
-
 def point_task(cell_name: str, config: dict) -> dict:
     """One grid point: init, inputs, all lags of the memory block, horizon.
 
@@ -148,44 +137,26 @@ def point_task(cell_name: str, config: dict) -> dict:
     (sigma_w, sigma_v, sigma_b), ``gate_bias`` (or None), the input scale, the seed, the
     threshold and the grid indices (i, j), which are passed through.
     """
-    from gateflow.analysis._analysis import summarize
-    from gateflow.cells._library import get_cell
+    from gateflow.analysis._analysis import fit_batch, summarize
     from gateflow.models._params import init_params, make_inputs
     from gateflow.numeric._chain import all_lags
 
     cell = get_cell(cell_name)
-    block = memory_block(cell)
+    block = cell.memory_block
     params = init_params(cell, config["n"], config["d"], scheme="gaussian",
                          sigma_w=config["sigma_w"], sigma_v=config["sigma_v"],
                          sigma_b=config["sigma_b"], gate_bias=config["gate_bias"],
                          seed=config["seed"])
     x = make_inputs(config["T"], config["B"], config["d"], scale=config["input_scale"],
                     seed=config["seed"] + 1)
-    res = all_lags(cell, params, x, blocks=(block,), norms=("frobenius",))
-    logs = res.blocks[block]["log10_frobenius"]
+    res = all_lags(cell, params, x, blocks=(block,), norms=(NORM,))
+    logs = res.blocks[block][OBSERVERS[NORM].key]
     return {"cell": cell.name, "i": config["i"], "j": config["j"], "block": block,
-            "horizon": _memory_horizon(logs, config["threshold"]),
+            "horizon": fit_batch(logs, threshold=config["threshold"]).horizon,
             "final_log10_median": float(summarize(logs).median[-1])}
 
 
 # -- the grid -------------------------------------------------------------------------------
-def parse_cells(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """``"rnn,lstm,gru"`` (or a sequence of names) → validated, de-duplicated cell names."""
-    from gateflow.cells._library import get_cell
-
-    names = spec.split(",") if isinstance(spec, str) else list(spec)
-    out: list[str] = []
-    for name in (s.strip() for s in names):
-        if not name:
-            continue
-        cell = get_cell(name)  # GateflowError with a suggestion for a typo
-        if cell.name not in out:
-            out.append(cell.name)
-    if not out:
-        raise GateflowError("no cells to sweep; pass e.g. --cells rnn,lstm,gru")
-    return tuple(out)
-
-
 def y_axis(cell, grid: SweepGrid) -> Axis:
     """Gate bias for cells with a memory gate; σ_b (bias scale) for those without."""
     if cell.memory_bias is None:
@@ -198,8 +169,6 @@ def y_axis(cell, grid: SweepGrid) -> Axis:
 
 def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
     """Every (cell name, config) of the sweep, in row-major order per cell."""
-    from gateflow.cells._library import get_cell
-
     out = []
     for name in cells:
         axis = y_axis(get_cell(name), grid)
@@ -217,15 +186,13 @@ def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
 
 
 def _assemble(cells: Sequence[str], grid: SweepGrid, points: Iterable[dict]) -> SweepResult:
-    from gateflow.cells._library import get_cell
-
     result = SweepResult(grid=grid)
     for name in cells:
         cell = get_cell(name)
         axis = y_axis(cell, grid)
         shape = (len(axis.values), len(grid.sigma_w))
         result.cells[name] = CellSweep(
-            cell=name, block=memory_block(cell), sigma_w=grid.sigma_w, y=axis,
+            cell=name, block=cell.memory_block, sigma_w=grid.sigma_w, y=axis,
             horizon=[[None] * shape[1] for _ in range(shape[0])],
             final_log10_median=[[math.nan] * shape[1] for _ in range(shape[0])])
     for p in points:
@@ -275,12 +242,9 @@ def _result(fut) -> dict:
 def check_memory(cells: Sequence[str], grid: SweepGrid, concurrent: int) -> None:
     """Refuse a sweep whose points cannot fit: ``concurrent`` of the largest point at once
     on this machine (a remote scheduler's workers check their own points again)."""
-    from gateflow._memory import check_fits
-    from gateflow.jobs._decay import run_bytes
-
-    peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(memory_block(get_cell(c)),))
-               for c in cells)
-    check_fits(concurrent * peak, "this sweep", "use a smaller --hidden, --steps or --batch")
+    peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(get_cell(c).memory_block,),
+                         norms=(NORM,)) for c in cells)
+    check_run(concurrent * peak, "this sweep", "use a smaller --hidden, --steps or --batch")
 
 
 def _check_address(address: str) -> None:
@@ -331,6 +295,7 @@ check_out = check_dir
 
 
 def to_json(result: SweepResult) -> dict:
+    """sweep.json's object (non-finite numbers become null when written)."""
     grid = asdict(result.grid)
     return {
         "kind": "gateflow-sweep",
@@ -343,68 +308,37 @@ def to_json(result: SweepResult) -> dict:
         "cells": {
             name: {"block": cs.block, "x": {"param": "sigma_w", "values": list(cs.sigma_w)},
                    "y": {"param": cs.y.param, "values": list(cs.y.values), "label": cs.y.label},
-                   "horizon": cs.horizon,
-                   "final_log10_median": [[None if not math.isfinite(v) else v for v in row]
-                                          for row in cs.final_log10_median]}
+                   "horizon": cs.horizon, "final_log10_median": cs.final_log10_median}
             for name, cs in result.cells.items()
         },
     }
 
 
 def to_csv(result: SweepResult) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["cell", "block", "sigma_w", "y_param", "y", "horizon", "reached", "T",
-                "final_log10_median"])
+    """sweep.csv: one row per point."""
+    rows = []
     for name, cs in result.cells.items():
         for i, y in enumerate(cs.y.values):
             for j, sw in enumerate(cs.sigma_w):
                 h = cs.horizon[i][j]
-                w.writerow([name, cs.block, sw, cs.y.param, y, "" if h is None else h,
-                            h is not None, result.grid.T,
-                            f"{cs.final_log10_median[i][j]:.6g}"])
-    return buf.getvalue()
-
-
-def plot_cell(cs: CellSweep, grid: SweepGrid):
-    """A heatmap of one cell's horizons; points that never reach the threshold show "≥ T"."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    T = grid.T
-    H = np.array([[T if h is None else h for h in row] for row in cs.horizon], dtype=float)
-    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
-    ax = fig.subplots()
-    im = ax.imshow(H, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=T)
-    cbar = fig.colorbar(im, ax=ax)
-    cbar.set_label("memory horizon (steps)")
-    for i, row in enumerate(cs.horizon):
-        for j, h in enumerate(row):
-            text = f"≥ {T}" if h is None else str(h)
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="black" if H[i, j] > 0.6 * T else "white")
-    ax.set_xticks(range(len(cs.sigma_w)), [f"{v:g}" for v in cs.sigma_w])
-    ax.set_yticks(range(len(cs.y.values)), [f"{v:g}" for v in cs.y.values])
-    ax.set_xlabel("recurrent weight scale σ_w  (U ~ N(0, σ_w²/n))")
-    ax.set_ylabel(cs.y.label)
-    out, inp = cs.block.split("/")
-    ax.set_title(f"{cs.cell}: first lag k with median ‖∂{out}_T/∂{inp}_(T−k)‖_F < "
-                 f"{grid.threshold:g}\n(n = {grid.n}, T = {T}, B = {grid.B}; "
-                 f"≥ {T}: never within T)", fontsize=10)
-    return fig
+                rows.append([name, cs.block, csv_cell(sw), cs.y.param, csv_cell(y),
+                             csv_cell(h), str(h is not None), str(result.grid.T),
+                             csv_cell(cs.final_log10_median[i][j], ".6g")])
+    return csv_text(["cell", "block", "sigma_w", "y_param", "y", "horizon", "reached", "T",
+                     "final_log10_median"], rows)
 
 
 def write_sweep(result: SweepResult, out: Path, overwrite: bool = False) -> Path:
     """Write JSON, CSV and heatmaps into ``out`` all-or-nothing (see :func:`staged_dir`)."""
+    from gateflow.presentation._figures import sweep_heatmap
+
     out = Path(out)
     with staged_dir(out, overwrite) as tmp:
-        (tmp / "sweep.json").write_text(json.dumps(to_json(result), indent=2) + "\n",
+        (tmp / "sweep.json").write_text(json_text(to_json(result), indent=2) + "\n",
                                         encoding="utf-8")
         (tmp / "sweep.csv").write_text(to_csv(result), encoding="utf-8")
         for name, cs in result.cells.items():
-            plot_cell(cs, result.grid).savefig(tmp / f"heatmap-{name}.png", dpi=110)
+            sweep_heatmap(cs, result.grid).savefig(tmp / f"heatmap-{name}.png", dpi=110)
     return out
 
 
@@ -420,25 +354,24 @@ def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
     """
     import time
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from gateflow.presentation._console import progress
 
-    names = parse_cells(cells)
-    grid = grid or SweepGrid()
+    names = choose_many(cells, tuple(CELLS), "cell")
+    grid = SweepGrid() if grid is None else grid
+    if not isinstance(grid, SweepGrid):
+        raise GateflowError(f"the sweep grid must be a SweepGrid, got {shown(grid)}; e.g. "
+                            "gateflow.SweepGrid.make(4)")
     out = default_out() if out is None else Path(out)
     check_out(out, overwrite)
     check_memory(names, grid, LOCAL_WORKERS if scheduler is None else 1)
 
-    console = Console(stderr=True, quiet=quiet)
     start = time.perf_counter()
-    progress = Progress(TextColumn("sweep {task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                        transient=False, disable=quiet)
     total = len(tasks(names, grid))
     client = connect(scheduler) if scheduler is not None else None  # fails before the bar
-    with progress:
-        bar = progress.add_task(",".join(names), total=total)
-        step = lambda done, _total: progress.update(bar, completed=done)  # noqa: E731
+    with progress(f"sweep {','.join(names)}", total, quiet=quiet) as bar:
+        def step(done: int, _total: int) -> None:
+            bar.set(done)
+
         if client is not None:
             try:
                 workers = len(client.scheduler_info().get("workers", {}))

@@ -22,7 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow.analysis._analysis import summarize
+from gateflow._validate import choose
+from gateflow.analysis._analysis import FROBENIUS, summarize
+from gateflow.cells._library import get_cell
+from gateflow.numeric._observers import NORMS, OBSERVERS
+from gateflow.presentation._labels import block_tex, direct_label, norm_label
 
 #: Okabe & Ito (2008), without yellow (too faint on white paper).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -118,8 +122,8 @@ def _blocks_for(results: Mapping, block_for_each) -> dict[str, str]:
             b = block_for_each.get(label)
         else:
             b = block_for_each
-        if b is None:  # the cell's memory block: c/c for LSTMs, else its first block
-            b = "c/c" if "c/c" in res.blocks else next(iter(res.blocks))
+        if b is None:  # the cell's memory block (Cell.memory_block: c/c for LSTMs, else h/h)
+            b = get_cell(res.cell).memory_block
         if b not in res.blocks:
             raise GateflowError(f"result {label!r} ({res.cell}) has no block {b!r}; "
                                 f"it has {', '.join(res.blocks)}")
@@ -127,17 +131,12 @@ def _blocks_for(results: Mapping, block_for_each) -> dict[str, str]:
     return out
 
 
-def direct_gate(state: str) -> str:
-    """The gate letter of a state's cell-path-only product: LSTM ``c`` -> f, GRU ``h`` -> z."""
-    return {"c": "f", "h": "z"}.get(state, "g")
-
-
 # -- theory overlays (shared by the report and ``gateflow decay``) -------------------------
 def _sqrt_n(norm: str) -> str:
-    return r"\sqrt{n}\," if norm == "frobenius" else ""
+    return r"\sqrt{n}\," if norm == FROBENIUS else ""
 
 
-def rnn_overlays(params: Mapping, lags, *, norm: str = "frobenius", mean_field: bool = True,
+def rnn_overlays(params: Mapping, lags, *, norm: str = NORMS[0], mean_field: bool = True,
                  pascanu: bool = True, input_second_moment: float = 1.0,
                  name: str = "RNN") -> list[Overlay]:
     """Theory lines of a tanh RNN (parameters U, W, b), each labelled with its formula:
@@ -148,7 +147,7 @@ def rnn_overlays(params: Mapping, lags, *, norm: str = "frobenius", mean_field: 
     lags = np.asarray(lags)
     n = int(np.shape(params["U"])[0])
     out = []
-    if mean_field and norm == "frobenius":
+    if mean_field and norm == FROBENIUS:
         mf = mean_field_from_params(params, input_second_moment=input_second_moment)
         out.append(Overlay(rf"{name} mean field: $\sqrt{{n}}\,\chi_1^{{k/2}}$, "
                            rf"$\chi_1={mf.chi1:.3f}$", lags, mf.log10_norm(lags, n),
@@ -162,7 +161,7 @@ def rnn_overlays(params: Mapping, lags, *, norm: str = "frobenius", mean_field: 
     return out
 
 
-def gate_overlay(lags, bias: float, n: int, *, norm: str = "frobenius", tex: str = "b",
+def gate_overlay(lags, bias: float, n: int, *, norm: str = NORMS[0], tex: str = "b",
                  color: str = "#555555", linestyle=":", prefix: str = "zero weights",
                  timescale: bool = False) -> Overlay:
     """The memory path with all weights zero, σ(b)^k (× √n for the Frobenius norm), exact
@@ -178,18 +177,13 @@ def gate_overlay(lags, bias: float, n: int, *, norm: str = "frobenius", tex: str
                    linestyle=linestyle)
 
 
-def _block_tex(b: str) -> str:
-    out, inp = b.split("/")
-    return rf"$\partial {out}_T/\partial {inp}_{{T-k}}$"
-
-
 def _check_legend(legend: str) -> None:
     if legend not in ("inside", "outside"):
         raise GateflowError(f"legend must be 'inside' or 'outside', got {legend!r}")
 
 
 def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
-               overlays: Sequence[Overlay] = (), path=None, *, norm: str = "frobenius",
+               overlays: Sequence[Overlay] = (), path=None, *, norm: str = NORMS[0],
                direct: bool | Sequence[str] = True, title: str | None = None,
                colors: Mapping | None = None, legend: str = "inside"):
     """Gradient norm ‖∂s_T/∂s_{T−k}‖ against lag k, one colour per result.
@@ -200,9 +194,10 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
             memory block (LSTM ``c/c``, else the first).
         overlays: theory lines (:class:`Overlay`), drawn dotted in grey unless told.
         path: if given, save PNG and SVG there (suffix replaced).
-        norm: ``"frobenius"`` or ``"spectral"``.
-        direct: draw the cell-path-only product (LSTM ∏ diag(f), GRU ∏ diag(z)) dashed,
-            for every result that has one (True) or for these labels.
+        norm: a registered norm (:data:`gateflow.numeric._observers.NORMS`).
+        direct: draw the cell-path-only product dashed (∏ diag of the derived direct
+            coefficient: LSTM ∏ diag(f_t), GRU ∏ diag(z_t), MGU ∏ diag(1 − f_t)), for every
+            result that has one (True) or for these labels.
         colors: label -> colour (default: the palette in order).
         legend: ``"inside"`` (lower left of the axes) or ``"outside"`` (right of the axes,
             on a wider figure: never hides a curve).
@@ -211,7 +206,7 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
     """
     if not results:
         raise GateflowError("plot_decay needs at least one result")
-    key = f"log10_{norm}"
+    key = OBSERVERS[choose(norm, NORMS, "norm")].key
     blocks = _blocks_for(results, block_for_each)
     _check_legend(legend)
     with house_style():
@@ -226,18 +221,19 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
                 raise GateflowError(f"result {label!r} has no {norm} norms; "
                                     f"run all_lags with norms=({norm!r},)")
             s = summarize(res.blocks[b][key], res.lags)
-            name = f"{label}: " + _block_tex(b)
+            name = f"{label}: " + block_tex(b)
             ax.plot(s.lags, _pow10(s.median), color=color, label=name)
             ax.fill_between(s.lags, _pow10(s.q25), _pow10(s.q75), color=color, alpha=0.2,
                             linewidth=0)
-            lows.append(s.q25), highs.append(s.q75)
+            lows.append(s.q25)
+            highs.append(s.q75)
             want = direct if isinstance(direct, bool) else label in direct
             if want and res.direct:
                 state = b.split("/")[1] if b.split("/")[1] in res.direct else next(iter(res.direct))
-                gate = direct_gate(state)
+                path_tex = direct_label(res.cell, state, "latex")
                 dd = summarize(res.direct[state][key], res.lags)
                 ax.plot(dd.lags, _pow10(dd.median), color=color, linestyle="--", linewidth=1.4,
-                        label=rf"{label}: $\|\prod\,\mathrm{{diag}}({gate}_t)\|$ (gate path only)")
+                        label=rf"{label}: $\|{path_tex}\|$ (gate path only)")
                 lows.append(dd.median)
         finite = np.concatenate([v[np.isfinite(v)] for v in lows + highs] or [np.zeros(1)])
         lo = max(float(finite.min()) if finite.size else -1.0, _LOG10_MIN)
@@ -249,9 +245,8 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
         ax.set_ylim(10.0 ** (lo - pad), 10.0 ** (hi + 3 * pad))
         lags = np.concatenate([np.asarray(r.lags) for r in results.values()])
         ax.set_xlim(0, float(lags.max()) + 0.5)
-        which = "F" if norm == "frobenius" else "2"
         ax.set_xlabel("lag k (steps)")
-        ax.set_ylabel(rf"gradient norm $\|\partial s_T/\partial s_{{T-k}}\|_{which}$")
+        ax.set_ylabel(f"gradient norm {norm_label(norm)}")
         ax.set_title(title or "Gradient norm against lag (median, band: interquartile range)")
         if legend == "outside":
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
@@ -300,7 +295,7 @@ def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
                 s = s[s >= s[0] + NOISE_DECADES]
                 idx = np.arange(1, s.size + 1)
                 ax.plot(idx, _pow10(s), color=color, marker="o", markersize=2.5,
-                        label=f"{label}: " + _block_tex(blocks[label]))
+                        label=f"{label}: " + block_tex(blocks[label]))
             ax.set_title(f"lag k = {k} step" + ("" if k == 1 else "s"))
             ax.set_xlabel("index i")
         axes[0].set_ylabel(r"singular value $\sigma_i(\partial s_T/\partial s_{T-k})$")

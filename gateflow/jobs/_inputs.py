@@ -1,0 +1,153 @@
+"""What a run measures: its weights and inputs (from files or generated), where they came
+from, and whether it fits in memory before anything is allocated.
+
+:func:`run_bytes` is the one memory estimate of a generated run, used by ``decay``,
+``report`` and ``sweep`` with :func:`gateflow._memory.check_fits` (:func:`check_run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateflow._errors import GateflowError
+from gateflow._memory import check_fits
+from gateflow._validate import whole
+from gateflow.cells._library import get_cell
+from gateflow.cells._params import param_shapes
+from gateflow.numeric._observers import NORMS
+
+__all__ = ["check_run", "file_source", "generate", "run_bytes"]
+
+
+def file_source(path) -> dict:
+    """``{"source": "file", "path": ..., "sha256": ...}`` of an input file."""
+    path = Path(path)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise GateflowError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return {"source": "file", "path": str(path), "sha256": h.hexdigest()}
+
+
+def run_bytes(cell, n: int, d: int, T: int, B: int, dtype: str = "float64", blocks=None,
+              norms=NORMS[:1], *, singular: bool = False) -> int:
+    """Peak bytes of one generated run: float64 params and inputs, then ``all_lags``.
+
+    Every norm beyond the first (cheap, row-wise) one, and ``singular`` values, are
+    counted with the n × n workspace of an iterative norm."""
+    from gateflow.numeric._backend import get_dtype
+    from gateflow.numeric._chain import estimate_bytes
+
+    cell_ = get_cell(cell)
+    blocks = tuple(cell_.blocks) if blocks is None else tuple(blocks)
+    outs = {b.split("/")[0] for b in blocks}
+    workspace = singular or bool(set(norms) - set(NORMS[:1]))
+    need = estimate_bytes(cell_, n, d, T, B, n * len(outs), len(blocks) * len(norms) + 4,
+                          get_dtype(dtype).itemsize, workspace)
+    return need + 8 * T * B * d + 8 * sum(math.prod(s) for s in param_shapes(cell_, n, d).values())
+
+
+def check_run(need: int, what: str = "this run", fix: str | None = None,
+              backend: str = "numpy") -> None:
+    """Refuse ``need`` bytes (from :func:`run_bytes`) before any work, with how to shrink."""
+    if fix is None:
+        check_fits(need, what, backend=backend)
+    else:
+        check_fits(need, what, fix, backend=backend)
+
+
+def _count(value, what: str, why: str) -> int:
+    try:
+        return whole(value, what)
+    except GateflowError as exc:
+        raise GateflowError(f"{exc}{why}") from None
+
+
+def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
+             input_size: int | None = None, steps: int | None = None, batch: int | None = None,
+             init: str | None = None, sigma_w: float | None = None, sigma_v: float | None = None,
+             sigma_b: float | None = None, gate_bias: float | None = None,
+             chrono: float | None = None, seed: int | None = None,
+             input_dist: str | None = None, input_scale: float | None = None,
+             dtype: str = "float64", backend: str = "numpy", blocks=None,
+             norms=NORMS[:2]) -> tuple[dict, np.ndarray, dict]:
+    """Weights and inputs of a run: read from files, or generated from the options.
+
+    Returns ``(params, x, provenance)`` with provenance keys ``seed``, ``weights_source`` and
+    ``inputs_source`` (keyword arguments of :func:`~gateflow.jobs._decay.decay`). Options
+    that only apply to generated data are refused next to a file (``seed`` when both are
+    files). Defaults: n = 64, d = n, T = 100, B = 4, PyTorch init, seed 0; generated inputs
+    use seed + 1. A generated run that cannot fit is refused before anything is made.
+    """
+    from gateflow.models._params import init_params, load_inputs, load_params, make_inputs
+
+    cell = get_cell(cell)
+    init_opts = {"--hidden": hidden, "--input-size": input_size, "--init": init,
+                 "--sigma-w": sigma_w, "--sigma-v": sigma_v, "--sigma-b": sigma_b,
+                 "--gate-bias": gate_bias, "--chrono": chrono}
+    input_opts = {"--steps": steps, "--batch": batch, "--input-dist": input_dist,
+                  "--input-scale": input_scale}
+    for given, opts, what in ((weights, init_opts, "--weights"), (inputs, input_opts, "--inputs")):
+        clash = [k for k, v in opts.items() if v is not None]
+        if given is not None and clash:
+            verb, it = ("applies", "it") if len(clash) == 1 else ("apply", "them")
+            raise GateflowError(f"{', '.join(clash)} {verb} only to generated data; drop {it} "
+                                f"or drop {what}")
+    if weights is not None and inputs is not None and seed is not None:
+        raise GateflowError("--seed applies only to generated data; drop it or drop --weights "
+                            "or --inputs")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise GateflowError(f"seed must be an integer >= 0, got {seed!r}")
+    used_seed = None
+    generated_weights = weights is None
+    generated_inputs = inputs is None
+    seed0 = 0 if seed is None else int(seed)
+
+    x = None
+    if not generated_inputs and generated_weights and input_size is None:
+        x = load_inputs(inputs)  # d comes from the file
+    if generated_weights:
+        n = 64 if hidden is None else hidden
+        d = input_size if input_size is not None else x.shape[2] if x is not None else n
+    else:
+        params = load_params(weights, cell)
+        w_src = file_source(weights)
+        n = next(iter(params.values())).shape[0]
+        d = next(params[p].shape[1] for p, k in cell.matrices.items() if k == "input")
+    if generated_inputs:
+        T = _count(100 if steps is None else steps, "--steps (T)",
+                   "; inputs need at least one time step")
+        B = _count(4 if batch is None else batch, "--batch (B)",
+                   "; inputs need at least one sequence")
+        if generated_weights:
+            param_shapes(cell, n, d)  # validates n and d
+        check_run(run_bytes(cell, n, d, T, B, dtype, blocks, norms), backend=backend)
+    if generated_weights:
+        scheme = "pytorch" if init is None else init
+        cfg: dict[str, Any] = {"scheme": scheme, "sigma_w": 1.0 if sigma_w is None else sigma_w,
+               "sigma_v": 1.0 if sigma_v is None else sigma_v,
+               "sigma_b": 0.0 if sigma_b is None else sigma_b,
+               "gate_bias": gate_bias, "chrono": chrono}
+        params = init_params(cell, n, d, seed=seed0, **cfg)
+        w_src = {"source": "init", "n": n, "d": d, "seed": seed0, **cfg}
+        used_seed = seed0
+    if generated_inputs:
+        dist = "normal" if input_dist is None else input_dist
+        scale = 1.0 if input_scale is None else input_scale
+        x = make_inputs(T, B, d, dist=dist, scale=scale, seed=seed0 + 1)
+        x_src = {"source": "init", "T": T, "B": B, "d": d, "dist": dist, "scale": scale,
+                 "seed": seed0 + 1}
+        used_seed = seed0
+    else:
+        x = load_inputs(inputs, d) if x is None else x
+        x_src = file_source(inputs)
+    return params, x, {"seed": used_seed, "weights_source": w_src, "inputs_source": x_src}

@@ -1,0 +1,201 @@
+"""``gateflow decay``'s options, checked and turned into a :class:`DecaySpec` before any work.
+
+Everything a user can get wrong — cell, block and norm names (one list parser:
+:func:`gateflow._validate.choose_many`), output paths (:func:`plan_outputs`), the
+threshold, the spectra lags, options that apply to no cell — is refused here, so a mistake
+costs no computing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateflow._errors import GateflowError
+from gateflow._io import STDOUT, check_file
+from gateflow._validate import choose_many
+from gateflow.cells._library import CELLS, get_cell
+from gateflow.jobs._contract import DEFAULT_NORMS
+from gateflow.numeric._observers import NORMS
+
+__all__ = ["CELL_FIELD", "DecaySpec", "check_figure_path", "decay_spec", "parse_lags",
+           "per_cell", "plan_outputs"]
+
+CELL_FIELD = "{cell}"
+FIGURE_FORMATS = ("png", "svg")
+SPECTRA_LAGS = (1, 10, 100)
+#: Output figures by role: the --plot figure and the --spectra figure.
+PLOT, SPECTRA = "--plot figure", "--spectra figure"
+
+
+@dataclass
+class DecaySpec:
+    """A checked ``gateflow decay``: what to measure, for which cells, and where to write."""
+
+    cells: tuple[str, ...]
+    norms: tuple[str, ...]
+    blocks: dict[str, tuple[str, ...] | None]  # per cell; None: all
+    dtype: str = "float64"
+    backend: str = "numpy"
+    threshold: float = 1e-6
+    spectra_lags: tuple[int, ...] = ()
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)  # cell -> JSON/CSV path
+    figures: dict[str, tuple[Path, str]] = field(default_factory=dict)  # PLOT/SPECTRA
+    weights: Any = None  # a path, with {cell} for several cells
+    data_opts: dict = field(default_factory=dict)  # generate()'s options shared by all cells
+    gate_opts: dict = field(default_factory=dict)  # gate_bias, chrono: cells with a gate
+    overwrite: bool = False
+    quiet: bool = False
+
+    @property
+    def multi(self) -> bool:
+        return len(self.cells) > 1
+
+    def data_options(self, cell: str) -> dict:
+        """:func:`~gateflow.jobs._inputs.generate`'s keyword arguments for ``cell``."""
+        opts = dict(self.data_opts)
+        if get_cell(cell).memory_bias is not None or not self.multi:
+            opts.update(self.gate_opts)
+        return {**opts, "weights": per_cell(self.weights, cell), "dtype": self.dtype,
+                "backend": self.backend, "blocks": self.blocks[cell], "norms": self.norms}
+
+
+def parse_lags(text: str | None, default=SPECTRA_LAGS) -> tuple[int, ...]:
+    """``"1,10,100"`` -> ``(1, 10, 100)`` (integers >= 1, sorted, repeats dropped)."""
+    if text is None:
+        return tuple(default)
+    out = set()
+    for s in str(text).split(","):
+        s = s.strip()
+        if not s:
+            continue
+        try:
+            k = int(s)
+        except ValueError:
+            raise GateflowError(f"--spectra-lags: {s!r} is not an integer; give e.g. 1,10,100") \
+                from None
+        if k < 1:
+            raise GateflowError(f"--spectra-lags: lag {k} must be >= 1")
+        out.add(k)
+    if not out:
+        raise GateflowError(f"empty --spectra-lags {text!r}; give e.g. 1,10,100")
+    return tuple(sorted(out))
+
+
+def per_cell(path, cell: str):
+    """``path`` with ``{cell}`` replaced by the cell name (None stays None)."""
+    return None if path is None else Path(str(path).replace(CELL_FIELD, cell))
+
+
+def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path, str]:
+    """An output figure path with a known extension (.png or .svg) in an existing folder."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise GateflowError(f"cannot write {what} {str(path)!r}: unknown extension "
+                            f"{path.suffix or '(none)'!r}; use .png or .svg")
+    return check_file(path, what, overwrite=overwrite), fmt
+
+
+def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra_path,
+                 overwrite: bool = False
+                 ) -> tuple[dict[str, dict[str, Path]], dict[str, tuple[Path, str]]]:
+    """Check every output path before any work; return (per-cell files, figure files)."""
+    multi = len(cells) > 1
+    for path, flag in ((json_path, "--json"), (csv_path, "--csv"), (plot_path, "--plot"),
+                       (spectra_path, "--spectra")):
+        if path is not None and not str(path).strip():
+            raise GateflowError(f"the {flag} path is empty; give a file name")
+    for path, flag in ((json_path, "--json"), (csv_path, "--csv")):
+        if multi and path is not None and Path(str(path)) == STDOUT:
+            raise GateflowError(f"{flag} - writes one cell to stdout; with several cells give "
+                                f"a path with {CELL_FIELD}, e.g. decay-{CELL_FIELD}.{flag[2:]}")
+        if multi and path is not None and CELL_FIELD not in str(path):
+            raise GateflowError(f"{flag} {str(path)!r} must contain {CELL_FIELD} with several "
+                                f"cells (one file per cell), e.g. decay-{CELL_FIELD}"
+                                f"{Path(str(path)).suffix or '.' + flag[2:]}")
+    files: dict[str, dict[str, Path]] = {}
+    for c in cells:
+        files[c] = {}
+        for path, what in ((json_path, "JSON"), (csv_path, "CSV")):
+            if path is not None:
+                files[c][what] = check_file(per_cell(path, c), what, overwrite=overwrite)
+    figs: dict[str, tuple[Path, str]] = {}
+    for path, what in ((plot_path, PLOT), (spectra_path, SPECTRA)):
+        if path is not None:
+            figs[what] = check_figure_path(path, what, overwrite=overwrite)
+    if any(p == STDOUT for p, _ in figs.values()):
+        raise GateflowError("figures are not written to stdout; give --plot/--spectra a .png "
+                            "or .svg path")
+    if json_path is not None and csv_path is not None \
+            and Path(str(json_path)) == Path(str(csv_path)) == STDOUT:
+        raise GateflowError("--json - and --csv - both write to stdout; send one to a file")
+    seen: dict[Path, list[str]] = {}
+    for c, d in files.items():
+        for what, p in d.items():
+            flag = f"--{what.lower()}"
+            seen.setdefault(p.resolve(), []).append(f"{flag} of {c}" if multi else flag)
+    for what, (p, _) in figs.items():
+        seen.setdefault(p.resolve(), []).append(what.split()[0])
+    for p, whats in seen.items():
+        if whats == ["--json", "--csv"]:
+            raise GateflowError("--json and --csv name the same file; give two different paths")
+        if len(whats) > 1:
+            both = "both" if len(whats) == 2 else "all"
+            raise GateflowError(f"{' and '.join(whats)} would {both} write {str(p)!r}; "
+                                "give different paths")
+    return files, figs
+
+
+def _threshold(value) -> float:
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise GateflowError(f"--threshold must be a number, got {value!r}") from None
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise GateflowError(f"--threshold must be a finite number > 0, got {value!r}")
+    return threshold
+
+
+def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_path=None,
+               spectra_lags=None, threshold: float = 1e-6, blocks=None, norms=None,
+               dtype: str = "float64", backend: str = "numpy", quiet: bool = False,
+               weights=None, overwrite: bool = False, **data_opts) -> DecaySpec:
+    """Check every option of ``gateflow decay`` (see :func:`~gateflow.jobs._decay.run_decays`)
+    and return the :class:`DecaySpec`; nothing is computed or written."""
+    from gateflow.numeric._backend import get_dtype, get_xp
+
+    cells = choose_many(cells, tuple(CELLS), "cell")
+    multi = len(cells) > 1
+    if multi and weights is not None and CELL_FIELD not in str(weights):
+        raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
+                            f"give a pattern with {CELL_FIELD}, e.g. w-{CELL_FIELD}.safetensors")
+    files, figs = plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite)
+    threshold = _threshold(threshold)
+    if spectra_lags is not None and spectra_path is None:
+        raise GateflowError("--spectra-lags applies only with --spectra FILE")
+    sv_lags = parse_lags(spectra_lags) if spectra_path is not None else ()
+    norm_t = DEFAULT_NORMS if norms is None else choose_many(norms, NORMS, "norm")
+    get_dtype(dtype)
+    get_xp(backend)
+    block_t: dict[str, tuple[str, ...] | None] = {}
+    for c in cells:
+        cell = get_cell(c)
+        chosen = None if blocks is None else choose_many(blocks, cell.blocks, "block")
+        block_t[c] = chosen
+        mb = cell.memory_block
+        if figs and chosen is not None and mb not in chosen:
+            raise GateflowError(f"--plot/--spectra draw each cell's memory block; add {mb} to "
+                                f"--blocks (cell {c})")
+    gate_opts = {k: data_opts.pop(k, None) for k in ("gate_bias", "chrono")}
+    gated = [c for c in cells if get_cell(c).memory_bias is not None]
+    if multi and any(v is not None for v in gate_opts.values()) and not gated:
+        flag = "--gate-bias" if gate_opts["gate_bias"] is not None else "--chrono"
+        raise GateflowError(f"{flag} does not apply to any of {', '.join(cells)}: none has a "
+                            "gate on its memory path")
+    return DecaySpec(cells=cells, norms=norm_t, blocks=block_t, dtype=dtype, backend=backend,
+                     threshold=threshold, spectra_lags=sv_lags, files=files, figures=figs,
+                     weights=weights, data_opts=data_opts, gate_opts=gate_opts,
+                     overwrite=overwrite, quiet=quiet)

@@ -1,0 +1,131 @@
+"""What the jobs print while they run: one progress bar, the decay tables, number formats.
+
+All three jobs (``decay``, ``report``, ``sweep``) show progress with :func:`progress`, on
+stderr, so stdout carries only data (``--json -``) or the path written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from gateflow.presentation._labels import direct_label
+
+__all__ = ["Bar", "console", "fit_table", "fmt", "fmt_horizon", "progress", "summary_table"]
+
+
+def fmt(v, spec: str = ".3g", none: str = "never") -> str:
+    """``format(v, spec)``, or ``none`` for a value that is not there (``None``)."""
+    return none if v is None else format(v, spec)
+
+
+def fmt_horizon(fit, T: int) -> str:
+    """A memory horizon: the lag, or ``"> T"`` when the threshold is never reached."""
+    return f"{fit.horizon}" if fit.horizon is not None else f"> {T}"
+
+
+def console(*, stderr: bool = True, quiet: bool = False):
+    """A rich Console (stderr by default)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, quiet=quiet)
+
+
+class Bar:
+    """A handle on one progress bar: :meth:`set` the steps done, or :meth:`advance`; the
+    screen is refreshed at most about 200 times over the whole bar. Quiet: does nothing."""
+
+    def __init__(self, progress=None, task=None, total: int = 1):
+        self._progress, self._task, self.total = progress, task, max(1, int(total))
+        self._every = max(1, self.total // 200)
+        self.done = 0
+        self._shown = 0
+
+    def set(self, done: int, description: str | None = None) -> None:
+        self.done = int(done)
+        if self._progress is None:
+            return
+        if description is not None or self.done >= self.total \
+                or self.done - self._shown >= self._every:
+            kw = {} if description is None else {"description": description}
+            self._progress.update(self._task, completed=self.done, **kw)
+            self._shown = self.done
+
+    def advance(self, steps: int = 1, description: str | None = None) -> None:
+        self.set(self.done + steps, description)
+
+
+@contextmanager
+def progress(description: str, total: int, *, quiet: bool = False,
+             transient: bool = False) -> Iterator[Bar]:
+    """One progress bar on stderr: description, bar, done/total, elapsed and remaining
+    time. ``transient`` removes it when done; ``quiet`` shows nothing."""
+    if quiet:
+        yield Bar(total=total)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console(),
+                  transient=transient) as bar:
+        task = bar.add_task(description, total=total)
+        yield Bar(bar, task, total)
+
+
+# -- gateflow decay's tables ----------------------------------------------------------------
+def summary_table(result: Any, max_lags: int = 6):
+    """A rich Table: batch-mean log10 norms of every block of a DecayResult at a few lags."""
+    from rich.table import Table
+
+    T = result.shapes["T"]
+    lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+                   if k <= T} | {T})
+    if len(lags) > max_lags:
+        lags = lags[:max_lags - 1] + [T]
+    table = Table(title=f"{result.cell}: mean log10 norm over the batch "
+                        f"(T={T}, B={result.shapes['B']}, n={result.shapes['n']})")
+    table.add_column("block", style="bold cyan", no_wrap=True)
+    table.add_column("norm", no_wrap=True)
+    for k in lags:
+        table.add_column(f"k={k}", justify="right")
+    for name, norm, a in result.series():
+        cells = []
+        for k in lags:
+            row = a[k - 1]
+            cells.append("-inf" if np.isneginf(row).all() else
+                         f"{np.mean(row[np.isfinite(row)]):.3f}")
+        table.add_row(name, norm, *cells)
+    return table
+
+
+def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float):
+    """A rich Table: per cell, its memory block's and direct product's per-step factor,
+    e-folding lag and memory horizon. ``fits``: cell -> :class:`ChainFits`;
+    ``steps``: cell -> T."""
+    from rich.table import Table
+
+    norms = {f.norm for f in fits.values()}
+    table = Table(title=f"fitted decay of the batch median ({'/'.join(sorted(norms))} norm; "
+                        f"memory horizon: first lag below {threshold:g})")
+    table.add_column("cell", style="bold cyan", no_wrap=True)
+    table.add_column("block", no_wrap=True)
+    for h in ("per-step factor", "e-folding lag (steps)", "memory horizon (steps)"):
+        table.add_column(h, justify="right")
+    for cell, cf in fits.items():
+        rows = [*cf.blocks.items(), *((direct_label(cell, s), f) for s, f in cf.direct.items())]
+        if not cf.blocks:
+            table.add_row(cell, "(memory block not measured)", "—", "—", "—")
+        for name, f in rows:
+            table.add_row(cell, name, f"{f.factor:.4f}", fmt(f.efold, ".3g", "∞"),
+                          fmt_horizon(f, steps[cell]))
+    return table

@@ -1,0 +1,206 @@
+"""The jobs' figures, built from their results with the primitives of :mod:`._plot`.
+
+* ``gateflow decay``: :func:`theory_overlays`, :func:`decay_figure` (each cell's memory
+  block against lag) and :func:`spectra_figure` (its singular values at a few lags);
+* ``gateflow report``: :func:`report_figures` (RNN vs LSTM vs GRU, the gate-bias panels,
+  the spectra), written as PNG and SVG into the report's folder;
+* ``gateflow sweep``: :func:`sweep_heatmap` (memory horizon over the grid, one per cell).
+
+Results are duck-typed (a DecayResult has ``chain``, ``norms``, ``shapes``,
+``weights_source``; a ChainResult ``blocks``, ``direct``, ``lags``), so nothing here imports
+the jobs layer above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateflow._errors import GateflowError
+from gateflow.analysis._analysis import measured_norm
+from gateflow.cells._library import get_cell
+from gateflow.numeric._observers import NORMS
+from gateflow.presentation._plot import (
+    PALETTE,
+    Overlay,
+    gate_overlay,
+    plot_decay,
+    plot_spectra,
+    rnn_overlays,
+)
+
+__all__ = ["decay_figure", "report_figures", "spectra_figure", "sweep_heatmap",
+           "theory_overlays"]
+
+
+# -- gateflow decay -------------------------------------------------------------------------
+def _finite_input_var(params: Mapping, x_moment: float) -> bool:
+    """Whether the mean-field input variance mean_i Σ_j W_ij² · E[x²] is finite; if not
+    (huge inputs), the mean-field overlay is skipped rather than failing the run."""
+    if not math.isfinite(x_moment):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        W = np.asarray(params["W"], dtype=np.float64)
+        return bool(np.isfinite(float(np.mean(np.sum(np.square(W), axis=1))) * x_moment))
+
+
+def second_moment(x) -> float:
+    """E[x²] in float64; inf (not a warning) when it overflows (|x| beyond ~1e154)."""
+    with np.errstate(over="ignore"):
+        return float(np.mean(np.square(np.asarray(x, dtype=np.float64))))
+
+
+def _plot_norm(results: Mapping) -> str | None:
+    norms = {measured_norm(r.norms) for r in results.values()}
+    return norms.pop() if len(norms) == 1 else None
+
+
+def theory_overlays(results: Mapping, params: Mapping, sources: Mapping, x_moments: Mapping,
+                    *, gate_bias: float | None = None) -> list[Overlay]:
+    """The theory lines that apply to these runs (``rnn_overlays`` and ``gate_overlay``):
+    σ(b)^k for the memory gate when a gate bias was set, the mean-field rate for a tanh RNN
+    with Gaussian init, the Pascanu bound for an RNN. ``sources``: cell -> provenance
+    (``weights_source``); ``x_moments``: cell -> E[x²] of its inputs."""
+    out: list[Overlay] = []
+    norm = _plot_norm(results)
+    if norm is None:
+        return out
+    gated = [c for c in results if get_cell(c).memory_bias is not None]
+    if gate_bias is not None and gated:
+        r = results[gated[0]]
+        out.append(gate_overlay(r.chain.lags, gate_bias, r.shapes["n"], norm=norm,
+                                prefix="memory gate, zero weights", timescale=True,
+                                color="#000000", linestyle=(0, (5, 1.5, 1, 1.5, 1, 1.5))))
+    for c in ("rnn", "rnn-relu"):
+        if c in results:
+            w = sources[c]["weights_source"]
+            gaussian = (c == "rnn" and w.get("source") == "init"
+                        and w.get("scheme") == "gaussian"
+                        and _finite_input_var(params[c], x_moments[c]))
+            out += rnn_overlays(params[c], results[c].chain.lags, norm=norm,
+                                mean_field=gaussian, input_second_moment=x_moments[c], name=c)
+    return out
+
+
+def _config_text(results: Mapping) -> str:
+    first = next(iter(results.values()))
+    sh = first.shapes
+    w = first.weights_source
+    init = f"{w['scheme']} init" if w.get("source") == "init" else "weights from file"
+    same_n = all(r.shapes["n"] == sh["n"] for r in results.values())
+    parts = [init] + ([f"n = {sh['n']}"] if same_n else []) + [f"T = {sh['T']} steps",
+                                                               f"B = {sh['B']}"]
+    return ", ".join(parts)
+
+
+def decay_figure(results: Mapping, overlays: Sequence[Overlay] = (), *,
+                 title: str | None = None):
+    """Gradient norm of each cell's memory block against lag (median, IQR band), with the
+    cell-path-only products dashed and the theory ``overlays``; returns the Figure."""
+    norms = {measured_norm(r.norms) for r in results.values()}
+    norm = NORMS[0] if NORMS[0] in norms else sorted(norms)[0]
+    for r in results.values():
+        if norm not in r.norms:
+            raise GateflowError(f"{r.cell} has no {norm} norms to plot next to the other cells; "
+                                "measure the same --norms for every cell")
+    title = title or (f"Gradient decay over lag: {' vs '.join(results)}\n"
+                      f"{_config_text(results)}; median over the batch, band = IQR")
+    return plot_decay({c: r.chain for c, r in results.items()},
+                      {c: get_cell(c).memory_block for c in results}, overlays, norm=norm,
+                      title=title, legend="outside")
+
+
+def spectra_figure(results: Mapping, lags, *, title: str | None = None):
+    """Singular values of each cell's memory block at ``lags`` (first sequence)."""
+    title = title or (r"Singular values of the memory block $\partial s_T/\partial s_{T-k}$, "
+                      f"sequence 0\n{_config_text(results)}")
+    return plot_spectra({c: r.chain for c, r in results.items()},
+                        {c: get_cell(c).memory_block for c in results}, lags=list(lags),
+                        title=title, legend="outside")
+
+
+# -- gateflow report ------------------------------------------------------------------------
+def _tex_label(label: str) -> str:
+    """"LSTM b_f=1" -> "LSTM $b_f = 1$" for legends (mathtext)."""
+    head, _, rest = label.partition(" ")
+    if "=" in rest:
+        name, _, value = rest.partition("=")
+        return f"{head} ${name} = {value}$"
+    return label
+
+
+def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
+                   folder: Path) -> dict[str, str]:
+    """The report's figures, saved as ``<name>.png`` and ``.svg`` in ``folder``; returns
+    name -> caption. ``measured``: the report's runs (``run.label``, ``.cell``, ``.block``,
+    ``.group``, ``.gate_bias``, ``result``: ChainResult, ``params``)."""
+    by_group: dict[str, list[Any]] = {}
+    for m in measured:
+        by_group.setdefault(m.run.group, []).append(m)
+    figs = {}
+    cells = by_group["cells"]
+    lags = cells[0].result.lags
+    rnn = next(m for m in cells if m.run.cell == "rnn")
+    plot_decay({m.run.label: m.result for m in cells}, {m.run.label: m.run.block for m in cells},
+               rnn_overlays(rnn.params, lags), folder / "decay_cells",
+               title=f"RNN vs LSTM vs GRU, same init ({scheme}), n = {n}")
+    figs["decay_cells"] = "RNN, LSTM (cell state c) and GRU: median over the batch, band = IQR."
+    for group, gate, tex in (("lstm-bias", "forget", "b_f"), ("gru-bias", "update", "b_z")):
+        ms = by_group.get(group, [])
+        if not ms:
+            continue
+        shown = {m.run.label: _tex_label(m.run.label) for m in ms}
+        colors = {shown[m.run.label]: PALETTE[i % len(PALETTE)] for i, m in enumerate(ms)}
+        ovs = [gate_overlay(lags, m.run.gate_bias, n, tex=tex, color=colors[shown[m.run.label]])
+               for m in ms if m.run.gate_bias is not None]
+        cell = ms[0].run.cell.upper()
+        name = f"decay_{group.replace('-', '_')}"
+        plot_decay({shown[m.run.label]: m.result for m in ms},
+                   {shown[m.run.label]: m.run.block for m in ms}, ovs, folder / name,
+                   direct=False, colors=colors,
+                   title=f"{cell}: effect of the {gate}-gate bias ${tex}$, n = {n}")
+        figs[name] = (f"{cell} with the {gate}-gate bias {tex} set on every unit, or chrono "
+                      f"(T_max = {steps}); dotted: σ({tex})^k, exact when all weights are zero.")
+    sv = {m.run.label: m.result for m in cells if m.result.singular_values}
+    if sv:
+        plot_spectra(sv, {m.run.label: m.run.block for m in cells}, path=folder / "spectra",
+                     title=rf"Singular values of $\partial s_T/\partial s_{{T-k}}$, "
+                     rf"sequence 0, n = {n}")
+        figs["spectra"] = "Singular values of the lag-k Jacobian for the first sequence."
+    return figs
+
+
+# -- gateflow sweep -------------------------------------------------------------------------
+def sweep_heatmap(cs: Any, grid: Any):
+    """A heatmap of one cell's memory horizons (a CellSweep) over the sweep grid; points
+    that never reach the threshold show "≥ T"."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    T = grid.T
+    H = np.array([[T if h is None else h for h in row] for row in cs.horizon], dtype=float)
+    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(H, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=T)
+    cbar = fig.colorbar(im, ax=ax)
+    cbar.set_label("memory horizon (steps)")
+    for i, row in enumerate(cs.horizon):
+        for j, h in enumerate(row):
+            text = f"≥ {T}" if h is None else str(h)
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="black" if H[i, j] > 0.6 * T else "white")
+    ax.set_xticks(range(len(cs.sigma_w)), [f"{v:g}" for v in cs.sigma_w])
+    ax.set_yticks(range(len(cs.y.values)), [f"{v:g}" for v in cs.y.values])
+    ax.set_xlabel("recurrent weight scale σ_w  (U ~ N(0, σ_w²/n))")
+    ax.set_ylabel(cs.y.label)
+    out, inp = cs.block.split("/")
+    ax.set_title(f"{cs.cell}: first lag k with median ‖∂{out}_T/∂{inp}_(T−k)‖_F < "
+                 f"{grid.threshold:g}\n(n = {grid.n}, T = {T}, B = {grid.B}; "
+                 f"≥ {T}: never within T)", fontsize=10)
+    return fig
