@@ -19,8 +19,8 @@ Jacobian layout everywhere: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from ._errors import GateflowError
-from ._version import __version__
+from gateflow._errors import GateflowError
+from gateflow._version import __version__
 
 # Public names, and the module that owns each. They load on first use (einops-style), so
 # `import gateflow` is instant and the numeric path never imports SymPy unless it derives.
@@ -39,6 +39,13 @@ _EXPORTS = {
     "gate_path": "analysis._analysis", "mean_field_tanh": "analysis._analysis",
     "pascanu_bound": "analysis._analysis", "summarize": "analysis._analysis",
     "memory_horizon": "analysis._analysis",
+    # the jobs' pipeline and the figures, for notebooks and scripts
+    "fit_batch": "analysis._analysis",
+    "Overlay": "presentation._plot", "plot_decay": "presentation._plot",
+    "direct_label": "presentation._labels",
+    "DecayResult": "jobs._contract", "decay": "jobs._decay",
+    "ReportConfig": "jobs._report", "write_report": "jobs._report",
+    "SweepGrid": "jobs._sweep", "sweep": "jobs._sweep",
 }
 
 
@@ -55,8 +62,9 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .analysis._analysis import (  # noqa: F401
+    from gateflow.analysis._analysis import (  # noqa: F401
         DecayFit,
+        fit_batch,
         fit_decay,
         gate_path,
         mean_field_tanh,
@@ -64,31 +72,44 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         pascanu_bound,
         summarize,
     )
-    from .cells._library import CELLS, get_cell  # noqa: F401
-    from .cells._record import Cell  # noqa: F401
-    from .models._inputs import load_inputs, make_inputs  # noqa: F401
-    from .models._params import init_params, load_params, save_params  # noqa: F401
-    from .models.formats._pytorch import (  # noqa: F401
+    from gateflow.cells._library import CELLS, get_cell  # noqa: F401
+    from gateflow.cells._record import Cell  # noqa: F401
+    from gateflow.jobs._contract import DecayResult  # noqa: F401
+    from gateflow.jobs._decay import decay  # noqa: F401
+    from gateflow.jobs._report import ReportConfig, write_report  # noqa: F401
+    from gateflow.jobs._sweep import SweepGrid, sweep  # noqa: F401
+    from gateflow.models._inputs import load_inputs, make_inputs  # noqa: F401
+    from gateflow.models._params import init_params, load_params, save_params  # noqa: F401
+    from gateflow.models.formats._pytorch import (  # noqa: F401
         TorchLayout,
         from_torch_state_dict,
         to_torch_state_dict,
     )
-    from .numeric._chain import ChainResult, all_lags  # noqa: F401
-    from .symbolic._derive import LinOp, Structure, Term, derive  # noqa: F401
-    from .symbolic._printing import render  # noqa: F401
+    from gateflow.numeric._chain import ChainResult, all_lags  # noqa: F401
+    from gateflow.presentation._labels import direct_label  # noqa: F401
+    from gateflow.presentation._plot import Overlay, plot_decay  # noqa: F401
+    from gateflow.symbolic._derive import LinOp, Structure, Term, derive  # noqa: F401
+    from gateflow.symbolic._printing import render  # noqa: F401
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "CELLS",
     "Cell",
     "ChainResult",
     "DecayFit",
+    "DecayResult",
     "GateflowError",
     "LinOp",
+    "Overlay",
+    "ReportConfig",
     "Structure",
+    "SweepGrid",
     "Term",
     "TorchLayout",
     "all_lags",
+    "decay",
     "derive",
+    "direct_label",
+    "fit_batch",
     "fit_decay",
     "from_torch_state_dict",
     "gate_path",
@@ -100,9 +121,12 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "mean_field_tanh",
     "memory_horizon",
     "pascanu_bound",
+    "plot_decay",
     "render",
     "save_params",
     "summarize",
+    "sweep",
     "to_torch_state_dict",
+    "write_report",
     "__version__",
 ]
