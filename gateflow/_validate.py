@@ -70,8 +70,8 @@ def whole(value, what: str, lo: int = 1, hi: int | None = None) -> int:
     span = (f"in {lo}..{hi}" if hi is not None else "a positive integer" if lo == 1
             else f">= {lo}")
     need = span if hi is None and lo == 1 else f"an integer {span}"
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo \
-            or (hi is not None and value > hi):
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < lo \
+            or (hi is not None and int(value) > hi):
         raise GateflowError(f"{what} must be {need}, got {shown(value)}")
     return int(value)
 

@@ -61,7 +61,7 @@ class _Display:
     minus = "-"
 
     def __init__(self, names: dict[str, str], **settings):
-        super().__init__(settings)
+        super().__init__(settings)  # type: ignore[call-arg]  # the printer after this mixin
         self.names = names
 
     def _print_Add(self, expr, order=None):

@@ -240,12 +240,12 @@ class Cell:
     @property
     def matrices(self) -> dict[str, str]:
         """Weight matrices: ``"input"`` (applied to x, shape (n, d)) or ``"recurrent"`` (n, n)."""
-        return self._shapes[0]
+        return self.__dict__["_shapes"][0]
 
     @property
     def vectors(self) -> tuple[str, ...]:
         """Parameters used elementwise (biases, peepholes), shape (n,)."""
-        return self._shapes[1]
+        return self.__dict__["_shapes"][1]
 
     # -- names ---------------------------------------------------------------------------
     @property
