@@ -416,6 +416,11 @@ def all_lags(
     check_fits(need, backend=backend)
     if not np.all(np.isfinite(x_host)):
         raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
+    big = float(np.finfo(dt).max)
+    for what, a in (("inputs", x_host), *((f"param {k!r}", v) for k, v in params.items())):
+        if np.size(a) and float(np.max(np.abs(a))) > big:
+            raise GateflowError(f"{what} exceed the {dt} range (|value| > {big:.3g}); use "
+                                "float64 or rescale them")
 
     comp = compile_cell(cell, backend, dt.name)
     bound = Bound(comp, params, n)

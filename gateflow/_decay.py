@@ -462,9 +462,10 @@ def parse_lags(text: str | None, default=SPECTRA_LAGS) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def per_cell(path, cell: str):
-    """``path`` with ``{cell}`` replaced by the cell name (None stays None)."""
-    return None if path is None else Path(str(path).replace(CELL_FIELD, cell))
+def per_cell(path, cell: str) -> str | None:
+    """``path`` with ``{cell}`` replaced by the cell name (None stays None); a string, so a
+    trailing slash survives for the output checks."""
+    return None if path is None else str(path).replace(CELL_FIELD, cell)
 
 
 def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path, str]:
@@ -622,11 +623,13 @@ class DecayRun:
     written: list = field(default_factory=list)
 
 
-def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite=False):
+def _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite=False,
+                  weights=None, inputs=None):
     """Check every output path before any work; return (per-cell files, figure files)."""
     multi = len(cells) > 1
     for path, flag in ((json_path, "--json"), (csv_path, "--csv"), (plot_path, "--plot"),
-                       (spectra_path, "--spectra")):
+                       (spectra_path, "--spectra"), (weights, "--weights"),
+                       (inputs, "--inputs")):
         if path is not None and not str(path).strip():
             raise GateflowError(f"the {flag} path is empty; give a file name")
     for path, flag in ((json_path, "--json"), (csv_path, "--csv")):
@@ -700,7 +703,8 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     if multi and weights is not None and CELL_FIELD not in str(weights):
         raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
                             f"give a pattern with {CELL_FIELD}, e.g. w-{CELL_FIELD}.safetensors")
-    files, figs = _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite)
+    files, figs = _plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite,
+                                weights, data_opts.get("inputs"))
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):

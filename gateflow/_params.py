@@ -815,7 +815,11 @@ def _read_torch(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
                                 "save model.state_dict() (a dict of tensors) with torch.save")
         out: dict[str, np.ndarray] = {}
         for k, v in obj.items():
-            if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            if not isinstance(k, str):
+                raise GateflowError(f"{_show(path)} is a dict but its key {_clip(repr(k), 60)} is "
+                                    f"a {type(k).__name__}, not a parameter name; save "
+                                    "model.state_dict() (string keys)")
+            if not isinstance(v, torch.Tensor):
                 raise GateflowError(f"{_show(path)} is a dict but entry {_clip(repr(k), 60)} is "
                                     f"a {type(v).__name__}, not a tensor; save model.state_dict() "
                                     "alone, not a checkpoint with extras")
@@ -835,6 +839,9 @@ def _read_file(path: Path) -> dict[str, np.ndarray]:
     """The raw arrays of a weights file: extension, file type and real format checked
     before anything is parsed, sizes checked before anything is allocated."""
     ext = _ext(path)
+    if ext not in _PARAM_EXTS and os.path.isdir(path):
+        raise GateflowError(f"cannot read params from {_clip(repr(str(path)), 80)}: it is a "
+                            "folder; give the weights file")
     if ext not in _PARAM_EXTS:
         raise GateflowError(f"cannot read params from {_clip(repr(str(path)), 80)}: unknown "
                             f"extension {_clip(repr(ext or '(none)'), 40)}; use one of "
@@ -925,12 +932,19 @@ def make_inputs(T: int, B: int, d: int, *, dist: str = "normal", scale: float = 
                f"make_inputs of shape ({T}, {B}, {d})", "use fewer steps T, a smaller batch B or a "
                "smaller input size d")
     rng = np.random.default_rng(int(seed))
-    if dist == "normal":
-        x = scale * rng.standard_normal((T, B, d))
-    elif dist == "uniform":
-        x = rng.uniform(-scale, scale, size=(T, B, d)) if scale else np.zeros((T, B, d))
-    else:
-        x = np.zeros((T, B, d))
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            if dist == "normal":
+                x = scale * rng.standard_normal((T, B, d))
+            elif dist == "uniform":
+                x = rng.uniform(-scale, scale, size=(T, B, d)) if scale else np.zeros((T, B, d))
+            else:
+                x = np.zeros((T, B, d))
+    except (FloatingPointError, OverflowError):
+        x = None
+    if x is None or float(np.max(np.abs(x))) > float(np.finfo(dt).max):
+        raise GateflowError(f"input scale {scale:g} is too large: the generated inputs overflow "
+                            f"{dt}; use a smaller --input-scale")
     return np.ascontiguousarray(x, dtype=dt)
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateflowError
-from ._io import check_dir, fresh_dir, staged_dir
+from ._io import check_dir, fresh_dir, out_path, staged_dir
 
 __all__ = ["ReportConfig", "Run", "default_runs", "write_report"]
 
@@ -513,7 +513,7 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
                  quiet: bool = False, runs: list[Run] | None = None) -> Path:
     """Measure, draw and write the report; return its folder."""
     cfg = cfg or ReportConfig()
-    out = default_out(cfg) if out is None else Path(out)
+    out = default_out(cfg) if out is None else out_path(out)
     check_dir(out, overwrite)  # before any work
     runs = default_runs(cfg) if runs is None else runs
     _check_memory(cfg, runs)

@@ -157,8 +157,10 @@ def cells() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ._io import write_stdout
     from .cells import CELLS
 
+    write_stdout(b"")  # refuses a closed stdout before drawing anything
     table = Table(title="gateflow cells", show_lines=False)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("summary", overflow="fold")
@@ -183,10 +185,11 @@ def derive(
         "of one-step blocks, plus its n = 1 closed form (shown when K > 1).")] = 1,
 ) -> None:
     """Print the cell's equations and its exact one-step Jacobians, derived with SymPy."""
+    from ._io import write_stdout
     from ._printing import render
     from .cells import get_cell
 
-    typer.echo(render(get_cell(cell), fmt.value, block, steps))
+    write_stdout((render(get_cell(cell), fmt.value, block, steps) + "\n").encode())
 
 
 @app.command()
