@@ -70,6 +70,15 @@ def _signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _quiet_shutdown() -> None:
+    """After an interrupt the user has their one line: libraries interrupted half-way (a
+    dask cluster still starting) must not add tracebacks from their exit handlers."""
+    import logging
+
+    sys.unraisablehook = lambda unraisable: None
+    logging.disable(logging.CRITICAL)
+
+
 def _os_reason(exc: OSError) -> str:
     from ._io import _reason
 
@@ -113,8 +122,10 @@ class GateflowGroup(TyperGroup):
         except GateflowError as err:
             raise fail(err) from None
         except KeyboardInterrupt:
+            _quiet_shutdown()
             raise fail("interrupted (Ctrl-C); nothing was written", INTERRUPT_EXIT) from None
         except Terminated:
+            _quiet_shutdown()
             raise fail("terminated (SIGTERM); nothing was written", TERMINATE_EXIT) from None
         except MemoryError:
             raise fail("out of memory; use fewer steps (T), a smaller batch (B) or a smaller "

@@ -474,16 +474,16 @@ def _start(args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(proc, path: Path, pattern: str, timeout: float = 60) -> None:
+def _wait_for(proc, path: Path, pattern: str, timeout: float = 60, delay: float = 4) -> None:
     """Wait until the run is computing: a staging entry matching ``pattern`` exists, or
-    (for jobs that stage only at the end) a fixed delay after start-up."""
+    (for jobs that stage only at the end) ``delay`` seconds after start-up."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
             raise AssertionError(f"finished early: {proc.communicate()}")
         if pattern and any(path.glob(pattern)):
             return
-        if not pattern and time.monotonic() - t0 > 4:
+        if not pattern and time.monotonic() - t0 > delay:
             return
         time.sleep(0.05)
     raise AssertionError("never started")
@@ -524,11 +524,13 @@ def test_signals_stop_within_a_second_and_leave_nothing(sandbox, case):
     assert_unchanged(before, snapshot(sandbox))
 
 
-def test_sweep_sigint_closes_the_cluster(sandbox):
+@pytest.mark.parametrize("delay", [1.0, 2.0, 4.0], ids=["starting", "cluster-up", "computing"])
+def test_sweep_sigint_closes_the_cluster(sandbox, delay):
+    """Ctrl-C while the local cluster starts, just after, and while points compute."""
     proc = _start(("sweep", "--out", "sw", "--points", "8", "--steps", "3000", "--hidden", "32",
                    "-q"), sandbox)
     try:
-        _wait_for(proc, sandbox, "")
+        _wait_for(proc, sandbox, "", delay=delay)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
@@ -538,5 +540,6 @@ def test_sweep_sigint_closes_the_cluster(sandbox):
             proc.kill()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert stderr.splitlines() == ["error: interrupted (Ctrl-C); nothing was written"], stderr
     assert elapsed < 10, f"took {elapsed:.2f} s to stop"
     assert list(sandbox.iterdir()) == []
