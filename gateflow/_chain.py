@@ -32,6 +32,7 @@ import numpy as np
 from ._cell import Cell
 from ._compile import Bound, compile_cell, get_dtype, get_xp
 from ._errors import GateflowError
+from ._interrupt import check as check_interrupt
 from ._memory import available_memory, check_fits
 from .cells import choose_many, closest, get_cell, real_array, shown, whole
 
@@ -147,6 +148,8 @@ class _Stopped(Exception):
 
 
 def _check(stop) -> None:
+    """Once per step: a recorded Ctrl-C/SIGTERM is raised here; an abandoned run stops."""
+    check_interrupt()
     if stop is not None and stop.is_set():
         raise _Stopped
 
@@ -457,8 +460,8 @@ def all_lags(
             # On Ctrl-C (or any error) in this thread, the workers stop at their next step
             # instead of finishing the run while the pool waits for them.
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateflow") as pool:
-                futures = [pool.submit(job, i, p) for i, p in enumerate(parts)]
                 try:
+                    futures = [pool.submit(job, i, p) for i, p in enumerate(parts)]
                     chunks = [f.result() for f in futures]
                 except BaseException:
                     stop.set()

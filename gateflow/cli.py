@@ -31,7 +31,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from . import _interrupt
 from ._errors import GateflowError
+from ._interrupt import Terminated
 
 #: Exit status for anything the user got wrong (matches click's usage errors).
 USAGE_EXIT = 2
@@ -47,27 +49,26 @@ def fail(message: object, code: int = USAGE_EXIT) -> typer.Exit:
     return typer.Exit(code)
 
 
-class Terminated(BaseException):
-    """Raised in the main thread by SIGTERM, so ``finally`` blocks clean up as for Ctrl-C."""
-
-
 @contextmanager
 def _signals() -> Iterator[None]:
-    """While a command runs: SIGTERM raises :class:`Terminated`, SIGINT KeyboardInterrupt."""
+    """While a command runs, SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt
+    in the main thread; both are also recorded (:mod:`gateflow._interrupt`), so a signal
+    that lands where Python cannot raise is raised again at the next step of the run."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminate(signum, frame):
-        raise Terminated
+    def handler(signum, frame):
+        _interrupt.request(signum)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, handler) for sig, handler in
-                ((signal.SIGTERM, terminate), (signal.SIGINT, signal.default_int_handler))}
+    _interrupt.reset()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _quiet_shutdown() -> None:

@@ -517,6 +517,7 @@ def test_signals_stop_within_a_second_and_leave_nothing(sandbox, case):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reap it: no "still running" warning in a later test
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: ")
@@ -538,8 +539,32 @@ def test_sweep_sigint_closes_the_cluster(sandbox, delay):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reap it: no "still running" warning in a later test
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines() == ["error: interrupted (Ctrl-C); nothing was written"], stderr
     assert elapsed < 10, f"took {elapsed:.2f} s to stop"
     assert list(sandbox.iterdir()) == []
+
+
+def test_an_interrupt_python_swallowed_is_raised_at_the_next_step():
+    """A Ctrl-C that lands in a weakref or import-lock callback is dropped by Python
+    ("Exception ignored in ..."); the recorded request still stops the run at its next step,
+    in worker threads too."""
+    import gateflow
+    from gateflow import _interrupt
+
+    params = gateflow.init_params("lstm", 8, 4, seed=0)
+    x = gateflow.make_inputs(2000, 4, 4, seed=1)
+    _interrupt.request(signal.SIGINT)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            gateflow.all_lags("lstm", params, x, threads=2)
+        assert time.perf_counter() - t0 < 2
+        _interrupt.request(signal.SIGTERM)
+        with pytest.raises(_interrupt.Terminated):
+            gateflow.all_lags("lstm", params, x, threads=1)
+    finally:
+        _interrupt.reset()
+    assert gateflow.all_lags("lstm", params, x[:5]).lags[-1] == 5  # runs again after reset
