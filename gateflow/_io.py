@@ -121,12 +121,16 @@ def check_file(path, what: str = "output", *, overwrite: bool = False) -> Path:
     if path is None or (isinstance(path, str) and not path.strip()):
         raise GateflowError(f"the {what} path is empty; give a file name")
     try:
+        raw = os.fspath(path)
         path = Path(path)
     except TypeError:
         raise GateflowError(f"the {what} path must be a string or a path, got "
                             f"{type(path).__name__}") from None
     if path == STDOUT:
         return STDOUT
+    if isinstance(raw, str) and raw.endswith(("/", os.sep)):
+        raise GateflowError(f"cannot write {what} {raw!r}: it names a folder (trailing "
+                            "slash); give a file name")
     folder = _folder(path)
     try:
         st = os.stat(folder)
@@ -181,8 +185,20 @@ def write_files(payloads: dict[Path, bytes], *, overwrite: bool = False,
             raise GateflowError(f"cannot write {name}: {_reason(exc)}") from None
         raise
     if stdout is not None:
-        sys.stdout.buffer.write(stdout)
+        write_stdout(stdout)
+
+
+def write_stdout(data: bytes) -> None:
+    """``data`` to standard output; a closed stdout or a closed pipe is a GateflowError."""
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):
+        raise GateflowError("standard output is closed; redirect it to a file (or give "
+                            "--json/--csv a file name instead of -)")
+    try:
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError) as exc:
+        why = _reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise GateflowError(f"cannot write to standard output ({why})") from None
 
 
 def _place(tmp: str, path: Path, overwrite: bool) -> bool:
@@ -271,11 +287,16 @@ def _foreign(out: Path) -> str | None:
         return f"it has no {MANIFEST}, so gateflow did not write it"
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return f"its {MANIFEST} is unreadable"
+    folders = {Path(f).parent.as_posix() for f in files} - {"."}
+    folders |= {p.as_posix() for f in folders for p in Path(f).parents} - {"."}
     for dirpath, dirnames, filenames in os.walk(out):
         for name in [*dirnames, *filenames]:
             p = Path(dirpath) / name
+            rel = p.relative_to(out).as_posix()
             if p.is_symlink() or not (p.is_dir() or p.is_file()):
-                return f"it holds {p.relative_to(out).as_posix()!r}, which is not a regular file"
+                return f"it holds {rel!r}, which is not a regular file"
+            if p.is_dir() and rel not in folders:
+                return f"it holds the folder {rel!r}, which gateflow did not write"
     try:
         have = _listing(out)
     except OSError as exc:
@@ -289,15 +310,38 @@ def _foreign(out: Path) -> str | None:
     return None
 
 
+def out_path(out, what: str = "--out") -> Path:
+    """An output folder argument as a Path: not empty, and its existing ancestors are
+    folders (``f/r`` where ``f`` is a file is refused here, with that reason)."""
+    if out is None or not str(out).strip():
+        raise GateflowError(f"the {what} path is empty; give a folder name")
+    out = Path(out)
+    for parent in out.parents:
+        try:
+            st = os.stat(parent)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise GateflowError(f"cannot use {what} {str(out)!r}: {_reason(exc)}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise GateflowError(f"cannot use {what} {str(out)!r}: {str(parent)!r} is not a "
+                                "folder")
+        break
+    return out
+
+
 def check_dir(out, overwrite: bool) -> None:
     """Refuse an output folder that may not be (re)written; call before doing any work."""
-    out = Path(out)
+    out = out_path(out)
     try:
         exists = out.exists() or out.is_symlink()
     except OSError as exc:
         raise GateflowError(f"cannot use output folder {str(out)!r}: {_reason(exc)}") from None
     if not exists:
         return
+    if out.is_symlink():
+        raise GateflowError(f"refusing to write into {str(out)!r}: it is a symbolic link; "
+                            "choose a new --out")
     why = _protected(out)
     if why is not None:
         raise GateflowError(f"refusing to write into {str(out)!r}: {why}; choose a new --out")

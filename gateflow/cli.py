@@ -31,7 +31,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from gateflow import _interrupt
 from gateflow._errors import GateflowError
+from gateflow._interrupt import Terminated
 from gateflow.jobs._contract import CSV_HEADER, DEFAULT_NORMS
 from gateflow.numeric._observers import NORMS, OBSERVERS
 
@@ -52,27 +54,35 @@ def fail(message: object, code: int = USAGE_EXIT) -> typer.Exit:
     return typer.Exit(code)
 
 
-class Terminated(BaseException):
-    """Raised in the main thread by SIGTERM, so ``finally`` blocks clean up as for Ctrl-C."""
-
-
 @contextmanager
 def _signals() -> Iterator[None]:
-    """While a command runs: SIGTERM raises :class:`Terminated`, SIGINT KeyboardInterrupt."""
+    """While a command runs, SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt
+    in the main thread; both are also recorded (:mod:`gateflow._interrupt`), so a signal
+    that lands where Python cannot raise is raised again at the next step of the run."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminate(signum, frame):
-        raise Terminated
+    def handler(signum, frame):
+        _interrupt.request(signum)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, handler) for sig, handler in
-                ((signal.SIGTERM, terminate), (signal.SIGINT, signal.default_int_handler))}
+    _interrupt.reset()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _quiet_shutdown() -> None:
+    """After an interrupt the user has their one line: libraries interrupted half-way (a
+    dask cluster still starting) must not add tracebacks from their exit handlers."""
+    import logging
+
+    sys.unraisablehook = lambda unraisable: None
+    logging.disable(logging.CRITICAL)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -118,8 +128,10 @@ class GateflowGroup(TyperGroup):
         except GateflowError as err:
             raise fail(err) from None
         except KeyboardInterrupt:
+            _quiet_shutdown()
             raise fail("interrupted (Ctrl-C); nothing was written", INTERRUPT_EXIT) from None
         except Terminated:
+            _quiet_shutdown()
             raise fail("terminated (SIGTERM); nothing was written", TERMINATE_EXIT) from None
         except MemoryError:
             raise fail("out of memory; use fewer steps (T), a smaller batch (B) or a smaller "
@@ -162,8 +174,10 @@ def cells() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from gateflow._io import write_stdout
     from gateflow.cells._library import CELLS
 
+    write_stdout(b"")  # refuses a closed stdout before drawing anything
     table = Table(title="gateflow cells", show_lines=False)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("summary", overflow="fold")
@@ -188,10 +202,11 @@ def derive(
         "of one-step blocks, plus its n = 1 closed form (shown when K > 1).")] = 1,
 ) -> None:
     """Print the cell's equations and its exact one-step Jacobians, derived with SymPy."""
+    from gateflow._io import write_stdout
     from gateflow.cells._library import get_cell
     from gateflow.symbolic._printing import render
 
-    typer.echo(render(get_cell(cell), fmt.value, block, steps))
+    write_stdout((render(get_cell(cell), fmt.value, block, steps) + "\n").encode())
 
 
 @app.command()

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow._io import check_dir, fresh_dir, staged_dir
+from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
 from gateflow._validate import shown
 from gateflow.cells._library import get_cell
 from gateflow.jobs._inputs import check_run, run_bytes
@@ -320,7 +320,7 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
     if not isinstance(cfg, ReportConfig):
         raise GateflowError(f"the report's configuration must be a ReportConfig, got "
                             f"{shown(cfg)}; e.g. gateflow.ReportConfig(hidden=32)")
-    out = default_out(cfg) if out is None else Path(out)
+    out = default_out(cfg) if out is None else out_path(out)
     check_dir(out, overwrite)  # before any work
     runs = default_runs(cfg) if runs is None else runs
     check_memory(cfg, runs)

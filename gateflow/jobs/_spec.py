@@ -84,9 +84,10 @@ def parse_lags(text: str | None, default=SPECTRA_LAGS) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def per_cell(path, cell: str):
-    """``path`` with ``{cell}`` replaced by the cell name (None stays None)."""
-    return None if path is None else Path(str(path).replace(CELL_FIELD, cell))
+def per_cell(path, cell: str) -> str | None:
+    """``path`` with ``{cell}`` replaced by the cell name (None stays None); a string, so a
+    trailing slash survives for the output checks."""
+    return None if path is None else str(path).replace(CELL_FIELD, cell)
 
 
 def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path, str]:
@@ -100,12 +101,14 @@ def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path
 
 
 def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra_path,
-                 overwrite: bool = False
+                 overwrite: bool = False, weights=None, inputs=None
                  ) -> tuple[dict[str, dict[str, Path]], dict[str, tuple[Path, str]]]:
-    """Check every output path before any work; return (per-cell files, figure files)."""
+    """Check every output path (and that no input path is empty) before any work; return
+    (per-cell files, figure files)."""
     multi = len(cells) > 1
     for path, flag in ((json_path, "--json"), (csv_path, "--csv"), (plot_path, "--plot"),
-                       (spectra_path, "--spectra")):
+                       (spectra_path, "--spectra"), (weights, "--weights"),
+                       (inputs, "--inputs")):
         if path is not None and not str(path).strip():
             raise GateflowError(f"the {flag} path is empty; give a file name")
     for path, flag in ((json_path, "--json"), (csv_path, "--csv")):
@@ -172,7 +175,8 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     if multi and weights is not None and CELL_FIELD not in str(weights):
         raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
                             f"give a pattern with {CELL_FIELD}, e.g. w-{CELL_FIELD}.safetensors")
-    files, figs = plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite)
+    files, figs = plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite,
+                               weights, data_opts.get("inputs"))
     threshold = _threshold(threshold)
     if spectra_lags is not None and spectra_path is None:
         raise GateflowError("--spectra-lags applies only with --spectra FILE")

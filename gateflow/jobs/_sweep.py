@@ -25,7 +25,10 @@ serialiser (:mod:`gateflow.jobs._serialise`), and one heatmap per cell,
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow._io import check_dir, fresh_dir, staged_dir
+from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
 from gateflow._validate import choose_many, shown
 from gateflow.cells._library import CELLS, get_cell
 from gateflow.jobs._inputs import check_run, run_bytes
@@ -50,6 +53,8 @@ DEFAULT_CELLS = ("rnn", "lstm", "gru")
 LOCAL_WORKERS = 2
 #: Seconds to wait for a scheduler given with ``--scheduler``.
 CONNECT_TIMEOUT = 5
+#: Most values per axis of a sweep grid (the grid has points² runs per cell).
+MAX_POINTS = 100
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class SweepGrid:
         (σ_w ∈ [0.5, 3], gate bias ∈ [−2, 4], σ_b ∈ [0, 2])."""
         if isinstance(points, bool) or not isinstance(points, int) or points < 1:
             raise GateflowError(f"sweep grid needs at least 1 point per axis, got {points!r}")
+        if points > MAX_POINTS:
+            raise GateflowError(f"--points {points} is too many: at most {MAX_POINTS} per axis "
+                                f"({MAX_POINTS}² = {MAX_POINTS**2} runs per cell)")
 
         def axis(lo: float, hi: float) -> tuple[float, ...]:
             return tuple(np.round(np.linspace(lo, hi, points), 6).tolist())
@@ -259,16 +267,28 @@ def _check_address(address: str) -> None:
 def connect(address: str):
     """A ``Client`` connected to an existing scheduler within :data:`CONNECT_TIMEOUT`
     seconds, or a GateflowError saying why not."""
+    import dask
     from dask.distributed import Client
 
     _check_address(address)
+    # A half-built Client complains from __del__ ("Exception ignored in ..."): collect it
+    # here, quietly, so the user sees one line.
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
     try:
-        return Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
-    except (OSError, ValueError, TypeError) as exc:  # TimeoutError is an OSError
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise GateflowError(f"cannot connect to the dask scheduler at {address!r}: {text}; "
-                            "check the address (tcp://host:port) or omit --scheduler to "
-                            "start a local cluster") from None
+        try:
+            with dask.config.set({"distributed.comm.timeouts.connect": f"{CONNECT_TIMEOUT}s"}):
+                return Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+        except MemoryError:  # it answered, but not in dask's protocol (a huge "frame")
+            text = "it does not speak dask's protocol"
+        except Exception as exc:  # noqa: BLE001 - any failure means: not a usable scheduler
+            text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    raise GateflowError(f"cannot connect to a dask scheduler at {address!r} ({text}); check "
+                        "the address (tcp://host:port of a running scheduler) or omit "
+                        "--scheduler to start a local cluster")
 
 
 def local_cluster(n_workers: int = LOCAL_WORKERS):
@@ -281,7 +301,7 @@ def local_cluster(n_workers: int = LOCAL_WORKERS):
     from dask.distributed import LocalCluster
 
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=None,
+                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL,
                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
@@ -361,7 +381,7 @@ def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
     if not isinstance(grid, SweepGrid):
         raise GateflowError(f"the sweep grid must be a SweepGrid, got {shown(grid)}; e.g. "
                             "gateflow.SweepGrid.make(4)")
-    out = default_out() if out is None else Path(out)
+    out = default_out() if out is None else out_path(out)
     check_out(out, overwrite)
     check_memory(names, grid, LOCAL_WORKERS if scheduler is None else 1)
 

@@ -47,12 +47,19 @@ def make_inputs(T: int, B: int, d: int, *, dist: str = "normal", scale: float = 
     check_fits(count * (16 + (dt.itemsize if dt != np.float64 else 0)),
                f"make_inputs of shape ({T}, {B}, {d})", "use fewer steps T, a smaller batch B or a "
                "smaller input size d")
-    if dist == "normal":
-        x = scale * rng.standard_normal((T, B, d))
-    elif dist == "uniform":
-        x = rng.uniform(-scale, scale, size=(T, B, d)) if scale else np.zeros((T, B, d))
-    else:
-        x = np.zeros((T, B, d))
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            if dist == "normal":
+                x = scale * rng.standard_normal((T, B, d))
+            elif dist == "uniform":
+                x = rng.uniform(-scale, scale, size=(T, B, d)) if scale else np.zeros((T, B, d))
+            else:
+                x = np.zeros((T, B, d))
+    except (FloatingPointError, OverflowError):
+        x = None
+    if x is None or float(np.max(np.abs(x))) > float(np.finfo(dt).max):
+        raise GateflowError(f"input scale {scale:g} is too large: the generated inputs overflow "
+                            f"{dt}; use a smaller --input-scale")
     return np.ascontiguousarray(x, dtype=dt)
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateflow._errors import GateflowError
+from gateflow._interrupt import check as check_interrupt
 from gateflow._memory import check_fits
 from gateflow._validate import choose_many, closest, real_array, shown, whole
 from gateflow.cells._library import get_cell
@@ -158,6 +159,8 @@ class _Stopped(Exception):
 
 
 def _check(stop) -> None:
+    """Once per step: a recorded Ctrl-C/SIGTERM is raised here; an abandoned run stops."""
+    check_interrupt()
     if stop is not None and stop.is_set():
         raise _Stopped
 
@@ -373,6 +376,11 @@ def all_lags(
     check_fits(need, backend=be.name)
     if not np.all(np.isfinite(x_host)):
         raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
+    big = float(np.finfo(dt).max)
+    for what, a in (("inputs", x_host), *((f"param {k!r}", v) for k, v in params.items())):
+        if np.size(a) and float(np.max(np.abs(a))) > big:
+            raise GateflowError(f"{what} exceed the {dt} range (|value| > {big:.3g}); use "
+                                "float64 or rescale them")
 
     comp = compile_cell(cell, be.name, dt.name)
     bound = Bound(comp, params, n)
@@ -424,8 +432,8 @@ def all_lags(
             # On Ctrl-C (or any error) in this thread, the workers stop at their next step
             # instead of finishing the run while the pool waits for them.
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateflow") as pool:
-                futures = [pool.submit(job, i, p) for i, p in enumerate(parts)]
                 try:
+                    futures = [pool.submit(job, i, p) for i, p in enumerate(parts)]
                     chunks = [f.result() for f in futures]
                 except BaseException:
                     stop.set()

@@ -13,6 +13,7 @@ sizes are checked against the memory budget before anything is inflated or alloc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,9 @@ def reader_for(path: Path) -> Reader:
     for reader in READERS:
         if ext in reader.extensions:
             return reader
+    if os.path.isdir(path):
+        raise GateflowError(f"cannot read params from {clip(repr(str(path)), 80)}: it is a "
+                            "folder; give the weights file")
     raise GateflowError(f"cannot read params from {clip(repr(str(path)), 80)}: unknown "
                         f"extension {clip(repr(ext or '(none)'), 40)}; use one of "
                         f"{', '.join(_EXTENSIONS)}")

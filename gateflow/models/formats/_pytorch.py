@@ -307,7 +307,11 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
                                 "save model.state_dict() (a dict of tensors) with torch.save")
         out: dict[str, np.ndarray] = {}
         for k, v in obj.items():
-            if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            if not isinstance(k, str):
+                raise GateflowError(f"{show(path)} is a dict but its key {clip(repr(k), 60)} is "
+                                    f"a {type(k).__name__}, not a parameter name; save "
+                                    "model.state_dict() (string keys)")
+            if not isinstance(v, torch.Tensor):
                 raise GateflowError(f"{show(path)} is a dict but entry {clip(repr(k), 60)} is "
                                     f"a {type(v).__name__}, not a tensor; save model.state_dict() "
                                     "alone, not a checkpoint with extras")
