@@ -206,10 +206,12 @@ def test_every_exported_function_is_covered():
     """Each public function of gateflow has at least one hostile case above."""
     import inspect
 
+    from test_hostile_jobs_api import CASES as JOB_CASES  # the jobs' own hostile cases
+
     functions = {n for n in g.__all__ if inspect.isfunction(getattr(g, n))}
     covered = {n for n in functions
                if any(re.search(rf"\b{n}\b|g\.{n}\(", inspect.getsource(call))
-                      for call, _ in CASES.values())}
+                      for call, _ in (*CASES.values(), *JOB_CASES.values()))}
     # the I/O functions have their own hostile suite (test_hostile_files / test_params)
     assert functions - covered <= {"load_params", "load_inputs", "save_params"}, \
         functions - covered
