@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from gateflow._errors import GateflowError
+from gateflow._interrupt import check as check_interrupt
 from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
 from gateflow._validate import shown
 from gateflow.cells._library import get_cell
@@ -177,6 +178,7 @@ def measure(cfg: ReportConfig, runs: list[Run], *, quiet: bool = True) -> list[M
     out = []
     with progress("measuring", len(runs) * cfg.steps, quiet=quiet) as bar:
         for run in runs:
+            check_interrupt()  # a Ctrl-C Python swallowed stops here
             bar.set(bar.done, description=run.label)
             t0 = time.perf_counter()
             params = init_params(run.cell, cfg.hidden, cfg.inputs, scheme=cfg.scheme,

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from gateflow._errors import GateflowError
+from gateflow._interrupt import check as check_interrupt
 from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
 from gateflow._validate import choose_many, shown
 from gateflow.cells._library import CELLS, get_cell
@@ -227,6 +228,7 @@ def run_sweep(client, cells: Sequence[str], grid: SweepGrid,
     points = []
     try:
         for fut in as_completed(futures, loop=client.loop):
+            check_interrupt()  # a Ctrl-C Python swallowed stops here
             points.append(_result(fut))
             if progress is not None:
                 progress(len(points), len(todo))
