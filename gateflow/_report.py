@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateflowError
+from ._interrupt import check as check_interrupt
 from ._io import check_dir, fresh_dir, out_path, staged_dir
 
 __all__ = ["ReportConfig", "Run", "default_runs", "write_report"]
@@ -128,6 +129,7 @@ def _measure(cfg: ReportConfig, runs: list[Run], progress) -> list[Measured]:
     sv_lags = tuple(k for k in cfg.spectra_lags if 1 <= k <= cfg.steps)
     out = []
     for run in runs:
+        check_interrupt()  # a Ctrl-C Python swallowed stops here
         t0 = time.perf_counter()
         params = init_params(run.cell, cfg.hidden, cfg.inputs, scheme=cfg.scheme,
                              gate_bias=run.gate_bias, chrono=run.chrono, seed=cfg.seed)

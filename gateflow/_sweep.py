@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateflowError
+from ._interrupt import check as check_interrupt
 from ._io import check_dir, fresh_dir, out_path, staged_dir
 from .cells import get_cell
 
@@ -260,6 +261,7 @@ def run_sweep(client, cells: Sequence[str], grid: SweepGrid,
     points = []
     try:
         for fut in as_completed(futures, loop=client.loop):
+            check_interrupt()  # a Ctrl-C Python swallowed stops here
             points.append(_result(fut))
             if progress is not None:
                 progress(len(points), len(todo))

@@ -62,11 +62,22 @@ def _signals() -> Iterator[None]:
         _interrupt.request(signum)
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
+    hook = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        # Python drops an exception raised in a callback ("Exception ignored in ..."); an
+        # interrupt dropped that way is recorded and raised again at the next step, so it
+        # needs no traceback of its own.
+        if not isinstance(info.exc_value, (KeyboardInterrupt, Terminated)):
+            hook(info)
+
     _interrupt.reset()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for sig, old in previous.items():
             signal.signal(sig, old)
 

@@ -568,3 +568,37 @@ def test_an_interrupt_python_swallowed_is_raised_at_the_next_step():
     finally:
         _interrupt.reset()
     assert gateflow.all_lags("lstm", params, x[:5]).lags[-1] == 5  # runs again after reset
+
+
+def test_a_swallowed_interrupt_prints_no_traceback(capsys):
+    """Python reports an exception raised in a weakref callback as "Exception ignored in";
+    while a command runs, an interrupt reported that way is silent (it is recorded and
+    raised again at the next step), and any other one is still reported."""
+    import gc
+    import weakref
+
+    from gateflow import _interrupt, cli
+
+    class Thing:
+        pass
+
+    seen = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda info: seen.append(type(info.exc_value).__name__)
+    try:
+        with cli._signals():
+            for exc in (KeyboardInterrupt, _interrupt.Terminated, ValueError):
+                thing = Thing()
+
+                def callback(ref, exc=exc):
+                    raise exc
+
+                ref = weakref.ref(thing, callback)
+                del thing
+                gc.collect()
+                assert ref() is None
+    finally:
+        sys.unraisablehook = previous
+        _interrupt.reset()
+    assert seen == ["ValueError"]
+    assert capsys.readouterr().err == ""
