@@ -15,7 +15,14 @@ import pytest
 import gateflow.numeric._compile as compile_module
 from gateflow import CELLS, all_lags, init_params, make_inputs
 from gateflow.cells._record import Cell
-from gateflow.numeric._compile import _cache_path, _check_spec, _compile, _read_entry, _spec
+from gateflow.numeric._compile import (
+    CACHE_FORMAT,
+    _cache_path,
+    _check_spec,
+    _compile,
+    _read_entry,
+    _spec,
+)
 
 
 def use_cache(folder, monkeypatch):
@@ -51,7 +58,7 @@ def assert_same_numbers(got: dict, expected: dict) -> None:
 def test_second_process_uses_the_cache_and_gets_the_same_numbers(cache, capsys):
     fresh = _run()
     (entry,) = list(cache.glob("gru-numpy-*.json"))
-    assert json.loads(entry.read_text())["format"] == 2
+    assert json.loads(entry.read_text())["format"] == CACHE_FORMAT == 3
     _compile.cache_clear()  # as a new process would
     mtime = entry.stat().st_mtime_ns
     cached = _run()
@@ -66,7 +73,7 @@ def test_entries_are_private_and_verified(cache):
     assert entry.stat().st_mode & 0o777 == 0o600
     assert cache.stat().st_mode & 0o777 == 0o700
     assert json.loads(entry.read_text())["sha256"]
-    assert _read_entry(entry)["format"] == 2
+    assert _read_entry(entry)["format"] == CACHE_FORMAT
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
@@ -99,7 +106,7 @@ def test_corrupt_entry_is_rebuilt(cache):
     entry.write_text("{ not json")
     _compile.cache_clear()
     _run()
-    assert json.loads(entry.read_text())["format"] == 2
+    assert json.loads(entry.read_text())["format"] == CACHE_FORMAT
 
 
 def test_unwritable_folder_only_costs_the_cache(cache, capsys):
@@ -149,3 +156,40 @@ def test_generated_source_is_lambdifys(name, monkeypatch):
     spec = _spec(CELLS[name], "numpy")
     _check_spec(spec)
     assert "lambdify" not in inspect.getsource(compile_module._spec)
+
+
+@pytest.mark.parametrize("labels", [
+    {"c": {"text": "f_t"}},  # a format missing
+    {"c": {"text": "f_t", "latex": "f_t"}, "h": {"text": "x", "latex": "x"}},  # extra block
+    {"c": {"text": "f_t\nrm -rf", "latex": "f_t"}},  # not one printable line
+    {"c": {"text": "", "latex": "f_t"}},
+    {"c": {"text": "f" * 201, "latex": "f_t"}},
+    {"c": {"text": 1, "latex": "f_t"}},
+    [],
+])
+def test_direct_labels_are_checked_like_the_rest_of_the_plan(labels):
+    """The printed direct-path labels kept with a plan are plain, short, one-line strings
+    for exactly the blocks with a direct path; anything else is refused (and rebuilt)."""
+    spec = _spec(CELLS["lstm"], "numpy")
+    assert spec["direct_labels"] == {"c": {"text": "f_t", "latex": "f_t"}}
+    _check_spec(spec)
+    with pytest.raises(ValueError, match="not a gateflow plan"):
+        _check_spec({**spec, "direct_labels": labels})
+
+
+def test_labels_need_no_sympy_on_a_cache_hit(tmp_path):
+    """A second process prints ∏ diag(1 − f_t) for the MGU from the cached plan, without
+    importing SymPy."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from gateflow.presentation._labels import direct_label; "
+            "print(direct_label('mgu')); print('sympy' in sys.modules)")
+    env = {**os.environ, "GATEFLOW_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=120)
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert first.stdout.splitlines() == ["∏ diag(1 − f_t)", "True"], first.stderr
+    assert second.stdout.splitlines() == ["∏ diag(1 − f_t)", "False"], second.stderr

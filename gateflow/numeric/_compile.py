@@ -186,6 +186,9 @@ class Compiled:
     #: Backward plan, in order: :class:`Scatter` and :class:`GroupStep` records.
     reverse: tuple[PlanStep, ...]
     direct: dict[str, int]  # state block -> index of its direct-path coefficient
+    #: state block -> {"text": …, "latex": …}: its direct-path coefficient as the cell's
+    #: notation prints it ("f_t", "1 − f_t"), so labels need no SymPy on a cache hit.
+    direct_labels: dict[str, dict[str, str]]
 
     @property
     def be(self) -> Backend:
@@ -236,12 +239,13 @@ def _accurate(expr, subs):
 
 #: Bump when the layout of a cached plan changes (the cache key also hashes the sources
 #: of the modules that generate code, so editing them invalidates old entries).
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def _spec(cell: Cell, backend: str) -> dict:
     """Derive ``cell`` and generate its code for ``backend``: the whole compiled plan as
     plain data (JSON) and sources."""
+    from gateflow.cells._notation import printer
     from gateflow.symbolic._derive import derive
 
     s = derive(cell)
@@ -301,9 +305,11 @@ def _spec(cell: Cell, backend: str) -> dict:
                               if (v, a) in index]] for v in s.sinks]
                 reverse.append(["group", group["atoms"], [t for t in terms if t[1]]])
     direct = {b: index[(b, f"{b}_prev")] for b in cell.state if (b, f"{b}_prev") in index}
+    labels = {b: {fmt: printer(cell, fmt).doprint(s.direct(b)) for fmt in LABEL_FORMATS}
+              for b in direct}
     return {"format": CACHE_FORMAT, "forward": forward, "coef_args": coef_args,
             "coef_src": source(coef_args, exprs, cse=True), "layout": layout,
-            "reverse": reverse, "direct": direct}
+            "reverse": reverse, "direct": direct, "direct_labels": labels}
 
 
 @cache
@@ -337,7 +343,8 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
     reverse = tuple(_plan_step(op, groups) for op in spec["reverse"])
     return Compiled(cell, backend, dtype, tuple(forward), tuple(spec["coef_args"]),
                     function(spec["coef_src"]), tuple(tuple(x) for x in spec["layout"]),
-                    reverse, dict(spec["direct"]))
+                    reverse, dict(spec["direct"]),
+                    {b: dict(v) for b, v in spec["direct_labels"].items()})
 
 
 # -- the on-disk cache ---------------------------------------------------------------------
@@ -367,7 +374,9 @@ _SYNTAX = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.List, ast.Tuple, ast.Load, a
            ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Lt, ast.LtE, ast.Gt,
            ast.GtE, ast.Eq, ast.NotEq)
 _ENTRY_KEYS = frozenset({"format", "forward", "coef_args", "coef_src", "layout", "reverse",
-                         "direct", "sha256"})
+                         "direct", "direct_labels", "sha256"})
+#: The formats of the printed direct-path labels kept with a plan.
+LABEL_FORMATS = ("text", "latex")
 _warned: set[str] = set()  # folders already warned about in this process
 
 
@@ -590,6 +599,11 @@ def _check_spec(spec) -> None:
                 terms, lambda j, k: index(j, m) and index(k, n))))
     direct = spec["direct"]
     _require(isinstance(direct, dict) and all(index(k, n) for k in direct.values()))
+    labels = spec["direct_labels"]  # text shown to the user, never executed
+    _require(isinstance(labels, dict) and set(labels) == set(direct) and all(
+        isinstance(v, dict) and set(v) == set(LABEL_FORMATS)
+        and all(isinstance(t, str) and 0 < len(t) <= 200 and t.isprintable()
+                for t in v.values()) for v in labels.values()))
 
 
 def _read_entry(path: Path) -> dict:

@@ -17,6 +17,7 @@ from functools import cache
 
 from gateflow._validate import choose
 from gateflow.cells._library import get_cell
+from gateflow.numeric._compile import compile_cell
 from gateflow.numeric._observers import OBSERVERS
 
 #: The formats of the direct-path labels: Unicode text, or LaTeX (also mathtext).
@@ -43,11 +44,14 @@ def direct_coefficient(cell, state: str | None = None, fmt: str = "text") -> str
     """The derived coefficient of s_{t−1} → s_t through the cell path (default state: the
     cell's :attr:`~gateflow.Cell.memory_state`), printed in ``fmt`` ("text" or "latex")
     with the cell's notation: ``"f_t"``, ``"1 − f_t"``, ``"u_t"``."""
+    name, s = _state(cell, state)
+    fmt = choose(fmt, FORMATS, "format")
+    kept = compile_cell(name).direct_labels  # printed when compiled: no SymPy on a cache hit
+    if s in kept:
+        return kept[s][fmt]
     from gateflow.cells._notation import printer
 
-    name, s = _state(cell, state)
-    return printer(get_cell(name), choose(fmt, FORMATS, "format")).doprint(
-        _coefficient(name, s))
+    return printer(get_cell(name), fmt).doprint(_coefficient(name, s))
 
 
 def direct_label(cell, state: str | None = None, fmt: str = "text") -> str:
