@@ -489,6 +489,24 @@ def _wait_for(proc, path: Path, pattern: str, timeout: float = 60, delay: float 
     raise AssertionError("never started")
 
 
+def _interrupt(args, cwd: Path, sig, pattern: str, delay: float = 4,
+               timeout: float = 30) -> tuple[int, str, float]:
+    """Start ``gateflow ARGS``, send ``sig`` once it computes (see :func:`_wait_for`);
+    return (exit status, stderr, seconds from the signal to the exit)."""
+    proc = _start(args, cwd)
+    try:
+        _wait_for(proc, cwd, pattern, delay=delay)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=timeout)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()  # reap it: no "still running" warning in a later test
+    return proc.returncode, stderr, elapsed
+
+
 SIGNAL_CASES = {
     "decay-sigint": (("decay", "--cell", "lstm", "--hidden", "64", "--steps", "30000",
                       "--batch", "4", "--json", "r.json", "-q"), signal.SIGINT, 130, ""),
@@ -507,18 +525,8 @@ def test_signals_stop_within_a_second_and_leave_nothing(sandbox, case):
     args, sig, code, pattern = SIGNAL_CASES[case]
     (sandbox / "keep.txt").write_text("mine")
     before = snapshot(sandbox)
-    proc = _start(args, sandbox)
-    try:
-        _wait_for(proc, sandbox, pattern)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        stdout, stderr = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reap it: no "still running" warning in a later test
-    assert proc.returncode == code, stderr
+    returncode, stderr, elapsed = _interrupt(args, sandbox, sig, pattern)
+    assert returncode == code, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: ")
     assert elapsed < 2.5, f"took {elapsed:.2f} s to stop"  # typically 0.1–0.3 s; headroom for load
@@ -528,19 +536,10 @@ def test_signals_stop_within_a_second_and_leave_nothing(sandbox, case):
 @pytest.mark.parametrize("delay", [1.0, 2.0, 4.0], ids=["starting", "cluster-up", "computing"])
 def test_sweep_sigint_closes_the_cluster(sandbox, delay):
     """Ctrl-C while the local cluster starts, just after, and while points compute."""
-    proc = _start(("sweep", "--out", "sw", "--points", "8", "--steps", "3000", "--hidden", "32",
-                   "-q"), sandbox)
-    try:
-        _wait_for(proc, sandbox, "", delay=delay)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reap it: no "still running" warning in a later test
-    assert proc.returncode == 130, stderr
+    returncode, stderr, elapsed = _interrupt(
+        ("sweep", "--out", "sw", "--points", "8", "--steps", "3000", "--hidden", "32", "-q"),
+        sandbox, signal.SIGINT, "", delay=delay, timeout=60)
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines() == ["error: interrupted (Ctrl-C); nothing was written"], stderr
     assert elapsed < 10, f"took {elapsed:.2f} s to stop"
