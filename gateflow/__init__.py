@@ -26,7 +26,7 @@ from gateflow._version import __version__
 # `import gateflow` is instant and the numeric path never imports SymPy unless it derives.
 _EXPORTS = {
     "Cell": "cells._record", "TorchLayout": "models.formats._pytorch",
-    "CELLS": "cells._library", "get_cell": "cells._library",
+    "CELLS": "cells._library", "get_cell": "cells._library", "stack": "cells._stack",
     "LinOp": "symbolic._derive", "Structure": "symbolic._derive", "Term": "symbolic._derive",
     "derive": "symbolic._derive",
     "render": "symbolic._printing",
@@ -35,6 +35,7 @@ _EXPORTS = {
     "save_params": "models._params", "to_torch_state_dict": "models.formats._pytorch",
     "from_torch_state_dict": "models.formats._pytorch",
     "make_inputs": "models._inputs", "load_inputs": "models._inputs",
+    "load_model": "models._model", "find_models": "models._model",
     "DecayFit": "analysis._analysis", "fit_decay": "analysis._analysis",
     "gate_path": "analysis._analysis", "mean_field_tanh": "analysis._analysis",
     "pascanu_bound": "analysis._analysis", "summarize": "analysis._analysis",
@@ -74,11 +75,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     )
     from gateflow.cells._library import CELLS, get_cell  # noqa: F401
     from gateflow.cells._record import Cell  # noqa: F401
+    from gateflow.cells._stack import stack  # noqa: F401
     from gateflow.jobs._contract import DecayResult  # noqa: F401
     from gateflow.jobs._decay import decay  # noqa: F401
     from gateflow.jobs._report import ReportConfig, write_report  # noqa: F401
     from gateflow.jobs._sweep import SweepGrid, sweep  # noqa: F401
     from gateflow.models._inputs import load_inputs, make_inputs  # noqa: F401
+    from gateflow.models._model import find_models, load_model  # noqa: F401
     from gateflow.models._params import init_params, load_params, save_params  # noqa: F401
     from gateflow.models.formats._pytorch import (  # noqa: F401
         TorchLayout,
@@ -109,6 +112,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "decay",
     "derive",
     "direct_label",
+    "find_models",
     "fit_batch",
     "fit_decay",
     "from_torch_state_dict",
@@ -116,6 +120,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "get_cell",
     "init_params",
     "load_inputs",
+    "load_model",
     "load_params",
     "make_inputs",
     "mean_field_tanh",
@@ -124,6 +129,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "plot_decay",
     "render",
     "save_params",
+    "stack",
     "summarize",
     "sweep",
     "to_torch_state_dict",

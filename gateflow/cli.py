@@ -199,6 +199,24 @@ def cells() -> None:
 
 
 @app.command()
+def inspect(
+    path: Annotated[str, typer.Argument(
+        help="A model file: PyTorch (.pt/.pth/.ckpt, .safetensors, .npz), ONNX (.onnx) or "
+        "Keras (.keras, .weights.h5, .h5).", metavar="FILE", show_default=False)],
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Also write the list as JSON; [bold]-[/] writes to stdout.",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --json file.")] = False,
+) -> None:
+    """List every recurrent module, node or layer of a model file: its --module name, kind,
+    gateflow cell, layers, directions, sizes, and the gateflow decay command for it."""
+    from gateflow.jobs._inspect import inspect_model
+
+    inspect_model(path, json_path=json_out, overwrite=overwrite)
+
+
+@app.command()
 def derive(
     cell: Annotated[str, typer.Argument(
         help="Cell name, e.g. [bold]lstm[/]; see [bold]gateflow cells[/].",
@@ -255,18 +273,37 @@ def sweep(
 
 @app.command()
 def decay(
-    cell: Annotated[str, typer.Option(
+    cell: Annotated[str | None, typer.Option(
         "--cell", "-c", help="Cell name, e.g. [bold]lstm[/], or several, e.g. "
         "[bold]rnn,lstm,gru[/] (all on the same generated config or --inputs file); see "
-        "[bold]gateflow cells[/].", show_default=False)],
-    weights: Annotated[str | None, typer.Option(
-        "--weights", "-w", help="Weights (.safetensors, .npz, .pt/.pth; PyTorch or gateflow "
-        "names); with several cells a pattern with [bold]{cell}[/], e.g. "
-        "[bold]w-{cell}.safetensors[/]. Default: generated from the init options.",
+        "[bold]gateflow cells[/]. Optional with a --weights model file that says its cell.",
         show_default=False)] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", "-w", help="Weights or model file: PyTorch (.pt/.pth/.ckpt, "
+        ".safetensors, .npz; nn.RNN/LSTM/GRU and *Cell keys, or gateflow names), ONNX "
+        "(.onnx), Keras (.keras, .weights.h5, .h5); see [bold]gateflow inspect FILE[/]. With "
+        "several cells a pattern with [bold]{cell}[/], e.g. [bold]w-{cell}.safetensors[/]. "
+        "Default: generated from the init options.", show_default=False)] = None,
+    module: Annotated[str | None, typer.Option(
+        "--module", help="Which recurrent module of --weights (a PyTorch key prefix such as "
+        "[bold]encoder.rnn[/], an ONNX node or Keras layer name).",
+        show_default=False)] = None,
+    layer: Annotated[str | None, typer.Option(
+        "--layer", help="Layer of a stacked module: an index, or [bold]all[/] for the whole "
+        "stack as one recurrence (blocks h_l1/h_l0, ...).", show_default=False)] = None,
+    direction: Annotated[str | None, typer.Option(
+        "--direction", help="forward | reverse, for a bidirectional module (reverse runs over "
+        "the time-reversed inputs).", show_default=False)] = None,
     inputs: Annotated[str | None, typer.Option(
-        "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major. Default: "
-        "generated from the input options.", show_default=False)] = None,
+        "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major (see "
+        "--batch-first). Default: generated from the input options.",
+        show_default=False)] = None,
+    batch_first: Annotated[bool, typer.Option(
+        "--batch-first", help="--inputs is (B, T, d), as batch_first=True modules take it.")
+    ] = False,
+    s0: Annotated[str | None, typer.Option(
+        "--s0", help="Initial state (.npz or .safetensors), one (n,) or (B, n) array per state "
+        "block (h, c; h_l0, ... for --layer all). Default: zeros.", show_default=False)] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null); "
         "[bold]-[/] writes to stdout. With several cells the path must contain "
@@ -354,7 +391,9 @@ def decay(
                weights=weights, inputs=inputs, hidden=hidden, input_size=input_size,
                steps=steps, batch=batch, init=init, sigma_w=sigma_w, sigma_v=sigma_v,
                sigma_b=sigma_b, gate_bias=gate_bias, chrono=chrono, seed=seed,
-               input_dist=input_dist, input_scale=input_scale, overwrite=overwrite)
+               input_dist=input_dist, input_scale=input_scale, overwrite=overwrite,
+               module=module, layer=layer, direction=direction, s0=s0,
+               **({"batch_first": True} if batch_first else {}))
 
 
 @app.command()

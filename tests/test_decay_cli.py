@@ -147,8 +147,10 @@ def test_files_as_sources_and_zero_jacobian_is_null(tmp_path):
     assert doc["blocks"]["h/h"]["log10_spectral"] == [[None, None]] * 6
     assert doc["seed"] is None
     for key, path in (("weights", w), ("inputs", x)):
+        model = {"module": "", "kind": "nn.RNN", "framework": "PyTorch", "layer": 0,
+                 "direction": "forward"} if key == "weights" else {}
         assert doc[key] == {"source": "file", "path": str(path),
-                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **model}
     assert all(r.endswith(",-inf,-inf") for r in out_csv.read_text().splitlines()[1:])
 
 
@@ -297,7 +299,7 @@ BAD_MESSAGE = {
     "wrong shape": "'U_f' (recurrent) has shape (3, 4); expected (3, 3)",
     "missing key": "miss 'U_f'",
     "extra key": "unexpected keys 'junk'",
-    "weights of a GRU": "look like a GRU",
+    "weights of a GRU": "--cell lstm contradicts the file: nn.GRU is cell 'gru'",
     "weights of an MGU": "look like cell 'mgu'",
     "NaN in weights": "'b_f' has 1 non-finite value",
     "Inf in inputs": "xinf.npy have 1 non-finite value",

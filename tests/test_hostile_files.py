@@ -2,7 +2,7 @@
 
 Each case builds a file (or a path) in the test's sandbox and feeds it twice: to the
 command line (``gateflow decay --weights F`` / ``--inputs F``: exit 2, exactly one
-``error:`` line, no traceback) and to the API (``load_params`` / ``load_inputs``: a
+``error:`` line, no traceback) and to the API (``load_model`` / ``load_inputs``: a
 one-line :class:`GateflowError`). Either way the message must say what is wrong, and every
 file that existed in the sandbox is byte-identical afterwards: nothing is written, and a
 pickle that would run ``touch marker`` never runs. FIFOs, device nodes and sockets are made
@@ -37,7 +37,7 @@ from _hostile import (
 )
 
 import gateflow._memory
-from gateflow import GateflowError
+from gateflow import GateflowError, load_model
 from gateflow.models._inputs import load_inputs
 from gateflow.models._params import init_params, load_params, save_params
 from gateflow.models.formats._pytorch import to_torch_state_dict
@@ -188,8 +188,8 @@ WEIGHTS = [
     Case("missing", lambda: "nope.safetensors", r"params file 'nope.safetensors' not found"),
     Case("missing-folder", lambda: "nodir/w.npz", r"'nodir/w.npz' not found"),
     Case("newline-in-name", lambda: "w\nx.npz", r"'w\\nx.npz' not found"),
-    Case("unknown-ext", lambda: write("w.h5", b"\x89HDF\r\n\x1a\n"),
-         r"unknown extension '.h5'; use one of .safetensors"),
+    Case("unknown-ext", lambda: write("w.tflite", b"TFL3"),
+         r"unknown extension '.tflite'; use one of .safetensors"),
     Case("no-ext", lambda: write("weights", b"x"), r"unknown extension '\(none\)'"),
     Case("folder", lambda: folder("w.npz"), r"'w.npz' \(it is a folder; give a regular file\)"),
     Case("fifo", lambda: fifo("w.npz"), r"'w.npz' \(it is a FIFO \(named pipe\)"),
@@ -256,14 +256,18 @@ WEIGHTS = [
          r"misses 'weight_hh_l0'"),
     Case("npz-no-arrays", lambda: write("w.npz", npz_bytes()), "holds no arrays"),
     Case("npz-gru-for-lstm", lambda: saved("w.npz", ".npz", "gru"),
-         r"weights look like a GRU with 3 gates; expected an nn.LSTM"),
+         r"--cell lstm contradicts the file: nn.GRU is cell 'gru'; drop --cell"),
     Case("npz-projected-lstm", lambda: write("w.npz", npz_bytes(**lstm_sd(
         weight_hh_l0=np.zeros((4 * N, 1)), weight_hr_l0=np.zeros((1, N))))),
-         r"nn.LSTM with proj_size > 0 .*does not read projected LSTMs"),
+         r"nn.LSTM is an LSTM with proj_size=1 .*does not analyse projected LSTMs yet"),
+    Case("npz-incomplete-reverse", lambda: write("w.npz", npz_bytes(**lstm_sd(
+        weight_ih_l0_reverse=np.zeros((4 * N, D))))), r"misses 'weight_hh_l0_reverse'"),
     Case("npz-bidirectional", lambda: write("w.npz", npz_bytes(**lstm_sd(
-        weight_ih_l0_reverse=np.zeros((4 * N, D))))), "from a bidirectional module"),
+        **{f"{k}_reverse": v for k, v in lstm_sd().items()}))),
+         "nn.LSTM is bidirectional; pick --direction forward or --direction reverse"),
     Case("npz-multi-layer", lambda: write("w.npz", npz_bytes(**lstm_sd(
-        weight_ih_l1=np.zeros((4 * N, N))))), "from a multi-layer module"),
+        weight_ih_l1=np.zeros((4 * N, N)), weight_hh_l1=np.zeros((4 * N, N))))),
+         r"nn.LSTM has 2 layers; pick one with --layer 0..1, or --layer all"),
     # .safetensors: the JSON header is checked before any tensor is read
     Case("st-header-past-end", lambda: write("w.safetensors", (500).to_bytes(8, "little")
                                               + b"{}"), r"it is truncated \(its header length"),
@@ -313,15 +317,19 @@ WEIGHTS = [
     Case("pt-list", lambda: torch_file("w.pt", [pytest.importorskip("torch").zeros(2)]),
          "holds a list, not a state_dict"),
     Case("pt-checkpoint", lambda: torch_file("w.pt", {"model": {}, "epoch": 3}),
-         r"entry 'model' is a dict, not a tensor"),
+         r"'w.pt' holds no arrays"),
+    Case("pt-extras", lambda: torch_file("w.pt", {"weights": {}, "epoch": 3}),
+         r"entry 'weights' is a dict, not a tensor, and no entry 'state_dict' / "
+         r"'model_state_dict' / 'model' / 'net' holds the state_dict"),
     Case("pt-complex", lambda: torch_file("w.pt", {"W": pytest.importorskip("torch").zeros(
         2, dtype=pytest.importorskip("torch").complex64)}), r"dtype torch\.complex64"),
     Case("pt-float8", lambda: torch_file("w.pt", {"W": pytest.importorskip("torch").zeros(
         2, dtype=pytest.importorskip("torch").float8_e4m3fn)}), r"dtype torch\.float8_e4m3fn"),
     Case("pt-projected-lstm", lambda: torch_module("w.pt", proj_size=1),
-         r"proj_size > 0 \(weight_hr_l0 is 1x3"),
-    Case("pt-bidirectional", lambda: torch_module("w.pt", bidirectional=True), "bidirectional"),
-    Case("pt-multi-layer", lambda: torch_module("w.pt", num_layers=2), "multi-layer"),
+         r"LSTM with proj_size=1 \(h has 1 units, c has 3\); gateflow does not analyse"),
+    Case("pt-bidirectional", lambda: torch_module("w.pt", bidirectional=True),
+         "is bidirectional; pick --direction"),
+    Case("pt-multi-layer", lambda: torch_module("w.pt", num_layers=2), "has 2 layers"),
     Case("pt-truncated", lambda: write("w.pt", Path(torch_module("full.pt")).read_bytes()[:400]),
          "a damaged zip archive"),
 ]
@@ -401,7 +409,7 @@ def _check(via: str, cli_args: list, api: Callable[[], object], match: str) -> N
 def test_hostile_weights(case, via, sandbox, monkeypatch):
     path, before = _prepare(case, monkeypatch)
     _check(via, ["--weights", path, "--steps", 2, "--batch", 1],
-           lambda: load_params(path, "lstm"), case.match)
+           lambda: load_model(path, cell="lstm"), case.match)
     assert_unchanged(before, snapshot("."))  # nothing written, no marker from a pickle
 
 

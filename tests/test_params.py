@@ -320,10 +320,14 @@ def test_saved_names(tmp_path, name, ext):
 def test_formats_registry():
     from gateflow.models.formats import READERS, VOCABULARIES, reader_for
 
-    assert [r.name for r in READERS] == ["safetensors", "npz", "pytorch"]
+    assert [r.name for r in READERS] == ["safetensors", "npz", "pytorch", "onnx", "keras"]
     assert reader_for(Path("w.PTH")).name == "pytorch"
-    with pytest.raises(GateflowError, match=r"use one of .safetensors, .npz, .pt, .pth$"):
-        reader_for(Path("w.onnx"))
+    assert reader_for(Path("w.ckpt")).name == "pytorch"
+    assert reader_for(Path("m.onnx")).name == "onnx"
+    assert reader_for(Path("m.weights.h5")).name == "keras"
+    with pytest.raises(GateflowError, match=r"use one of .safetensors, .npz, .pt, .pth, .ckpt, "
+                                            r".onnx, .keras, .h5$"):
+        reader_for(Path("w.tflite"))
     assert [v.name for v in VOCABULARIES] == ["pytorch"]
 
 
@@ -407,7 +411,8 @@ def test_load_prefixed_torch_keys(tmp_path):
     _assert_same(load_params(tmp_path / "m.npz", "gru"), p)
     sd.update({f"decoder.rnn.{k}": v for k, v in to_torch_state_dict("gru", p).items()})
     np.savez(tmp_path / "two.npz", **sd)
-    with pytest.raises(GateflowError, match="2 module prefixes"):
+    with pytest.raises(GateflowError, match=r"of 2 modules \('encoder.rnn', 'decoder.rnn'\); "
+                                            "pick one with --module NAME"):
         load_params(tmp_path / "two.npz", "gru")
 
 
@@ -490,9 +495,13 @@ def test_load_file_errors(tmp_path):
     p = init_params("lstm", N, D)
     with pytest.raises(GateflowError, match="not found"):
         load_params(tmp_path / "nope.safetensors", "lstm")
-    (tmp_path / "w.h5").write_bytes(b"x")
-    with pytest.raises(GateflowError, match=r"unknown extension '.h5'; use one of .safetensors"):
-        load_params(tmp_path / "w.h5", "lstm")
+    (tmp_path / "w.tflite").write_bytes(b"x")
+    with pytest.raises(GateflowError, match=r"unknown extension '.tflite'; use one of .safetensors"):
+        load_params(tmp_path / "w.tflite", "lstm")
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    with pytest.raises(GateflowError, match=r"'.*m.onnx' is an ONNX model, a whole model: read it "
+                                            r"with gateflow.load_model"):
+        load_params(tmp_path / "m.onnx", "lstm")
     for ext in (".safetensors", ".npz", ".pt"):
         (tmp_path / f"junk{ext}").write_bytes(b"\x00garbage" * 10)
         with pytest.raises(GateflowError, match="cannot read"):
@@ -668,8 +677,15 @@ def test_real_torch_pickles_refused(tmp_path):
                                                 r"run code\); save model\.state_dict\(\)"):
             load_params(tmp_path / "evil.pt", "lstm")
         assert not marker.exists()
-    torch.save({"model": torch.nn.LSTM(D, N).state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
-    with pytest.raises(GateflowError, match="entry 'model' is a"):
+    lstm = torch.nn.LSTM(D, N)
+    want = from_torch_state_dict("lstm", {k: v.detach().numpy() for k, v in
+                                          lstm.state_dict().items()})
+    for key in ("model", "state_dict", "model_state_dict", "net"):  # checkpoints nest it
+        torch.save({key: lstm.state_dict(), "epoch": 3, "lr": 0.1}, tmp_path / "ckpt.pt")
+        _assert_same(load_params(tmp_path / "ckpt.pt", "lstm"), want)
+    torch.save({"weights": lstm.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    with pytest.raises(GateflowError, match=r"entry 'weights' is a \w*Dict, not a tensor, and no "
+                                            r"entry 'state_dict' / 'model_state_dict'"):
         load_params(tmp_path / "ckpt.pt", "lstm")
 
 

@@ -135,11 +135,20 @@ CELLS: dict[str, Cell] = {c.name: c for c in (
     RNN, RNN_RELU, LSTM, GRU, GRU_CHO, LSTM_PEEPHOLE, LSTM_CIFG, MGU, MINIMALRNN, INDRNN)}
 
 
+#: Cells generated from declared ones in this process (stacks, see
+#: :func:`gateflow.cells._stack.stack`), by name: a generated name always means the same
+#: equations (``lstm-stack2`` is ``stack(LSTM, 2)``), so results that name it resolve.
+GENERATED: dict[str, Cell] = {}
+
+
 def get_cell(name: str | Cell) -> Cell:
-    """The cell called ``name``; a :class:`GateflowError` naming the closest ones otherwise."""
+    """The cell called ``name`` (declared, or generated in this process); a
+    :class:`GateflowError` naming the closest declared ones otherwise."""
     if isinstance(name, Cell):
         return name
     if not isinstance(name, str):
         raise GateflowError(f"cell must be a cell name such as 'lstm' or a gateflow Cell, got "
                             f"{shown(name)}; see gateflow.CELLS")
+    if name not in CELLS and name in GENERATED:
+        return GENERATED[name]
     return CELLS[choose(name, CELLS, "cell")]

@@ -123,6 +123,8 @@ def measure(spec: DecaySpec, data: dict) -> dict[str, DecayResult]:
         chain_opts: dict[str, Any] = {}
         if spec.spectra_lags:
             chain_opts["singular_lags"] = tuple(sorted({min(k, T) for k in spec.spectra_lags}))
+        if spec.s0 is not None:
+            chain_opts["s0"] = spec.s0
         label = f"{c}: backward sweep" if spec.multi else "backward sweep"
         with progress(label, T, quiet=spec.quiet, transient=True) as bar:
             results[c] = decay(c, params, x, blocks=spec.blocks[c], norms=spec.norms,

@@ -78,7 +78,8 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
              chrono: float | None = None, seed: int | None = None,
              input_dist: str | None = None, input_scale: float | None = None,
              dtype: str = "float64", backend: str = "numpy", blocks=None,
-             norms=NORMS[:2]) -> tuple[dict, np.ndarray, dict]:
+             norms=NORMS[:2], selection=None,
+             batch_first: bool = False) -> tuple[dict, np.ndarray, dict]:
     """Weights and inputs of a run: read from files, or generated from the options.
 
     Returns ``(params, x, provenance)`` with provenance keys ``seed``, ``weights_source`` and
@@ -86,6 +87,11 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     that only apply to generated data are refused next to a file (``seed`` when both are
     files). Defaults: n = 64, d = n, T = 100, B = 4, PyTorch init, seed 0; generated inputs
     use seed + 1. A generated run that cannot fit is refused before anything is made.
+
+    ``selection`` is a module of a model file, already read
+    (:func:`gateflow.models._model.select_model`): its params are used, its input size is
+    the layer's, and its reverse direction gets the inputs time-reversed (recorded in the
+    provenance as ``"time_reversed": true``). ``batch_first`` reads ``inputs`` as (B, T, d).
     """
     from gateflow.models._params import init_params, load_inputs, load_params, make_inputs
 
@@ -113,11 +119,20 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     seed0 = 0 if seed is None else int(seed)
 
     x = None
+    if batch_first and generated_inputs:
+        raise GateflowError("--batch-first applies to an --inputs file; drop it or give --inputs")
     if not generated_inputs and generated_weights and input_size is None:
-        x = load_inputs(inputs)  # d comes from the file
+        x = load_inputs(inputs, batch_first=batch_first)  # d comes from the file
     if generated_weights:
         n = 64 if hidden is None else hidden
         d = input_size if input_size is not None else x.shape[2] if x is not None else n
+    elif selection is not None:
+        params = selection.params
+        model = selection.model
+        w_src = {**file_source(weights), "module": model.module, "kind": model.kind,
+                 "framework": model.framework, "layer": selection.layer,
+                 "direction": selection.direction}
+        n, d = model.hidden, selection.input_size
     else:
         params = load_params(weights, cell)
         w_src = file_source(weights)
@@ -148,6 +163,9 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
                  "seed": seed0 + 1}
         used_seed = seed0
     else:
-        x = load_inputs(inputs, d) if x is None else x
-        x_src = file_source(inputs)
+        x = load_inputs(inputs, d, batch_first=batch_first) if x is None else x
+        x_src = {**file_source(inputs), **({"batch_first": True} if batch_first else {})}
+    if selection is not None and selection.reverse:
+        x = np.ascontiguousarray(x[::-1])
+        x_src["time_reversed"] = True
     return params, x, {"seed": used_seed, "weights_source": w_src, "inputs_source": x_src}

@@ -44,6 +44,9 @@ class DecaySpec:
     files: dict[str, dict[str, Path]] = field(default_factory=dict)  # cell -> JSON/CSV path
     figures: dict[str, tuple[Path, str]] = field(default_factory=dict)  # PLOT/SPECTRA
     weights: Any = None  # a path, with {cell} for several cells
+    #: the module of a model file (--weights with one cell, or none): its cell and params
+    selection: Any = None
+    s0: dict | None = None  # initial state per block (--s0)
     data_opts: dict = field(default_factory=dict)  # generate()'s options shared by all cells
     gate_opts: dict = field(default_factory=dict)  # gate_bias, chrono: cells with a gate
     overwrite: bool = False
@@ -59,7 +62,8 @@ class DecaySpec:
         if get_cell(cell).memory_bias is not None or not self.multi:
             opts.update(self.gate_opts)
         return {**opts, "weights": per_cell(self.weights, cell), "dtype": self.dtype,
-                "backend": self.backend, "blocks": self.blocks[cell], "norms": self.norms}
+                "backend": self.backend, "blocks": self.blocks[cell], "norms": self.norms,
+                "selection": self.selection}
 
 
 def parse_lags(text: str | None, default=SPECTRA_LAGS) -> tuple[int, ...]:
@@ -165,12 +169,39 @@ def _threshold(value) -> float:
 def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_path=None,
                spectra_lags=None, threshold: float = 1e-6, blocks=None, norms=None,
                dtype: str = "float64", backend: str = "numpy", quiet: bool = False,
-               weights=None, overwrite: bool = False, **data_opts) -> DecaySpec:
+               weights=None, overwrite: bool = False, module=None, layer=None,
+               direction=None, s0=None, **data_opts) -> DecaySpec:
     """Check every option of ``gateflow decay`` (see :func:`~gateflow.jobs._decay.run_decays`)
-    and return the :class:`DecaySpec`; nothing is computed or written."""
+    and return the :class:`DecaySpec`; nothing is computed or written.
+
+    With ``weights`` and at most one cell, the weights file is a model: ``module``,
+    ``layer`` and ``direction`` pick what to analyse
+    (:func:`gateflow.models._model.select_model`), and the cell may be left out when the
+    file says what it is."""
+    from gateflow.models._inputs import load_state
+    from gateflow.models._model import select_model
     from gateflow.numeric._backend import get_dtype, get_xp
 
-    cells = choose_many(cells, tuple(CELLS), "cell")
+    picks = {"--module": module, "--layer": layer, "--direction": direction}
+    given = [k for k, v in picks.items() if v is not None]
+    if cells is None and weights is None:
+        raise GateflowError("give --cell NAME, or --weights FILE of a model that says its cell "
+                            "(see gateflow inspect FILE)")
+    if given and weights is None:
+        raise GateflowError(f"{', '.join(given)} pick a module of a model file; give it with "
+                            "--weights FILE")
+    named = None if cells is None else choose_many(cells, tuple(CELLS), "cell")
+    selection = None
+    if weights is not None and str(weights).strip() and (named is None or len(named) == 1) \
+            and CELL_FIELD not in str(weights):
+        selection = select_model(weights, module=module, layer=layer, direction=direction,
+                                 cell=None if named is None else named[0])
+        cells = (selection.cell.name,)
+    elif given:
+        raise GateflowError(f"{', '.join(given)} pick a module of one model file, with one "
+                            "--cell or none")
+    else:
+        cells = named
     multi = len(cells) > 1
     if multi and weights is not None and CELL_FIELD not in str(weights):
         raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
@@ -199,7 +230,14 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
         flag = "--gate-bias" if gate_opts["gate_bias"] is not None else "--chrono"
         raise GateflowError(f"{flag} does not apply to any of {', '.join(cells)}: none has a "
                             "gate on its memory path")
+    state = None
+    if s0 is not None:
+        if not str(s0).strip():
+            raise GateflowError("the --s0 path is empty; give a file name")
+        if multi:
+            raise GateflowError("--s0 gives one cell's initial state; use it with one cell")
+        state = load_state(s0, get_cell(cells[0]).state)
     return DecaySpec(cells=cells, norms=norm_t, blocks=block_t, dtype=dtype, backend=backend,
                      threshold=threshold, spectra_lags=sv_lags, files=files, figures=figs,
                      weights=weights, data_opts=data_opts, gate_opts=gate_opts,
-                     overwrite=overwrite, quiet=quiet)
+                     overwrite=overwrite, quiet=quiet, selection=selection, s0=state)

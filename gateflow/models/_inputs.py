@@ -26,7 +26,7 @@ from gateflow.models.formats._files import (
 )
 from gateflow.models.formats._npz import npy_header
 
-__all__ = ["load_inputs", "make_inputs"]
+__all__ = ["load_state", "load_inputs", "make_inputs"]
 
 DISTS = ("normal", "uniform", "zeros")
 
@@ -63,17 +63,20 @@ def make_inputs(T: int, B: int, d: int, *, dist: str = "normal", scale: float = 
     return np.ascontiguousarray(x, dtype=dt)
 
 
-def _check_header(path: Path, shape: tuple[int, ...], dtype: np.dtype, d: int | None) -> None:
-    """Refuse inputs whose header says they are not a float (T, B, d) array with d columns."""
+def _check_header(path: Path, shape: tuple[int, ...], dtype: np.dtype, d: int | None,
+                  batch_first: bool = False) -> None:
+    """Refuse inputs whose header says they are not a float (T, B, d) array with d columns
+    ((B, T, d) when ``batch_first``)."""
     name = label(path)
+    layout = "(B, T, d), batch-first" if batch_first else "(T, B, d), time-major"
     if len(shape) != 3:
         raise GateflowError(f"inputs in {name} have shape {shape} ({len(shape)}-D); expected "
-                            "3-D (T, B, d), time-major; add axes with x[:, None, :] for one "
-                            "sequence")
+                            f"3-D {layout}; add an axis for one sequence")
     if dtype.kind != "f":
         raise GateflowError(f"inputs in {name} have dtype {dtype}; expected floats "
                             "(convert with x.astype(np.float32))")
-    for size, what in zip(shape, ("T (time steps)", "B (batch)", "d (features)")):
+    axes = ("B (batch)", "T (time steps)") if batch_first else ("T (time steps)", "B (batch)")
+    for size, what in zip(shape, (*axes, "d (features)")):
         if size < 1:
             raise GateflowError(f"inputs in {name} have shape {shape}: {what} is 0; "
                                 "need at least 1")
@@ -82,12 +85,17 @@ def _check_header(path: Path, shape: tuple[int, ...], dtype: np.dtype, d: int | 
                             f"params expect d={d}")
 
 
-def load_inputs(path, d: int | None = None, *, dtype=np.float64) -> np.ndarray:
+def load_inputs(path, d: int | None = None, *, dtype=np.float64,
+                batch_first: bool = False) -> np.ndarray:
     """Read inputs (T, B, d) from a ``.npy`` file (no pickles); float, finite, T, B, d >= 1,
-    and ``d`` columns when ``d`` is given. Returned as ``dtype``.
+    and ``d`` columns when ``d`` is given. Returned as ``dtype``, time-major; a file saved
+    batch-first, (B, T, d) as ``batch_first=True`` modules take it, is read with
+    ``batch_first=True`` (nothing in the file tells the two apart).
 
     The header is read first: shape, dtype and size are checked (and the memory they need)
     before the data is loaded."""
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise GateflowError(f"batch_first must be True or False, got {batch_first!r}")
     dt = float_dtype(dtype)
     path = as_path(path, "inputs")
     if d is not None:
@@ -99,7 +107,7 @@ def load_inputs(path, d: int | None = None, *, dtype=np.float64) -> np.ndarray:
     with open_regular(path, "inputs") as (fh, size), parsing(path, ".npy", fix):
         check_format(path, recognise(fh, READERS), NPY, (".npy",), fix)
         shape, xdtype = npy_header(fh, size, show(path))
-        _check_header(path, shape, xdtype, d)
+        _check_header(path, shape, xdtype, d, batch_first)
         count = math.prod(shape)
         fits(path, count * xdtype.itemsize, count, per_element=dt.itemsize + 1)
         fh.seek(0)
@@ -108,4 +116,29 @@ def load_inputs(path, d: int | None = None, *, dtype=np.float64) -> np.ndarray:
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         raise GateflowError(f"inputs in {label(path)} have {bad} non-finite value(s) (NaN or "
                             "inf); clean them before analysis")
-    return np.ascontiguousarray(x, dtype=dt)
+    return np.ascontiguousarray(np.swapaxes(x, 0, 1) if batch_first else x, dtype=dt)
+
+
+def load_state(path, blocks: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Initial states by state block (``h``, ``c``; ``h_l0``, … for a stack) from a
+    ``.npz`` or ``.safetensors`` file; each array is (n,) or (B, n) (checked against the
+    run by :func:`gateflow.all_lags`)."""
+    from gateflow.models.formats import read_arrays
+
+    path = as_path(path, "initial state")
+    if path.suffix.lower() not in (".npz", ".safetensors"):
+        raise GateflowError(f"cannot read the initial state from {clip(repr(path.name), 80)}: "
+                            "expected .npz or .safetensors, one array per state block "
+                            f"({', '.join(blocks)})")
+    raw = read_arrays(path)
+    unknown = [k for k in raw if k not in blocks]
+    if unknown or not raw:
+        raise GateflowError(f"{label(path)}: initial states are keyed by state block "
+                            f"({', '.join(blocks)}); found {', '.join(map(repr, raw)) or 'none'}")
+    out = {}
+    for k, v in raw.items():
+        if v.dtype.kind not in "fiu" or v.ndim not in (1, 2):
+            raise GateflowError(f"{label(path)}: initial state {k!r} must be a real (n,) or "
+                                f"(B, n) array, got {v.dtype} of shape {v.shape}")
+        out[k] = np.asarray(v, dtype=np.float64)
+    return out

@@ -40,6 +40,7 @@ from gateflow._validate import choose_many, closest, real_array, shown, whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
+from gateflow.cells._stack import depends, needed, restrict
 from gateflow.numeric._backend import get_backend, get_dtype
 from gateflow.numeric._compile import Bound, Compiled, GroupStep, Scatter, compile_cell
 from gateflow.numeric._measure import BlockNorm, Context, Measure, Renormaliser, Step
@@ -47,7 +48,8 @@ from gateflow.numeric._norms import DirectPath, Probe, SingularValues
 from gateflow.numeric._observers import NORMS, OBSERVERS, resolve
 from gateflow.numeric._renorm import RowScale
 
-__all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "estimate_bytes", "run"]
+__all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "estimate_bytes",
+           "nonzero_blocks", "run"]
 
 #: The norms ``all_lags`` measures unless told otherwise.
 DEFAULT_NORMS = ("frobenius", "spectral")
@@ -323,8 +325,10 @@ def all_lags(
         cell: a cell or its name.
         params: the cell's parameters (gateflow names), e.g. from ``init_params``/``load_params``.
         x: inputs (T, B, d), time-major.
-        blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default all. Only the rows
-            of the output blocks asked for are carried.
+        blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default every block
+            that can be nonzero (:func:`nonzero_blocks`: all of a single cell's). Only the
+            rows of the output blocks asked for are carried, each through the part of the
+            recurrence it depends on (a stack's layer l through layers 0..l only).
         norms: names of registered norms (:data:`NORMS`, see
             :mod:`gateflow.numeric._observers`): ``"frobenius"``, ``"spectral"`` (largest
             singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
@@ -349,8 +353,8 @@ def all_lags(
     dt = _float_dtype(dtype)
     x_host = real_array(x, "inputs")
     T, B = _check_input_shape(x_host, d)
-    blocks = cell.blocks if blocks is None else choose_many(blocks, cell.blocks, "block",
-                                                            allow_empty=True)
+    blocks = nonzero_blocks(cell) if blocks is None else choose_many(
+        blocks, cell.blocks, "block", allow_empty=True)
     if not blocks and probe is None:
         raise GateflowError(f"nothing to compute: choose at least one block of "
                             f"{', '.join(cell.blocks)}, or give a probe")
@@ -381,6 +385,13 @@ def all_lags(
         if np.size(a) and float(np.max(np.abs(a))) > big:
             raise GateflowError(f"{what} exceed the {dt} range (|value| > {big:.3g}); use "
                                 "float64 or rescale them")
+
+    groups = _row_groups(cell, blocks) if probe is None else {cell.state: list(blocks)}
+    if tuple(groups) != (cell.state,):
+        return _by_groups(cell, groups, params, x_host, norms=norms,
+                          singular_lags=singular_lags, s0=s0, backend=be.name, dtype=dt,
+                          progress=progress, keep_states=keep_states, threads=threads,
+                          need=need)
 
     comp = compile_cell(cell, be.name, dt.name)
     bound = Bound(comp, params, n)
@@ -450,6 +461,61 @@ def all_lags(
         states=_concat([c["states"] for c in chunks], 1) if keep_states else None,
         meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": be.name,
               "estimated_bytes": need, "workers": workers, "blas_threads": blas},
+    )
+
+
+def nonzero_blocks(cell: Cell) -> tuple[str, ...]:
+    """The blocks X/Y that can be nonzero: Y reaches X through the recurrence (see
+    :func:`gateflow.cells._stack.depends`). Every block of a single cell; in a stack, none
+    from a higher layer to a lower one (those are exactly zero at every lag)."""
+    dep = depends(cell)
+    return tuple(b for b in cell.blocks if b.split("/")[1] in dep[b.split("/")[0]])
+
+
+def _row_groups(cell: Cell, blocks) -> dict[tuple[str, ...], list[str]]:
+    """The blocks asked for, grouped by the part of the recurrence they need (their output
+    block, their input block and everything those read): each group's rows are carried
+    through that part only. A single cell needs all of itself: one group."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for b in blocks:
+        groups.setdefault(needed(cell, b.split("/")), []).append(b)
+    return groups
+
+
+def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need,
+               **options) -> ChainResult:
+    """:func:`all_lags` once per row group, each on its restricted cell, merged into one
+    result. Used for block-triangular recurrences (stacks): layer l's rows never enter the
+    layers above l, so an L-layer sweep costs L(L+1)/2 layer sweeps, not L² (and a
+    2-layer stack at most 3 single-layer sweeps)."""
+    T = x.shape[0]
+    parts = []
+    for i, (state, blocks) in enumerate(groups.items()):
+        sub = restrict(cell, state)
+        tick = None if progress is None else (
+            lambda k, i=i: progress(round((i * T + k) / len(groups))))
+        parts.append(all_lags(sub, {p: params[p] for p in sub.params}, x, blocks=tuple(blocks),
+                              s0=None if s0 is None else
+                              {b: v for b, v in s0.items() if b in sub.state},
+                              progress=tick, keep_states=keep_states, **options))
+    merged: dict = {"blocks": {}, "direct": {}, "singular_values": {}, "states": {}}
+    for part in parts:
+        merged["blocks"].update(part.blocks)
+        for b, norms in part.direct.items():
+            merged["direct"].setdefault(b, norms)
+        for k, svs in part.singular_values.items():
+            merged["singular_values"].setdefault(k, {}).update(svs)
+        merged["states"].update(part.states or {})
+    order = [b for bs in groups.values() for b in bs]
+    return ChainResult(
+        cell=cell.name, lags=parts[0].lags,
+        blocks={b: merged["blocks"][b] for b in order},
+        direct={s: merged["direct"][s] for s in cell.state if s in merged["direct"]},
+        singular_values=merged["singular_values"], probe=None,
+        states={s: merged["states"][s] for s in cell.state if s in merged["states"]}
+        if keep_states else None,
+        meta={**parts[-1].meta, "estimated_bytes": need,
+              "row_groups": [list(state) for state in groups]},
     )
 
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from gateflow.presentation._labels import direct_label
 
-__all__ = ["Bar", "console", "fit_table", "fmt", "fmt_horizon", "progress", "summary_table"]
+__all__ = ["Bar", "console", "fit_table", "fmt", "fmt_horizon", "modules_table", "progress",
+           "summary_table"]
 
 
 def fmt(v, spec: str = ".3g", none: str = "never") -> str:
@@ -129,3 +130,30 @@ def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float):
             table.add_row(cell, name, f"{f.factor:.4f}", fmt(f.efold, ".3g", "∞"),
                           fmt_horizon(f, steps[cell]))
     return table
+
+
+def modules_table(name: str, rows: list[dict]):
+    """``gateflow inspect``'s table (one row per recurrent module of a file), followed by
+    the ``gateflow decay`` command for each, one per line so that it can be copied."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{name}: {len(rows)} recurrent module(s)")
+    for col in ("module", "kind", "cell", "layers", "directions", "n", "d", "proj"):
+        table.add_column(col, style="bold cyan" if col == "module" else None, overflow="fold",
+                         justify="right" if col in ("layers", "n", "d", "proj") else "left")
+    lines = []
+    for r in rows:
+        cell = r["cell"] or " or ".join(r["cells"]) + " (give --cell)"
+        table.add_row(r["module"] or "''", f"{r['framework']} {r['kind']}", cell,
+                      str(r["layers"]), ", ".join(r["directions"]), str(r["hidden"]),
+                      str(r["input"]), str(r["proj"] or "-"))
+        what = r["module"] or r["kind"]
+        lines.append(Text(f"# {what}: " + (r["command"] or f"not analysed: {r['note']}"),
+                          style="green" if r["command"] else "yellow"))
+    if not rows:
+        table.caption = "no nn.RNN/LSTM/GRU, *Cell, ONNX or Keras recurrent module found"
+    notes = [Text(f"note ({r['module'] or r['kind']}): {r['note']}", style="dim")
+             for r in rows if r["note"] and r["command"]]
+    return Group(table, *lines, *notes)

@@ -1,14 +1,19 @@
 """Weight-file formats as a registry of readers, and of the foreign vocabularies they carry.
 
-A :class:`Reader` turns one container format into raw arrays keyed as in the file; a
+A :class:`Reader` turns one container format into raw arrays keyed as in the file (``read``:
+safetensors, npz, torch.save) or, for formats that describe a whole model, straight into
+the recurrent modules it holds (``scan``: ONNX graphs, Keras archives). A
 :class:`Vocabulary` turns a framework's names (PyTorch's ``weight_ih_l0``, ...) into
-gateflow's, whatever container held them. gateflow's own names (``W_f``, ``U_f``, ...) are
-read from every container. A new format is one module plus one entry in :data:`READERS`
-(and in :data:`VOCABULARIES` when it brings its own names).
+gateflow's, whatever container held them, and lists the modules they describe. gateflow's
+own names (``W_f``, ``U_f``, ...) are read from every array container. A new format is one
+module plus one entry in :data:`READERS` (and in :data:`VOCABULARIES` when it brings its
+own names); :func:`read_models` then lists what it holds for ``gateflow inspect`` and
+:func:`gateflow.load_model`.
 
 Reading is defensive (see :mod:`._files`): only existing regular files are opened, the real
 format is sniffed from the leading bytes and named when it is not the extension's, and
 sizes are checked against the memory budget before anything is inflated or allocated.
+Nothing in a file is ever executed.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import numpy as np
 from gateflow._errors import GateflowError
 from gateflow.cells._record import Cell
 from gateflow.models._checks import clip
-from gateflow.models.formats import _npz, _pytorch, _safetensors
+from gateflow.models.formats import _keras, _npz, _onnx, _pytorch, _safetensors
 from gateflow.models.formats._files import Kind, check_format, open_regular, parsing, recognise
+from gateflow.models.formats._recurrent import Recurrent
 
-__all__ = ["READERS", "VOCABULARIES", "Reader", "Vocabulary", "read_arrays", "reader_for"]
+__all__ = ["READERS", "VOCABULARIES", "Reader", "Recurrent", "Vocabulary", "read_arrays",
+           "read_models", "reader_for"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -39,14 +46,16 @@ class Reader:
     ``sniff(head, members)`` gets a file's first 512 bytes and, for a readable zip archive,
     its member names (else None); it returns what the file is in words when this reader
     takes it, else None. ``read(fh, size, path)`` returns the raw arrays, keyed as in the
-    file, and checks sizes (:func:`._files.fits`) before it allocates.
+    file; a model format has ``scan(fh, size, path)`` instead, which returns its recurrent
+    modules. Both check sizes (:func:`._files.fits`) before they allocate.
     """
 
     name: str
     extensions: tuple[str, ...]  # lower case, with the dot; the first is the one to name
     what: str  # the format in words, for messages: "a safetensors file"
     sniff: Callable[[bytes, Sequence[str] | None], str | None]
-    read: Callable[[BinaryIO, int, Path], Arrays]
+    read: Callable[[BinaryIO, int, Path], Arrays] | None = None
+    scan: Callable[[BinaryIO, int, Path], tuple[Recurrent, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,23 +65,28 @@ class Vocabulary:
     ``select(raw)`` is the part of a file's arrays in these names (ready for ``to_params``),
     or None when there is none; ``to_params(cell, sd, dtype=...)`` maps it to gateflow's
     names, checked; ``diagnose(cell, params)`` refuses these names where gateflow's are
-    expected, saying how to convert them.
+    expected, saying how to convert them; ``scan(raw)`` lists the modules they describe.
     """
 
     name: str
     select: Callable[[Arrays], Arrays | None]
     to_params: Callable[..., Arrays]
     diagnose: Callable[[Cell, dict], None]
+    scan: Callable[[Arrays], tuple[Recurrent, ...]]
 
 
 READERS: tuple[Reader, ...] = (
     Reader("safetensors", (".safetensors",), _safetensors.WHAT, _safetensors.sniff,
-           _safetensors.read),
-    Reader("npz", (".npz",), _npz.WHAT, _npz.sniff, _npz.read),
-    Reader("pytorch", (".pt", ".pth"), _pytorch.WHAT, _pytorch.sniff, _pytorch.read),
+           read=_safetensors.read),
+    Reader("npz", (".npz",), _npz.WHAT, _npz.sniff, read=_npz.read),
+    Reader("pytorch", (".pt", ".pth", ".ckpt"), _pytorch.WHAT, _pytorch.sniff,
+           read=_pytorch.read),
+    Reader("onnx", _onnx.EXTENSIONS, _onnx.WHAT, _onnx.sniff, scan=_onnx.scan),
+    Reader("keras", _keras.EXTENSIONS, _keras.WHAT, _keras.sniff, scan=_keras.scan),
 )
 VOCABULARIES: tuple[Vocabulary, ...] = (
-    Vocabulary("pytorch", _pytorch.select, _pytorch.from_torch_state_dict, _pytorch.diagnose),
+    Vocabulary("pytorch", _pytorch.select, _pytorch.from_torch_state_dict, _pytorch.diagnose,
+               _pytorch.scan),
 )
 _EXTENSIONS = tuple(ext for r in READERS for ext in r.extensions)
 
@@ -91,12 +105,36 @@ def reader_for(path: Path) -> Reader:
                         f"{', '.join(_EXTENSIONS)}")
 
 
+def _open(path: Path, reader: Reader):
+    """Open ``path`` for ``reader``, its real format checked against its extension."""
+    ext = path.suffix.lower()
+    return open_regular(path, "params"), parsing(path, ext, "re-export the file"), Kind(
+        reader.name, reader.what, ext)
+
+
 def read_arrays(path: Path) -> Arrays:
     """The raw arrays of a weights file: extension, file type and real format checked
     before anything is parsed, sizes checked before anything is allocated."""
     reader = reader_for(path)
-    ext = path.suffix.lower()
-    with open_regular(path, "params") as (fh, size), parsing(path, ext, "re-export the file"):
-        check_format(path, recognise(fh, READERS), Kind(reader.name, reader.what, ext),
-                     _EXTENSIONS, "save the weights with safetensors, np.savez or torch.save")
+    if reader.read is None:
+        raise GateflowError(f"{clip(repr(str(path)), 80)} is {reader.what}, a whole model: "
+                            "read it with gateflow.load_model (or `gateflow inspect`)")
+    opened, guard, kind = _open(path, reader)
+    with opened as (fh, size), guard:
+        check_format(path, recognise(fh, READERS), kind, _EXTENSIONS,
+                     "save the weights with safetensors, np.savez or torch.save")
         return reader.read(fh, size, path)
+
+
+def read_models(path: Path) -> tuple[Recurrent, ...]:
+    """Every recurrent module a weights or model file holds (PyTorch modules in any array
+    container, ONNX nodes, Keras layers), in the file's order."""
+    reader = reader_for(path)
+    if reader.scan is None:
+        raw = read_arrays(path)
+        return tuple(m for v in VOCABULARIES for m in v.scan(raw))
+    opened, guard, kind = _open(path, reader)
+    with opened as (fh, size), guard:
+        check_format(path, recognise(fh, READERS), kind, _EXTENSIONS,
+                     "export the model again")
+        return reader.scan(fh, size, path)

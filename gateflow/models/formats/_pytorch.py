@@ -1,12 +1,23 @@
-"""PyTorch: the ``.pt``/``.pth`` reader and the state_dict vocabulary.
+"""PyTorch: the ``.pt``/``.pth``/``.ckpt`` reader and the state_dict vocabulary.
 
 The reader runs ``torch.load(..., weights_only=True)`` only: pickled code is never
-executed, and the refused global is named. The vocabulary (``weight_ih_l0``,
-``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, optionally under one module prefix such as
-``lstm.``) is read from every container format: :data:`LAYOUTS` says, per cell, how
-PyTorch stacks the gates; a bias named in both ``bias_ih`` and ``bias_hh`` is their sum, a
-bias named in one is that slice (GRU's ``b_in``, ``b_hn``). Projected, bidirectional and
-multi-layer modules are diagnosed as such.
+executed, and the refused global is named. A checkpoint that nests the state_dict under
+``state_dict`` (Lightning), ``model_state_dict``, ``model`` or ``net`` is unwrapped.
+
+The vocabulary is read from every container format (``.pt``, ``.safetensors``, ``.npz``):
+
+* ``nn.RNN``/``nn.LSTM``/``nn.GRU``: ``weight_ih_l<k>``, ``weight_hh_l<k>``,
+  ``bias_ih_l<k>``, ``bias_hh_l<k>`` for layer k, with ``_reverse`` for the second
+  direction and ``weight_hr_l<k>`` for ``proj_size > 0``;
+* ``nn.RNNCell``/``nn.LSTMCell``/``nn.GRUCell``: ``weight_ih``, ``weight_hh``, ``bias_ih``,
+  ``bias_hh``;
+
+each under any module prefix (``encoder.rnn.``): :func:`scan` lists one
+:class:`~gateflow.models.formats._recurrent.Recurrent` per prefix. :data:`LAYOUTS` says,
+per cell, how PyTorch stacks the gates (i, f, g, o; r, z, n); a bias named in both
+``bias_ih`` and ``bias_hh`` is their sum, a bias named in one is that slice (GRU's
+``b_in``, ``b_hn``). The gate count tells LSTM (4) from GRU (3) from RNN (1); nothing
+tells nn.RNN's tanh from its relu, so that module asks for ``--cell``.
 """
 
 from __future__ import annotations
@@ -27,9 +38,10 @@ from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
 from gateflow.models._checks import as_cell, clip, float_dtype, names, one_line
 from gateflow.models.formats._files import fits, show
+from gateflow.models.formats._recurrent import Recurrent
 
 __all__ = ["LAYOUTS", "WHAT", "TorchLayout", "diagnose", "from_torch_state_dict", "layout_for",
-           "read", "select", "sniff", "to_torch_state_dict"]
+           "NESTED", "read", "scan", "select", "sniff", "to_torch_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,13 @@ LAYOUTS: dict[str, TorchLayout] = {
     "gru-cho": _GRU,
 }
 _NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-_KEY = re.compile(
-    r"^(?P<prefix>(?:.*\.)?)(?P<name>(?:weight|bias)_(?:ih|hh|hr)_l\d+(?:_reverse)?)$")
+#: A PyTorch recurrent parameter: (prefix.)(weight|bias)_(ih|hh|hr), then ``_l<k>`` (and
+#: ``_reverse``) for nn.RNN/LSTM/GRU, nothing for nn.RNNCell/LSTMCell/GRUCell.
+_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<name>(?:weight|bias)_(?:ih|hh|hr))"
+                  r"(?P<suffix>(?:_l(?P<layer>\d+)(?P<reverse>_reverse)?)?)$")
+_CELL_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _MODULE_BY_GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
+_CELL_BY_MODULE = {"LSTM": ("lstm",), "GRU": ("gru",), "RNN": ("rnn", "rnn-relu")}
 
 
 def layout_for(cell: Cell) -> TorchLayout | None:
@@ -94,9 +110,9 @@ def _need_layout(cell: Cell) -> TorchLayout:
 
 # -- diagnosing a state_dict --------------------------------------------------------------
 def _gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
-    """Gate count G of a PyTorch-named dict; raise if it is not ``cell``'s, or if the dict is
-    a projected LSTM's (``weight_hr_l0``: its ``weight_hh_l0`` has proj_size columns, not n,
-    so the gate count would be wrong)."""
+    """Gate count G of a single-layer PyTorch-named dict; raise if it is not ``cell``'s, or
+    if the dict is a projected LSTM's (``weight_hr_l0``: its ``weight_hh_l0`` has proj_size
+    columns, not n, so the gate count would be wrong)."""
     hr = sd.get("weight_hr_l0")
     if hr is not None:
         shape = "x".join(map(str, np.shape(hr)))
@@ -133,21 +149,136 @@ def diagnose(cell: Cell, params: dict) -> None:
                             "file with gateflow.load_params")
 
 
-def select(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """The single-layer PyTorch part of ``raw`` (prefix stripped), or None for gateflow names."""
-    prefixes: dict[str, list[str]] = {}
-    for k in raw:
+# -- finding the recurrent modules of a state_dict ----------------------------------------
+def _suffix(key: str) -> str:
+    """``"_l1_reverse"`` of ``"weight_ih_l1_reverse"``; ``""`` for nn.*Cell keys."""
+    m = _KEY.match(key)
+    return m["suffix"] if m else ""
+
+
+def _module_name(prefix: str) -> str:
+    return prefix[:-1] if prefix.endswith(".") else prefix
+
+
+def _groups(raw: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """PyTorch recurrent keys by module prefix, each with the prefix stripped."""
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for k, v in raw.items():
         m = _KEY.match(k)
         if m:
-            prefixes.setdefault(m["prefix"], []).append(k)
-    if not prefixes:
+            groups.setdefault(m["prefix"], {})[k[len(m["prefix"]):]] = v
+    return groups
+
+
+def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
+    """One module's record, from its keys and shapes (checked: every layer and direction
+    complete, every shape an nn.<kind>'s with the same sizes)."""
+    where = f"module {module!r}" if module else "the state_dict"
+    is_cell = "weight_hh" in sd or "weight_ih" in sd
+    if is_cell and any(_suffix(k) for k in sd):
+        raise GateflowError(f"{where} mixes nn.*Cell keys (weight_ih) and nn.RNN/LSTM/GRU keys "
+                            f"(weight_ih_l0); save one module per prefix")
+    suffixes = [""] if is_cell else sorted(
+        {_suffix(k) for k in sd},
+        key=lambda s: (int(s[2:].split("_")[0]), s.endswith("_reverse")))
+    layers = len({s.split("_reverse")[0] for s in suffixes})
+    reverse = any(s.endswith("_reverse") for s in suffixes)
+    directions = ("forward", "reverse") if reverse else ("forward",)
+    want_suffixes = [""] if is_cell else [
+        f"_l{k}{r}" for k in range(layers) for r in ("", "_reverse")[:len(directions)]]
+    missing = [f"weight_{m}{s}" for s in want_suffixes for m in ("ih", "hh")
+               if f"weight_{m}{s}" not in sd]
+    if missing:
+        raise GateflowError(f"{where} misses {names(missing, 4)}; save the whole "
+                            "state_dict() of the module")
+    for k, a in sd.items():
+        if a.dtype.kind not in "fiu":
+            raise GateflowError(f"{k!r} has dtype {a.dtype}; PyTorch weights must be real numbers")
+        if a.ndim != (2 if k.startswith("weight") else 1) or 0 in a.shape:
+            raise GateflowError(f"{where}: {k!r} has shape {a.shape}, which no PyTorch "
+                                "recurrent module has")
+    hh, ih = sd[f"weight_hh{want_suffixes[0]}"], sd[f"weight_ih{want_suffixes[0]}"]
+    hr = sd.get(f"weight_hr{want_suffixes[0]}")
+    n = hr.shape[1] if hr is not None else hh.shape[1]
+    proj = hr.shape[0] if hr is not None else 0
+    if hh.shape[0] % n or hh.shape[0] // n not in _MODULE_BY_GATES:
+        raise GateflowError(f"{where}: weight_hh{want_suffixes[0]} is {hh.shape[0]}x"
+                            f"{hh.shape[1]}, not G*n x n for G = 1, 3 or 4 gates (nn.RNN, GRU, "
+                            "LSTM)")
+    g = hh.shape[0] // n
+    kind = _MODULE_BY_GATES[g]
+    out = proj or n
+    for s in want_suffixes:
+        layer = int(s[2:].split("_")[0]) if s else 0
+        d = ih.shape[1] if layer == 0 else out * len(directions)
+        want = {f"weight_ih{s}": (g * n, d), f"weight_hh{s}": (g * n, out),
+                f"bias_ih{s}": (g * n,), f"bias_hh{s}": (g * n,)}
+        if proj:
+            want[f"weight_hr{s}"] = (proj, n)
+        for k, shape in want.items():
+            if k in sd and sd[k].shape != shape:
+                raise GateflowError(f"{where}: {k!r} has shape {sd[k].shape}; expected {shape} "
+                                    f"for an nn.{kind} with hidden_size={n}"
+                                    + (f", proj_size={proj}" if proj else ""))
+        has_b = [f"bias_ih{s}" in sd, f"bias_hh{s}" in sd]
+        if any(has_b) and not all(has_b):
+            raise GateflowError(f"{where} misses bias_{'hh' if has_b[0] else 'ih'}{s}; save "
+                                "the whole state_dict() of the module")
+    extra = sorted(set(sd) - {f"{m}{s}" for s in want_suffixes for m in (
+        "weight_ih", "weight_hh", "bias_ih", "bias_hh", *(("weight_hr",) if proj else ()))})
+    if extra:
+        raise GateflowError(f"{where}: unexpected keys {names(extra, 4)} for an nn.{kind} with "
+                            f"{layers} layer(s)")
+    cells = _CELL_BY_MODULE[kind]
+    torch_kind = f"nn.{kind}Cell" if is_cell else f"nn.{kind}"
+    note = ""
+    if kind == "RNN":
+        note = (f"{torch_kind}'s nonlinearity (tanh or relu) is not in its weights: give "
+                "--cell rnn or --cell rnn-relu")
+    if proj:
+        note = (f"proj_size={proj}: h has {proj} units and c has {n}; gateflow does not analyse "
+                "projected LSTMs yet")
+
+    def weights(cell: str, layer: int, direction: str) -> dict[str, np.ndarray]:
+        s = "" if is_cell else f"_l{layer}" + ("_reverse" if direction == "reverse" else "")
+        one = {f"{m}_l0": sd[f"{m}{s}"] for m in ("weight_ih", "weight_hh", "bias_ih",
+                                                   "bias_hh", "weight_hr") if f"{m}{s}" in sd}
+        return from_torch_state_dict(cell, one)
+
+    return Recurrent(module=module, framework="PyTorch", kind=torch_kind,
+                     cell=None if len(cells) > 1 else cells[0], cells=cells, layers=layers,
+                     directions=directions, hidden=n, input=ih.shape[1], proj=proj,
+                     weights=weights, note=note)
+
+
+def scan(raw: dict[str, np.ndarray]) -> tuple[Recurrent, ...]:
+    """Every PyTorch recurrent module in a file's arrays (keys ``weight_ih_l0`` …, or
+    ``weight_ih`` … for the ``*Cell`` modules, under any prefix), in the file's order."""
+    return tuple(_describe(_module_name(prefix), sd)
+                 for prefix, sd in _groups(raw).items())
+
+
+def select(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The single-layer PyTorch part of ``raw`` (prefix stripped), or None for gateflow names.
+    Several modules, several layers or two directions are refused here, with the options
+    that pick one (:func:`gateflow.load_model` reads them all)."""
+    groups = _groups(raw)
+    if not groups:
         return None
-    if len(prefixes) > 1:
-        listed = ", ".join(repr(p) if p else "'' (no prefix)" for p in sorted(prefixes))
-        raise GateflowError(f"found PyTorch RNN weights under {len(prefixes)} module prefixes "
-                            f"({listed}); save the state_dict of one recurrent module only")
-    (prefix,) = prefixes
-    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    if len(groups) > 1:
+        listed = ", ".join(repr(_module_name(p)) for p in groups)
+        raise GateflowError(f"found PyTorch recurrent weights of {len(groups)} modules "
+                            f"({listed}); pick one with --module NAME (gateflow.load_model("
+                            "path, module=NAME))")
+    ((prefix, sd),) = groups.items()
+    unsupported = sorted(k for k in sd if _suffix(k) not in ("", "_l0"))
+    if unsupported:
+        why = ("bidirectional" if any(k.endswith("_reverse") for k in unsupported)
+               else "multi-layer")
+        raise GateflowError(f"the weights are from a {why} module ({names(unsupported, 4)}); "
+                            "pick one with --layer L and --direction forward|reverse "
+                            "(gateflow.load_model(path, layer=L, direction=...))")
+    return {(k + "_l0" if not _suffix(k) else k): v for k, v in sd.items()}
 
 
 # -- mapping ------------------------------------------------------------------------------
@@ -182,8 +313,8 @@ def _check_state_dict(layout: TorchLayout, sd: dict[str, np.ndarray]) -> None:
     if unsupported:
         why = "bidirectional" if any(k.endswith("_reverse") for k in unsupported) else "multi-layer"
         raise GateflowError(f"the state_dict is from a {why} module ({names(unsupported, 4)}); "
-                            "gateflow analyses one layer in one direction: save a single-layer, "
-                            "unidirectional module or keep only the *_l0 keys")
+                            "pick one layer and direction with gateflow.load_model(path, "
+                            "layer=L, direction=...) or keep only the *_l0 keys")
     extra = keys - set(_NAMES)
     if extra:
         raise GateflowError(f"unexpected keys {names(extra)} next to the PyTorch RNN weights; "
@@ -226,6 +357,8 @@ def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
         raise GateflowError(f"state_dict must be a dict of arrays keyed by PyTorch names, got "
                             f"{type(sd).__name__}; pass model.state_dict() as NumPy arrays")
     sd = {k: np.asarray(v) for k, v in sd.items()}
+    if {"weight_ih", "weight_hh"} <= set(sd):  # an nn.*Cell: the keys of layer 0
+        sd = {(f"{k}_l0" if k in _CELL_KEYS else k): v for k, v in sd.items()}
     _gate_check(cell, sd)
     layout = _need_layout(cell)
     _check_state_dict(layout, sd)
@@ -277,6 +410,24 @@ def _refusal(path: Path, exc: BaseException) -> str:
             "torch.save(model.state_dict(), path)")
 
 
+#: Where checkpoints keep the model's state_dict, in the order they are looked for
+#: (Lightning's ``.ckpt``: ``state_dict``; common training loops: the others).
+NESTED = ("state_dict", "model_state_dict", "model", "net")
+
+
+def _unwrap(obj: dict) -> dict:
+    """A checkpoint's state_dict: ``obj`` itself when it is one (every value a tensor), else
+    its first entry of :data:`NESTED` that is a dict."""
+    import torch
+
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in NESTED:
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
 def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
     """A state_dict from ``torch.load(weights_only=True)``: pickled code is never run. The
     file size bounds the tensors (torch.save stores zip members, never compresses them, so a
@@ -305,6 +456,7 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
         if not isinstance(obj, dict):
             raise GateflowError(f"{show(path)} holds a {type(obj).__name__}, not a state_dict; "
                                 "save model.state_dict() (a dict of tensors) with torch.save")
+        obj = _unwrap(obj)
         out: dict[str, np.ndarray] = {}
         for k, v in obj.items():
             if not isinstance(k, str):
@@ -313,8 +465,9 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
                                     "model.state_dict() (string keys)")
             if not isinstance(v, torch.Tensor):
                 raise GateflowError(f"{show(path)} is a dict but entry {clip(repr(k), 60)} is "
-                                    f"a {type(v).__name__}, not a tensor; save model.state_dict() "
-                                    "alone, not a checkpoint with extras")
+                                    f"a {type(v).__name__}, not a tensor, and no entry "
+                                    f"{' / '.join(map(repr, NESTED))} holds the state_dict; "
+                                    "save model.state_dict() with torch.save")
             t = v.detach().cpu()
             if t.is_complex() or (t.is_floating_point() and t.element_size() < 2):
                 raise GateflowError(f"{show(path)}: tensor {clip(repr(k), 60)} has dtype "

@@ -1,0 +1,220 @@
+"""A user's own model: which recurrent modules a file holds, and one of them as a cell and
+its parameters.
+
+:func:`find_models` lists the recurrent modules of any file gateflow reads (PyTorch
+state_dicts and checkpoints in ``.pt``/``.pth``/``.ckpt``/``.safetensors``/``.npz``, ONNX
+``.onnx``, Keras ``.keras``/``.h5``); :func:`select_model` picks one module, one layer (or
+the whole stack) and one direction, and checks a ``--cell`` against what the file says.
+
+* ``layer=L`` analyses layer L alone: its input is whatever the layer below emits (n, or 2n
+  for a bidirectional module); ``layer="all"`` analyses the stack as one recurrence
+  (:func:`gateflow.cells._stack.stack`), with blocks ``"h_l1/h_l0"`` and so on. A
+  single-layer module keeps its plain blocks (``"h/h"``) either way.
+* ``direction="reverse"`` is the second direction of a bidirectional module: it runs over
+  the time-reversed sequence, as PyTorch, ONNX and Keras run it, so its lag k is k steps
+  *later* in the original time. A bidirectional stack is not one causal recurrence (layer
+  l + 1 reads the reverse direction of layer l, which depends on the future), so
+  ``layer="all"`` is refused for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateflow._errors import GateflowError
+from gateflow._validate import closest, shown
+from gateflow.cells._record import Cell
+from gateflow.cells._stack import stack
+from gateflow.models._checks import as_cell, float_dtype
+from gateflow.models.formats import read_models
+from gateflow.models.formats._files import as_path, label
+from gateflow.models.formats._recurrent import DIRECTIONS, Recurrent
+
+__all__ = ["Selection", "find_models", "load_model", "select_model"]
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One module, layer (or ``"all"``) and direction of a model file, ready to analyse."""
+
+    cell: Cell
+    params: Params
+    model: Recurrent
+    layer: int | str
+    direction: str
+
+    @property
+    def reverse(self) -> bool:
+        """Run the inputs time-reversed (the module's reverse direction)."""
+        return self.direction == "reverse"
+
+    @property
+    def input_size(self) -> int:
+        return self.model.input_size(0 if self.layer == "all" else int(self.layer))
+
+    def describe(self) -> str:
+        """``nn.LSTM 'encoder.rnn', layer 1, forward`` for titles and messages."""
+        name = f" {self.model.module!r}" if self.model.module else ""
+        layer = "all layers" if self.layer == "all" else f"layer {self.layer}"
+        return f"{self.model.kind}{name}, {layer}, {self.direction}"
+
+
+def find_models(path) -> tuple[Recurrent, ...]:
+    """Every recurrent module, node or layer in the file at ``path``."""
+    return read_models(as_path(path, "model"))
+
+
+def _pick(models: tuple[Recurrent, ...], module, path) -> Recurrent:
+    listed = ", ".join(repr(m.module) for m in models)
+    if module is None:
+        if len(models) > 1:
+            raise GateflowError(f"{label(path)} holds {len(models)} recurrent modules "
+                                f"({listed}); pick one with --module NAME")
+        return models[0]
+    if not isinstance(module, str):
+        raise GateflowError(f"module must be a module name (a string), got {shown(module)}")
+    for m in models:
+        if m.module == module:
+            return m
+    names = [m.module for m in models]
+    raise GateflowError(f"{label(path)} has no recurrent module {module!r}"
+                        f"{closest(module, names)}; it holds {listed}")
+
+
+def _cell_for(model: Recurrent, cell) -> Cell:
+    """The cell to analyse ``model`` with: the one the file says, or ``cell`` when it agrees
+    (or when the file cannot tell, among the cells its weights fit)."""
+    where = f"module {model.module!r} ({model.kind})" if model.module else model.kind
+    if model.proj:
+        raise GateflowError(f"{where} is an LSTM with proj_size={model.proj} (h has "
+                            f"{model.proj} units, c has {model.hidden}); gateflow does not "
+                            "analyse projected LSTMs yet")
+    if cell is None:
+        if model.cell is None:
+            raise GateflowError(f"{where}: {model.note or 'the file does not say which cell'}")
+        return as_cell(model.cell)
+    chosen = as_cell(cell)
+    if chosen.name not in model.cells:
+        says = (f"cell {model.cell!r}" if model.cell else
+                f"one of the cells {', '.join(map(repr, model.cells))}")
+        raise GateflowError(f"--cell {chosen.name} contradicts the file: {where} is "
+                            f"{says}; drop --cell or give --cell {model.cells[0]}")
+    return chosen
+
+
+def _layer_of(model: Recurrent, layer) -> int | str:
+    where = f"module {model.module!r}" if model.module else model.kind
+    if layer is None:
+        if model.layers > 1:
+            raise GateflowError(f"{where} has {model.layers} layers; pick one with --layer "
+                                f"0..{model.layers - 1}, or --layer all for the whole stack")
+        return 0
+    if layer == "all":
+        if model.bidirectional and model.layers > 1:
+            raise GateflowError(
+                f"--layer all: {where} is a bidirectional stack, which is not one causal "
+                "recurrence (each layer reads the reverse direction of the layer below, "
+                "which depends on the future); analyse one layer with --layer L "
+                "--direction forward|reverse")
+        return "all"
+    if isinstance(layer, str) and layer.strip().isdigit():
+        layer = int(layer)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
+            or not 0 <= layer < model.layers:
+        raise GateflowError(f"--layer {shown(layer)} is out of range: {where} has "
+                            f"{model.layers} layer(s) (0..{model.layers - 1}, or all)")
+    return int(layer)
+
+
+def _direction_of(model: Recurrent, direction) -> str:
+    where = f"module {model.module!r}" if model.module else model.kind
+    if direction is None:
+        if model.bidirectional:
+            raise GateflowError(f"{where} is bidirectional; pick --direction forward or "
+                                "--direction reverse")
+        return model.directions[0]
+    if direction not in DIRECTIONS:
+        raise GateflowError(f"--direction must be forward or reverse, got {shown(direction)}")
+    if direction not in model.directions:
+        raise GateflowError(f"--direction {direction}: {where} has only the "
+                            f"{model.directions[0]} direction")
+    return direction
+
+
+def _own_names(path, cell) -> Selection:
+    """A file in gateflow's own names (``W_f``, …): the cell it fits."""
+    from gateflow.models._params import load_params
+
+    if cell is None:
+        raise GateflowError(f"{label(path)} holds no PyTorch, ONNX or Keras recurrent module; "
+                            "if it holds gateflow parameters, give --cell")
+    chosen = as_cell(cell)
+    params = load_params(path, chosen)
+    n = next(iter(params.values())).shape[0]
+    d = next((params[p].shape[1] for p, k in chosen.matrices.items() if k == "input"), 0)
+    model = Recurrent(module="", framework="gateflow", kind=f"{chosen.name} parameters",
+                      cell=chosen.name, cells=(chosen.name,), layers=1,
+                      directions=("forward",), hidden=n, input=d,
+                      weights=lambda c, layer, direction: params)
+    return Selection(chosen, params, model, 0, "forward")
+
+
+def select_model(path, *, module=None, layer=None, direction=None, cell=None,
+                 dtype=np.float64) -> Selection:
+    """One module of the file at ``path`` as a cell and its parameters (see the module
+    docstring for ``layer`` and ``direction``). ``cell`` may be omitted when the file says
+    what the module is; a ``cell`` that contradicts the file is an error."""
+    path = as_path(path, "model")
+    dt = float_dtype(dtype)
+    models = read_models(path)
+    if not models:
+        return _own_names(path, cell)
+    model = _pick(models, module, path)
+    base = _cell_for(model, cell)
+    layer = _layer_of(model, layer)
+    direction = _direction_of(model, direction)
+
+    def weights(k: int) -> Params:
+        try:
+            return model.weights(base.name, k, direction)
+        except GateflowError as exc:
+            raise GateflowError(f"{label(path)}: {exc}") from None
+
+    if layer == "all" and model.layers > 1:
+        chosen = stack(base, model.layers)
+        params = {f"{p}_l{k}": v for k in range(model.layers) for p, v in weights(k).items()}
+    else:
+        chosen = base
+        params = weights(0 if layer == "all" else int(layer))
+    params = {p: np.ascontiguousarray(params[p], dtype=dt) for p in chosen.params}
+    return Selection(chosen, params, model, layer, direction)
+
+
+def load_model(path, module=None, layer=None, direction=None, *, cell=None,
+               dtype=np.float64) -> tuple[Cell, Params]:
+    """The cell and parameters of one recurrent module of a model file.
+
+    Args:
+        path: a PyTorch state_dict or checkpoint (``.pt``, ``.pth``, ``.ckpt``: read with
+            ``torch.load(weights_only=True)``; ``.safetensors``, ``.npz``), an ONNX model
+            (``.onnx``) or a Keras model (``.keras``, ``.weights.h5``, legacy ``.h5``).
+        module: which module, node or layer (``gateflow inspect`` lists them); needed
+            when the file holds several.
+        layer: a layer index, or ``"all"`` for the whole stack as one recurrence (a
+            generated cell whose state blocks are ``h_l0, c_l0, h_l1, …``).
+        direction: ``"forward"`` or ``"reverse"`` (needed for a bidirectional module;
+            the reverse direction reads the time-reversed inputs: feed it ``x[::-1]``).
+        cell: the gateflow cell, when the file cannot say (PyTorch ``nn.RNN``: ``"rnn"``
+            or ``"rnn-relu"``); one that contradicts the file is an error.
+
+    Returns:
+        ``(cell, params)``, ready for :func:`gateflow.all_lags` and :func:`gateflow.decay`.
+    """
+    sel = select_model(path, module=module, layer=layer, direction=direction, cell=cell,
+                       dtype=dtype)
+    return sel.cell, sel.params
+

@@ -1,0 +1,66 @@
+"""What a model file holds: one :class:`Recurrent` per recurrent module, node or layer.
+
+Every model format (PyTorch state_dicts in any container, ONNX graphs, Keras archives)
+describes what it found with this record, so that ``gateflow inspect``, ``--module``,
+``--layer``, ``--direction`` and :func:`gateflow.load_model` work the same on all of them.
+
+A record carries its sizes and a ``weights(cell, layer, direction)`` function that returns
+the weights of one layer in one direction in gateflow's names (float64, checked by
+:func:`gateflow.cells._params.check_params`). Mapping the framework's gate order onto
+gateflow's names is the format module's job, and only that module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["DIRECTIONS", "Recurrent"]
+
+#: Directions, as PyTorch names them: "reverse" runs over the time-reversed sequence.
+DIRECTIONS = ("forward", "reverse")
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """One recurrent module (PyTorch), node (ONNX) or layer (Keras) of a model file.
+
+    ``module`` is the name ``--module`` takes: a PyTorch key prefix without its trailing dot
+    (``encoder.rnn``; ``""`` for keys without a prefix), an ONNX node's name, a Keras layer's
+    name. ``cells`` lists the gateflow cells the weights fit, in order of preference; the
+    file says which one it is when ``cell`` is set (``None``: the weights cannot tell, as
+    for ``nn.RNN``'s tanh and relu, and ``note`` says so).
+    """
+
+    module: str
+    framework: str  # "PyTorch", "ONNX", "Keras"
+    kind: str  # the framework's own name: "nn.LSTM", "nn.GRUCell", "LSTM node", "GRU layer"
+    cell: str | None  # the gateflow cell the file says it is, None when it cannot tell
+    cells: tuple[str, ...]  # every gateflow cell these weights fit (cell first when known)
+    layers: int
+    directions: tuple[str, ...]  # ("forward",) or ("forward", "reverse")
+    hidden: int  # n
+    input: int  # d of layer 0 (layer l > 0 reads the layer below: n, or 2n if bidirectional)
+    #: (cell name, layer, direction) -> that layer's weights in gateflow names, float64
+    weights: Callable[[str, int, str], dict[str, np.ndarray]] = field(compare=False, repr=False)
+    proj: int = 0  # PyTorch proj_size (h has proj units, c has hidden units); 0: none
+    note: str = ""  # what a user must know, e.g. "nn.RNN: give --cell rnn or rnn-relu"
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.directions) == 2
+
+    def input_size(self, layer: int) -> int:
+        """d of ``layer``: the model's input for layer 0, the layer below's output above."""
+        if layer == 0:
+            return self.input
+        return (self.proj or self.hidden) * len(self.directions)
+
+    def summary(self) -> dict:
+        """The record as JSON-ready data (``gateflow inspect --json``)."""
+        return {"module": self.module, "framework": self.framework, "kind": self.kind,
+                "cell": self.cell, "cells": list(self.cells), "layers": self.layers,
+                "directions": list(self.directions), "hidden": self.hidden,
+                "input": self.input, "proj": self.proj, "note": self.note}

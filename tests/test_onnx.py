@@ -1,0 +1,396 @@
+"""The ONNX reader against ONNX's own reference implementation.
+
+Each recurrent operator is built with ``onnx.helper`` in float64 and run by
+``onnx.reference.ReferenceEvaluator``: gateflow's cell with the weights the reader maps must
+reproduce the node's outputs, and gateflow's exact Jacobian norms must match finite
+differences of the node's map from (initial_h, initial_c) to (Y_h, Y_c). The reference RNN
+knows Tanh only; the test adds Relu to it (one line) for ``rnn-relu``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+from onnx.reference.ops.op_rnn import CommonRNN  # noqa: E402
+
+import gateflow  # noqa: E402
+from gateflow._errors import GateflowError  # noqa: E402
+from gateflow.models.formats import _onnx  # noqa: E402
+
+T, N, D = 6, 3, 2
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+NUM_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+# Worst relative error of the Jacobian norms measured over all 18 cases (onnx 1.23, NumPy
+# float64): 1.3e-10 (rnn-relu, reverse); the tolerance leaves a margin of about 100x.
+JACOBIAN_RTOL = 1e-8
+FORWARD_ATOL = 1e-12
+STEP = 1e-3  # finite-difference step; Richardson combines STEP and STEP / 2
+
+
+class RNN(CommonRNN):
+    """ONNX's reference RNN, which knows Tanh and Affine only, with Relu added."""
+
+    op_domain = ""
+
+    def choose_act(self, name, alpha, beta):
+        if name in ("Relu", "relu"):
+            return lambda x: np.maximum(x, 0)
+        return super().choose_act(name, alpha, beta)
+
+
+# -- building models ----------------------------------------------------------------------
+def make_weights(op: str, nd: int, rng, *, peepholes: bool = False, bias: bool = True,
+                 scale: float = 0.6) -> dict[str, np.ndarray]:
+    g = GATES[op]
+    w = {"W": rng.normal(0, scale, (nd, g * N, D)), "R": rng.normal(0, scale, (nd, g * N, N))}
+    if bias:
+        w["B"] = rng.normal(0, scale, (nd, 2 * g * N))
+    if peepholes:
+        w["P"] = rng.normal(0, scale, (nd, 3 * N))
+    return w
+
+
+def node_inputs(op: str, names: dict[str, str]) -> list[str]:
+    """The node's input list, optional inputs left empty, trailing empties dropped."""
+    slots = ["X", "W", "R", "B", "sequence_lens", "initial_h"]
+    if op == "LSTM":
+        slots += ["initial_c", "P"]
+    out = [names.get(s, "") for s in slots]
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def build(op: str, w: dict[str, np.ndarray], *, direction: str = "forward",
+          name: str = "rnn", constants: bool = False, inputs_from: dict | None = None,
+          before=(), check: bool = True, **attrs) -> onnx.ModelProto:
+    """A model with one ``op`` node: graph inputs X, initial_h (, initial_c), weights as
+    initializers (or Constant nodes); ``inputs_from`` overrides a weight's source name."""
+    nd = NUM_DIRECTIONS[direction]
+    n, d = w["R"].shape[2], w["W"].shape[2]
+    names = {"X": "X", "initial_h": "initial_h", **{k: k for k in w}}
+    if op == "LSTM":
+        names["initial_c"] = "initial_c"
+    names.update(inputs_from or {})
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, node_inputs(op, names), outputs, name=name, direction=direction,
+                            **attrs)
+    dbl = TensorProto.DOUBLE
+    states = ["initial_h"] + (["initial_c"] if op == "LSTM" else [])
+    graph_inputs = [helper.make_tensor_value_info("X", dbl, ["T", "B", d])]
+    graph_inputs += [helper.make_tensor_value_info(s, dbl, [nd, "B", n]) for s in states]
+    graph_outputs = [helper.make_tensor_value_info("Y", dbl, ["T", nd, "B", n])]
+    graph_outputs += [helper.make_tensor_value_info(o, dbl, [nd, "B", n]) for o in outputs[1:]]
+    tensors = [numpy_helper.from_array(a, name=k) for k, a in w.items()]
+    nodes = list(before)
+    if constants:
+        nodes += [helper.make_node("Constant", [], [t.name], value=t) for t in tensors]
+        tensors = []
+    graph = helper.make_graph([*nodes, node], "g", graph_inputs, graph_outputs, tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    if check:
+        onnx.checker.check_model(model)
+    return model
+
+
+def save(model, tmp_path, name: str = "model.onnx"):
+    path = tmp_path / name
+    onnx.save_model(model, str(path))
+    return path
+
+
+def scan(path):
+    with open(path, "rb") as fh:
+        return _onnx.scan(fh, path.stat().st_size, path)
+
+
+# -- the reference's Jacobian by finite differences ---------------------------------------
+def reference_jacobian(ref, op: str, nd: int, k: int, x, start: dict[str, np.ndarray]):
+    """∂(Y_h, Y_c)[k]/∂(initial_h, initial_c)[k] of the node run over ``x`` (t, 1, d) from
+    ``start`` (state -> (1, n)): central differences at STEP and STEP / 2, Richardson
+    combined. Every perturbation is one lane of the batch, so one run does them all."""
+    blocks = ("h", "c") if op == "LSTM" else ("h",)
+    s = np.concatenate([start[b][0] for b in blocks])
+    m = s.size
+    steps = (STEP, -STEP, STEP / 2, -STEP / 2)
+    lanes = np.repeat(s[None], 4 * m, axis=0)
+    for j in range(m):
+        for q, h in enumerate(steps):
+            lanes[4 * j + q, j] += h
+    feeds = {"X": np.repeat(x, 4 * m, axis=1)}
+    for i, b in enumerate(blocks):
+        init = np.zeros((nd, 4 * m, N))
+        init[k] = lanes[:, i * N:(i + 1) * N]
+        feeds[f"initial_{b}"] = init
+    out = ref.run(None, feeds)
+    final = np.concatenate([o[k] for o in out[1:]], axis=1).reshape(m, 4, -1)
+    d_h = (final[:, 0] - final[:, 1]) / (2 * STEP)
+    d_h2 = (final[:, 2] - final[:, 3]) / STEP
+    jac = ((4 * d_h2 - d_h) / 3).T  # rows: outputs, columns: the state perturbed
+    return {f"{a}/{b}": jac[i * N:(i + 1) * N, j * N:(j + 1) * N]
+            for i, a in enumerate(blocks) for j, b in enumerate(blocks)}
+
+
+CASES = [  # op, cell, attributes, peepholes
+    ("LSTM", "lstm", {}, False),
+    ("LSTM", "lstm-peephole", {}, True),
+    ("GRU", "gru-cho", {"linear_before_reset": 0}, False),
+    ("GRU", "gru", {"linear_before_reset": 1}, False),
+    ("RNN", "rnn", {}, False),
+    ("RNN", "rnn-relu", {"activations": ["Relu"]}, False),
+]
+WORST: list[float] = []  # every error measured, for re-deriving the tolerance
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize(("op", "cell", "attrs", "peepholes"), CASES,
+                         ids=[c[1] for c in CASES])
+def test_matches_the_onnx_reference(tmp_path, op, cell, attrs, peepholes, direction):
+    rng = np.random.default_rng(zlib.crc32(f"{cell} {direction}".encode()))
+    nd = NUM_DIRECTIONS[direction]
+    attrs = dict(attrs)
+    if "activations" in attrs:
+        attrs["activations"] = attrs["activations"] * nd
+    w = make_weights(op, nd, rng, peepholes=peepholes)
+    if cell == "rnn-relu":  # positive biases keep units alive, so the Jacobians are not 0
+        w["B"] = np.abs(w["B"]) + 0.5
+    model = build(op, w, direction=direction, hidden_size=N, **attrs)
+    (rec,) = scan(save(model, tmp_path))
+    assert (rec.module, rec.framework, rec.kind, rec.cell, rec.cells, rec.layers) == (
+        "rnn", "ONNX", f"{op} node", cell, (cell,), 1)
+    assert rec.directions == (("forward", "reverse") if nd == 2 else (direction,))
+    assert (rec.hidden, rec.input) == (N, D)
+
+    states = ("h", "c") if op == "LSTM" else ("h",)
+    x = rng.normal(size=(T, 1, D))
+    s0 = {b: rng.normal(0, 0.5, (nd, 1, N)) for b in states}
+    ref = ReferenceEvaluator(model, new_ops=[RNN])
+    y, *finals = ref.run(None, {"X": x, **{f"initial_{b}": s0[b] for b in states}})
+    for k, name in enumerate(rec.directions):
+        params = rec.weights(cell, 0, name)
+        assert all(a.dtype == np.float64 and a.flags.c_contiguous for a in params.values())
+        seq = x if name == "forward" else x[::-1]
+        res = gateflow.all_lags(cell, params, seq, s0={b: s0[b][k] for b in states},
+                                keep_states=True)
+        hs = res.states["h"][1:]
+        np.testing.assert_allclose(hs if name == "forward" else hs[::-1], y[:, k],
+                                   rtol=0, atol=FORWARD_ATOL)
+        for b, final in zip(states, finals):
+            np.testing.assert_allclose(res.states[b][T], final[k], rtol=0, atol=FORWARD_ATOL)
+        for lag in range(1, T + 1):
+            sub = x[T - lag:] if name == "forward" else x[:lag]
+            start = {b: res.states[b][T - lag] for b in states}
+            jac = reference_jacobian(ref, op, nd, k, sub, start)
+            for block, fd in jac.items():
+                want = np.linalg.norm(fd)
+                got = 10.0 ** res.blocks[block]["log10_frobenius"][lag - 1, 0]
+                assert want > 0, (name, block, lag)  # a zero Jacobian would test nothing
+                err = abs(got - want) / want
+                WORST.append(err)
+                assert err <= JACOBIAN_RTOL, (name, block, lag, got, want)
+
+
+def test_constant_nodes_and_missing_bias_are_read(tmp_path):
+    rng = np.random.default_rng(1)
+    w = make_weights("GRU", 1, rng, bias=False)
+    (rec,) = scan(save(build("GRU", w, constants=True, linear_before_reset=1), tmp_path))
+    params = rec.weights("gru", 0, "forward")
+    np.testing.assert_array_equal(params["W_z"], w["W"][0, :N])
+    np.testing.assert_array_equal(params["U_n"], w["R"][0, 2 * N:])
+    assert all(not params[b].any() for b in ("b_r", "b_z", "b_in", "b_hn"))
+    assert rec.cell == "gru" and "linear_before_reset=1" in rec.note
+
+
+def test_bias_mapping_and_gate_order(tmp_path):
+    rng = np.random.default_rng(2)
+    w = make_weights("LSTM", 1, rng, peepholes=True)
+    (rec,) = scan(save(build("LSTM", w), tmp_path))
+    p = rec.weights("lstm-peephole", 0, "forward")
+    b = w["B"][0]
+    for j, g in enumerate("iofg"):  # ONNX's order i, o, f, c
+        np.testing.assert_array_equal(p[f"W_{g}"], w["W"][0, j * N:(j + 1) * N])
+        np.testing.assert_array_equal(p[f"b_{g}"], b[j * N:(j + 1) * N]
+                                      + b[(4 + j) * N:(5 + j) * N])
+    for j, g in enumerate("iof"):
+        np.testing.assert_array_equal(p[f"p_{g}"], w["P"][0, j * N:(j + 1) * N])
+
+
+def test_names_layout_and_several_nodes(tmp_path):
+    rng = np.random.default_rng(3)
+    w1, w2, w3 = (make_weights(op, 1, rng) for op in ("RNN", "GRU", "LSTM"))
+    relu = helper.make_node("Relu", ["X"], ["X2"], name="pre")
+    a = helper.make_node("RNN", ["X2", "W1", "R1", "B1"], ["Ya"], name="twin")
+    b = helper.make_node("GRU", ["X", "W2", "R2", "B2"], ["Yb"], name="twin", layout=0)
+    c = helper.make_node("LSTM", ["X", "W3", "R3", "B3"], ["Yc"], layout=1)
+    dbl = TensorProto.DOUBLE
+    inits = [numpy_helper.from_array(arr, name=f"{k}{i}")
+             for i, ws in enumerate((w1, w2, w3), 1) for k, arr in ws.items()]
+    graph = helper.make_graph(
+        [relu, a, b, c], "g", [helper.make_tensor_value_info("X", dbl, [T, 1, D])],
+        [helper.make_tensor_value_info(y, dbl, [T, 1, 1, N]) for y in ("Ya", "Yb", "Yc")],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    onnx.checker.check_model(model)
+    recs = scan(save(model, tmp_path))
+    assert [r.module for r in recs] == ["twin_1", "twin_2", "LSTM_3"]
+    assert [r.cell for r in recs] == ["rnn", "gru-cho", "lstm"]
+    assert "layout=1" in recs[2].note and "layout" not in recs[1].note
+
+
+def test_weights_arguments_are_checked(tmp_path):
+    w = make_weights("LSTM", 2, np.random.default_rng(4))
+    (rec,) = scan(save(build("LSTM", w, direction="bidirectional"), tmp_path))
+    rev = rec.weights(gateflow.get_cell("lstm"), 0, "reverse")
+    np.testing.assert_array_equal(rev["U_o"], w["R"][1, N:2 * N])
+    for args, what in ((("gru", 0, "forward"), "cannot be read as 'gru'"),
+                       (("lstm", 1, "forward"), "layer must be 0"),
+                       (("lstm", True, "forward"), "layer must be 0"),
+                       (("lstm", 0, "up"), "direction must be")):
+        with pytest.raises(GateflowError, match=what):
+            rec.weights(*args)
+
+
+def test_reverse_node_reads_index_zero(tmp_path):
+    w = make_weights("RNN", 1, np.random.default_rng(5))
+    (rec,) = scan(save(build("RNN", w, direction="reverse"), tmp_path))
+    assert rec.directions == ("reverse",) and "reverse" in rec.note
+    np.testing.assert_array_equal(rec.weights("rnn", 0, "reverse")["U"], w["R"][0])
+    with pytest.raises(GateflowError, match="direction must be 'reverse'"):
+        rec.weights("rnn", 0, "forward")
+
+
+# -- refusals -------------------------------------------------------------------------------
+def one_line_error(excinfo) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text
+    return text
+
+
+def refused(path, pattern: str) -> str:
+    with pytest.raises(GateflowError) as excinfo:
+        scan(path)
+    text = one_line_error(excinfo)
+    assert re.search(pattern, text), text
+    return text
+
+
+def test_refuses_attributes_that_change_the_cell(tmp_path):
+    rng = np.random.default_rng(6)
+    lstm, gru, rnn = (make_weights(op, 1, rng) for op in ("LSTM", "GRU", "RNN"))
+    cases = [
+        ("LSTM", lstm, {"activations": ["HardSigmoid", "Tanh", "Tanh"]},
+         r"LSTM node 'rnn' has activations=HardSigmoid, Tanh, Tanh; .*default"),
+        ("GRU", gru, {"activations": ["Sigmoid", "Relu"]}, r"GRU node 'rnn' has activations"),
+        ("RNN", rnn, {"activations": ["Sigmoid"]}, r"RNN node 'rnn' has activations=Sigmoid"),
+        ("RNN", rnn, {"activations": ["Tanh", "Tanh"]},
+         r"RNN node 'rnn' has 2 activations \(Tanh, Tanh\); expected 1 per direction"),
+        ("LSTM", lstm, {"clip": 3.0}, r"LSTM node 'rnn' has clip=3\.0"),
+        ("LSTM", lstm, {"input_forget": 1}, r"LSTM node 'rnn' has input_forget=1"),
+        ("RNN", rnn, {"activations": ["Affine"], "activation_alpha": [0.5],
+                      "activation_beta": [0.1]}, r"RNN node 'rnn' has attribute activation_alpha"),
+        ("GRU", gru, {"linear_before_reset": 2}, r"GRU node .rnn. has linear_before_reset=2"),
+        ("GRU", gru, {"hidden_size": N + 2}, r"GRU node 'rnn' has hidden_size=5 but R has "
+                                             r"shape \[1, 9, 3\]"),
+    ]
+    for i, (op, w, attrs, pattern) in enumerate(cases):
+        check = "linear_before_reset" not in attrs
+        path = save(build(op, w, check=check, **attrs), tmp_path, f"m{i}.onnx")
+        refused(path, rf"^cannot read '.*m{i}\.onnx': {pattern}")
+
+
+def test_refuses_weights_computed_at_run_time(tmp_path):
+    w = make_weights("LSTM", 1, np.random.default_rng(7))
+    fed = build("LSTM", w, check=False, inputs_from={"W": "W_in"})
+    fed.graph.input.append(helper.make_tensor_value_info("W_in", TensorProto.DOUBLE,
+                                                         list(w["W"].shape)))
+    refused(save(fed, tmp_path, "fed.onnx"), r"LSTM node 'rnn' takes its weight W \('W_in'\) "
+                                             r"from a graph input, fed at run time")
+    ident = helper.make_node("Identity", ["R"], ["R_copy"], name="copy")
+    made = build("LSTM", w, inputs_from={"R": "R_copy"}, before=[ident])
+    refused(save(made, tmp_path, "made.onnx"), r"takes its weight R \('R_copy'\) from node "
+                                               r"'copy' \(Identity\), computed at run time")
+    value = helper.make_node("Constant", [], ["B_c"], value_floats=[0.0] * 8 * N)
+    odd = build("LSTM", w, inputs_from={"B": "B_c"}, before=[value], check=False)
+    refused(save(odd, tmp_path, "odd.onnx"), r"from a Constant node without a tensor value")
+
+
+def test_refuses_external_data(tmp_path):
+    model = build("GRU", make_weights("GRU", 1, np.random.default_rng(8)))
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    refused(path, r"GRU node 'rnn' keeps its weights in an external file \('weights\.bin'.*"
+                  r"re-export with the weights inside")
+
+
+def test_refuses_damaged_files(tmp_path):
+    data = save(build("LSTM", make_weights("LSTM", 1, np.random.default_rng(9))),
+                tmp_path).read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[:len(data) // 2])
+    refused(cut, r"^cannot read '.*cut\.onnx': not a valid ONNX model \(.+\)")
+    junk = tmp_path / "junk.onnx"
+    for seed in range(5):
+        junk.write_bytes(np.random.default_rng(seed).bytes(300))
+        refused(junk, r"^cannot read '.*junk\.onnx': not a valid ONNX model \(.+\)")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    refused(empty, r"not a valid ONNX model \(it holds no graph\)")
+
+
+def test_damaged_tensor_is_refused_when_read(tmp_path):
+    model = build("RNN", make_weights("RNN", 1, np.random.default_rng(10)))
+    r = next(t for t in model.graph.initializer if t.name == "R")
+    r.raw_data = r.raw_data[:-8]
+    (rec,) = scan(save(model, tmp_path))
+    with pytest.raises(GateflowError, match=r"RNN node 'rnn' has a damaged weight R"):
+        rec.weights("rnn", 0, "forward")
+
+
+def test_refuses_non_float_weights(tmp_path):
+    w = make_weights("RNN", 1, np.random.default_rng(11))
+    w["R"] = np.ones_like(w["R"], dtype=np.int32)
+    refused(save(build("RNN", w, check=False), tmp_path), r"ONNX data type 6 \(INT32\)")
+
+
+def test_no_recurrent_node_is_an_empty_tuple(tmp_path):
+    dbl = TensorProto.DOUBLE
+    graph = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "g",
+                              [helper.make_tensor_value_info("X", dbl, [2])],
+                              [helper.make_tensor_value_info("Y", dbl, [2])])
+    path = save(helper.make_model(graph), tmp_path)
+    assert scan(path) == ()
+
+
+def test_needs_the_onnx_package(tmp_path, monkeypatch):
+    path = save(build("RNN", make_weights("RNN", 1, np.random.default_rng(12))), tmp_path)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(GateflowError, match=r"needs the onnx package; install it with pip "
+                                            r"install 'gateflow\[onnx\]'"):
+        scan(path)
+
+
+# -- sniffing -------------------------------------------------------------------------------
+def test_sniff(tmp_path):
+    path = save(build("GRU", make_weights("GRU", 1, np.random.default_rng(13))), tmp_path)
+    assert _onnx.sniff(path.read_bytes()[:512], None) == _onnx.WHAT
+    bare = helper.make_model(helper.make_graph([], "g", [], []))
+    assert _onnx.sniff(bare.SerializeToString()[:512], None) == _onnx.WHAT
+    assert _onnx.sniff(b"PK\x03\x04" + bytes(60), ("a.npy",)) is None
+    assert _onnx.sniff(b"PK\x03\x04" + bytes(60), None) is None
+    assert _onnx.sniff(path.read_bytes()[:512], ("model.onnx",)) is None
+    for seed in range(20):
+        junk = np.random.default_rng(seed).bytes(512)
+        assert _onnx.sniff(junk, None) is None
+    assert _onnx.sniff(b"\x08\x01\x00" + bytes(100), None) is None  # a safetensors-like head
+    assert _onnx.sniff(b"", None) is None and _onnx.sniff(b"\x08", None) is None
