@@ -189,6 +189,14 @@ CASES = {
     "from_torch no layout": (lambda: g.from_torch_state_dict(
         "mgu", {"weight_hh_l0": np.zeros((3, 3)), "weight_ih_l0": np.zeros((3, 3))}),
         r"cell 'mgu' has no PyTorch layout"),
+    # -- models: stacks, model files
+    "stack depth 0": (lambda: g.stack("lstm", 0), r"layers must be an integer in 1\.\.64"),
+    "stack depth huge": (lambda: g.stack("gru", 10**6), r"layers must be an integer in 1\.\.64"),
+    "stack cell None": (lambda: g.stack(None, 2), r"cell must be a cell name"),
+    "find_models None": (lambda: g.find_models(None), r"model path must be a str"),
+    "find_models empty": (lambda: g.find_models(""), r"model path is empty"),
+    "load_model bytes": (lambda: g.load_model(b"m.pt"), r"model path must be a str"),
+    "load_model unknown ext": (lambda: g.load_model("m.tflite"), r"unknown extension '.tflite'"),
 }
 
 

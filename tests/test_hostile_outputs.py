@@ -353,7 +353,7 @@ JOB_CASES = {
     "usage-unknown-option": (("report", "--bogus"), r"No such option: --bogus"),
     "usage-unknown-command": (("bogus",), r"No such command 'bogus'"),
     "usage-missing-argument": (("derive",), r"Missing argument 'CELL'"),
-    "usage-missing-option": (("decay",), r"Missing option '--cell'"),
+    "usage-missing-option": (("decay",), r"give --cell NAME, or --weights FILE of a model"),
     "usage-bad-choice": (("derive", "lstm", "--format", "pdf"), r"'pdf' is not one of"),
     "usage-root-option": (("--bogus",), r"No such option: --bogus \(see gateflow --help\)"),
 }

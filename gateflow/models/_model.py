@@ -80,9 +80,10 @@ def _pick(models: tuple[Recurrent, ...], module, path) -> Recurrent:
     for m in models:
         if m.module == module:
             return m
-    names = [m.module for m in models]
-    raise GateflowError(f"{label(path)} has no recurrent module {module!r}"
-                        f"{closest(module, names)}; it holds {listed}")
+    hint = closest(module, [m.module for m in models])
+    hint = hint if "did you mean" in hint else ""
+    raise GateflowError(f"{label(path)} has no recurrent module {module!r}{hint}; it holds "
+                        f"{listed}")
 
 
 def _cell_for(model: Recurrent, cell) -> Cell:

@@ -1,0 +1,270 @@
+"""Bring your own model: PyTorch files with several modules, stacks, both directions,
+``*Cell`` keys and nested checkpoints, read by ``find_models``/``load_model`` and by
+``gateflow inspect``/``decay --module --layer --direction``, checked against autograd
+through the PyTorch module itself, every block at every lag.
+
+The reference restarts the module from the state at T − k, every layer's (and the chosen
+direction's) state a separate leaf, and differentiates its final state: the state-space
+Jacobian ∂s_T/∂s_{T−k}, each block with the other blocks held fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateflow import GateflowError, all_lags, find_models, load_model
+from tests._hostile import assert_clean_error, run_cli
+
+torch = pytest.importorskip("torch")
+
+T, B, N, D = 7, 2, 4, 3
+RTOL = 1e-10
+
+
+def _module(kind: str, **kw):
+    torch.manual_seed(hash((kind, tuple(sorted(kw.items())))) % 2**31)
+    m = getattr(torch.nn, kind)(D, N, **kw).double()
+    with torch.no_grad():  # larger weights than the default init: nothing decays too fast
+        for p in m.parameters():
+            p.mul_(2.5)
+    return m
+
+
+def _reference(m, x, direction="forward") -> dict[str, np.ndarray]:
+    """block -> (T, B) Frobenius norms of ∂X_T/∂Y_{T−k} through the module ``m`` itself."""
+    lstm = isinstance(m, torch.nn.LSTM)
+    L, dirs = m.num_layers, 2 if m.bidirectional else 1
+    j = 0 if direction == "forward" else 1
+    blocks = ("h", "c") if lstm else ("h",)
+
+    def run(xs, h0, c0):
+        _, out = m(xs, (h0, c0) if lstm else h0)
+        return out if lstm else (out, None)
+
+    zero = torch.zeros(L * dirs, B, N, dtype=torch.float64)
+    names = {(b, layer): f"{b}_l{layer}" if L > 1 else b for b in blocks for layer in range(L)}
+    out_norms = {f"{names[a]}/{names[c]}": np.zeros((T, B)) for a in names for c in names}
+    for k in range(1, T + 1):
+        prefix, window = (x[:T - k], x[T - k:]) if direction == "forward" else (x[k:], x[:k])
+        with torch.no_grad():
+            h, c = run(prefix, zero, zero) if len(prefix) else (zero, zero)
+        leaves = {key: (h if key[0] == "h" else c)[key[1] * dirs + j].clone().requires_grad_()
+                  for key in names}
+
+        def initial(b, full):
+            rows = [leaves[(b, i // dirs)] if i % dirs == j else full[i] for i in range(L * dirs)]
+            return torch.stack(rows)
+
+        hn, cn = run(window, initial("h", h), initial("c", c) if lstm else None)
+        for (a, la), out_name in names.items():
+            out = (hn if a == "h" else cn)[la * dirs + j]
+            for key, leaf in leaves.items():
+                rows = [torch.autograd.grad(out[:, u].sum(), leaf, retain_graph=True,
+                                            allow_unused=True)[0] for u in range(N)]
+                jac = np.stack([np.zeros((B, N)) if r is None else r.numpy() for r in rows], 1)
+                out_norms[f"{out_name}/{names[key]}"][k - 1] = np.linalg.norm(jac, axis=(1, 2))
+    return out_norms
+
+
+def _assert_matches(res, ref):
+    for block, want in ref.items():
+        got = res.blocks[block]["log10_frobenius"] if block in res.blocks else None
+        if not np.any(want):
+            assert got is None or np.all(got == -np.inf), block  # structurally zero
+            continue
+        rel = np.abs(10.0 ** got - want) / want
+        assert rel.max() < RTOL, (block, rel.max())
+
+
+def _x():
+    return torch.from_numpy(np.random.default_rng(3).standard_normal((T, B, D)))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_whole_stack_matches_autograd(kind, tmp_path):
+    m = _module(kind, num_layers=3)
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    cell, params = load_model(tmp_path / "m.pt", layer="all", cell="rnn" if kind == "RNN" else None)
+    assert cell.name == f"{'rnn' if kind == 'RNN' else kind.lower()}-stack3"
+    x = _x()
+    _assert_matches(all_lags(cell, params, x.numpy(), norms=("frobenius",)), _reference(m, x))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_each_direction_matches_autograd(kind, direction, tmp_path):
+    m = _module(kind, bidirectional=True)
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    cell, params = load_model(tmp_path / "m.pt", direction=direction)
+    x = _x()
+    xs = x.numpy()[::-1] if direction == "reverse" else x.numpy()  # reverse: time-reversed
+    _assert_matches(all_lags(cell, params, xs, norms=("frobenius",)),
+                    _reference(m, x, direction))
+
+
+def test_layer_alone_on_its_real_inputs_matches_the_stack(tmp_path):
+    m = _module("LSTM", num_layers=2)
+    torch.save({"model_state_dict": m.state_dict(), "epoch": 2}, tmp_path / "m.pt")
+    x = _x()
+    ref = _reference(m, x)
+    with torch.no_grad():
+        below, _ = torch.nn.LSTM(D, N).double().eval(), None
+        below.load_state_dict({k.replace("_l0", "_l0"): v for k, v in m.state_dict().items()
+                               if k.endswith("_l0")})
+        h0, _ = below(x)
+    cell, params = load_model(tmp_path / "m.pt", layer=1)
+    res = all_lags(cell, params, h0.numpy(), norms=("frobenius",))
+    for b in ("h/h", "h/c", "c/h", "c/c"):
+        out, inp = b.split("/")
+        rel = np.abs(10.0 ** res.blocks[b]["log10_frobenius"] - ref[f"{out}_l1/{inp}_l1"])
+        assert (rel / ref[f"{out}_l1/{inp}_l1"]).max() < RTOL
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_modules(kind, tmp_path):
+    """nn.*Cell state_dicts (weight_ih, no _l0) against the cell stepped by hand."""
+    torch.manual_seed(1)
+    m = getattr(torch.nn, kind)(D, N).double()
+    np.savez(tmp_path / "c.npz", **{f"dec.{k}": v.numpy() for k, v in m.state_dict().items()})
+    (model,) = find_models(tmp_path / "c.npz")
+    assert (model.module, model.kind, model.layers) == ("dec", f"nn.{kind}", 1)
+    cell, params = load_model(tmp_path / "c.npz", cell="rnn" if kind == "RNNCell" else None)
+    x = _x()
+    lstm = kind == "LSTMCell"
+    for k in range(1, T + 1):
+        with torch.no_grad():
+            s = (torch.zeros(B, N, dtype=torch.float64),) * (2 if lstm else 1)
+            for t in range(T - k):
+                s = m(x[t], s if lstm else s[0])
+                s = s if lstm else (s,)
+        leaves = [v.clone().requires_grad_() for v in s]
+        out = leaves if lstm else leaves[0]
+        for t in range(T - k, T):
+            out = m(x[t], out)
+        h = out[0] if lstm else out
+        rows = [torch.autograd.grad(h[:, u].sum(), leaves[0], retain_graph=True)[0]
+                for u in range(N)]
+        want = np.linalg.norm(np.stack([r.numpy() for r in rows], 1), axis=(1, 2))
+        got = 10.0 ** all_lags(cell, params, x.numpy(), blocks=("h/h",),
+                               norms=("frobenius",)).blocks["h/h"]["log10_frobenius"][k - 1]
+        assert np.max(np.abs(got - want) / want) < RTOL
+
+
+def _two_modules(path):
+    torch.manual_seed(0)
+
+    class Seq2Seq(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Module()
+            self.encoder.rnn = torch.nn.LSTM(D, N, num_layers=2)
+            self.decoder = torch.nn.GRUCell(N, N)
+            self.head = torch.nn.Linear(N, 2)
+
+    torch.save({"state_dict": Seq2Seq().state_dict(), "epoch": 1}, path)  # Lightning-style
+
+
+def test_inspect_lists_every_module_and_its_command(tmp_path, sandbox):
+    _two_modules("m.ckpt")
+    out = run_cli("inspect", "m.ckpt", "--json", "m.json")
+    assert out.exit_code == 0, out.stderr
+    assert "encoder.rnn" in out.stdout and "nn.GRUCell" in out.stdout
+    assert "gateflow decay --weights m.ckpt --module encoder.rnn --layer all" in out.stdout
+    doc = json.loads(Path("m.json").read_text())
+    assert doc["format"] == "gateflow-inspect"
+    rows = {r["module"]: r for r in doc["modules"]}
+    assert rows["encoder.rnn"] | {"command": None} == {
+        "module": "encoder.rnn", "framework": "PyTorch", "kind": "nn.LSTM", "cell": "lstm",
+        "cells": ["lstm"], "layers": 2, "directions": ["forward"], "hidden": N, "input": D,
+        "proj": 0, "note": "", "command": None}
+    assert rows["decoder"]["command"] == "gateflow decay --weights m.ckpt --module decoder"
+
+
+def test_decay_on_a_stack_and_a_cell_of_one_file(tmp_path, sandbox):
+    _two_modules("m.ckpt")
+    out = run_cli("decay", "-w", "m.ckpt", "--module", "encoder.rnn", "--layer", "all",
+                  "--steps", 6, "--batch", 2, "--json", "s.json", "-q")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(Path("s.json").read_text())
+    assert doc["cell"] == "lstm-stack2" and "c_l1/c_l0" in doc["blocks"]
+    assert "c_l0/c_l1" not in doc["blocks"]  # exactly zero, never computed
+    assert doc["weights"]["module"] == "encoder.rnn" and doc["weights"]["layer"] == "all"
+    out = run_cli("decay", "-w", "m.ckpt", "--module", "decoder", "--steps", 6, "--json",
+                  "d.json", "-q")
+    assert out.exit_code == 0, out.stderr
+    assert list(json.loads(Path("d.json").read_text())["blocks"]) == ["h/h"]
+
+
+def test_reverse_direction_batch_first_inputs_and_s0(tmp_path, sandbox):
+    """decay --direction reverse --batch-first --s0 equals all_lags on the time-reversed,
+    transposed inputs from that initial state."""
+    m = _module("GRU", bidirectional=True)
+    torch.save(m.state_dict(), "m.pt")
+    xb = np.random.default_rng(0).standard_normal((B, T, D))  # batch-first
+    np.save("x.npy", xb)
+    s0 = np.random.default_rng(1).standard_normal((B, N))
+    np.savez("s0.npz", h=s0)
+    out = run_cli("decay", "-w", "m.pt", "--direction", "reverse", "--inputs", "x.npy",
+                  "--batch-first", "--s0", "s0.npz", "--json", "r.json", "-q")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(Path("r.json").read_text())
+    assert doc["inputs"]["batch_first"] and doc["inputs"]["time_reversed"]
+    cell, params = load_model("m.pt", direction="reverse")
+    want = all_lags(cell, params, np.swapaxes(xb, 0, 1)[::-1], s0={"h": s0})
+    np.testing.assert_allclose(doc["blocks"]["h/h"]["log10_frobenius"],
+                               want.blocks["h/h"]["log10_frobenius"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--module", "nope"], r"has no recurrent module 'nope'; it holds 'encoder.rnn', 'decoder'"),
+    (["--module", "encoder.rnn"], r"has 2 layers; pick one with --layer 0..1, or --layer all"),
+    (["--module", "encoder.rnn", "--layer", "2"], r"--layer 2 is out of range: .* 2 layer"),
+    (["--module", "encoder.rnn", "--layer", "x"], r"--layer 'x' is out of range"),
+    (["--module", "decoder", "--direction", "reverse"], r"has only the forward direction"),
+    (["--module", "decoder", "--direction", "up"], r"--direction must be forward or reverse"),
+    (["--module", "decoder", "--cell", "lstm"], r"--cell lstm contradicts the file: .*is cell "
+                                                r"'gru'"),
+    ([], r"holds 2 recurrent modules \('encoder.rnn', 'decoder'\); pick one with --module"),
+    (["--module", "decoder", "--s0", "s0.npz"], r"initial states are keyed by state block "
+                                                r"\(h\); found 'c'"),
+])
+def test_bad_module_options_one_line(args, match, tmp_path, sandbox):
+    from tests._hostile import assert_unchanged, snapshot
+
+    _two_modules("m.ckpt")
+    np.savez("s0.npz", c=np.zeros(N))
+    before = snapshot(".")
+    assert_clean_error(run_cli("decay", "-w", "m.ckpt", *args, "-q", "--json", "o.json"), match)
+    assert_unchanged(before, snapshot("."))
+
+
+def test_bidirectional_stack_all_is_refused_with_the_reason(tmp_path):
+    m = _module("LSTM", num_layers=2, bidirectional=True)
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    with pytest.raises(GateflowError, match="not one causal recurrence"):
+        load_model(tmp_path / "m.pt", layer="all", direction="forward")
+    cell, params = load_model(tmp_path / "m.pt", layer=1, direction="reverse")
+    assert params["W_i"].shape == (N, 2 * N)  # layer 1 reads both directions of layer 0
+
+
+def test_rnn_nonlinearity_must_be_given(tmp_path):
+    torch.save(_module("RNN").state_dict(), tmp_path / "m.pt")
+    with pytest.raises(GateflowError, match="nonlinearity .* give --cell rnn or --cell rnn-relu"):
+        load_model(tmp_path / "m.pt")
+    assert load_model(tmp_path / "m.pt", cell="rnn-relu")[0].name == "rnn-relu"
+    with pytest.raises(GateflowError, match="contradicts the file: nn.RNN is one of the cells"):
+        load_model(tmp_path / "m.pt", cell="lstm")
+
+
+def test_gateflow_names_still_load_with_a_cell(tmp_path):
+    from gateflow import init_params, save_params
+
+    save_params(tmp_path / "w.safetensors", "mgu", init_params("mgu", N, D))
+    cell, params = load_model(tmp_path / "w.safetensors", cell="mgu")
+    assert cell.name == "mgu" and params["U_f"].shape == (N, N)
+    with pytest.raises(GateflowError, match="holds no PyTorch, ONNX or Keras recurrent module"):
+        load_model(tmp_path / "w.safetensors")
