@@ -111,10 +111,9 @@ def test_layer_alone_on_its_real_inputs_matches_the_stack(tmp_path):
     torch.save({"model_state_dict": m.state_dict(), "epoch": 2}, tmp_path / "m.pt")
     x = _x()
     ref = _reference(m, x)
+    below = torch.nn.LSTM(D, N).double()  # the module's layer 0 alone
+    below.load_state_dict({k: v for k, v in m.state_dict().items() if k.endswith("_l0")})
     with torch.no_grad():
-        below, _ = torch.nn.LSTM(D, N).double().eval(), None
-        below.load_state_dict({k.replace("_l0", "_l0"): v for k, v in m.state_dict().items()
-                               if k.endswith("_l0")})
         h0, _ = below(x)
     cell, params = load_model(tmp_path / "m.pt", layer=1)
     res = all_lags(cell, params, h0.numpy(), norms=("frobenius",))
@@ -268,3 +267,28 @@ def test_gateflow_names_still_load_with_a_cell(tmp_path):
     assert cell.name == "mgu" and params["U_f"].shape == (N, N)
     with pytest.raises(GateflowError, match="holds no PyTorch, ONNX or Keras recurrent module"):
         load_model(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_layer_cli_runs_the_layers_below_on_the_model_inputs(bidirectional, tmp_path, sandbox):
+    """decay --layer 1 --inputs X: X is the model's input; layer 1 sees layer 0's outputs
+    (both directions, concatenated), exactly as the module computes them."""
+    m = _module("GRU", num_layers=2, bidirectional=bidirectional)
+    torch.save(m.state_dict(), "m.pt")
+    x = _x()
+    np.save("x.npy", x.numpy())
+    args = ["--direction", "forward"] if bidirectional else []
+    out = run_cli("decay", "-w", "m.pt", "--layer", "1", *args, "--inputs", "x.npy",
+                  "--json", "l1.json", "-q")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(Path("l1.json").read_text())
+    assert doc["inputs"]["layer_inputs"] == "h of layers 0..0, run on these inputs"
+    one = torch.nn.GRU(D, N, bidirectional=bidirectional).double()  # the module's layer 0
+    one.load_state_dict({k: v for k, v in m.state_dict().items() if "_l0" in k})
+    with torch.no_grad():
+        h0, _ = one(x)
+    cell, params = load_model("m.pt", layer=1, direction="forward" if bidirectional else None)
+    want = all_lags(cell, params, h0.numpy(), norms=("frobenius",))
+    np.testing.assert_allclose(doc["blocks"]["h/h"]["log10_frobenius"],
+                               want.blocks["h/h"]["log10_frobenius"], rtol=0, atol=1e-12)
+    assert params["W_r"].shape == (N, h0.shape[2])

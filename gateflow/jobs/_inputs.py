@@ -89,9 +89,12 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     use seed + 1. A generated run that cannot fit is refused before anything is made.
 
     ``selection`` is a module of a model file, already read
-    (:func:`gateflow.models._model.select_model`): its params are used, its input size is
-    the layer's, and its reverse direction gets the inputs time-reversed (recorded in the
-    provenance as ``"time_reversed": true``). ``batch_first`` reads ``inputs`` as (B, T, d).
+    (:func:`gateflow.models._model.select_model`): its params are used, and the inputs
+    (from the file or generated) are the *model's*: for layer L > 0 they are run through
+    layers 0..L−1 first (:meth:`~gateflow.models._model.Selection.layer_inputs`), so that
+    the layer sees what it sees in the model; its reverse direction gets them
+    time-reversed. Both are recorded in the provenance (``"layer_inputs"``,
+    ``"time_reversed"``). ``batch_first`` reads ``inputs`` as (B, T, d).
     """
     from gateflow.models._params import init_params, load_inputs, load_params, make_inputs
 
@@ -132,7 +135,7 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
         w_src = {**file_source(weights), "module": model.module, "kind": model.kind,
                  "framework": model.framework, "layer": selection.layer,
                  "direction": selection.direction}
-        n, d = model.hidden, selection.input_size
+        n, d = model.hidden, model.input  # inputs are the model's: layer 0 reads them
     else:
         params = load_params(weights, cell)
         w_src = file_source(weights)
@@ -165,6 +168,9 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     else:
         x = load_inputs(inputs, d, batch_first=batch_first) if x is None else x
         x_src = {**file_source(inputs), **({"batch_first": True} if batch_first else {})}
+    if selection is not None and selection.layer not in (0, "all"):
+        x = selection.layer_inputs(x)
+        x_src["layer_inputs"] = f"h of layers 0..{int(selection.layer) - 1}, run on these inputs"
     if selection is not None and selection.reverse:
         x = np.ascontiguousarray(x[::-1])
         x_src["time_reversed"] = True

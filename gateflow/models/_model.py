@@ -26,7 +26,7 @@ import numpy as np
 from gateflow._errors import GateflowError
 from gateflow._validate import closest, shown
 from gateflow.cells._record import Cell
-from gateflow.cells._stack import stack
+from gateflow.cells._stack import output_block, stack
 from gateflow.models._checks import as_cell, float_dtype
 from gateflow.models.formats import read_models
 from gateflow.models.formats._files import as_path, label
@@ -55,6 +55,25 @@ class Selection:
     @property
     def input_size(self) -> int:
         return self.model.input_size(0 if self.layer == "all" else int(self.layer))
+
+    def layer_inputs(self, x: np.ndarray) -> np.ndarray:
+        """What this layer reads when the model reads ``x`` (T, B, d), time-major: ``x``
+        itself for layer 0 (and ``"all"``); for layer L > 0, the outputs h of layers
+        0..L−1 run on ``x`` from zero states, both directions concatenated (the reverse
+        one run over the time-reversed sequence and turned back), as the framework
+        computes them. Not yet time-reversed for this selection's own direction."""
+        from gateflow.numeric._chain import states
+
+        top = 0 if self.layer == "all" else int(self.layer)
+        for k in range(top):  # (then self.cell is the module's own cell, not a stack)
+            outs = []
+            for direction in self.model.directions:
+                w = self.model.weights(self.cell.name, k, direction)
+                rev = direction == "reverse"
+                h = states(self.cell, w, x[::-1] if rev else x)[output_block(self.cell)][1:]
+                outs.append(h[::-1] if rev else h)
+            x = np.ascontiguousarray(np.concatenate(outs, axis=2))
+        return x
 
     def describe(self) -> str:
         """``nn.LSTM 'encoder.rnn', layer 1, forward`` for titles and messages."""

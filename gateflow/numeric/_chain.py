@@ -49,7 +49,7 @@ from gateflow.numeric._observers import NORMS, OBSERVERS, resolve
 from gateflow.numeric._renorm import RowScale
 
 __all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "estimate_bytes",
-           "nonzero_blocks", "run"]
+           "nonzero_blocks", "run", "states"]
 
 #: The norms ``all_lags`` measures unless told otherwise.
 DEFAULT_NORMS = ("frobenius", "spectral")
@@ -192,6 +192,20 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None) -> dict:
                 f"the forward pass diverged: state {b} is not finite from step {first} on, so its "
                 "Jacobians are undefined; use smaller weights or inputs, or fewer steps")
     return states
+
+
+def states(cell: str | Cell, params: dict, x, s0: dict | None = None) -> dict[str, np.ndarray]:
+    """The forward pass alone, on the CPU in float64: every state block s_0..s_T, (T+1, B,
+    n), from inputs x (T, B, d) and initial states ``s0`` (zeros by default). What a layer
+    of a stack emits, for the layer above it."""
+    cell = get_cell(cell)
+    n, d = check_params(cell, params)
+    x = real_array(x, "inputs").astype(np.float64)
+    T, B = _check_input_shape(x, d)
+    s0 = _check_s0(cell, s0, n, B)
+    check_fits(8 * (T + 1) * B * n * len(cell.state) + 8 * x.size, backend="numpy")
+    bound = Bound(compile_cell(cell, "numpy", "float64"), params, n)
+    return run(bound, x, s0)
 
 
 @contextmanager
