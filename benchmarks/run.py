@@ -89,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run")
     ap.add_argument("--no-memory", action="store_true", help="skip the T=4000 memory row")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU section")
+    ap.add_argument("--no-stack", action="store_true",
+                    help="skip the 2-layer stack vs one layer section")
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU section")
     ap.add_argument("--gpu-cpu-steps", type=int, default=cases.GPU_CPU_STEPS,
                     help="steps of the CPU reference at the GPU shape (then scaled to T)")
@@ -115,6 +117,10 @@ def run_cpu(res: Results, tmp: Path, sizes: list[int], peers: list[str], args) -
     res.f32 = cases.bench_float32(tmp, ref.shape, s, ref.reference)
     if not args.no_memory:
         res.mem = cases.bench_memory(tmp, cases.MEM_QUICK if s.quick else cases.MEM_ROW, s)
+    for n in sizes if not args.no_stack else ():
+        shape = cases.shape_for(n, s.quick, args.batch, args.steps)
+        for norms in (("frobenius",), tuple(gf.all_lags.__kwdefaults__["norms"])):
+            res.stacks.append(cases.bench_stack(shape, s, norms))
 
 
 def main(argv: list[str] | None = None) -> int:

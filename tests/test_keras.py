@@ -598,3 +598,27 @@ def test_worst_errors_reported(capsys):
     with capsys.disabled():
         print(f"\n[keras] worst relative error: forward {WORST['forward']:.2e}, "
               f"jacobian {WORST['jacobian']:.2e}")
+
+
+# -- through the command line -------------------------------------------------------------
+def test_cli_on_a_keras_archive(tmp_path, sandbox):
+    """A .keras archive read without Keras: inspect lists the layer with its command;
+    decay takes the cell from the file; a cell that contradicts it is one error line."""
+    from gateflow import all_lags, load_model
+    from tests._hostile import assert_clean_error, run_cli
+
+    small_archive(Path("m.keras"))
+    out = run_cli("inspect", "m.keras")
+    assert out.exit_code == 0, out.stderr
+    assert "Keras LSTM layer" in out.stdout and "gateflow decay --weights m.keras" in out.stdout
+    out = run_cli("decay", "-w", "m.keras", "--steps", 5, "--batch", 2, "--json", "k.json",
+                  "-q")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(Path("k.json").read_text())
+    assert doc["cell"] == "lstm" and doc["weights"]["framework"] == "Keras"
+    cell, params = load_model("m.keras")
+    assert cell.name == "lstm" and params["U_f"].shape == (N, N)
+    assert_clean_error(run_cli("decay", "-w", "m.keras", "--cell", "gru"),
+                       r"--cell gru contradicts the file: .*is cell 'lstm'")
+    assert all_lags(cell, params, np.zeros((3, 1, D))).blocks["c/c"]["log10_frobenius"].shape \
+        == (3, 1)

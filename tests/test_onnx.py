@@ -394,3 +394,42 @@ def test_sniff(tmp_path):
         assert _onnx.sniff(junk, None) is None
     assert _onnx.sniff(b"\x08\x01\x00" + bytes(100), None) is None  # a safetensors-like head
     assert _onnx.sniff(b"", None) is None and _onnx.sniff(b"\x08", None) is None
+
+
+# -- through the command line -------------------------------------------------------------
+def test_cli_inspect_and_decay_on_an_onnx_file(tmp_path, sandbox):
+    """``gateflow inspect`` lists both nodes; ``decay --module`` picks one, its cell read
+    from the file (no --cell); a custom activation is one error line, nothing written."""
+    import json
+    from pathlib import Path
+
+    from gateflow import all_lags, load_model
+    from tests._hostile import assert_clean_error, assert_unchanged, run_cli, snapshot
+
+    rng = np.random.default_rng(11)
+    gru = build("GRU", make_weights("GRU", 2, rng), direction="bidirectional", name="enc",
+                linear_before_reset=1)
+    save(gru, Path("."), "m.onnx")
+    out = run_cli("inspect", "m.onnx")
+    assert out.exit_code == 0, out.stderr
+    assert "ONNX GRU node" in out.stdout and "gateflow decay --weights m.onnx --direction " \
+        "forward" in out.stdout
+    x = rng.normal(size=(5, 2, D))
+    np.save("x.npy", x)
+    out = run_cli("decay", "-w", "m.onnx", "--direction", "reverse", "--inputs", "x.npy",
+                  "--json", "r.json", "-q")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(Path("r.json").read_text())
+    assert doc["cell"] == "gru" and doc["weights"]["kind"] == "GRU node"
+    cell, params = load_model("m.onnx", direction="reverse")
+    want = all_lags(cell, params, x[::-1])
+    np.testing.assert_allclose(doc["blocks"]["h/h"]["log10_frobenius"],
+                               want.blocks["h/h"]["log10_frobenius"], rtol=0, atol=1e-13)
+    bad = build("LSTM", make_weights("LSTM", 1, rng), activations=["HardSigmoid", "Tanh", "Tanh"])
+    save(bad, Path("."), "bad.onnx")
+    before = snapshot(".")
+    assert_clean_error(run_cli("decay", "-w", "bad.onnx", "--json", "o.json"),
+                       r"LSTM node 'rnn' has activations=HardSigmoid")
+    assert_unchanged(before, snapshot("."))
+    assert_clean_error(run_cli("decay", "-w", "m.onnx", "--module", "dense", "--direction",
+                               "forward"), r"has no recurrent module 'dense'; it holds 'enc'")

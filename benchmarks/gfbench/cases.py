@@ -48,6 +48,7 @@ from gfbench.results import (
     Settings,
     Shape,
     SizeRow,
+    StackRow,
     Timing,
 )
 
@@ -287,6 +288,33 @@ def bench_memory(tmp: Path, shape: Shape, s: Settings) -> MemoryRow:
     log(f"   {r.wall:.2f} s, peak {r.rss_mib:.0f} MiB")
     return MemoryRow(shape, r, finite=bool(np.isfinite(r.result).all()),
                      log10_range=(float(np.min(r.result)), float(np.max(r.result))))
+
+
+# --------------------------------------------------------------------------- stacks
+
+STACK_TARGET = 3.0  # issue 10: a 2-layer --layer all run costs at most 3x one layer
+
+
+def bench_stack(shape: Shape, s: Settings, norms: tuple[str, ...]) -> StackRow:
+    """One LSTM layer against a 2-layer LSTM stack (``gf.stack``), same n, B, T, in
+    process: every nonzero block at every lag (what ``decay --layer all`` measures). Also
+    checks that the stack's layer-0 blocks equal the single layer's numbers."""
+    n, B, T = shape.n, shape.B, shape.T
+    log(f"== 2-layer stack vs one layer: {shape.label}, norms {','.join(norms)}")
+    one = gf.init_params(CELL, n, n, seed=s.seed)
+    two = {f"{k}_l0": v for k, v in one.items()}
+    two.update({f"{k}_l1": v for k, v in gf.init_params(CELL, n, n, seed=s.seed + 7).items()})
+    cell2 = gf.stack(CELL, 2)
+    x = gf.make_inputs(T, B, n, seed=s.seed + 1)
+    t1, r1 = best_time(lambda: gf.all_lags(CELL, one, x, norms=norms), s.repeats)
+    t2, r2 = best_time(lambda: gf.all_lags(cell2, two, x, norms=norms), s.repeats)
+    agree = max(max_diff(r1.blocks[b]["log10_frobenius"],
+                         r2.blocks["{}_l0/{}_l0".format(*b.split("/"))]["log10_frobenius"])
+                for b in r1.blocks)
+    row = StackRow(shape, norms, t1, t2, (len(r1.blocks), len(r2.blocks)), agree)
+    log(f"   one layer {t1:.3f} s ({len(r1.blocks)} blocks), 2-layer stack {t2:.3f} s "
+        f"({len(r2.blocks)} blocks): {row.ratio:.2f}x")
+    return row
 
 
 # --------------------------------------------------------------------------- GPU

@@ -13,7 +13,7 @@ from pathlib import Path
 # check_file and write_files are gateflow's output checks and all-or-nothing writer; they
 # have no public names (gateflow._io is the package's base layer).
 from gateflow._io import check_file, write_files
-from gfbench.cases import GPU_TOL, MEM_ROW, MEM_TARGET_MB, TOL
+from gfbench.cases import GPU_TOL, MEM_ROW, MEM_TARGET_MB, STACK_TARGET, TOL
 from gfbench.harness import fmt_s
 from gfbench.results import (
     Float32Row,
@@ -24,6 +24,7 @@ from gfbench.results import (
     PeerStatus,
     Results,
     SizeRow,
+    StackRow,
     Target,
 )
 
@@ -63,8 +64,9 @@ def _ratio_target(rows: list[SizeRow], peer: str, want: float) -> Target:
     return Target(label, text + (" (some sizes not measured)" if missing else ""), verdict)
 
 
-def targets(rows: list[SizeRow], mem: MemoryRow | None) -> list[Target]:
-    """The targets of issue 5, measured against this run."""
+def targets(rows: list[SizeRow], mem: MemoryRow | None,
+            stacks: list[StackRow] = ()) -> list[Target]:
+    """The targets of issues 5 and 10, measured against this run."""
     big = [r for r in rows if r.shape.n >= 128]
     out = [_ratio_target(rows, "jax", 2), _ratio_target(rows, "torch", 10)]
     label = "gateflow kernel ≥ 60% of the BLAS ceiling (its own GEMMs, same threads), n ≥ 128"
@@ -94,6 +96,13 @@ def targets(rows: list[SizeRow], mem: MemoryRow | None) -> list[Target]:
         out.append(Target(label, f"{worst:.1e}", "PASS" if worst <= TOL else "MISS"))
     else:
         out.append(Target(label, "nothing to compare", "—"))
+    label = f"2-layer stack (--layer all) ≤ {STACK_TARGET:g}× one layer of the same size"
+    if stacks:
+        text = "; ".join(f"n={r.shape.n} {','.join(r.norms)}: {r.ratio:.2f}×" for r in stacks)
+        worst = max(r.ratio for r in stacks)
+        out.append(Target(label, text, "PASS" if worst <= STACK_TARGET else "MISS"))
+    else:
+        out.append(Target(label, "not measured (--no-stack)", "—"))
     return out
 
 
@@ -300,11 +309,28 @@ def _cpu_sections(res: Results, echo: bool) -> list[str]:
     md += ["", "## Agreement and accuracy", ""] + ["- " + line for line in lines]
     if echo:
         print("\n".join(lines))
+    if res.stacks:
+        title = "2-layer stack (--layer all) vs one layer (in process)"
+        md += ["", f"## {title}", "",
+               "`all_lags` on one LSTM layer and on `gf.stack(\"lstm\", 2)` (the same "
+               "n, B, T; layer 1 reads layer 0's h at the same step), every nonzero block "
+               "at every lag: 4 blocks for one layer, 12 for the stack (the 4 blocks from "
+               "layer 1 to layer 0 are exactly zero and not computed). The stack's rows of "
+               "layer 0 are carried through layer 0 only, those of layer 1 through both. "
+               "agree: max |Δ log10| between the stack's layer-0 blocks and the single "
+               "layer's.", ""]
+        head = ["shape", "norms", "one layer (s)", "2-layer stack (s)", "ratio", "agree"]
+        body = [[r.shape.label, ",".join(r.norms), f"{r.one_layer:.3f}",
+                 f"{r.two_layers:.3f}", f"{r.ratio:.2f}×", f"{r.agree:.1e}"]
+                for r in res.stacks]
+        md += md_table(head, body)
+        if echo:
+            print_rich(title, head, body)
     head = ["target", "measured", "verdict"]
-    body = [[t.label, t.measured, t.verdict] for t in targets(rows, mem)]
-    md += ["", "## Targets (issue 5)", ""] + md_table(head, body)
+    body = [[t.label, t.measured, t.verdict] for t in targets(rows, mem, res.stacks)]
+    md += ["", "## Targets (issues 5 and 10)", ""] + md_table(head, body)
     if echo:
-        print_rich("Targets (issue 5)", head, body)
+        print_rich("Targets (issues 5 and 10)", head, body)
     return md
 
 

@@ -231,6 +231,23 @@ class Target:
 
 
 @dataclass
+class StackRow:
+    """A 2-layer stack as one recurrence (``--layer all``) against one layer of the same
+    size: every nonzero block, every lag, in process, best of repeats (issue 10)."""
+
+    shape: Shape
+    norms: tuple[str, ...]
+    one_layer: float  # s
+    two_layers: float  # s
+    blocks: tuple[int, int]  # nonzero blocks measured: one layer, the stack
+    agree: float  # max |Δ log10| between the stack's diagonal blocks and each layer alone
+
+    @property
+    def ratio(self) -> float:
+        return self.two_layers / self.one_layer
+
+
+@dataclass
 class Results:
     """Everything one run measured, as the report writer reads it."""
 
@@ -242,5 +259,6 @@ class Results:
     rows: list[SizeRow] = field(default_factory=list)
     f32: Float32Row | None = None
     mem: MemoryRow | None = None
+    stacks: list[StackRow] = field(default_factory=list)
     gpu: GpuRun | GpuSkipped | None = None  # None: --no-gpu
     total: float = 0.0  # s, the whole run

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow._validate import closest, shown
+from gateflow._validate import shown
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import output_block, stack
 from gateflow.models._checks import as_cell, float_dtype
@@ -99,10 +99,8 @@ def _pick(models: tuple[Recurrent, ...], module, path) -> Recurrent:
     for m in models:
         if m.module == module:
             return m
-    hint = closest(module, [m.module for m in models])
-    hint = hint if "did you mean" in hint else ""
-    raise GateflowError(f"{label(path)} has no recurrent module {module!r}{hint}; it holds "
-                        f"{listed}")
+    raise GateflowError(f"{label(path)} has no recurrent module {module!r}; it holds "
+                        f"{listed} (see gateflow inspect)")
 
 
 def _cell_for(model: Recurrent, cell) -> Cell:
