@@ -36,6 +36,7 @@ _EXPORTS = {
     "from_torch_state_dict": "models.formats._pytorch",
     "make_inputs": "models._inputs", "load_inputs": "models._inputs",
     "load_model": "models._model", "find_models": "models._model",
+    "capture": "models._capture",
     "DecayFit": "analysis._analysis", "fit_decay": "analysis._analysis",
     "gate_path": "analysis._analysis", "mean_field_tanh": "analysis._analysis",
     "pascanu_bound": "analysis._analysis", "summarize": "analysis._analysis",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "DecayResult": "jobs._contract", "decay": "jobs._decay",
     "ReportConfig": "jobs._report", "write_report": "jobs._report",
     "SweepGrid": "jobs._sweep", "sweep": "jobs._sweep",
+    "analyze": "jobs._analyze",
 }
 
 
@@ -76,10 +78,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gateflow.cells._library import CELLS, get_cell  # noqa: F401
     from gateflow.cells._record import Cell  # noqa: F401
     from gateflow.cells._stack import stack  # noqa: F401
+    from gateflow.jobs._analyze import analyze  # noqa: F401
     from gateflow.jobs._contract import DecayResult  # noqa: F401
     from gateflow.jobs._decay import decay  # noqa: F401
     from gateflow.jobs._report import ReportConfig, write_report  # noqa: F401
     from gateflow.jobs._sweep import SweepGrid, sweep  # noqa: F401
+    from gateflow.models._capture import capture  # noqa: F401
     from gateflow.models._inputs import load_inputs, make_inputs  # noqa: F401
     from gateflow.models._model import find_models, load_model  # noqa: F401
     from gateflow.models._params import init_params, load_params, save_params  # noqa: F401
@@ -109,6 +113,8 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "Term",
     "TorchLayout",
     "all_lags",
+    "analyze",
+    "capture",
     "decay",
     "derive",
     "direct_label",

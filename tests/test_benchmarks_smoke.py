@@ -69,7 +69,7 @@ def test_quick_run_writes_report(tmp_path):
     assert "≤ 1e-08" in agree
     if "nothing to compare" not in agree:
         assert agree.endswith("| PASS |"), agree
-    assert "## Targets (issue 5)" in md
+    assert "## Targets (issues 5 and 10)" in md
     assert "## GPU" in md
 
 

@@ -197,6 +197,8 @@ CASES = {
     "find_models empty": (lambda: g.find_models(""), r"model path is empty"),
     "load_model bytes": (lambda: g.load_model(b"m.pt"), r"model path must be a str"),
     "load_model unknown ext": (lambda: g.load_model("m.tflite"), r"unknown extension '.tflite'"),
+    "capture not a model": (lambda: g.capture(object()), r"capture needs"),
+    "analyze not a model": (lambda: g.analyze(object()), r"capture needs"),
 }
 
 

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-NEEDS_TORCH = {"03-trained-pytorch-model.ipynb"}
+NEEDS_TORCH = {"03-trained-pytorch-model.ipynb", "04-your-own-model.ipynb"}
 
 
 def test_notebooks_found():

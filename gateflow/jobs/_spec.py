@@ -188,8 +188,8 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
         raise GateflowError("give --cell NAME, or --weights FILE of a model that says its cell "
                             "(see gateflow inspect FILE)")
     if given and weights is None:
-        raise GateflowError(f"{', '.join(given)} pick a module of a model file; give it with "
-                            "--weights FILE")
+        raise GateflowError(f"{', '.join(given)} {'picks' if len(given) == 1 else 'pick'} a "
+                            "module of a model file; give the file with --weights FILE")
     named = None if cells is None else choose_many(cells, tuple(CELLS), "cell")
     selection = None
     if weights is not None and str(weights).strip() and (named is None or len(named) == 1) \
@@ -198,8 +198,8 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
                                  cell=None if named is None else named[0])
         cells = (selection.cell.name,)
     elif given:
-        raise GateflowError(f"{', '.join(given)} pick a module of one model file, with one "
-                            "--cell or none")
+        raise GateflowError(f"{', '.join(given)} {'picks' if len(given) == 1 else 'pick'} a "
+                            "module of one model file, with one --cell or none")
     else:
         cells = named
     multi = len(cells) > 1

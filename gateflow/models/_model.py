@@ -188,7 +188,7 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
     what the module is; a ``cell`` that contradicts the file is an error."""
     path = as_path(path, "model")
     dt = float_dtype(dtype)
-    models = read_models(path)
+    models = read_models(path, "params")
     if not models:
         return _own_names(path, cell)
     model = _pick(models, module, path)

@@ -91,49 +91,49 @@ VOCABULARIES: tuple[Vocabulary, ...] = (
 _EXTENSIONS = tuple(ext for r in READERS for ext in r.extensions)
 
 
-def reader_for(path: Path) -> Reader:
+def reader_for(path: Path, what: str = "params") -> Reader:
     """The reader of ``path``'s extension; a GateflowError listing the known ones else."""
     ext = path.suffix.lower()
     for reader in READERS:
         if ext in reader.extensions:
             return reader
     if os.path.isdir(path):
-        raise GateflowError(f"cannot read params from {clip(repr(str(path)), 80)}: it is a "
-                            "folder; give the weights file")
-    raise GateflowError(f"cannot read params from {clip(repr(str(path)), 80)}: unknown "
+        raise GateflowError(f"cannot read {what} from {clip(repr(str(path)), 80)}: it is a "
+                            f"folder; give the {'weights' if what == 'params' else what} file")
+    raise GateflowError(f"cannot read {what} from {clip(repr(str(path)), 80)}: unknown "
                         f"extension {clip(repr(ext or '(none)'), 40)}; use one of "
                         f"{', '.join(_EXTENSIONS)}")
 
 
-def _open(path: Path, reader: Reader):
+def _open(path: Path, reader: Reader, what: str = "params"):
     """Open ``path`` for ``reader``, its real format checked against its extension."""
     ext = path.suffix.lower()
-    return open_regular(path, "params"), parsing(path, ext, "re-export the file"), Kind(
+    return open_regular(path, what), parsing(path, ext, "re-export the file"), Kind(
         reader.name, reader.what, ext)
 
 
-def read_arrays(path: Path) -> Arrays:
+def read_arrays(path: Path, what: str = "params") -> Arrays:
     """The raw arrays of a weights file: extension, file type and real format checked
     before anything is parsed, sizes checked before anything is allocated."""
-    reader = reader_for(path)
+    reader = reader_for(path, what)
     if reader.read is None:
         raise GateflowError(f"{clip(repr(str(path)), 80)} is {reader.what}, a whole model: "
                             "read it with gateflow.load_model (or `gateflow inspect`)")
-    opened, guard, kind = _open(path, reader)
+    opened, guard, kind = _open(path, reader, what)
     with opened as (fh, size), guard:
         check_format(path, recognise(fh, READERS), kind, _EXTENSIONS,
                      "save the weights with safetensors, np.savez or torch.save")
         return reader.read(fh, size, path)
 
 
-def read_models(path: Path) -> tuple[Recurrent, ...]:
+def read_models(path: Path, what: str = "model") -> tuple[Recurrent, ...]:
     """Every recurrent module a weights or model file holds (PyTorch modules in any array
     container, ONNX nodes, Keras layers), in the file's order."""
-    reader = reader_for(path)
+    reader = reader_for(path, what)
     if reader.scan is None:
-        raw = read_arrays(path)
+        raw = read_arrays(path, what)
         return tuple(m for v in VOCABULARIES for m in v.scan(raw))
-    opened, guard, kind = _open(path, reader)
+    opened, guard, kind = _open(path, reader, what)
     with opened as (fh, size), guard:
         check_format(path, recognise(fh, READERS), kind, _EXTENSIONS,
                      "export the model again")

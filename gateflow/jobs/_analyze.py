@@ -1,0 +1,128 @@
+"""``gateflow.analyze``: gradient decay of every recurrent module of a live PyTorch model, on
+the inputs it actually sees. Orchestration only.
+
+:func:`analyze` captures the model (:func:`gateflow.capture`), then for every module, every
+layer and direction (and the whole stack, ``layer="all"``, for a unidirectional stack) runs
+:func:`gateflow.decay` on that layer's captured inputs and initial states, and fits the
+memory block (``c/c`` for an LSTM, ``h/h`` otherwise; ``c_l1/c_l1`` for a 2-layer LSTM
+stack) with the fit the ``decay`` job reports (:func:`~gateflow.analysis._analysis.fit_chain`
+of the batch median). A per-step factor above 1 is a gradient that *grows* over the lags
+measured: the table says "grows" there, not an e-folding lag.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateflow.jobs._contract import DecayResult
+from gateflow.jobs._decay import decay
+
+__all__ = ["COLUMNS", "Analysis", "analyze"]
+
+#: The table's columns, in order (the keys of every row).
+COLUMNS = ("module", "kind", "layer", "direction", "cell", "T", "B", "memory block",
+           "per-step factor", "e-folding lag (steps)", "memory horizon (steps)", "note")
+GROWS = "grows"
+_NUMBERS = {"T", "B", "per-step factor", "e-folding lag (steps)", "memory horizon (steps)"}
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyze` found: one table row per (module, layer, direction), the
+    :class:`~gateflow.DecayResult` of each (``results[(module, layer, direction)]``) and the
+    fits (``fits[...]``, :class:`~gateflow.analysis._analysis.ChainFits` of the memory block
+    and its direct product)."""
+
+    table: list[dict[str, Any]]
+    results: dict[tuple[str, int | str, str], DecayResult]
+    fits: dict[tuple[str, int | str, str], Any]
+    captured: tuple = ()
+    threshold: float = 1e-6
+    norm: str = "frobenius"
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def _cells(self) -> list[list[str]]:
+        def show(v, col: str) -> str:
+            if v is None:  # no e-folding lag: the norm does not fall; no horizon: not reached
+                return "∞" if col == "e-folding lag (steps)" else "> T"
+            if isinstance(v, float):
+                return f"{v:.4g}"
+            return str(v) if v != "" else "''"
+        cols = [c for c in COLUMNS if c != "note"]
+        return [cols] + [[show(r[c], c) for c in cols] for r in self.table]
+
+    def _title(self) -> str:
+        return (f"memory of the batch median ({self.norm} norm; memory horizon: first lag "
+                f"below {self.threshold:g})")
+
+    def __str__(self) -> str:
+        rows = self._cells()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [self._title()]
+        for j, r in enumerate(rows):
+            lines.append("  ".join(v.rjust(w) if j and rows[0][i] in _NUMBERS else v.ljust(w)
+                                   for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines += [f"note: {m!r}: {text}" for m, text in self.notes.items()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Analysis({len(self.table)} rows)\n{self}"
+
+    def _repr_html_(self) -> str:
+        rows = self._cells()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                       for r in rows[1:])
+        notes = "".join(f"<p>note: {html.escape(repr(m))}: {html.escape(t)}</p>"
+                        for m, t in self.notes.items())
+        return (f"<table><caption>{html.escape(self._title())}</caption><thead><tr>{head}"
+                f"</tr></thead><tbody>{body}</tbody></table>{notes}")
+
+
+def analyze(model, *example_inputs, threshold: float = 1e-6, norms=("frobenius",),
+            **kwargs) -> Analysis:
+    """Capture ``model(*example_inputs, **kwargs)`` and measure the exact gradient decay of
+    every recurrent module, layer and direction on the inputs each one saw.
+
+    Returns an :class:`Analysis`: ``table`` (rows with the module, layer, direction, cell,
+    T, B, the memory block, its fitted per-step factor, e-folding lag — ``"grows"`` when the
+    factor is above 1 — and memory horizon, ``None`` when the norm stays above
+    ``threshold`` for every lag up to T), ``results`` and ``fits``.
+    """
+    from gateflow.analysis._analysis import fit_chain
+    from gateflow.models._capture import capture
+
+    captured = capture(model, *example_inputs, **kwargs)
+    table: list[dict[str, Any]] = []
+    results: dict[tuple[str, int | str, str], DecayResult] = {}
+    fits: dict[tuple[str, int | str, str], Any] = {}
+    notes = {}
+    for cap in captured:
+        if cap.note:
+            notes[cap.module] = cap.note
+        for layer, direction in cap.keys():
+            cell, params, x, s0 = cap.selection(layer, direction)
+            where = {"source": "capture", "module": cap.module, "kind": cap.kind,
+                     "layer": layer, "direction": direction}
+            res = decay(cell, params, x, s0=s0, norms=norms, weights_source=where,
+                        inputs_source=where)
+            fit = fit_chain(res.chain, blocks=[cell.memory_block], direct=[cell.memory_state],
+                            threshold=threshold)
+            key = (cap.module, layer, direction)
+            results[key] = res
+            fits[key] = fit
+            f = fit.blocks[cell.memory_block]
+            table.append({
+                "module": cap.module, "kind": cap.kind, "layer": layer,
+                "direction": direction, "cell": cell.name, "T": int(x.shape[0]),
+                "B": int(x.shape[1]), "memory block": cell.memory_block,
+                "per-step factor": f.factor,
+                "e-folding lag (steps)": GROWS if f.factor > 1 else f.efold,
+                "memory horizon (steps)": f.horizon, "note": cap.note})
+    norm = next(iter(fits.values())).norm if fits else "frobenius"
+    return Analysis(table=table, results=results, fits=fits, captured=captured,
+                    threshold=threshold, norm=norm, notes=notes)

@@ -1,0 +1,376 @@
+"""A live PyTorch model: run it once, and record what each recurrent module computed with.
+
+:func:`capture` runs ``model(*example_inputs, **kwargs)`` under ``torch.no_grad()`` with a
+forward hook on every ``nn.RNN``/``LSTM``/``GRU`` and ``nn.RNNCell``/``LSTMCell``/``GRUCell``
+inside it (found with ``model.named_modules()``, so nesting works: the name is the one
+``gateflow inspect`` gives the module in the model's state_dict). Each module that ran gives
+one :class:`Captured` record, in first-call order, with everything
+:func:`gateflow.all_lags` needs to measure that module on the data it actually saw:
+
+* ``params[(layer, direction)]``: the module's own weights in gateflow's names (float64),
+  mapped by :func:`gateflow.from_torch_state_dict`, exactly as the file route maps them;
+* ``inputs[(layer, direction)]``: the input sequence of that layer and direction,
+  time-major (T, B, d), float64. Layer 0 reads the module's input (``batch_first``
+  transposed, an unbatched (T, d) input as B = 1). Layer l > 0 reads the output of layer
+  l − 1 (both directions, concatenated, for a bidirectional module): that is internal to
+  PyTorch's kernel, so it is recomputed here in float64 by a one-layer ``nn.<kind>`` with
+  layer l − 1's weights, from the same initial state (a float32 model's own layer l − 1
+  output differs from it by float32 rounding). Dropout between layers (training mode) is
+  not applied. The reverse direction's input is already time-reversed: gateflow runs the
+  reverse direction forward over ``x[::-1]``, so its lag k is k steps *later* in the
+  original time;
+* ``s0[(layer, direction)]``: the initial states (``h``, and ``c`` for an LSTM), from the
+  ``hx`` the module was given (``(L·D, B, n)``, layer-major, then direction), else zeros.
+
+A module called several times (an ``nn.GRUCell`` in a decoder's Python loop, an ``nn.LSTM``
+fed one step at a time) gives one sequence of all its calls in call order, starting from the
+state of the first call. ``carried`` says whether every call started from exactly the state
+the previous call returned (``torch.equal``); when it did not, the calls are not one
+recurrence, and ``note`` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gateflow._errors import GateflowError
+from gateflow.cells._record import Cell
+from gateflow.cells._stack import stack
+from gateflow.models._checks import as_cell, clip, one_line
+from gateflow.models._model import _direction_of, _layer_of
+from gateflow.models.formats._pytorch import from_torch_state_dict
+from gateflow.models.formats._recurrent import DIRECTIONS, Recurrent
+
+__all__ = ["Captured", "capture"]
+
+Params = dict[str, np.ndarray]
+Key = tuple[int, str]  # (layer, direction)
+
+#: The PyTorch recurrent modules, by class name: (the module it is a step of, is a *Cell).
+_KINDS = {"LSTM": ("LSTM", False), "GRU": ("GRU", False), "RNN": ("RNN", False),
+          "LSTMCell": ("LSTM", True), "GRUCell": ("GRU", True), "RNNCell": ("RNN", True)}
+_MATRICES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+@dataclass(frozen=True, eq=False)
+class Captured:
+    """One recurrent module of a live model, as it ran (see the module docstring).
+
+    ``params``, ``inputs`` and ``s0`` are keyed by ``(layer, direction)``; ``inputs`` are
+    time-major (T, B, d) float64, the reverse direction's already time-reversed. ``calls``:
+    how many times the module ran (their inputs are concatenated in call order);
+    ``carried``: whether each call started from the state the previous one returned.
+    """
+
+    module: str  # its name in model.named_modules() (and the model's state_dict)
+    kind: str  # "nn.LSTM", "nn.GRUCell", ...
+    cell: str  # the gateflow cell: lstm, gru, rnn or rnn-relu
+    layers: int
+    directions: tuple[str, ...]
+    hidden: int  # n
+    input: int  # d of layer 0
+    params: dict[Key, Params] = field(repr=False)
+    inputs: dict[Key, np.ndarray] = field(repr=False)
+    s0: dict[Key, dict[str, np.ndarray]] = field(repr=False)
+    calls: int = 1
+    carried: bool = True
+    note: str = ""
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.directions) == 2
+
+    @property
+    def T(self) -> int:
+        return int(self.inputs[(0, "forward")].shape[0])
+
+    @property
+    def B(self) -> int:
+        return int(self.inputs[(0, "forward")].shape[1])
+
+    @property
+    def record(self) -> Recurrent:
+        """The module as :func:`gateflow.find_models` would list it from the state_dict."""
+        return Recurrent(module=self.module, framework="PyTorch", kind=self.kind,
+                         cell=self.cell, cells=(self.cell,), layers=self.layers,
+                         directions=self.directions, hidden=self.hidden, input=self.input,
+                         weights=lambda cell, layer, direction: self.params[(layer, direction)],
+                         note=self.note)
+
+    def describe(self, layer: int | str = 0, direction: str = "forward") -> str:
+        """``nn.LSTM 'encoder.rnn', layer 1, forward`` for titles and tables."""
+        name = f" {self.module!r}" if self.module else ""
+        where = "all layers" if layer == "all" else f"layer {layer}"
+        return f"{self.kind}{name}, {where}, {direction}"
+
+    def keys(self) -> list[tuple[int | str, str]]:
+        """Every (layer, direction) this module can be analysed at: each layer and direction,
+        then ``("all", "forward")`` for a unidirectional stack."""
+        out: list[tuple[int | str, str]] = [
+            (k, d) for k in range(self.layers) for d in self.directions]
+        if self.layers > 1 and not self.bidirectional:
+            out.append(("all", "forward"))
+        return out
+
+    def selection(self, layer: int | str | None = None, direction: str | None = None
+                  ) -> tuple[Cell, Params, np.ndarray, dict[str, np.ndarray]]:
+        """``(cell, params, x, s0)`` of one layer (or ``"all"``, the unidirectional stack as
+        one recurrence, with blocks ``h_l1/h_l0`` …) and direction, ready for
+        ``gateflow.all_lags(cell, params, x, s0=s0)`` and :func:`gateflow.decay`."""
+        record = self.record
+        layer = _layer_of(record, layer)
+        direction = _direction_of(record, direction)
+        base = as_cell(self.cell)
+        if layer == "all" and self.layers > 1:
+            cell = stack(base, self.layers)
+            params = {f"{p}_l{k}": v for k in range(self.layers)
+                      for p, v in self.params[(k, direction)].items()}
+            s0 = {f"{s}_l{k}": v for k in range(self.layers)
+                  for s, v in self.s0[(k, direction)].items()}
+            return cell, params, self.inputs[(0, direction)], s0
+        key = (0 if layer == "all" else int(layer), direction)
+        return base, dict(self.params[key]), self.inputs[key], dict(self.s0[key])
+
+
+# -- one call of a module -----------------------------------------------------------------
+@dataclass
+class _Call:
+    x: Any  # torch tensor (T, B, d), time-major, the module's dtype
+    hx: dict[str, Any]  # "h" (and "c"): (L·D, B, n), the state it started from
+    out: dict[str, Any]  # "h" (and "c"): (L·D, B, n), the state it returned
+
+
+def _check_call(torch, name: str, module, kind: str, args, kwargs) -> None:
+    """Refuse, before the module runs, what capture cannot read: a projected LSTM, a
+    PackedSequence, an input that is not a tensor."""
+    where = f"module {name!r} ({kind})" if name else kind
+    if getattr(module, "proj_size", 0):
+        raise GateflowError(f"{where} is an LSTM with proj_size={module.proj_size} (h has "
+                            f"{module.proj_size} units, c has {module.hidden_size}); gateflow "
+                            "does not analyse projected LSTMs yet")
+    x = args[0] if args else kwargs.get("input")
+    if isinstance(x, torch.nn.utils.rnn.PackedSequence):
+        raise GateflowError(f"{where} was called with a PackedSequence; capture needs padded "
+                            "tensors: pass the padded batch (T, B, d) to the model instead of "
+                            "pack_padded_sequence(...)")
+    if not isinstance(x, torch.Tensor):
+        raise GateflowError(f"{where} was called with a {type(x).__name__}, not a tensor; "
+                            "capture reads tensor inputs")
+
+
+def _record(module, kind: str, is_cell: bool, args, kwargs, output) -> _Call:
+    """The call's input (time-major, batched), incoming and outgoing states, as detached
+    copies (checked by :func:`_check_call` before the module ran)."""
+    x = args[0] if args else kwargs.get("input")
+    hx = args[1] if len(args) > 1 else kwargs.get("hx")
+    lstm = kind.startswith("nn.LSTM")
+    x = x.detach()
+    if is_cell:
+        batched = x.dim() == 2
+        x = (x if batched else x.unsqueeze(0)).unsqueeze(0)  # (1, B, d)
+        h_out, c_out = output if lstm else (output, None)
+    else:
+        batched = x.dim() == 3
+        if not batched:
+            x = x.unsqueeze(1)
+        elif module.batch_first:
+            x = x.transpose(0, 1)
+        h_out, c_out = output[1] if lstm else (output[1], None)
+
+    def as_state(t):  # (L·D, B, n)
+        t = t.detach()
+        if is_cell:
+            t = t if batched else t.unsqueeze(0)
+            return t.unsqueeze(0).clone()
+        return (t if batched else t.unsqueeze(1)).clone()
+
+    out = {"h": as_state(h_out)}
+    if lstm:
+        out["c"] = as_state(c_out)
+    if hx is None:
+        start = {s: v.new_zeros(v.shape) for s, v in out.items()}
+    else:
+        given = hx if lstm else (hx,)
+        start = {s: as_state(v) for s, v in zip(("h", "c"), given)}
+    return _Call(x=x.clone(), hx=start, out=out)
+
+
+# -- building the records -------------------------------------------------------------------
+def _numpy(t) -> np.ndarray:
+    import torch
+
+    return np.array(t.detach().to(device="cpu", dtype=torch.float64).numpy(), copy=True)
+
+
+def _weights(module, layer: int, direction: str, is_cell: bool) -> dict[str, Any]:
+    """One layer and direction's PyTorch tensors, named as a single-layer module's."""
+    suffix = "" if is_cell else f"_l{layer}" + ("_reverse" if direction == "reverse" else "")
+    out = {}
+    for m in _MATRICES:
+        t = getattr(module, f"{m}{suffix}", None)
+        if t is not None:
+            out[f"{m}_l0"] = t
+    return out
+
+
+def _kind_of(torch, module) -> tuple[str, bool]:
+    """(``"LSTM"``, is a *Cell) of an nn.LSTM/GRU/RNN or *Cell (or a subclass)."""
+    return next(v for k, v in _KINDS.items() if isinstance(module, getattr(torch.nn, k)))
+
+
+def _cell_name(module, base: str) -> str:
+    if base != "RNN":
+        return base.lower()
+    return "rnn" if module.nonlinearity == "tanh" else "rnn-relu"
+
+
+def _one_layer(torch, module, base: str, layer: int, d: int):
+    """A float64 single-layer nn.<base> with layer ``layer``'s weights (both directions)."""
+    extra = {"nonlinearity": module.nonlinearity} if base == "RNN" else {}
+    one = getattr(torch.nn, base)(d, module.hidden_size, num_layers=1, bias=module.bias,
+                                  bidirectional=module.bidirectional, dtype=torch.float64,
+                                  **extra)
+    sd = {}
+    for direction in (DIRECTIONS if module.bidirectional else DIRECTIONS[:1]):
+        tail = "_reverse" if direction == "reverse" else ""
+        for k, t in _weights(module, layer, direction, False).items():
+            sd[k + tail] = t.detach().to(device="cpu", dtype=torch.float64)
+    one.load_state_dict(sd)
+    return one
+
+
+def _layer_inputs(torch, module, base: str, calls: list[_Call]) -> list[list[Any]]:
+    """Per layer, per call: the (T, B, d_l) float64 sequence that layer read (forward time)."""
+    D = 2 if module.bidirectional else 1
+    xs = [c.x.to(device="cpu", dtype=torch.float64) for c in calls]
+    per_layer = [xs]
+    for layer in range(1, module.num_layers):
+        one = _one_layer(torch, module, base, layer - 1, per_layer[-1][0].shape[-1])
+        below = []
+        for c, x in zip(calls, per_layer[-1]):
+            rows = slice((layer - 1) * D, layer * D)
+            hx = tuple(c.hx[s][rows].to(device="cpu", dtype=torch.float64)
+                       for s in (("h", "c") if base == "LSTM" else ("h",)))
+            out, _ = one(x, hx if base == "LSTM" else hx[0])
+            below.append(out)
+        per_layer.append(below)
+    return per_layer
+
+
+def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
+    cls = type(module).__name__
+    base, is_cell = _kind_of(torch, module)
+    kind = f"nn.{base}Cell" if is_cell else f"nn.{base}"
+    where = f"module {name!r} ({kind})" if name else kind
+    cell = _cell_name(module, base)
+    layers = 1 if is_cell else int(module.num_layers)
+    directions = DIRECTIONS if (not is_cell and module.bidirectional) else DIRECTIONS[:1]
+    notes = []
+    if cls not in _KINDS:
+        notes.append(f"a subclass ({cls}) of {kind}: read as {kind}")
+    shape = calls[0].x.shape[1:]
+    if any(c.x.shape[1:] != shape for c in calls):
+        notes.append(f"called {len(calls)} times with different batch or input sizes; only "
+                     "the first call is kept")
+        calls = calls[:1]
+    states = tuple(calls[0].out)
+    carried = all(torch.equal(now.hx[s], before.out[s])
+                  for before, now in zip(calls, calls[1:]) for s in states)
+    if not carried:
+        notes.append(f"the state is not carried from call to call (a call did not start from "
+                     f"the state the previous one returned): the {len(calls)} calls, "
+                     "concatenated here, are not one recurrence")
+    if layers > 1 and module.training and module.dropout > 0:
+        notes.append(f"dropout={module.dropout:g} between layers is active (training mode) "
+                     "and is left out of the inputs of layers 1+; call model.eval() first")
+    D = len(directions)
+    if is_cell:
+        per_layer = [[c.x.to(dtype=torch.float64) for c in calls]]
+    else:
+        per_layer = _layer_inputs(torch, module, base, calls)
+    params: dict[Key, Params] = {}
+    inputs: dict[Key, np.ndarray] = {}
+    s0: dict[Key, dict[str, np.ndarray]] = {}
+    for layer in range(layers):
+        for j, direction in enumerate(directions):
+            key = (layer, direction)
+            sd = {k: _numpy(v) for k, v in _weights(module, layer, direction, is_cell).items()}
+            try:
+                params[key] = from_torch_state_dict(cell, sd)
+            except GateflowError as exc:
+                raise GateflowError(f"{where}, layer {layer}, {direction}: {exc}") from None
+            seqs = [_numpy(x) for x in per_layer[layer]]
+            if direction == "reverse":
+                seqs = [s[::-1] for s in seqs]
+            inputs[key] = np.ascontiguousarray(np.concatenate(seqs, axis=0))
+            s0[key] = {s: _numpy(calls[0].hx[s][layer * D + j]) for s in states}
+    return Captured(module=name, kind=kind, cell=cell, layers=layers, directions=directions,
+                    hidden=int(module.hidden_size), input=int(module.input_size),
+                    params=params, inputs=inputs, s0=s0, calls=len(calls), carried=carried,
+                    note="; ".join(notes))
+
+
+def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
+    """Run ``model(*example_inputs, **kwargs)`` once (no gradients) and record every
+    ``nn.RNN``/``LSTM``/``GRU``/``RNNCell``/``LSTMCell``/``GRUCell`` that ran: its weights
+    in gateflow's names, the exact inputs and initial states of each layer and direction.
+
+    Returns one :class:`Captured` per module that ran, in the order they first ran; use
+    ``captured.selection(layer, direction)`` for ``(cell, params, x, s0)``. The model is
+    not changed (its hooks are removed, its mode is kept: call ``model.eval()`` first if
+    it uses dropout).
+    """
+    try:
+        import torch
+    except ImportError:
+        raise GateflowError("capture needs PyTorch; install it with "
+                            "pip install 'gateflow[torch]'") from None
+    if not isinstance(model, torch.nn.Module):
+        raise GateflowError(f"capture needs a torch.nn.Module, got {type(model).__name__}")
+    kinds = tuple(getattr(torch.nn, k) for k in _KINDS)
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
+    calls: dict[str, list[_Call]] = {}  # first-call order
+    modules = dict(found)
+
+    def hooks_for(name: str, module):
+        base, is_cell = _kind_of(torch, module)
+        kind = f"nn.{base}Cell" if is_cell else f"nn.{base}"
+
+        def before(mod, args, kw):
+            _check_call(torch, name, mod, kind, args, kw)
+            return None
+
+        def after(mod, args, kw, output):
+            calls.setdefault(name, []).append(_record(mod, kind, is_cell, args, kw, output))
+            return None
+
+        return before, after
+
+    handles = []
+    try:
+        for name, m in found:
+            before, after = hooks_for(name, m)
+            handles.append(m.register_forward_pre_hook(before, with_kwargs=True))
+            handles.append(m.register_forward_hook(after, with_kwargs=True))
+        with torch.no_grad():
+            try:
+                model(*example_inputs, **kwargs)
+            except GateflowError:
+                raise
+            except Exception as exc:
+                raise GateflowError(f"the model raised {type(exc).__name__} when called with "
+                                    f"the example inputs: {clip(one_line(exc, None), 200)}"
+                                    ) from exc
+    finally:
+        for h in handles:
+            h.remove()
+    if not calls:
+        what = (f"{len(found)} such module(s), but none ran" if found else "none")
+        raise GateflowError(f"{type(model).__name__} has no nn.RNN/LSTM/GRU or *Cell module that "
+                            f"ran when called with the example inputs ({what}); gateflow "
+                            "analyses PyTorch's own recurrent modules")
+    with torch.no_grad():
+        return tuple(_build(torch, name, modules[name], c) for name, c in calls.items())
