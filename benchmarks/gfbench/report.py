@@ -318,7 +318,11 @@ def _cpu_sections(res: Results, echo: bool) -> list[str]:
                "layer 1 to layer 0 are exactly zero and not computed). The stack's rows of "
                "layer 0 are carried through layer 0 only, those of layer 1 through both. "
                "agree: max |Δ log10| between the stack's layer-0 blocks and the single "
-               "layer's.", ""]
+               "layer's. In GEMM flops the stack needs 4 single-layer backward steps per "
+               "step, not 3: layer 0's rows through layer 0 (1), and layer 1's rows through "
+               "U of layer 1 (1), W of layer 1 into h of layer 0 (1) and layer 0 (1); the "
+               "frobenius rows (GEMM-bound) show it, the spectral norm (12 blocks against "
+               "4) is 3× by construction.", ""]
         head = ["shape", "norms", "one layer (s)", "2-layer stack (s)", "ratio", "agree"]
         body = [[r.shape.label, ",".join(r.norms), f"{r.one_layer:.3f}",
                  f"{r.two_layers:.3f}", f"{r.ratio:.2f}×", f"{r.agree:.1e}"]

@@ -40,7 +40,7 @@ from gateflow._errors import GateflowError
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import stack
 from gateflow.models._checks import as_cell, clip, one_line
-from gateflow.models._model import _direction_of, _layer_of
+from gateflow.models._model import direction_of, layer_of
 from gateflow.models.formats._pytorch import from_torch_state_dict
 from gateflow.models.formats._recurrent import DIRECTIONS, Recurrent
 
@@ -121,8 +121,8 @@ class Captured:
         one recurrence, with blocks ``h_l1/h_l0`` …) and direction, ready for
         ``gateflow.all_lags(cell, params, x, s0=s0)`` and :func:`gateflow.decay`."""
         record = self.record
-        layer = _layer_of(record, layer)
-        direction = _direction_of(record, direction)
+        layer = layer_of(record, layer)
+        direction = direction_of(record, direction)
         base = as_cell(self.cell)
         if layer == "all" and self.layers > 1:
             cell = stack(base, self.layers)

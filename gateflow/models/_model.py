@@ -32,7 +32,8 @@ from gateflow.models.formats import read_models
 from gateflow.models.formats._files import as_path, label
 from gateflow.models.formats._recurrent import DIRECTIONS, Recurrent
 
-__all__ = ["Selection", "find_models", "load_model", "select_model"]
+__all__ = ["Selection", "direction_of", "find_models", "layer_of", "load_model",
+           "select_model"]
 
 Params = dict[str, np.ndarray]
 
@@ -124,7 +125,9 @@ def _cell_for(model: Recurrent, cell) -> Cell:
     return chosen
 
 
-def _layer_of(model: Recurrent, layer) -> int | str:
+def layer_of(model: Recurrent, layer) -> int | str:
+    """``layer`` checked against ``model``: an index in range, or ``"all"`` (refused for a
+    bidirectional stack); None is layer 0 of a single-layer module, an error otherwise."""
     where = f"module {model.module!r}" if model.module else model.kind
     if layer is None:
         if model.layers > 1:
@@ -148,7 +151,9 @@ def _layer_of(model: Recurrent, layer) -> int | str:
     return int(layer)
 
 
-def _direction_of(model: Recurrent, direction) -> str:
+def direction_of(model: Recurrent, direction) -> str:
+    """``direction`` checked against ``model``'s directions; None is the only one of a
+    unidirectional module, an error for a bidirectional one."""
     where = f"module {model.module!r}" if model.module else model.kind
     if direction is None:
         if model.bidirectional:
@@ -193,8 +198,8 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
         return _own_names(path, cell)
     model = _pick(models, module, path)
     base = _cell_for(model, cell)
-    layer = _layer_of(model, layer)
-    direction = _direction_of(model, direction)
+    layer = layer_of(model, layer)
+    direction = direction_of(model, direction)
 
     def weights(k: int) -> Params:
         try:

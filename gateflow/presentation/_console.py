@@ -156,4 +156,8 @@ def modules_table(name: str, rows: list[dict]):
         table.caption = "no nn.RNN/LSTM/GRU, *Cell, ONNX or Keras recurrent module found"
     notes = [Text(f"note ({r['module'] or r['kind']}): {r['note']}", style="dim")
              for r in rows if r["note"] and r["command"]]
+    if any(r["framework"] == "PyTorch" for r in rows):
+        notes.append(Text("note: a state_dict does not record batch_first; give --inputs "
+                          "time-major (T, B, d), or add --batch-first for (B, T, d)",
+                          style="dim"))
     return Group(table, *lines, *notes)
