@@ -89,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run")
     ap.add_argument("--no-memory", action="store_true", help="skip the T=4000 memory row")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU section")
+    ap.add_argument("--no-lyapunov", action="store_true",
+                    help="skip the Lyapunov spectra section")
+    ap.add_argument("--lyapunov-only", action="store_true",
+                    help="only the Lyapunov spectra section (default report "
+                         "reports/benchmarks-lyapunov.md)")
     ap.add_argument("--no-stack", action="store_true",
                     help="skip the 2-layer stack vs one layer section")
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU section")
@@ -100,6 +105,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="Markdown report (default "
                     "reports/benchmarks.md, or reports/benchmarks-gpu.md with --gpu-only)")
     return ap
+
+
+def run_lyapunov(res: Results, args) -> None:
+    """Lyapunov spectra: LSTM n = 128 and 256 (quick: 8, 16), K = 32 (quick: 4) and K = N,
+    B = 4, T = 500 (quick: B = 2, T = 20); gateflow, the torch literature route, JAX."""
+    from gfbench.lyapunov import bench_lyapunov
+
+    s = res.settings
+    have = {p: bool(res.peers[p].version) for p in res.peers}
+    for n in (8, 16) if s.quick else (128, 256):
+        for K in (4 if s.quick else 32, 2 * n):
+            res.lyapunov.append(bench_lyapunov(n, K, 2 if s.quick else 4,
+                                               20 if s.quick else 500, s.seed, s.repeats,
+                                               have))
 
 
 def run_cpu(res: Results, tmp: Path, sizes: list[int], peers: list[str], args) -> None:
@@ -117,6 +136,8 @@ def run_cpu(res: Results, tmp: Path, sizes: list[int], peers: list[str], args) -
     res.f32 = cases.bench_float32(tmp, ref.shape, s, ref.reference)
     if not args.no_memory:
         res.mem = cases.bench_memory(tmp, cases.MEM_QUICK if s.quick else cases.MEM_ROW, s)
+    if not args.no_lyapunov:
+        run_lyapunov(res, args)
     for n in sizes if not args.no_stack else ():
         shape = cases.shape_for(n, s.quick, args.batch, args.steps)
         for norms in (("frobenius",), tuple(gf.all_lags.__kwdefaults__["norms"])):
@@ -135,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if p not in ("jax", "torch"):
             raise SystemExit(f"--peers: unknown peer {p!r} (use jax, torch)")
     out_path = Path(args.out or ("reports/benchmarks-gpu.md" if args.gpu_only
+                                 else "reports/benchmarks-lyapunov.md" if args.lyapunov_only
                                  else "reports/benchmarks.md"))
     if not out_path.is_absolute():
         out_path = Path.cwd() / out_path
@@ -150,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                   machine=harness.machine())
     with tempfile.TemporaryDirectory(prefix="gateflow-bench-") as tmpd:
         tmp = Path(tmpd)
-        if not args.gpu_only:
+        if args.lyapunov_only:
+            for p in peers:
+                res.peers[p] = harness.check_import(p)
+            run_lyapunov(res, args)
+        elif not args.gpu_only:
             run_cpu(res, tmp, sizes, peers, args)
-        if not args.no_gpu or args.gpu_only:
+        if (not args.no_gpu or args.gpu_only) and not args.lyapunov_only:
             res.gpu = cases.bench_gpu(tmp, settings)
     res.total = time.perf_counter() - t_start
     res.machine.load_end = harness.load_average()

@@ -31,6 +31,8 @@ _EXPORTS = {
     "derive": "symbolic._derive",
     "render": "symbolic._printing",
     "ChainResult": "numeric._chain", "all_lags": "numeric._chain",
+    "LyapunovResult": "numeric._lyapunov", "lyapunov": "numeric._lyapunov",
+    "kaplan_yorke": "numeric._lyapunov",
     "init_params": "models._params", "load_params": "models._params",
     "save_params": "models._params", "to_torch_state_dict": "models.formats._pytorch",
     "from_torch_state_dict": "models.formats._pytorch",
@@ -93,6 +95,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         to_torch_state_dict,
     )
     from gateflow.numeric._chain import ChainResult, all_lags  # noqa: F401
+    from gateflow.numeric._lyapunov import LyapunovResult, kaplan_yorke, lyapunov  # noqa: F401
     from gateflow.presentation._labels import direct_label  # noqa: F401
     from gateflow.presentation._plot import Overlay, plot_decay  # noqa: F401
     from gateflow.symbolic._derive import LinOp, Structure, Term, derive  # noqa: F401
@@ -106,6 +109,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "DecayResult",
     "GateflowError",
     "LinOp",
+    "LyapunovResult",
     "Overlay",
     "ReportConfig",
     "Structure",
@@ -125,9 +129,11 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "gate_path",
     "get_cell",
     "init_params",
+    "kaplan_yorke",
     "load_inputs",
     "load_model",
     "load_params",
+    "lyapunov",
     "make_inputs",
     "mean_field_tanh",
     "memory_horizon",

@@ -397,6 +397,73 @@ def decay(
 
 
 @app.command()
+def lyapunov(
+    cell: Annotated[str | None, typer.Option(
+        "--cell", "-c", help="Cell name; optional with a --weights model file that says it.",
+        show_default=False)] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", "-w", help="Weights or model file, as for [bold]gateflow decay[/].",
+        show_default=False)] = None,
+    module: Annotated[str | None, typer.Option(
+        "--module", help="Which recurrent module of --weights.", show_default=False)] = None,
+    layer: Annotated[str | None, typer.Option(
+        "--layer", help="Layer index, or [bold]all[/] for the stack.",
+        show_default=False)] = None,
+    direction: Annotated[str | None, typer.Option(
+        "--direction", help="forward | reverse.", show_default=False)] = None,
+    inputs: Annotated[str | None, typer.Option(
+        "--inputs", "-x", help="Inputs .npy (T, B, d), time-major. Default: generated.",
+        show_default=False)] = None,
+    batch_first: Annotated[bool, typer.Option(
+        "--batch-first", help="--inputs is (B, T, d).")] = False,
+    k: Annotated[int | None, typer.Option(
+        "--k", help="How many exponents [default: all, the state dimension N].",
+        show_default=False)] = None,
+    transient: Annotated[int | None, typer.Option(
+        "--transient", help="Steps T0 not accumulated [default: T/10].",
+        show_default=False)] = None,
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Write the spectrum (JSON); [bold]-[/] writes to stdout.",
+        show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", help="Write the spectrum and its convergence (.png or .svg).",
+        show_default=False)] = None,
+    hidden: Annotated[int | None, typer.Option(
+        "--hidden", help="Generated weights: n [default: 64].", show_default=False)] = None,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", help="Generated weights: d [default: n].", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Generated inputs: T [default: 100].", show_default=False)] = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", help="Generated inputs: B [default: 4].", show_default=False)] = None,
+    init: Annotated[str | None, typer.Option(
+        "--init", help="pytorch | gaussian | orthogonal [default: pytorch].",
+        show_default=False)] = None,
+    sigma_w: Annotated[float | None, typer.Option(
+        "--sigma-w", help="Recurrent weight scale [default: 1].", show_default=False)] = None,
+    gate_bias: Annotated[float | None, typer.Option(
+        "--gate-bias", help="Set the memory gate's bias.", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed of generated weights (inputs: seed + 1) [default: 0].",
+        show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace existing output files.")] = False,
+) -> None:
+    """Lyapunov spectrum of the driven state dynamics: exact structured Jacobians applied to
+    K tangent vectors, re-orthonormalised by QR every step; λ_i in natural log per step,
+    the sum of the positive ones and the Kaplan–Yorke dimension."""
+    from gateflow.jobs._lyapunov import run_lyapunov
+
+    run_lyapunov(cell, weights=weights, inputs=inputs, module=module, layer=layer,
+                 direction=direction, k=k, transient=transient, json_path=json_out,
+                 plot_path=plot, overwrite=overwrite, quiet=quiet, hidden=hidden,
+                 input_size=input_size, steps=steps, batch=batch, init=init, sigma_w=sigma_w,
+                 gate_bias=gate_bias, seed=seed,
+                 **({"batch_first": True} if batch_first else {}))
+
+
+@app.command()
 def report(
     out: Annotated[str | None, typer.Option(
         "--out", "-o", help="Folder to write (refused if it exists, unless "

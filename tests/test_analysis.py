@@ -40,18 +40,44 @@ def test_summarize_keeps_exact_zeros_without_nan():
     assert s.median[1] == -np.inf and s.q75[1] == -np.inf
 
 
-@pytest.mark.parametrize("factor", [0.3, 0.9, 0.999])
+@pytest.mark.parametrize("factor", [0.3, 0.9, 0.99])
 def test_fit_recovers_exact_exponential(factor):
     k = np.arange(1, 301)
     y = math.log10(7.0) + k * math.log10(factor)
     f = fit_decay(k, y)
     assert f.factor == pytest.approx(factor, rel=1e-10)
     assert f.intercept == pytest.approx(math.log10(7.0), abs=1e-9)
+    assert f.regime == "vanishing" and f.is_memory and f.r2 == pytest.approx(1, abs=1e-12)
+    assert f.window == (1, 300)
     # e-folding lag: norm falls by e over it
     assert factor ** f.efold == pytest.approx(1 / math.e, rel=1e-9)
     expected = next((int(j) for j, v in zip(k, y) if v < -6), None)
     assert f.horizon == expected
     assert f.used == 300
+
+
+@pytest.mark.parametrize(("factor", "regime"), [
+    (1.23, "exploding"), (1.001, "neutral"), (0.999, "neutral"), (1.0, "neutral")])
+def test_fits_never_flatter(factor, regime):
+    """A growing curve is exploding (no e-folding lag, no horizon), never memory; a curve
+    that moves by less than half a decade over the lags measured is neutral: an e-folding
+    lag of 1000 steps measured over 300 would be an extrapolation."""
+    k = np.arange(1, 301)
+    f = fit_decay(k, k * math.log10(factor))
+    assert f.regime == regime and f.efold is None and not f.is_memory
+    assert f.factor == pytest.approx(factor, rel=1e-10)
+    if regime == "exploding":
+        assert f.horizon is None and f.describe() == "exploding ×1.23/step"
+
+
+def test_non_monotone_curve_is_named():
+    """The report's LSTM b_f = 3 curve: 0.88 -> 0.38 (lag 121) -> 0.99 (lag 200)."""
+    k = np.arange(1, 201)
+    y = np.where(k <= 121, 0.88 - 0.5 * (k - 1) / 120, 0.38 + 0.61 * (k - 121) / 79)
+    f = fit_decay(k, y)
+    assert f.regime == "non-monotone" and f.efold is None and f.r2 < 0.5
+    noisy = -0.02 * k + 0.05 * np.sin(k)  # wiggles of 0.1 decade do not make a turn
+    assert fit_decay(k, noisy).regime == "vanishing"
 
 
 def test_fit_skips_zeros_and_floor():
@@ -171,8 +197,9 @@ def test_gate_theory_efold_is_the_fit_of_the_gate_path(bias):
     from gateflow.analysis._analysis import fit_decay, gate_theory
 
     g = gate_theory(bias)
-    lags = np.arange(1, 50)
+    lags = np.arange(1, int(10 * g.efold) + 2)  # long enough to fall by ~4 decades
     fit = fit_decay(lags, gate_path(lags, bias, 4))
+    assert fit.regime == "vanishing"
     assert g.factor == pytest.approx(1 / (1 + math.exp(-bias)))
     assert g.factor == pytest.approx(fit.factor)
     assert g.efold > 0 and g.efold == pytest.approx(fit.efold, rel=1e-6)

@@ -470,7 +470,7 @@ def test_analyze_encoder_decoder(encdec):
     assert "<table>" in a._repr_html_()
 
 
-def test_analyze_says_grows_when_the_gradient_grows():
+def test_analyze_says_exploding_when_the_gradient_grows():
     """A relu RNN with U = 1.5 I on positive pre-activations: ∂h_T/∂h_{T−k} = 1.5^k I."""
     rnn = torch.nn.RNN(D, N, nonlinearity="relu").double()
     with torch.no_grad():
@@ -480,9 +480,12 @@ def test_analyze_says_grows_when_the_gradient_grows():
         rnn.bias_hh_l0.zero_()
     a = gf.analyze(rnn, torch.rand(T, B, D, dtype=torch.float64))
     (row,) = a.table
-    assert row["cell"] == "rnn-relu" and row["e-folding lag (steps)"] == "grows"
+    assert row["cell"] == "rnn-relu" and row["regime"] == "exploding"
+    assert row["e-folding lag (steps)"] == "exploding"  # never an e-folding lag
     assert row["per-step factor"] == pytest.approx(1.5, rel=1e-12)
-    assert row["memory horizon (steps)"] is None and "grows" in str(a)
+    assert row["R²"] == pytest.approx(1.0, abs=1e-12)
+    assert row["memory horizon (steps)"] is None
+    assert "exploding" in str(a) and "> T" not in str(a)
 
 
 # -- (e) refusals ----------------------------------------------------------------------------

@@ -198,6 +198,11 @@ CASES = {
     "load_model bytes": (lambda: g.load_model(b"m.pt"), r"model path must be a str"),
     "load_model unknown ext": (lambda: g.load_model("m.tflite"), r"unknown extension '.tflite'"),
     "capture not a model": (lambda: g.capture(object()), r"capture needs"),
+    "lyapunov k 0": (lambda: g.lyapunov("rnn", P_RNN, np.zeros((4, 1, P_RNN["W"].shape[1])),
+                                        k=0), r"k \(number of exponents\) must be"),
+    "lyapunov x 2-D": (lambda: g.lyapunov("rnn", P_RNN, np.zeros((4, 2))),
+                       r"inputs must have shape \(T, B, d\)"),
+    "kaplan_yorke text": (lambda: g.kaplan_yorke("abc"), r"exponents must hold real numbers"),
     "analyze not a model": (lambda: g.analyze(object()), r"capture needs"),
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -172,16 +174,50 @@ def test_report_headline_numbers_are_consistent(tmp_path, monkeypatch):
 
 # -- the narrative states the numbers of data.json --------------------------------------------
 def _refit(curve, lags, threshold):
-    """Per-step factor, e-folding lag and memory horizon of a curve of data.json, derived
-    here from its batch medians alone (a straight line through the finite log10 medians;
-    null is an exactly zero norm, below any threshold)."""
+    """Per-step factor, regime, R², e-folding lag and memory horizon of a curve of
+    data.json, derived here from its batch medians alone (a straight line through the
+    finite log10 medians; null is an exactly zero norm, below any threshold). The regime
+    rules, written out again: a turn of >= 0.3 decade on both sides of the moving average
+    over a tenth of the lags is non-monotone, a line
+    moving < 0.5 decade over the window is neutral, else the slope's sign decides."""
     med = np.array([-np.inf if v is None else v for v in curve["log10_median"]])
     k = np.asarray(lags, dtype=float)
     ok = np.isfinite(med) & (med > -300)
-    slope = np.polyfit(k[ok], med[ok], 1)[0]
+    slope, icpt = np.polyfit(k[ok], med[ok], 1)
+    y, kk = med[ok], k[ok]
+    r2 = 1 - np.sum((y - icpt - slope * kk) ** 2) / np.sum((y - y.mean()) ** 2)
+    w = max(3, len(y) // 10)
+    sm = np.convolve(y, np.ones(w) / w, mode="valid") if len(y) > w else y
+    lo, hi = int(np.argmin(sm)), int(np.argmax(sm))
+    y_ = y
+    y = sm
+    turn = max(min(y[:lo + 1].max(), y[lo:].max()) - y[lo] if 0 < lo < len(y) - 1 else 0,
+               y[hi] - max(y[:hi + 1].min(), y[hi:].min()) if 0 < hi < len(y) - 1 else 0)
+    y = y_
+    regime = ("non-monotone" if turn >= 0.3 else "neutral" if abs(slope) * (kk[-1] - kk[0]) < 0.5
+              else "vanishing" if slope < 0 else "exploding")
     below = np.nonzero(med < np.log10(threshold))[0]
-    return {"factor": 10 ** slope, "efold": -1 / (slope * np.log(10)) if slope < 0 else None,
+    return {"factor": 10 ** slope, "regime": regime, "r2": r2,
+            "efold": -1 / (slope * np.log(10)) if regime == "vanishing" else None,
             "horizon": int(k[below[0]]) if below.size else None}
+
+
+def _trend_says(text, fit):
+    """``text`` is what the narrative says of a curve (gateflow.presentation's trend())."""
+    num = r"([\d.]+)"
+    forms = {
+        "vanishing": rf"decays by a factor {num} per step \(e-folding lag (\S+) steps, R² (\S+)\)",
+        "exploding": rf"grows by a factor {num} per step \(exploding, R² (\S+): no e-folding",
+        "neutral": rf"stays within half a decade .* \(factor {num} per step, R² (\S+): neutral",
+        "non-monotone": rf"falls and then rises again \(non-monotone: the best line, factor "
+                        rf"{num} per step, has R² (\S+), so no e-folding lag\)"}
+    m = re.fullmatch(forms[fit["regime"]], text)
+    assert m, (fit["regime"], text)
+    g = m.groups()
+    assert _same(g[0], fit["factor"], ".3f") and _same(g[-1], fit["r2"], ".3f")
+    if fit["regime"] == "vanishing":
+        assert _same(g[1], fit["efold"], ".2f")
+    return True
 
 
 def _same(text, value, spec):
@@ -193,8 +229,8 @@ def _same(text, value, spec):
     return float(text) == pytest.approx(value, rel=6e-3)  # significant digits
 
 
-def _horizon_text(h, T):
-    return str(h) if h is not None else f"> {T}"
+def _horizon_text(h, T, regime="vanishing"):
+    return str(h) if h is not None else f"> {T}" if regime == "vanishing" else "never within T"
 
 
 @pytest.fixture(scope="module")
@@ -228,34 +264,30 @@ def test_narrative_numbers_are_rederived_from_data_json(tiny_report):
 
     text = " ".join(story)
     m = re.search(r"Measured at the same initialisation \((\w+), n = (\d+), d = (\d+), "
-                  r"T = (\d+), (\d+) sequences\): the RNN's \S+ shrinks by a factor ([\d.]+) "
-                  r"per step \(e-folding lag (\S+) steps\) and drops below (\S+) at lag "
-                  r"(.+?)\. Mean-field theory predicts √χ₁ = ([\d.]+) per step "
+                  r"T = (\d+), (\d+) sequences\): the RNN's \S+ (.+?); it first drops below "
+                  r"(\S+) at lag (.+?)\. Mean-field theory predicts √χ₁ = ([\d.]+) per step "
                   r"\(χ₁ = ([\d.]+)\); the Pascanu bound, with ‖U‖₂ = ([\d.]+), is "
                   r"(above|below) 1", text)
     assert m, text
-    scheme, n, d, T_, B, factor, efold, below, horizon, sqrt_chi, chi, u, side = m.groups()
+    scheme, n, d, T_, B, said, below, horizon, sqrt_chi, chi, u, side = m.groups()
     assert (scheme, int(n), int(d), int(T_), int(B)) == (
         cfg["scheme"], cfg["hidden"], cfg["inputs"], T, cfg["batch"])
     rnn = fit_of("RNN")
-    assert _same(factor, rnn["factor"], ".3f") and _same(efold, rnn["efold"], ".2f")
-    assert float(below) == thr and horizon == _horizon_text(rnn["horizon"], T)
+    assert _trend_says(said, rnn)
+    assert float(below) == thr and horizon == _horizon_text(rnn["horizon"], T, rnn["regime"])
     mf = data["theory"]["mean_field"]
     assert _same(chi, mf["chi1"], ".3f") and _same(sqrt_chi, np.sqrt(mf["chi1"]), ".3f")
     u_norm = data["theory"]["pascanu"]["U_spectral_norm"]
     assert _same(u, u_norm, ".2f") and side == ("above" if u_norm >= 1 else "below")
 
-    m = re.search(r"The LSTM's cell path \S+ decays by ([\d.]+) per step \(e-fold (\S+) "
-                  r"steps, horizon (.+?)\), the GRU's \S+ by ([\d.]+) \(e-fold (\S+), horizon "
-                  r"(.+?)\)\. The gate-only products ∏ diag\((\S+)\) and ∏ diag\((\S+)\) "
-                  r"\(dashed\) decay at ([\d.]+) and ([\d.]+) per step", text)
+    m = re.search(r"The LSTM's cell path \S+ (.+?), horizon (.+?); the GRU's \S+ (.+?), "
+                  r"horizon (.+?)\. The gate-only products ∏ diag\((\S+)\) and ∏ "
+                  r"diag\((\S+)\) \(dashed\) decay at ([\d.]+) and ([\d.]+) per step", text)
     assert m, text
-    lf, le, lh, gf_, ge, gh, lgate, ggate, ld, gd = m.groups()
+    ls, lh, gs, gh, lgate, ggate, ld, gd = m.groups()
     lstm, gru = fit_of("LSTM"), fit_of("GRU")
-    assert _same(lf, lstm["factor"], ".3f") and _same(le, lstm["efold"], ".2f")
-    assert lh == _horizon_text(lstm["horizon"], T)
-    assert _same(gf_, gru["factor"], ".3f") and _same(ge, gru["efold"], ".2f")
-    assert gh == _horizon_text(gru["horizon"], T)
+    assert _trend_says(ls, lstm) and lh == _horizon_text(lstm["horizon"], T, lstm["regime"])
+    assert _trend_says(gs, gru) and gh == _horizon_text(gru["horizon"], T, gru["regime"])
     assert (lgate, ggate) == ("f_t", "z_t")
     assert _same(ld, fit_of("LSTM", "prod_diag_f")["factor"], ".3f")
     assert _same(gd, fit_of("GRU", "prod_diag_z")["factor"], ".3f")
@@ -267,10 +299,16 @@ def test_narrative_numbers_are_rederived_from_data_json(tiny_report):
         biased = [r for r in data["runs"] if r["group"] == f"{cell.lower()}-bias"]
         assert len(items) == len(biased)
         for item, r in zip(items, biased):
-            name, efold, horizon = re.fullmatch(r"(.+): e-fold (\S+), horizon (.+)", item).groups()
+            name, efold, r2, horizon = re.fullmatch(
+                r"(.+): e-fold (\S+|— \(\S+\)), R² (\S+), horizon (.+)", item).groups()
             assert name == r["label"].split(" ", 1)[1]
             f = _refit(r["curves"][r["block"]], lags, thr)
-            assert _same(efold, f["efold"], ".3g") and horizon == _horizon_text(f["horizon"], T)
+            if f["regime"] == "vanishing":
+                assert _same(efold, f["efold"], ".3g")
+            else:
+                assert efold == f"— ({f['regime']})"
+            assert _same(r2, f["r2"], ".3f")
+            assert horizon == _horizon_text(f["horizon"], T, f["regime"])
 
 
 def test_narrative_is_written_from_the_data(tiny_report):
@@ -284,3 +322,21 @@ def test_narrative_is_written_from_the_data(tiny_report):
     edited = copy.deepcopy(data)
     edited["runs"][0]["fits"][edited["runs"][0]["block"]]["per_step_factor"] = 0.123456
     assert "factor 0.123 per step" in " ".join(narrative(edited))
+
+
+def test_lyapunov_paragraph_states_the_data(tiny_report):
+    """The Lyapunov paragraph's numbers are data.json's (λ₁ medians re-derived from the
+    per-sequence exponents), and the mean-field line is ½ ln χ₁ of the theory's χ₁."""
+    data, story = tiny_report
+    text = " ".join(story)
+    m = re.search(r"It is (\S+) for the RNN \(mean-field theory: ½ ln χ₁ = (\S+)\), (\S+) for "
+                  r"the LSTM and (\S+) for the GRU", text)
+    assert m, text
+    runs = {r["label"]: r for r in data["runs"]}
+    for said, label in zip((m[1], m[3], m[4]), ("RNN", "LSTM", "GRU")):
+        lam = np.median(np.array(runs[label]["lyapunov"]["exponents"], dtype=float), axis=0)
+        assert _same(said, float(np.sort(lam)[::-1][0]), ".3f")
+    assert _same(m[2], 0.5 * math.log(data["theory"]["mean_field"]["chi1"]), ".3f")
+    for r in data["runs"]:
+        ly = r["lyapunov"]
+        assert len(ly["exponents"]) == data["config"]["batch"] and ly["k"] == len(ly["median"])

@@ -330,6 +330,13 @@ def _cpu_sections(res: Results, echo: bool) -> list[str]:
         md += md_table(head, body)
         if echo:
             print_rich(title, head, body)
+    if res.lyapunov:
+        from gfbench.lyapunov import lines as lyapunov_lines
+
+        section = lyapunov_lines(res.lyapunov)
+        md += [""] + section
+        if echo:
+            print("\n".join(section))
     head = ["target", "measured", "verdict"]
     body = [[t.label, t.measured, t.verdict] for t in targets(rows, mem, res.stacks)]
     md += ["", "## Targets (issues 5 and 10)", ""] + md_table(head, body)
@@ -345,8 +352,17 @@ def render(res: Results, echo: bool = False) -> str:
           f"in {res.total:.0f} s.", "", "## Machine", ""]
     md += machine_lines(res.machine, res.peers)
     md += [""]
-    if not res.gpu_only:
+    if res.rows:
         md += _cpu_sections(res, echo)
+    elif res.lyapunov:  # --lyapunov-only
+        from gfbench.lyapunov import lines as lyapunov_lines
+
+        section = lyapunov_lines(res.lyapunov)
+        md += section
+        if echo:
+            print("\n".join(section))
+        md += ["", f"Total benchmark time: {res.total:.0f} s.", ""]
+        return "\n".join(md)
     md += ["", "## GPU (gateflow `backend=\"cupy\"` vs NumPy CPU)", ""]
     gl = gpu_lines(res.gpu)
     md += gl

@@ -260,5 +260,6 @@ class Results:
     f32: Float32Row | None = None
     mem: MemoryRow | None = None
     stacks: list[StackRow] = field(default_factory=list)
+    lyapunov: list = field(default_factory=list)  # gfbench.lyapunov.LyapunovRow
     gpu: GpuRun | GpuSkipped | None = None  # None: --no-gpu
     total: float = 0.0  # s, the whole run

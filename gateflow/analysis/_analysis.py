@@ -54,12 +54,20 @@ FROBENIUS = NORMS[0]
 MAX_DEGREE, MAX_ITER = 1000, 1_000_000
 
 __all__ = [
+    "EXPLODING",
+    "GOOD_R2",
+    "NEUTRAL",
+    "NON_MONOTONE",
+    "REGIMES",
+    "VANISHING",
+    "ZERO",
     "ChainFits",
     "DecayFit",
     "GateTheory",
     "MeanField",
     "Summary",
     "chrono_timescale",
+    "classify",
     "fit_batch",
     "fit_chain",
     "fit_decay",
@@ -139,13 +147,30 @@ def summarize(log10: np.ndarray, lags: np.ndarray | None = None) -> Summary:
 
 
 # -- fits ---------------------------------------------------------------------------------
+#: What a fitted curve does over the lags measured (:func:`classify`).
+VANISHING, EXPLODING, NEUTRAL, NON_MONOTONE, ZERO = (
+    "vanishing", "exploding", "neutral", "non-monotone", "zero")
+REGIMES = (VANISHING, EXPLODING, NEUTRAL, NON_MONOTONE, ZERO)
+#: A curve that stays within this many decades over the fitted window is neutral.
+NEUTRAL_DECADES = 0.5
+#: A curve that falls and then rises (or rises and falls) by at least this many decades on
+#: both sides of its turning point is non-monotone: no single exponential describes it.
+TURN_DECADES = 0.3
+#: Fits are compared with theory only from this R² on.
+GOOD_R2 = 0.99
+
+
 @dataclass(frozen=True)
 class DecayFit:
-    """A straight line through log10 norm against lag.
+    """A straight line through log10 norm against lag, and what the curve does.
 
-    slope: decades per step; factor: per-step factor 10^slope; efold: steps for the norm
-    to fall by a factor e (``None`` if it does not fall); horizon: first lag whose median
-    is below ``threshold`` (``None`` if none within the lags measured); used: how many lags
+    slope: decades per step; factor: per-step factor 10^slope; regime: ``"vanishing"``,
+    ``"exploding"``, ``"neutral"``, ``"non-monotone"`` or ``"zero"`` (:func:`classify`);
+    efold: steps for the norm to fall by a factor e, **only** for a vanishing curve
+    (``None`` otherwise: an exploding curve has no e-folding lag); horizon: first lag whose
+    median is below ``threshold`` (``None`` if none within the lags measured); r2: the
+    coefficient of determination of the line over the fitted lags (NaN with fewer than 3
+    lags or a constant curve); window: the first and last lag fitted; used: how many lags
     entered the fit.
     """
 
@@ -156,12 +181,64 @@ class DecayFit:
     horizon: int | None
     threshold: float
     used: int
+    regime: str = VANISHING
+    r2: float = float("nan")
+    window: tuple[int, int] | None = None
+
+    @property
+    def is_memory(self) -> bool:
+        """Only a vanishing curve has an e-folding lag to call memory; a curve that grows
+        is never memory, however long its "horizon"."""
+        return self.regime == VANISHING
+
+    @property
+    def good(self) -> bool:
+        """R² ≥ :data:`GOOD_R2`: the line describes the curve well enough to compare."""
+        return bool(np.isfinite(self.r2) and self.r2 >= GOOD_R2)
+
+    def describe(self) -> str:
+        """One phrase for tables: ``"vanishing ×0.95/step"``, ``"exploding ×1.23/step"``."""
+        if self.regime == ZERO:
+            return "exactly zero"
+        return f"{self.regime} ×{self.factor:.4g}/step"
 
     def as_dict(self) -> dict:
         return {"slope_log10_per_step": self.slope, "intercept_log10": self.intercept,
                 "per_step_factor": self.factor, "efold_lag": self.efold,
                 "memory_horizon": self.horizon, "threshold": self.threshold,
-                "lags_fitted": self.used}
+                "lags_fitted": self.used, "regime": self.regime,
+                "r2": self.r2 if np.isfinite(self.r2) else None,
+                "window": list(self.window) if self.window else None}
+
+
+def classify(lags, log10, slope: float) -> str:
+    """What a curve of log10 norms does over ``lags`` (finite values only):
+
+    * ``"non-monotone"``: it turns — its moving average over a tenth of the lags falls by
+      ≥ :data:`TURN_DECADES` to an interior minimum and rises again by as much (or the
+      reverse), as a transient near s₀ does;
+    * ``"neutral"``: the fitted line moves by less than :data:`NEUTRAL_DECADES` over the
+      window (neither vanishing nor exploding within the lags measured);
+    * else ``"vanishing"`` (slope < 0) or ``"exploding"`` (slope > 0).
+    """
+    k = np.asarray(lags, dtype=float)
+    y = np.asarray(log10, dtype=float)
+    if y.size >= 3:
+        # Turns are read off a moving average over a tenth of the lags (at least 3), so that
+        # the fluctuations of a chaotic or noisy curve are not taken for a turn.
+        w = max(3, y.size // 10)
+        if y.size > w:
+            y = np.convolve(y, np.ones(w) / w, mode="valid")
+        lo, hi = int(np.argmin(y)), int(np.argmax(y))
+        valley = min(y[:lo + 1].max() - y[lo], y[lo:].max() - y[lo]) if 0 < lo < y.size - 1 \
+            else 0.0
+        peak = min(y[hi] - y[:hi + 1].min(), y[hi] - y[hi:].min()) if 0 < hi < y.size - 1 \
+            else 0.0
+        if max(valley, peak) >= TURN_DECADES:
+            return NON_MONOTONE
+    if abs(slope) * (k[-1] - k[0] if k.size > 1 else 0.0) < NEUTRAL_DECADES:
+        return NEUTRAL
+    return VANISHING if slope < 0 else EXPLODING
 
 
 def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = FLOOR,
@@ -186,18 +263,25 @@ def fit_decay(lags, log10_median, *, threshold: float = HORIZON, floor: float = 
         raise GateflowError(f"start={start:g} is beyond the last lag ({k[-1]:g}); nothing to fit")
     ok = np.isfinite(y) & (y > floor) & (k >= start)
     used = int(np.count_nonzero(ok))
+    r2 = float("nan")
     if used >= 2:
         slope, intercept = np.polyfit(k[ok], y[ok], 1)
+        resid = y[ok] - (intercept + slope * k[ok])
+        total = float(np.sum((y[ok] - y[ok].mean()) ** 2))
+        if used >= 3 and total > 0:
+            r2 = 1.0 - float(np.sum(resid ** 2)) / total
     elif used == 1:
         slope, intercept = 0.0, float(y[ok][0])
     else:
         slope, intercept = -np.inf, -np.inf
     slope, intercept = float(slope), float(intercept)
     factor = 10.0 ** slope if np.isfinite(slope) else 0.0
-    efold = -1.0 / (slope * _LN10) if slope < 0 else None
+    regime = classify(k[ok], y[ok], slope) if used else ZERO
+    efold = -1.0 / (slope * _LN10) if regime == VANISHING else None
+    window = (int(k[ok][0]), int(k[ok][-1])) if used else None
     return DecayFit(slope=slope, intercept=intercept, factor=factor, efold=efold,
                     horizon=memory_horizon(k, y, threshold), threshold=float(threshold),
-                    used=used)
+                    used=used, regime=regime, r2=r2, window=window)
 
 
 def memory_horizon(lags, log10_median, threshold: float = HORIZON) -> int | None:

@@ -23,9 +23,10 @@ __all__ = ["COLUMNS", "Analysis", "analyze"]
 
 #: The table's columns, in order (the keys of every row).
 COLUMNS = ("module", "kind", "layer", "direction", "cell", "T", "B", "memory block",
-           "per-step factor", "e-folding lag (steps)", "memory horizon (steps)", "note")
-GROWS = "grows"
-_NUMBERS = {"T", "B", "per-step factor", "e-folding lag (steps)", "memory horizon (steps)"}
+           "regime", "per-step factor", "R²", "e-folding lag (steps)",
+           "memory horizon (steps)", "note")
+_NUMBERS = {"T", "B", "per-step factor", "R²", "e-folding lag (steps)",
+            "memory horizon (steps)"}
 
 
 @dataclass
@@ -44,14 +45,14 @@ class Analysis:
     notes: dict[str, str] = field(default_factory=dict)
 
     def _cells(self) -> list[list[str]]:
-        def show(v, col: str) -> str:
-            if v is None:  # no e-folding lag: the norm does not fall; no horizon: not reached
-                return "∞" if col == "e-folding lag (steps)" else "> T"
+        def show(v, row: dict) -> str:
+            if v is None:  # a horizon not reached within T (or an R² that is undefined)
+                return "> T" if row["regime"] == "vanishing" else "—"
             if isinstance(v, float):
-                return f"{v:.4g}"
+                return "—" if v != v else f"{v:.4g}"
             return str(v) if v != "" else "''"
         cols = [c for c in COLUMNS if c != "note"]
-        return [cols] + [[show(r[c], c) for c in cols] for r in self.table]
+        return [cols] + [[show(r[c], r) for c in cols] for r in self.table]
 
     def _title(self) -> str:
         return (f"memory of the batch median ({self.norm} norm; memory horizon: first lag "
@@ -120,8 +121,8 @@ def analyze(model, *example_inputs, threshold: float = 1e-6, norms=("frobenius",
                 "module": cap.module, "kind": cap.kind, "layer": layer,
                 "direction": direction, "cell": cell.name, "T": int(x.shape[0]),
                 "B": int(x.shape[1]), "memory block": cell.memory_block,
-                "per-step factor": f.factor,
-                "e-folding lag (steps)": GROWS if f.factor > 1 else f.efold,
+                "per-step factor": f.factor, "regime": f.regime, "R²": f.r2,
+                "e-folding lag (steps)": f.efold if f.is_memory else f.regime,
                 "memory horizon (steps)": f.horizon, "note": cap.note})
     norm = next(iter(fits.values())).norm if fits else "frobenius"
     return Analysis(table=table, results=results, fits=fits, captured=captured,

@@ -51,6 +51,8 @@ __all__ = ["Measured", "ReportConfig", "Run", "check_memory", "default_runs", "d
 
 #: The norm the report measures, fits and draws (the registry's first, cheap one).
 NORM = NORMS[0]
+#: How many Lyapunov exponents the report measures per run (the leading ones).
+LYAPUNOV_K = 8
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class Measured:
     params: dict
     fits: Any  # ChainFits: the run's blocks and the direct product of its shown block
     seconds: float
+    lyapunov: Any = None  # LyapunovResult: the leading exponents on the same inputs
 
     @property
     def fit(self):
@@ -171,6 +174,7 @@ def measure(cfg: ReportConfig, runs: list[Run], *, quiet: bool = True) -> list[M
     from gateflow.analysis._analysis import fit_chain
     from gateflow.models._params import init_params, make_inputs
     from gateflow.numeric._chain import all_lags
+    from gateflow.numeric._lyapunov import lyapunov
     from gateflow.presentation._console import progress
 
     x = make_inputs(cfg.steps, cfg.batch, cfg.inputs, seed=cfg.input_seed)
@@ -188,7 +192,10 @@ def measure(cfg: ReportConfig, runs: list[Run], *, quiet: bool = True) -> list[M
                            progress=lambda k: bar.advance())
             fits = fit_chain(res, NORM, blocks=run.blocks, direct=[run.block.split("/")[1]],
                              threshold=cfg.threshold)
-            out.append(Measured(run, res, params, fits, time.perf_counter() - t0))
+            N = cfg.hidden * len(get_cell(run.cell).state)
+            spec = lyapunov(run.cell, params, x, k=min(LYAPUNOV_K, N),
+                            transient=cfg.steps // 10)
+            out.append(Measured(run, res, params, fits, time.perf_counter() - t0, spec))
         bar.set(bar.done, description="measured")
     return out
 
@@ -208,6 +215,10 @@ def theory(cfg: ReportConfig, measured: list[Measured]) -> dict:
                     "norm": NORM, "bound": "sqrt(n) * (gamma * ||U||_2)^k", "n": cfg.hidden},
         "gate_path": {m.run.label: gate_theory(m.run.gate_bias).as_dict()
                       for m in measured if m.run.gate_bias is not None},
+        # mean field: a perturbation's squared norm grows by χ₁ per step, so the largest
+        # Lyapunov exponent of a large random tanh RNN is ½ ln χ₁ (Molgedey et al. 1992;
+        # Poole et al. 2016)
+        "lyapunov_mean_field": {"lambda_1": 0.5 * float(np.log(mf.chi1))},
     }
 
 
@@ -256,6 +267,13 @@ def report_data(cfg: ReportConfig, measured: list[Measured], theory: dict,
             s = summarize(arr, res.lags)
             entry["curves"][b] = {"log10_median": s.median, "log10_q25": s.q25,
                                   "log10_q75": s.q75}
+        if m.lyapunov is not None:
+            ly = m.lyapunov
+            entry["lyapunov"] = {"k": ly.k, "state_dim": ly.state_dim,
+                                 "transient": ly.transient,
+                                 "units": "natural log per step",
+                                 "median": np.median(ly.exponents, axis=0),
+                                 "exponents": ly.exponents}
         if res.singular_values:
             entry["singular_values_log10"] = {
                 str(k): dict(d) for k, d in res.singular_values.items()}
@@ -286,14 +304,15 @@ def write_data(data: dict, folder: Path) -> None:
             shown.append((direct_name(r["cell"], r["block"].split("/")[1]), r["direct_fit"]))
         for b, f in shown:
             fits.append([r["label"], r["cell"], b, csv_cell(f["slope_log10_per_step"]),
-                         csv_cell(f["per_step_factor"]), csv_cell(f["efold_lag"]),
-                         csv_cell(f["memory_horizon"]), csv_cell(f["threshold"])])
+                         csv_cell(f["per_step_factor"]), f["regime"], csv_cell(f["r2"]),
+                         csv_cell(f["efold_lag"]), csv_cell(f["memory_horizon"]),
+                         csv_cell(f["threshold"])])
     (folder / "curves.csv").write_text(csv_text(
         ["config", "cell", "block", "lag", "log10_median", "log10_q25", "log10_q75"], curves),
         encoding="utf-8")
     (folder / "fits.csv").write_text(csv_text(
-        ["config", "cell", "block", "slope_log10_per_step", "per_step_factor", "efold_lag",
-         "memory_horizon", "threshold"], fits), encoding="utf-8")
+        ["config", "cell", "block", "slope_log10_per_step", "per_step_factor", "regime", "r2",
+         "efold_lag", "memory_horizon", "threshold"], fits), encoding="utf-8")
 
 
 def write_pages(data: dict, figures: dict, folder: Path) -> None:

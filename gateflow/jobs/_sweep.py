@@ -128,6 +128,10 @@ class CellSweep:
     y: Axis
     horizon: list[list[int | None]]
     final_log10_median: list[list[float]]
+    #: what the curve does at each point (vanishing, exploding, …; see analysis.classify)
+    #: and its fitted per-step factor: an exploding point is never long memory
+    regime: list[list[str | None]] = field(default_factory=list)
+    factor: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,8 +164,9 @@ def point_task(cell_name: str, config: dict) -> dict:
                     seed=config["seed"] + 1)
     res = all_lags(cell, params, x, blocks=(block,), norms=(NORM,))
     logs = res.blocks[block][OBSERVERS[NORM].key]
+    fit = fit_batch(logs, threshold=config["threshold"])
     return {"cell": cell.name, "i": config["i"], "j": config["j"], "block": block,
-            "horizon": fit_batch(logs, threshold=config["threshold"]).horizon,
+            "horizon": fit.horizon, "regime": fit.regime, "factor": fit.factor,
             "final_log10_median": float(summarize(logs).median[-1])}
 
 
@@ -203,11 +208,15 @@ def _assemble(cells: Sequence[str], grid: SweepGrid, points: Iterable[dict]) -> 
         result.cells[name] = CellSweep(
             cell=name, block=cell.memory_block, sigma_w=grid.sigma_w, y=axis,
             horizon=[[None] * shape[1] for _ in range(shape[0])],
-            final_log10_median=[[math.nan] * shape[1] for _ in range(shape[0])])
+            final_log10_median=[[math.nan] * shape[1] for _ in range(shape[0])],
+            regime=[[None] * shape[1] for _ in range(shape[0])],
+            factor=[[math.nan] * shape[1] for _ in range(shape[0])])
     for p in points:
         cs = result.cells[p["cell"]]
         cs.horizon[p["i"]][p["j"]] = p["horizon"]
         cs.final_log10_median[p["i"]][p["j"]] = p["final_log10_median"]
+        cs.regime[p["i"]][p["j"]] = p["regime"]
+        cs.factor[p["i"]][p["j"]] = p["factor"]
     return result
 
 
@@ -330,7 +339,9 @@ def to_json(result: SweepResult) -> dict:
         "cells": {
             name: {"block": cs.block, "x": {"param": "sigma_w", "values": list(cs.sigma_w)},
                    "y": {"param": cs.y.param, "values": list(cs.y.values), "label": cs.y.label},
-                   "horizon": cs.horizon, "final_log10_median": cs.final_log10_median}
+                   "horizon": cs.horizon, "regime": cs.regime,
+                   "per_step_factor": cs.factor,
+                   "final_log10_median": cs.final_log10_median}
             for name, cs in result.cells.items()
         },
     }
@@ -345,9 +356,10 @@ def to_csv(result: SweepResult) -> str:
                 h = cs.horizon[i][j]
                 rows.append([name, cs.block, csv_cell(sw), cs.y.param, csv_cell(y),
                              csv_cell(h), str(h is not None), str(result.grid.T),
-                             csv_cell(cs.final_log10_median[i][j], ".6g")])
+                             csv_cell(cs.final_log10_median[i][j], ".6g"),
+                             cs.regime[i][j] or "", csv_cell(cs.factor[i][j], ".6g")])
     return csv_text(["cell", "block", "sigma_w", "y_param", "y", "horizon", "reached", "T",
-                     "final_log10_median"], rows)
+                     "final_log10_median", "regime", "per_step_factor"], rows)
 
 
 def write_sweep(result: SweepResult, out: Path, overwrite: bool = False) -> Path:

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from gateflow.analysis._analysis import EXPLODING, VANISHING
 from gateflow.presentation._labels import direct_label
 
-__all__ = ["Bar", "console", "fit_table", "fmt", "fmt_horizon", "modules_table", "progress",
+__all__ = ["Bar", "console", "fit_table", "fmt", "fmt_efold", "fmt_horizon", "fmt_r2",
+           "lyapunov_table", "modules_table", "progress",
            "summary_table"]
 
 
@@ -24,8 +26,21 @@ def fmt(v, spec: str = ".3g", none: str = "never") -> str:
 
 
 def fmt_horizon(fit, T: int) -> str:
-    """A memory horizon: the lag, or ``"> T"`` when the threshold is never reached."""
-    return f"{fit.horizon}" if fit.horizon is not None else f"> {T}"
+    """A memory horizon: the lag; ``"> T"`` when a *vanishing* curve has not reached the
+    threshold yet; ``"not reached"`` for a curve that does not vanish (an exploding curve
+    is never long memory)."""
+    if fit.horizon is not None:
+        return f"{fit.horizon}"
+    return f"> {T}" if fit.regime == VANISHING else "not reached"
+
+
+def fmt_efold(fit) -> str:
+    """An e-folding lag, for a vanishing curve only; what the curve does otherwise."""
+    return fmt(fit.efold, ".3g") if fit.efold is not None else f"— ({fit.regime})"
+
+
+def fmt_r2(fit) -> str:
+    return "—" if not np.isfinite(fit.r2) else f"{fit.r2:.3f}"
 
 
 def console(*, stderr: bool = True, quiet: bool = False):
@@ -110,25 +125,29 @@ def summary_table(result: Any, max_lags: int = 6):
 
 
 def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float):
-    """A rich Table: per cell, its memory block's and direct product's per-step factor,
-    e-folding lag and memory horizon. ``fits``: cell -> :class:`ChainFits`;
-    ``steps``: cell -> T."""
+    """A rich Table: per cell, its memory block's and direct product's regime, per-step
+    factor, R², e-folding lag (vanishing curves only) and memory horizon, both in steps.
+    ``fits``: cell -> :class:`ChainFits`; ``steps``: cell -> T."""
     from rich.table import Table
 
     norms = {f.norm for f in fits.values()}
     table = Table(title=f"fitted decay of the batch median ({'/'.join(sorted(norms))} norm; "
-                        f"memory horizon: first lag below {threshold:g})")
+                        f"e-folding lag and memory horizon in steps; memory horizon: first "
+                        f"lag below {threshold:g})")
     table.add_column("cell", style="bold cyan", no_wrap=True)
     table.add_column("block", no_wrap=True)
-    for h in ("per-step factor", "e-folding lag (steps)", "memory horizon (steps)"):
-        table.add_column(h, justify="right")
+    for h in ("regime", "factor/step", "R²", "e-folding", "horizon"):
+        table.add_column(h, justify="right", no_wrap=h in ("factor/step", "R²"))
     for cell, cf in fits.items():
         rows = [*cf.blocks.items(), *((direct_label(cell, s), f) for s, f in cf.direct.items())]
         if not cf.blocks:
-            table.add_row(cell, "(memory block not measured)", "—", "—", "—")
+            table.add_row(cell, "(memory block not measured)", "—", "—", "—", "—", "—")
         for name, f in rows:
-            table.add_row(cell, name, f"{f.factor:.4f}", fmt(f.efold, ".3g", "∞"),
-                          fmt_horizon(f, steps[cell]))
+            style = "bold red" if f.regime == EXPLODING else None
+            table.add_row(cell, name, f.regime, f"×{f.factor:.4g}", fmt_r2(f), fmt_efold(f),
+                          fmt_horizon(f, steps[cell]), style=style)
+    table.caption = ("lines fitted over every lag with a finite norm; exploding, neutral and "
+                     "non-monotone curves get no e-folding lag")
     return table
 
 
@@ -161,3 +180,25 @@ def modules_table(name: str, rows: list[dict]):
                           "time-major (T, B, d), or add --batch-first for (B, T, d)",
                           style="dim"))
     return Group(table, *lines, *notes)
+
+
+def lyapunov_table(res):
+    """The largest Lyapunov exponents (median over the batch), the sum of the positive ones
+    and the Kaplan–Yorke dimension."""
+    from rich.table import Table
+
+    table = Table(title=f"{res.cell}: Lyapunov exponents (natural log per step)")
+    table.add_column("i", justify="right")
+    table.add_column("λ_i", justify="right")
+    table.add_column("e-folding (steps)", justify="right")
+    med = np.median(res.exponents, axis=0)
+    for i, v in enumerate(med[:8], start=1):
+        efold = "—" if not np.isfinite(v) or v == 0 else (
+            f"{-1 / v:.3g} (contracting)" if v < 0 else f"{1 / v:.3g} (growing)")
+        table.add_row(str(i), "-inf" if v == -np.inf else f"{v:.5f}", efold)
+    table.caption = (f"median over {res.exponents.shape[0]} sequences; T = {res.steps} steps, "
+                     f"transient {res.transient}, K = {res.k} of N = {res.state_dim}; "
+                     f"sum of positive exponents {np.median(res.positive_sum):.4g}; "
+                     f"Kaplan–Yorke dimension {np.median(res.kaplan_yorke):.4g}"
+                     + (f"; {res.k - 8} more in --json" if res.k > 8 else ""))
+    return table

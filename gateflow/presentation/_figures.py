@@ -176,25 +176,45 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
 
 # -- gateflow sweep -------------------------------------------------------------------------
 def sweep_heatmap(cs: Any, grid: Any):
-    """A heatmap of one cell's memory horizons (a CellSweep) over the sweep grid; points
-    that never reach the threshold show "≥ T"."""
+    """A heatmap of one cell's memory horizons (a CellSweep) over the sweep grid. Points
+    whose vanishing curve never reaches the threshold show "≥ T"; points whose curve grows
+    (exploding) are never painted as memory: grey, hatched, labelled with their per-step
+    factor ("↑×1.27"); neutral and non-monotone points are labelled as such."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
 
     T = grid.T
-    H = np.array([[T if h is None else h for h in row] for row in cs.horizon], dtype=float)
+    regime = cs.regime or [[None] * len(row) for row in cs.horizon]
+    memory = [[r in (None, "vanishing") for r in row] for row in regime]
+    H = np.ma.masked_array(
+        [[T if h is None else h for h in row] for row in cs.horizon], dtype=float,
+        mask=[[not m for m in row] for row in memory])
     fig = Figure(figsize=(6.4, 5.0), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(H, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=T)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    im = ax.imshow(H, origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=T)
     cbar = fig.colorbar(im, ax=ax)
-    cbar.set_label("memory horizon (steps)")
+    cbar.set_label("memory horizon (steps), vanishing curves only")
     for i, row in enumerate(cs.horizon):
         for j, h in enumerate(row):
-            text = f"≥ {T}" if h is None else str(h)
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="black" if H[i, j] > 0.6 * T else "white")
+            r = regime[i][j]
+            if memory[i][j]:
+                text = f"≥ {T}" if h is None else str(h)
+                color = "black" if H[i, j] > 0.6 * T else "white"
+            else:
+                factor = cs.factor[i][j] if cs.factor else float("nan")
+                text = {"exploding": f"↑×{factor:.3g}", "neutral": "flat",
+                        "non-monotone": "turns"}.get(r, str(r))
+                color = "darkred" if r == "exploding" else "black"
+                if r == "exploding":
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                           edgecolor="darkred", linewidth=0))
+            box = None if memory[i][j] else {"boxstyle": "round,pad=0.15", "fc": "white",
+                                             "ec": "none", "alpha": 0.85}
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color, bbox=box)
     ax.set_xticks(range(len(cs.sigma_w)), [f"{v:g}" for v in cs.sigma_w])
     ax.set_yticks(range(len(cs.y.values)), [f"{v:g}" for v in cs.y.values])
     ax.set_xlabel("recurrent weight scale σ_w  (U ~ N(0, σ_w²/n))")
@@ -203,4 +223,42 @@ def sweep_heatmap(cs: Any, grid: Any):
     ax.set_title(f"{cs.cell}: first lag k with median ‖∂{out}_T/∂{inp}_(T−k)‖_F < "
                  f"{grid.threshold:g}\n(n = {grid.n}, T = {T}, B = {grid.B}; "
                  f"≥ {T}: never within T)", fontsize=10)
+    ax.legend(handles=[Patch(facecolor="0.85", hatch="///", edgecolor="darkred",
+                             label="exploding: the norm grows (↑ per-step factor)"),
+                       Patch(facecolor="0.85", label="flat / turns: neither vanishing "
+                             "nor exploding")],
+              loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, ncol=1,
+              frameon=False)
+    return fig
+
+
+# -- gateflow lyapunov ----------------------------------------------------------------------
+def lyapunov_figure(res: Any):
+    """The Lyapunov spectrum (exponent index i against λ_i, natural log per step): the
+    batch median with the range over sequences, and the running estimate of λ₁…λ_min(K,8)
+    against the number of steps (convergence)."""
+    from gateflow.presentation._plot import _new_figure, house_style
+
+    lam = np.where(np.isfinite(res.exponents), res.exponents, np.nan)
+    idx = np.arange(1, res.k + 1)
+    with house_style():
+        fig = _new_figure(9.0, 4.0)
+        ax, ax2 = fig.subplots(1, 2)
+        med = np.nanmedian(lam, axis=0) if np.any(np.isfinite(lam)) else np.full(res.k, np.nan)
+        ax.fill_between(idx, np.nanmin(lam, axis=0), np.nanmax(lam, axis=0), alpha=0.25,
+                        label=f"range over {lam.shape[0]} sequences")
+        ax.plot(idx, med, marker="o", markersize=3, label="median over sequences")
+        ax.axhline(0.0, color="#555555", linestyle=":", linewidth=1, label=r"$\lambda = 0$")
+        ax.set_xlabel("exponent index i")
+        ax.set_ylabel(r"$\lambda_i$ (natural log per step)")
+        ax.set_title(f"{res.cell}: Lyapunov spectrum (K = {res.k} of N = {res.state_dim})")
+        ax.legend(fontsize=8)
+        if len(res.running_steps):
+            for j in range(res.running.shape[2]):
+                ax2.plot(res.running_steps, np.median(res.running[:, :, j], axis=1),
+                         label=rf"$\lambda_{{{j + 1}}}$")
+        ax2.set_xlabel("step t (steps)")
+        ax2.set_ylabel("running estimate (natural log per step)")
+        ax2.set_title(f"convergence (transient T0 = {res.transient} steps)")
+        ax2.legend(fontsize=7, ncol=2)
     return fig

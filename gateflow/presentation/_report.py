@@ -32,9 +32,42 @@ def shown_fit(run: Mapping) -> Mapping:
 
 
 def horizon(fit: Mapping, T: int) -> str:
-    """A fit's memory horizon, or ``"> T"`` when never reached."""
+    """A fit's memory horizon; ``"> T"`` when a vanishing curve has not reached the
+    threshold yet, ``"never within T"`` for a curve that does not vanish."""
     h = fit["memory_horizon"]
-    return f"{h}" if h is not None else f"> {T}"
+    if h is not None:
+        return f"{h}"
+    return f"> {T}" if fit.get("regime", "vanishing") == "vanishing" else "never within T"
+
+
+def r2_text(fit: Mapping) -> str:
+    return "—" if fit.get("r2") is None else f"{fit['r2']:.3f}"
+
+
+def trend(fit: Mapping) -> str:
+    """What a fitted curve does, in words, with its numbers: an e-folding lag only for a
+    vanishing curve; an exploding, neutral or non-monotone curve is called so."""
+    regime, factor = fit.get("regime", "vanishing"), fit["per_step_factor"]
+    if regime == "vanishing":
+        return (f"decays by a factor {factor:.3f} per step (e-folding lag "
+                f"{fmt(fit['efold_lag'], '.2f')} steps, R² {r2_text(fit)})")
+    if regime == "exploding":
+        return (f"grows by a factor {factor:.3f} per step (exploding, R² {r2_text(fit)}: no "
+                "e-folding lag, and no memory)")
+    if regime == "neutral":
+        return (f"stays within half a decade over the lags measured (factor {factor:.3f} per "
+                f"step, R² {r2_text(fit)}: neutral, no e-folding lag)")
+    if regime == "non-monotone":
+        return (f"falls and then rises again (non-monotone: the best line, factor "
+                f"{factor:.3f} per step, has R² {r2_text(fit)}, so no e-folding lag)")
+    return "is exactly zero"
+
+
+def efold_text(fit: Mapping) -> str:
+    """The e-folding lag of a vanishing curve; the regime of any other."""
+    if fit.get("regime", "vanishing") == "vanishing":
+        return fmt(fit["efold_lag"], ".3g", "∞")
+    return f"— ({fit['regime']})"
 
 
 def narrative(data: Mapping) -> list[str]:
@@ -58,17 +91,14 @@ def narrative(data: Mapping) -> list[str]:
         "gate r.",
         f"Measured at the same initialisation ({cfg['scheme']}, n = {cfg['hidden']}, d = "
         f"{cfg['inputs']}, T = {T}, {cfg['batch']} sequences): the RNN's ‖∂h_T/∂h_(T−k)‖_F "
-        f"shrinks by a factor {rnn['per_step_factor']:.3f} per step (e-folding lag "
-        f"{fmt(rnn['efold_lag'], '.2f')} steps) and drops below {thr} at lag "
-        f"{horizon(rnn, T)}. Mean-field theory predicts √χ₁ = {mf['per_step_factor']:.3f} per "
+        f"{trend(rnn)}; it first drops below {thr} at lag {horizon(rnn, T)}. Mean-field "
+        f"theory predicts √χ₁ = {mf['per_step_factor']:.3f} per "
         f"step (χ₁ = {mf['chi1']:.3f}); the Pascanu bound, with ‖U‖₂ = {u_norm:.2f}, "
         + ("is above 1 per step and so says nothing here: the bound is loose, the "
            "vanishing comes from tanh' < 1 on typical pre-activations."
            if u_norm >= 1 else "is below 1 per step and guarantees vanishing."),
-        f"The LSTM's cell path ∂c_T/∂c_(T−k) decays by {lstm['per_step_factor']:.3f} per step "
-        f"(e-fold {fmt(lstm['efold_lag'], '.2f')} steps, horizon {horizon(lstm, T)}), the "
-        f"GRU's ∂h_T/∂h_(T−k) by {gru['per_step_factor']:.3f} (e-fold "
-        f"{fmt(gru['efold_lag'], '.2f')}, horizon {horizon(gru, T)}). The gate-only products "
+        f"The LSTM's cell path ∂c_T/∂c_(T−k) {trend(lstm)}, horizon {horizon(lstm, T)}; the "
+        f"GRU's ∂h_T/∂h_(T−k) {trend(gru)}, horizon {horizon(gru, T)}. The gate-only products "
         f"{direct_label('lstm')} and {direct_label('gru')} (dashed) decay at "
         f"{lstm_d['per_step_factor']:.3f} and {gru_d['per_step_factor']:.3f} per step: with "
         "default biases near 0 the gates sit near σ(0) = 0.5, so gating alone barely helps.",
@@ -78,9 +108,10 @@ def narrative(data: Mapping) -> list[str]:
 
     def line(rs):
         return "; ".join(f"{r['label'].split(' ', 1)[1]}: e-fold "
-                         f"{fmt(shown_fit(r)['efold_lag'], '.3g', '∞')}, horizon "
+                         f"{efold_text(shown_fit(r))}, R² {r2_text(shown_fit(r))}, horizon "
                          f"{horizon(shown_fit(r), T)}" for r in rs)
 
+    paras.append(lyapunov_paragraph(data))
     if lstm_b and gru_b:
         paras.append(
             "What keeps the gradient alive is the gate's bias, which sets the timescale "
@@ -92,6 +123,48 @@ def narrative(data: Mapping) -> list[str]:
     return paras
 
 
+def lyapunov_paragraph(data: Mapping) -> str:
+    """What the Lyapunov spectra say, with their numbers (median over the sequences)."""
+    runs = _runs(data)
+    lam = {k: runs[k]["lyapunov"]["median"][0] for k in ("RNN", "LSTM", "GRU")}
+    mf = data["theory"]["lyapunov_mean_field"]["lambda_1"]
+    biased = [r for r in data["runs"] if r["group"] != "cells" and "lyapunov" in r]
+    best = max(biased, key=lambda r: r["lyapunov"]["median"][0]) if biased else None
+
+    def timescale(v: float) -> str:
+        return "no finite time" if v >= 0 else f"{-1 / v:.3g} steps"
+
+    text = (f"The Lyapunov spectra say the same thing along the trajectory, with no fit: the "
+            f"largest exponent λ₁ (natural log per step) is the rate of the slowest "
+            f"direction, e^(λ₁ t) what a generic perturbation of the state keeps after t "
+            f"steps. It is {lam['RNN']:.3f} for the RNN (mean-field theory: ½ ln χ₁ = "
+            f"{mf:.3f}), {lam['LSTM']:.3f} for the LSTM and {lam['GRU']:.3f} for the GRU: "
+            f"their slowest direction forgets by a factor e in {timescale(lam['RNN'])}, "
+            f"{timescale(lam['LSTM'])} and {timescale(lam['GRU'])}.")
+    if best is not None:
+        v = best["lyapunov"]["median"][0]
+        text += (f" Opening the gate moves λ₁ towards 0: {best['label']} has "
+                 f"λ₁ = {v:.3f}, "
+                 + ("a direction that no longer contracts (no finite forgetting time)."
+                    if v >= 0 else f"forgetting by e in {timescale(v)}."))
+    return text
+
+
+def _lyapunov_rows(data: Mapping) -> list[list[str]]:
+    mf = data["theory"]["lyapunov_mean_field"]["lambda_1"]
+    rows = [["RNN mean field ½ ln χ₁", f"{mf:.4f}", "—", "—", "—"]]
+    for r in data["runs"]:
+        if "lyapunov" in r:
+            med = r["lyapunov"]["median"]
+            rows.append([r["label"], *(f"{v:.4f}" if v != float("-inf") else "−∞"
+                                      for v in list(med[:4]) + [None] * (4 - len(med[:4]))
+                                      if v is not None)])
+    return rows
+
+
+_LYAPUNOV_HEADERS = ["configuration", "λ₁", "λ₂", "λ₃", "λ₄"]
+
+
 def _fit_rows(data: Mapping) -> list[list[str]]:
     T = data["config"]["steps"]
     rows = []
@@ -100,13 +173,26 @@ def _fit_rows(data: Mapping) -> list[list[str]]:
         if r.get("direct_fit") is not None and r["group"] == "cells":
             shown.append((direct_label(r["cell"], r["block"].split("/")[1]), r["direct_fit"]))
         for b, f in shown:
-            rows.append([r["label"], b, f"{f['per_step_factor']:.4f}",
-                         fmt(f["efold_lag"], ".3g", "∞"), horizon(f, T)])
+            rows.append([r["label"], b, f.get("regime", "vanishing"),
+                         f"{f['per_step_factor']:.4f}", r2_text(f), efold_text(f),
+                         horizon(f, T)])
     return rows
 
 
-_HEADERS = ["configuration", "block", "per-step factor", "e-folding lag (steps)",
-            "memory horizon (steps)"]
+_HEADERS = ["configuration", "block", "regime", "per-step factor", "R²",
+            "e-folding lag (steps)", "memory horizon (steps)"]
+
+
+def _measured(fit: Mapping) -> str:
+    """A measured factor as the theory table shows it: only where the line describes the
+    curve (R² ≥ 0.99); otherwise why it is not compared."""
+    from gateflow.analysis._analysis import GOOD_R2
+
+    r2 = fit.get("r2")
+    if r2 is not None and r2 >= GOOD_R2 and fit.get("regime") != "non-monotone":
+        return f"{fit['per_step_factor']:.4f} (R² {r2:.3f})"
+    why = "undefined" if r2 is None else f"{r2:.3f}"
+    return f"not compared: R² {why} < {GOOD_R2} ({fit.get('regime')}), not one exponential"
 
 
 def _md_table(headers, rows) -> list[str]:
@@ -158,13 +244,14 @@ def render_report(data: Mapping[str, Any], figs: Mapping[str, str]) -> tuple[str
     title = "gateflow report: does gating keep gradients alive?"
     story = narrative(data)
     runs = _runs(data)
-    headline = [[r["label"], r["block"], fmt(shown_fit(r)["efold_lag"], ".3g", "∞"),
-                 horizon(shown_fit(r), T)] for r in data["runs"] if r["group"] == "cells"]
-    head_h = ["cell", "block", "e-folding lag (steps)",
+    headline = [[r["label"], r["block"], shown_fit(r).get("regime", "vanishing"),
+                 efold_text(shown_fit(r)), horizon(shown_fit(r), T)]
+                for r in data["runs"] if r["group"] == "cells"]
+    head_h = ["cell", "block", "regime", "e-folding lag (steps)",
               f"memory horizon (steps, < {cfg['threshold']:g})"]
     rows = _fit_rows(data)
     mf = data["theory"]["mean_field"]
-    rnn_factor = f"{shown_fit(runs['RNN'])['per_step_factor']:.4f}"
+    rnn_factor = _measured(shown_fit(runs["RNN"]))
     theory_rows = [
         ["RNN mean field √χ₁", f"{mf['per_step_factor']:.4f}",
          fmt(mf["efold_lag"], ".3g", "∞"), rnn_factor],
@@ -174,7 +261,7 @@ def render_report(data: Mapping[str, Any], figs: Mapping[str, str]) -> tuple[str
     for label, g in data["theory"]["gate_path"].items():
         theory_rows.append([f"{label}: σ(b) (zero weights)", f"{g['zero_weight_factor']:.4f}",
                             fmt(g["zero_weight_efold"], ".3g", "∞"),
-                            f"{shown_fit(runs[label])['per_step_factor']:.4f}"])
+                            _measured(shown_fit(runs[label]))])
     theory_h = ["theory", "per-step factor", "e-folding lag (steps)", "measured factor"]
     config_rows = [[k, str(v)] for k, v in {
         "hidden size n": cfg["hidden"], "input size d": cfg["inputs"], "steps T": T,
@@ -193,9 +280,17 @@ def render_report(data: Mapping[str, Any], figs: Mapping[str, str]) -> tuple[str
         md += [f"![{caption}]({name}.png)", "", f"*{caption}* ([SVG]({name}.svg))", ""]
     md += ["## Fitted decay", "",
            "Least-squares fit of log10 of the median norm against lag k over all lags; "
-           "per-step factor = 10^slope, e-folding lag = −1/(slope · ln 10), memory horizon = "
-           f"first lag whose median is below {cfg['threshold']:g}.", "",
-           *_md_table(_HEADERS, rows), "", "## Theory against measurement", "",
+           "per-step factor = 10^slope, R² of that line; regime: vanishing, exploding, "
+           "neutral (within half a decade over the lags) or non-monotone (falls and rises "
+           "by ≥ 0.3 decade); e-folding lag = −1/(slope · ln 10) for a vanishing curve only; "
+           f"memory horizon = first lag whose median is below {cfg['threshold']:g}. "
+           "Theory is compared with a fit only where R² ≥ 0.99.", "",
+           *_md_table(_HEADERS, rows), "", "## Lyapunov spectra", "",
+           "The leading Lyapunov exponents (natural log per step, median over the "
+           "sequences) of the driven dynamics, on the same inputs: QR on K tangent vectors "
+           "pushed through the exact Jacobians, the first tenth of the steps discarded.", "",
+           *_md_table(_LYAPUNOV_HEADERS, _lyapunov_rows(data)), "",
+           "## Theory against measurement", "",
            *_md_table(theory_h, theory_rows), "", "## Cells", ""]
     for cell, tex, _, jac in eqs:
         md += [f"### {cell.name}: {cell.summary}", ""]
@@ -218,10 +313,19 @@ def render_report(data: Mapping[str, Any], figs: Mapping[str, str]) -> tuple[str
                      "</figcaption></figure>")
     parts += ["<h2>Fitted decay</h2>",
               f"<p class='small'>Least-squares fit of log10 of the median norm against lag k; "
-              f"per-step factor = 10<sup>slope</sup>, e-folding lag = −1/(slope · ln 10), "
-              f"memory horizon = first lag whose median is below "
-              f"{e(format(cfg['threshold'], 'g'))}.</p>",
-              _html_table(_HEADERS, rows), "<h2>Theory against measurement</h2>",
+              f"per-step factor = 10<sup>slope</sup>, R² of that line; regime: vanishing, "
+              f"exploding, neutral (within half a decade over the lags) or non-monotone "
+              f"(falls and rises by ≥ 0.3 decade); e-folding lag = −1/(slope · ln 10) for a "
+              f"vanishing curve only; memory horizon = first lag whose median is below "
+              f"{e(format(cfg['threshold'], 'g'))}. Theory is compared with a fit only "
+              f"where R² ≥ 0.99.</p>",
+              _html_table(_HEADERS, rows), "<h2>Lyapunov spectra</h2>",
+              "<p class='small'>The leading Lyapunov exponents (natural log per step, median "
+              "over the sequences) of the driven dynamics, on the same inputs: QR on K "
+              "tangent vectors pushed through the exact Jacobians, the first tenth of the "
+              "steps discarded.</p>",
+              _html_table(_LYAPUNOV_HEADERS, _lyapunov_rows(data)),
+              "<h2>Theory against measurement</h2>",
               _html_table(theory_h, theory_rows), "<h2>Cells</h2>"]
     for cell, _, text, jac in eqs:
         lines = text + [f"{lhs} = {rhs}" for _, _, lhs, rhs in jac]

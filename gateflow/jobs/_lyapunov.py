@@ -1,0 +1,111 @@
+"""``gateflow lyapunov``: the Lyapunov spectrum of a cell (or of one module of a model file)
+along trajectories driven by generated or given inputs. Orchestration only: the weights and
+inputs come as for ``decay`` (:func:`gateflow.jobs._inputs.generate`, model files included),
+the spectrum from :func:`gateflow.numeric._lyapunov.lyapunov`, the figure from
+:mod:`gateflow.presentation._figures`.
+
+The JSON contract (``"format": "gateflow-lyapunov"``): ``cell``, ``k``, ``steps``,
+``transient``, ``state_dim``, ``blocks`` (the tangent space's order), ``units`` ("natural log
+per step"), ``exponents`` (a list over the batch of K descending values; null = −inf, a
+direction the dynamics annihilate), ``running`` (``steps`` and, per step, per sequence, the
+estimate of λ_1..λ_min(K,8)), ``positive_sum`` and ``kaplan_yorke`` per sequence, and the
+provenance of weights and inputs as in ``decay``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateflow._errors import GateflowError
+from gateflow._io import STDOUT, check_file, write_files
+from gateflow._validate import choose
+from gateflow._version import __version__
+from gateflow.cells._library import CELLS, get_cell
+from gateflow.jobs._serialise import json_text
+from gateflow.jobs._spec import check_figure_path
+
+__all__ = ["lyapunov_json", "run_lyapunov"]
+
+FORMAT = "gateflow-lyapunov"
+
+
+def lyapunov_json(res, provenance: dict) -> dict[str, Any]:
+    """The JSON document of a :class:`~gateflow.numeric._lyapunov.LyapunovResult`."""
+    return {
+        "format": FORMAT, "format_version": 1, "gateflow_version": __version__,
+        "cell": res.cell, "k": res.k, "steps": res.steps, "transient": res.transient,
+        "state_dim": res.state_dim, "blocks": list(res.blocks),
+        "units": "natural log per step",
+        "exponents": res.exponents.tolist(),
+        "running": {"steps": res.running_steps.tolist(),
+                    "exponents": res.running.tolist()},
+        "positive_sum": res.positive_sum.tolist(),
+        "kaplan_yorke": res.kaplan_yorke.tolist(),
+        "seed": provenance.get("seed"),
+        "weights": provenance.get("weights_source"),
+        "inputs": provenance.get("inputs_source"),
+    }
+
+
+def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=None,
+                 direction=None, k: int | None = None, transient: int | None = None,
+                 json_path=None, plot_path=None, overwrite: bool = False,
+                 quiet: bool = False, **data_opts):
+    """``gateflow lyapunov``: every option checked and every output path planned before
+    anything is computed; outputs written all or nothing. Returns the result."""
+    from gateflow.jobs._inputs import generate
+    from gateflow.models._model import select_model
+    from gateflow.numeric._lyapunov import lyapunov
+
+    if cell is None and weights is None:
+        raise GateflowError("give --cell NAME, or --weights FILE of a model that says its cell "
+                            "(see gateflow inspect FILE)")
+    picks = [f for f, v in (("--module", module), ("--layer", layer),
+                            ("--direction", direction)) if v is not None]
+    if picks and weights is None:
+        raise GateflowError(f"{', '.join(picks)} pick a module of a model file; give the file "
+                            "with --weights FILE")
+    out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite)
+    fig = None if plot_path is None else check_figure_path(plot_path, "--plot figure",
+                                                          overwrite=overwrite)
+    if fig is not None and fig[0] == STDOUT:
+        raise GateflowError("figures are not written to stdout; give --plot a .png or .svg path")
+    if out is not None and fig is not None and Path(out).resolve() == fig[0].resolve():
+        raise GateflowError("--json and --plot name the same file; give two different paths")
+    selection = None
+    if weights is not None and str(weights).strip():
+        selection = select_model(weights, module=module, layer=layer, direction=direction,
+                                 cell=cell)
+        chosen = selection.cell
+    elif weights is not None:
+        raise GateflowError("the --weights path is empty; give a file name")
+    else:
+        chosen = get_cell(CELLS[choose(cell, CELLS, "cell")])
+    params, x, prov = generate(chosen, weights=weights, inputs=inputs, selection=selection,
+                               **data_opts)
+    T = x.shape[0]
+    if transient is None:
+        transient = T // 10
+    from gateflow.presentation._console import progress
+
+    with progress("Lyapunov spectrum (QR)", T, quiet=quiet, transient=True) as bar:
+        res = lyapunov(chosen, params, x, k=k, transient=transient, progress=bar.set)
+    payloads: dict[Path, bytes] = {}
+    if out is not None:
+        payloads[out] = (json_text(lyapunov_json(res, prov), plain=True) + "\n").encode()
+    if fig is not None:
+        from gateflow.presentation._figures import lyapunov_figure
+        from gateflow.presentation._plot import figure_bytes
+
+        payloads[fig[0]] = figure_bytes(lyapunov_figure(res), fig[1])
+    write_files(payloads, overwrite=overwrite)
+    if not quiet:
+        from gateflow.presentation._console import console, lyapunov_table
+
+        c = console(stderr=out == STDOUT)
+        c.print(lyapunov_table(res))
+        for p in payloads:
+            if p != STDOUT:
+                c.print(f"wrote {p}", highlight=False, soft_wrap=True)
+    return res

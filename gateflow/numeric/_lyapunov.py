@@ -1,0 +1,200 @@
+"""Lyapunov spectra of the driven state dynamics s_t = F(s_{t−1}, x_t), exact Jacobians.
+
+The algorithm is a contract (so that results are deterministic and comparable):
+
+* the tangent space of the full state s is ordered as the cell declares its blocks (h, then
+  c for the LSTM; ``h_l0, c_l0, h_l1, …`` for stacks); its dimension is N;
+* Q₀ = the first K columns of the N × N identity (K = N by default);
+* for t = 1..T: Z = J_t Q_{t−1}, then Q_t R_t = qr(Z) with the diagonal of R_t made
+  positive; for t > T0 (the transient), log R_t[i, i] is accumulated;
+* λ_i = that sum / (T − T0): natural log per step, in descending order.
+
+J_t Q is applied through the derived structure (forward mode), the way the backward sweep
+applies G J_t: for each sink of the step, in evaluation order,
+
+    T[sink] = Σ_(source, coef) coef ⊙ T[source],   T[W v] = W · T[v],
+
+with T[s_prev] the rows of Q for block s. No dense N × N Jacobian is ever formed, and the
+coefficients are the very ones the sweep uses (:meth:`Bound.coefficients`).
+
+A zero pivot (a direction the step annihilates, e.g. the LSTM's h when every weight is 0)
+gives log 0 = −inf: that exponent is −inf, and so is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateflow._errors import GateflowError
+from gateflow._interrupt import check as check_interrupt
+from gateflow._memory import check_fits
+from gateflow._validate import real_array, shown, whole
+from gateflow.cells._library import get_cell
+from gateflow.cells._params import check_params
+from gateflow.cells._record import Cell
+from gateflow.numeric._chain import _check_input_shape, _check_s0
+from gateflow.numeric._compile import Bound, Group, compile_cell
+
+__all__ = ["LyapunovResult", "kaplan_yorke", "lyapunov"]
+
+#: How many running estimates are kept (every T/RUNNING steps) and of how many exponents.
+RUNNING, RUNNING_EXPONENTS = 100, 8
+
+
+@dataclass
+class LyapunovResult:
+    """Lyapunov exponents of ``cell`` along the trajectories driven by a batch of inputs.
+
+    ``exponents`` is (B, K): natural log per step, descending per sequence (−inf for a
+    direction the dynamics annihilate). ``running`` holds the estimate of the first
+    min(K, 8) exponents after ``running_steps[j]`` steps: (len, B, min(K, 8))."""
+
+    cell: str
+    exponents: np.ndarray
+    k: int
+    steps: int
+    transient: int
+    state_dim: int
+    blocks: tuple[str, ...]
+    running_steps: np.ndarray
+    running: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def positive_sum(self) -> np.ndarray:
+        """Σ of the positive exponents per sequence (the Kolmogorov–Sinai entropy bound)."""
+        lam = np.where(np.isfinite(self.exponents), self.exponents, 0.0)
+        return np.sum(np.clip(lam, 0.0, None), axis=1)
+
+    @property
+    def kaplan_yorke(self) -> np.ndarray:
+        """The Kaplan–Yorke dimension per sequence (:func:`kaplan_yorke`)."""
+        return np.array([kaplan_yorke(row) for row in self.exponents])
+
+
+def kaplan_yorke(exponents) -> float:
+    """D_KY = j + (λ_1 + … + λ_j)/|λ_{j+1}|, j the largest index whose partial sum is ≥ 0
+    (0 when λ_1 < 0; the number of exponents when every partial sum is ≥ 0, a lower bound
+    then: more exponents would be needed)."""
+    lam = real_array(exponents, "exponents").astype(np.float64).ravel()
+    if lam.size == 0 or np.any(np.isnan(lam)):
+        raise GateflowError("exponents must be a non-empty list of numbers (−inf allowed)")
+    lam = np.sort(lam)[::-1]
+    sums = np.cumsum(lam)
+    nonneg = np.nonzero(sums >= 0)[0]
+    if nonneg.size == 0:
+        return 0.0
+    j = int(nonneg[-1]) + 1
+    if j >= lam.size:
+        return float(j)
+    return float(j + sums[j - 1] / abs(lam[j]))
+
+
+def _plan(comp) -> tuple[list[tuple[str, list[tuple[str, int]]]], dict[str, tuple[str, str]]]:
+    """The step's wiring for forward tangents: sinks in evaluation order, each with its
+    (source, coefficient index) edges; and product atom -> (weight, argument)."""
+    sinks: dict[str, list[tuple[str, int]]] = {}
+    for i, (sink, source) in enumerate(comp.layout):
+        sinks.setdefault(sink, []).append((source, i))
+    products = {a: (w, g.arg) for g in comp.forward if isinstance(g, Group)
+                for a, w in zip(g.atoms, g.weights)}
+    return list(sinks.items()), products
+
+
+def _scaled(coef, tangent: np.ndarray) -> np.ndarray:
+    """diag(coef) · tangent for a (B, n, K) tangent and a (B, n), (n,) or scalar coef."""
+    c = np.asarray(coef)
+    if c.ndim == 2:
+        return c[:, :, None] * tangent
+    if c.ndim == 1:
+        return c[None, :, None] * tangent
+    return c * tangent
+
+
+def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transient: int = 0,
+             s0: dict | None = None, progress=None) -> LyapunovResult:
+    """The K largest Lyapunov exponents of the state dynamics driven by ``x`` (T, B, d), per
+    sequence, by the QR algorithm of the module docstring (float64, CPU).
+
+    Args:
+        cell, params: the cell and its parameters (as for :func:`gateflow.all_lags`).
+        x: inputs (T, B, d), time-major.
+        k: how many exponents (default: all, the state dimension N).
+        transient: steps T0 whose R factors are not accumulated (the memory of s₀ and Q₀).
+        s0: initial state per block (zeros by default).
+        progress: called with the step t after each step.
+    """
+    cell = get_cell(cell)
+    n, d = check_params(cell, params)
+    xh = real_array(x, "inputs").astype(np.float64)
+    T, B = _check_input_shape(xh, d)
+    N = n * len(cell.state)
+    k = N if k is None else whole(k, "k (number of exponents)", 1, N)
+    transient = whole(transient, "transient", 0, T - 1)
+    if progress is not None and not callable(progress):
+        raise GateflowError(f"progress must be a function of the step t, or None; "
+                            f"got {shown(progress)}")
+    s0 = _check_s0(cell, s0, n, B)
+    check_fits(8 * (4 * B * N * k + T * B * d + 4 * B * n * len(cell.equations) * k),
+               "this Lyapunov spectrum")
+    if not np.all(np.isfinite(xh)):
+        raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
+
+    comp = compile_cell(cell, "numpy", "float64")
+    bound = Bound(comp, params, n)
+    sinks, products = _plan(comp)
+    blocks = tuple(cell.state)
+    Q = np.zeros((B, N, k))
+    Q[:, np.arange(k), np.arange(k)] = 1.0  # the first K columns of the identity
+    state = {b: np.zeros((B, n)) if s0 is None or b not in s0 else
+             np.broadcast_to(s0[b], (B, n)).astype(np.float64) for b in blocks}
+    total = np.zeros((B, k))
+    every = max(1, (T - transient) // RUNNING)
+    run_steps, run_vals = [], []
+    m = min(k, RUNNING_EXPONENTS)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t in range(1, T + 1):
+            check_interrupt()
+            vals = bound.step(xh[t - 1], state)
+            coefs = bound.coefficients(vals)
+            tan: dict[str, np.ndarray] = {f"{b}_prev": Q[:, j * n:(j + 1) * n]
+                                          for j, b in enumerate(blocks)}
+
+            def source(name: str) -> np.ndarray:
+                if name not in tan:  # a product W v of a state-dependent v
+                    w, arg = products[name]
+                    tan[name] = np.matmul(bound.params[w], source(arg))
+                return tan[name]
+
+            for sink, edges in sinks:
+                acc = None
+                for src, i in edges:
+                    term = _scaled(coefs[i], source(src))
+                    acc = term if acc is None else acc + term
+                tan[sink] = acc if acc is not None else np.zeros((B, n, k))
+            Z = np.concatenate([tan.get(b, np.zeros((B, n, k))) for b in blocks], axis=1)
+            Q, R = np.linalg.qr(Z)
+            diag = np.diagonal(R, axis1=1, axis2=2)
+            sign = np.where(diag < 0, -1.0, 1.0)
+            Q = Q * sign[:, None, :]
+            if t > transient:
+                total += np.log(np.abs(diag))
+                if (t - transient) % every == 0 or t == T:
+                    run_steps.append(t)
+                    run_vals.append(total[:, :m] / (t - transient))
+            state = {b: vals[b] for b in blocks}
+            if not all(np.all(np.isfinite(v)) for v in state.values()):
+                raise GateflowError(f"the forward pass diverged at step {t}: the state is not "
+                                    "finite, so its Lyapunov exponents are undefined")
+            if progress is not None:
+                progress(t)
+    lam = total / (T - transient)
+    order = np.argsort(-np.where(np.isnan(lam), -np.inf, lam), axis=1, kind="stable")
+    lam = np.take_along_axis(lam, order, axis=1)
+    return LyapunovResult(
+        cell=cell.name, exponents=lam, k=k, steps=T, transient=transient, state_dim=N,
+        blocks=blocks, running_steps=np.asarray(run_steps, dtype=int),
+        running=np.asarray(run_vals).reshape(len(run_steps), B, m),
+        meta={"n": n, "d": d, "T": T, "B": B})
