@@ -92,14 +92,14 @@ def kaplan_yorke(exponents) -> float:
     return float(j + sums[j - 1] / abs(lam[j]))
 
 
-def _plan(comp) -> tuple[list[tuple[str, list[tuple[str, int]]]], dict[str, tuple[str, str]]]:
+def _plan(comp) -> tuple[list[tuple[str, list[tuple[str, int]]]], dict[str, Group]]:
     """The step's wiring for forward tangents: sinks in evaluation order, each with its
-    (source, coefficient index) edges; and product atom -> (weight, argument)."""
+    (source, coefficient index) edges; and product atom -> its group (the products that
+    share their argument, applied as one GEMM with the stacked weights)."""
     sinks: dict[str, list[tuple[str, int]]] = {}
     for i, (sink, source) in enumerate(comp.layout):
         sinks.setdefault(sink, []).append((source, i))
-    products = {a: (w, g.arg) for g in comp.forward if isinstance(g, Group)
-                for a, w in zip(g.atoms, g.weights)}
+    products = {a: g for g in comp.forward if isinstance(g, Group) for a in g.atoms}
     return list(sinks.items()), products
 
 
@@ -163,9 +163,11 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
                                           for j, b in enumerate(blocks)}
 
             def source(name: str) -> np.ndarray:
-                if name not in tan:  # a product W v of a state-dependent v
-                    w, arg = products[name]
-                    tan[name] = np.matmul(bound.params[w], source(arg))
+                if name not in tan:  # a product W v of a state-dependent v: its whole
+                    g = products[name]  # group [W_1; …; W_G] v as one GEMM
+                    stacked = np.matmul(bound.stacked[g.atoms][0], source(g.arg))
+                    for j, atom in enumerate(g.atoms):
+                        tan[atom] = stacked[:, j * n:(j + 1) * n]
                 return tan[name]
 
             for sink, edges in sinks:
