@@ -220,3 +220,19 @@ def test_exploding_decay_is_printed_as_exploding(sandbox):
     row = next(line for line in out.stdout.splitlines() if line.startswith("│ rnn"))
     assert "exploding" in row and "not reached" in row and "> 100" not in row
     assert "∞" not in row and "— (exploding)" in row
+
+
+def test_json_writes_minus_infinity_as_null():
+    """An annihilated direction (the zero-weight LSTM's h) is −inf: null in the JSON, which
+    stays strict JSON."""
+    import json
+
+    from gateflow.jobs._lyapunov import lyapunov_json
+    from gateflow.jobs._serialise import json_text
+
+    params = {k: np.zeros_like(v) for k, v in init_params("lstm", 2, 2).items()}
+    doc = json.loads(json_text(lyapunov_json(lyapunov("lstm", params, np.zeros((5, 1, 2))),
+                                             {})))
+    assert doc["exponents"][0][2:] == [None, None]
+    assert doc["exponents"][0][0] == pytest.approx(math.log(0.5))
+    assert doc["kaplan_yorke"] == [0.0] and doc["positive_sum"] == [0.0]

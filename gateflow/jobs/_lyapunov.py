@@ -37,11 +37,10 @@ def lyapunov_json(res, provenance: dict) -> dict[str, Any]:
         "cell": res.cell, "k": res.k, "steps": res.steps, "transient": res.transient,
         "state_dim": res.state_dim, "blocks": list(res.blocks),
         "units": "natural log per step",
-        "exponents": res.exponents.tolist(),
-        "running": {"steps": res.running_steps.tolist(),
-                    "exponents": res.running.tolist()},
-        "positive_sum": res.positive_sum.tolist(),
-        "kaplan_yorke": res.kaplan_yorke.tolist(),
+        "exponents": res.exponents,  # −inf (an annihilated direction) is written as null
+        "running": {"steps": res.running_steps, "exponents": res.running},
+        "positive_sum": res.positive_sum,
+        "kaplan_yorke": res.kaplan_yorke,
         "seed": provenance.get("seed"),
         "weights": provenance.get("weights_source"),
         "inputs": provenance.get("inputs_source"),
@@ -93,7 +92,7 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
         res = lyapunov(chosen, params, x, k=k, transient=transient, progress=bar.set)
     payloads: dict[Path, bytes] = {}
     if out is not None:
-        payloads[out] = (json_text(lyapunov_json(res, prov), plain=True) + "\n").encode()
+        payloads[out] = (json_text(lyapunov_json(res, prov)) + "\n").encode()
     if fig is not None:
         from gateflow.presentation._figures import lyapunov_figure
         from gateflow.presentation._plot import figure_bytes

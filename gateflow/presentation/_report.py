@@ -155,10 +155,9 @@ def _lyapunov_rows(data: Mapping) -> list[list[str]]:
     rows = [["RNN mean field ½ ln χ₁", f"{mf:.4f}", "—", "—", "—"]]
     for r in data["runs"]:
         if "lyapunov" in r:
-            med = r["lyapunov"]["median"]
-            rows.append([r["label"], *(f"{v:.4f}" if v != float("-inf") else "−∞"
-                                      for v in list(med[:4]) + [None] * (4 - len(med[:4]))
-                                      if v is not None)])
+            med = list(r["lyapunov"]["median"][:4])  # null in data.json: −inf
+            cells = ["−∞" if v is None or v == float("-inf") else f"{v:.4f}" for v in med]
+            rows.append([r["label"], *cells, *["—"] * (4 - len(cells))])
     return rows
 
 
