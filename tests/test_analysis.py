@@ -70,6 +70,11 @@ def test_fits_never_flatter(factor, regime):
         assert f.horizon is None and f.describe() == "exploding ×1.23/step"
 
 
+def test_a_short_window_does_not_make_a_fast_decay_neutral():
+    f = fit_decay(np.arange(1, 4), np.arange(1, 4) * math.log10(0.63))
+    assert f.regime == "vanishing" and f.efold == pytest.approx(-1 / math.log(0.63))
+
+
 def test_non_monotone_curve_is_named():
     """The report's LSTM b_f = 3 curve: 0.88 -> 0.38 (lag 121) -> 0.99 (lag 200)."""
     k = np.arange(1, 201)

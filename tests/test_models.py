@@ -292,3 +292,26 @@ def test_layer_cli_runs_the_layers_below_on_the_model_inputs(bidirectional, tmp_
     np.testing.assert_allclose(doc["blocks"]["h/h"]["log10_frobenius"],
                                want.blocks["h/h"]["log10_frobenius"], rtol=0, atol=1e-12)
     assert params["W_r"].shape == (N, h0.shape[2])
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--module", "foo"], r"holds one cell's parameters in gateflow's own names, not a model: "
+                          r"--module do not apply"),
+    (["--layer", "5", "--direction", "reverse"], r"not a model: --layer, --direction do not "
+                                                 r"apply"),
+])
+def test_model_options_on_a_gateflow_params_file_are_refused(args, match, sandbox):
+    from gateflow import init_params, save_params
+    from tests._hostile import assert_unchanged, snapshot
+
+    save_params("own.npz", "mgu", init_params("mgu", N, D))
+    before = snapshot(".")
+    for command in ("decay", "lyapunov"):
+        assert_clean_error(run_cli(command, "-w", "own.npz", "--cell", "mgu", *args, "-q",
+                                   "--json", "o.json"), match)
+    assert_unchanged(before, snapshot("."))
+
+
+def test_cell_pattern_without_cells_is_one_line(sandbox):
+    assert_clean_error(run_cli("decay", "--weights", "w_{cell}.npz", "--steps", 3),
+                       r"names one file per cell with \{cell\}; give the cells with --cell")

@@ -178,7 +178,7 @@ def _refit(curve, lags, threshold):
     data.json, derived here from its batch medians alone (a straight line through the
     finite log10 medians; null is an exactly zero norm, below any threshold). The regime
     rules, written out again: a turn of >= 0.3 decade on both sides of the moving average
-    over a tenth of the lags is non-monotone, a line
+    over a tenth of the lags is non-monotone, a line moving < 0.005 decade per step and
     moving < 0.5 decade over the window is neutral, else the slope's sign decides."""
     med = np.array([-np.inf if v is None else v for v in curve["log10_median"]])
     k = np.asarray(lags, dtype=float)
@@ -194,7 +194,8 @@ def _refit(curve, lags, threshold):
     turn = max(min(y[:lo + 1].max(), y[lo:].max()) - y[lo] if 0 < lo < len(y) - 1 else 0,
                y[hi] - max(y[:hi + 1].min(), y[hi:].min()) if 0 < hi < len(y) - 1 else 0)
     y = y_
-    regime = ("non-monotone" if turn >= 0.3 else "neutral" if abs(slope) * (kk[-1] - kk[0]) < 0.5
+    flat = abs(slope) * (kk[-1] - kk[0]) < 0.5 and abs(slope) < 0.005
+    regime = ("non-monotone" if turn >= 0.3 else "neutral" if flat
               else "vanishing" if slope < 0 else "exploding")
     below = np.nonzero(med < np.log10(threshold))[0]
     return {"factor": 10 ** slope, "regime": regime, "r2": r2,

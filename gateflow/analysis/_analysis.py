@@ -151,8 +151,11 @@ def summarize(log10: np.ndarray, lags: np.ndarray | None = None) -> Summary:
 VANISHING, EXPLODING, NEUTRAL, NON_MONOTONE, ZERO = (
     "vanishing", "exploding", "neutral", "non-monotone", "zero")
 REGIMES = (VANISHING, EXPLODING, NEUTRAL, NON_MONOTONE, ZERO)
-#: A curve that stays within this many decades over the fitted window is neutral.
+#: A curve whose line stays within this many decades over the fitted window, and moves by
+#: less than NEUTRAL_STEP decades per step, is neutral (a short window alone does not make a
+#: fast decay neutral).
 NEUTRAL_DECADES = 0.5
+NEUTRAL_STEP = 0.005  # 10^0.005: 1.2% per step
 #: A curve that falls and then rises (or rises and falls) by at least this many decades on
 #: both sides of its turning point is non-monotone: no single exponential describes it.
 TURN_DECADES = 0.3
@@ -218,7 +221,8 @@ def classify(lags, log10, slope: float) -> str:
       ≥ :data:`TURN_DECADES` to an interior minimum and rises again by as much (or the
       reverse), as a transient near s₀ does;
     * ``"neutral"``: the fitted line moves by less than :data:`NEUTRAL_DECADES` over the
-      window (neither vanishing nor exploding within the lags measured);
+      window and by less than :data:`NEUTRAL_STEP` decades per step (neither vanishing nor
+      exploding within the lags measured: an e-folding lag would be an extrapolation);
     * else ``"vanishing"`` (slope < 0) or ``"exploding"`` (slope > 0).
     """
     k = np.asarray(lags, dtype=float)
@@ -236,7 +240,8 @@ def classify(lags, log10, slope: float) -> str:
             else 0.0
         if max(valley, peak) >= TURN_DECADES:
             return NON_MONOTONE
-    if abs(slope) * (k[-1] - k[0] if k.size > 1 else 0.0) < NEUTRAL_DECADES:
+    span = k[-1] - k[0] if k.size > 1 else 0.0
+    if abs(slope) * span < NEUTRAL_DECADES and abs(slope) < NEUTRAL_STEP:
         return NEUTRAL
     return VANISHING if slope < 0 else EXPLODING
 

@@ -63,8 +63,8 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
     picks = [f for f, v in (("--module", module), ("--layer", layer),
                             ("--direction", direction)) if v is not None]
     if picks and weights is None:
-        raise GateflowError(f"{', '.join(picks)} pick a module of a model file; give the file "
-                            "with --weights FILE")
+        raise GateflowError(f"{', '.join(picks)} {'picks' if len(picks) == 1 else 'pick'} a "
+                            "module of a model file; give the file with --weights FILE")
     out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite)
     fig = None if plot_path is None else check_figure_path(plot_path, "--plot figure",
                                                           overwrite=overwrite)

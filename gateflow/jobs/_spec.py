@@ -200,6 +200,9 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     elif given:
         raise GateflowError(f"{', '.join(given)} {'picks' if len(given) == 1 else 'pick'} a "
                             "module of one model file, with one --cell or none")
+    elif named is None:
+        raise GateflowError(f"--weights {str(weights)!r} names one file per cell with "
+                            f"{CELL_FIELD}; give the cells with --cell NAME[,NAME...]")
     else:
         cells = named
     multi = len(cells) > 1

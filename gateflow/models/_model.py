@@ -195,6 +195,13 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
     dt = float_dtype(dtype)
     models = read_models(path, "params")
     if not models:
+        extra = [f for f, bad in (("--module", module is not None),
+                                  ("--layer", layer not in (None, 0, "0", "all")),
+                                  ("--direction", direction not in (None, "forward")))
+                 if bad]
+        if extra:
+            raise GateflowError(f"{label(path)} holds one cell's parameters in gateflow's own "
+                                f"names, not a model: {', '.join(extra)} do not apply")
         return _own_names(path, cell)
     model = _pick(models, module, path)
     base = _cell_for(model, cell)

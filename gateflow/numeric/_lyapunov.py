@@ -185,7 +185,8 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
                 total += np.log(np.abs(diag))
                 if (t - transient) % every == 0 or t == T:
                     run_steps.append(t)
-                    run_vals.append(total[:, :m] / (t - transient))
+                    now = np.sort(total / (t - transient), axis=1)[:, ::-1]
+                    run_vals.append(now[:, :m])  # the m largest so far, like the result
             state = {b: vals[b] for b in blocks}
             if not all(np.all(np.isfinite(v)) for v in state.values()):
                 raise GateflowError(f"the forward pass diverged at step {t}: the state is not "
