@@ -23,7 +23,7 @@ from gateflow._validate import choose
 from gateflow._version import __version__
 from gateflow.cells._library import CELLS, get_cell
 from gateflow.jobs._serialise import json_text
-from gateflow.jobs._spec import check_figure_path
+from gateflow.jobs._spec import check_figure_path, check_model_options
 
 __all__ = ["lyapunov_json", "run_lyapunov"]
 
@@ -57,14 +57,7 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
     from gateflow.models._model import select_model
     from gateflow.numeric._lyapunov import lyapunov
 
-    if cell is None and weights is None:
-        raise GateflowError("give --cell NAME, or --weights FILE of a model that says its cell "
-                            "(see gateflow inspect FILE)")
-    picks = [f for f, v in (("--module", module), ("--layer", layer),
-                            ("--direction", direction)) if v is not None]
-    if picks and weights is None:
-        raise GateflowError(f"{', '.join(picks)} {'picks' if len(picks) == 1 else 'pick'} a "
-                            "module of a model file; give the file with --weights FILE")
+    check_model_options(cell, weights, module, layer, direction)
     out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite)
     fig = None if plot_path is None else check_figure_path(plot_path, "--plot figure",
                                                           overwrite=overwrite)

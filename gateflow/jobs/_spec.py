@@ -20,8 +20,8 @@ from gateflow.cells._library import CELLS, get_cell
 from gateflow.jobs._contract import DEFAULT_NORMS
 from gateflow.numeric._observers import NORMS
 
-__all__ = ["CELL_FIELD", "DecaySpec", "check_figure_path", "decay_spec", "parse_lags",
-           "per_cell", "plan_outputs"]
+__all__ = ["CELL_FIELD", "DecaySpec", "check_figure_path", "check_model_options",
+           "decay_spec", "parse_lags", "per_cell", "plan_outputs"]
 
 CELL_FIELD = "{cell}"
 FIGURE_FORMATS = ("png", "svg")
@@ -156,6 +156,25 @@ def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra
     return files, figs
 
 
+def _picks(given: list[str]) -> str:
+    return f"{', '.join(given)} {'picks' if len(given) == 1 else 'pick'} a module"
+
+
+def check_model_options(cells, weights, module, layer, direction) -> list[str]:
+    """The checks every job reading a model file shares (``decay``, ``lyapunov``): a cell
+    or a weights file is needed, and ``--module/--layer/--direction`` need the file.
+    Returns the model options given."""
+    given = [k for k, v in (("--module", module), ("--layer", layer),
+                            ("--direction", direction)) if v is not None]
+    if cells is None and weights is None:
+        raise GateflowError("give --cell NAME, or --weights FILE of a model that says its cell "
+                            "(see gateflow inspect FILE)")
+    if given and weights is None:
+        raise GateflowError(f"{_picks(given)} of a model file; give the file with "
+                            "--weights FILE")
+    return given
+
+
 def _threshold(value) -> float:
     try:
         threshold = float(value)
@@ -182,14 +201,7 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     from gateflow.models._model import select_model
     from gateflow.numeric._backend import get_dtype, get_xp
 
-    picks = {"--module": module, "--layer": layer, "--direction": direction}
-    given = [k for k, v in picks.items() if v is not None]
-    if cells is None and weights is None:
-        raise GateflowError("give --cell NAME, or --weights FILE of a model that says its cell "
-                            "(see gateflow inspect FILE)")
-    if given and weights is None:
-        raise GateflowError(f"{', '.join(given)} {'picks' if len(given) == 1 else 'pick'} a "
-                            "module of a model file; give the file with --weights FILE")
+    given = check_model_options(cells, weights, module, layer, direction)
     named = None if cells is None else choose_many(cells, tuple(CELLS), "cell")
     selection = None
     if weights is not None and str(weights).strip() and (named is None or len(named) == 1) \
@@ -198,8 +210,7 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
                                  cell=None if named is None else named[0])
         cells = (selection.cell.name,)
     elif given:
-        raise GateflowError(f"{', '.join(given)} {'picks' if len(given) == 1 else 'pick'} a "
-                            "module of one model file, with one --cell or none")
+        raise GateflowError(f"{_picks(given)} of one model file, with one --cell or none")
     elif named is None:
         raise GateflowError(f"--weights {str(weights)!r} names one file per cell with "
                             f"{CELL_FIELD}; give the cells with --cell NAME[,NAME...]")
