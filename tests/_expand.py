@@ -45,9 +45,11 @@ class Expansion:
         return sp.Matrix(self.prev[s])
 
     def jacobian(self, block: str) -> sp.Matrix:
-        """Brute-force ∂X_t/∂Y_{t−1} for ``block = "X/Y"`` (rows = outputs)."""
+        """Brute-force ∂X_t/∂Y_{t−1} for ``block = "X/Y"`` (rows = outputs), or ∂X_t/∂x_t
+        (n × d) for ``"X/x"``."""
         out, inp = block.split("/")
-        return self.new_vector(out).jacobian(self.prev_vector(inp))
+        wrt = sp.Matrix(self.x) if inp == INPUT else self.prev_vector(inp)
+        return self.new_vector(out).jacobian(wrt)
 
     def unit(self, expr: sp.Expr, a: int) -> sp.Expr:
         """``expr`` (an elementwise expression in node, product, parameter and previous-state

@@ -25,7 +25,7 @@ runner = CliRunner()
 ALL = sorted(CELLS)
 META_KEYS = {"format", "format_version", "gateflow_version", "cell", "lags", "norms", "layout",
              "blocks", "direct", "direct_means", "null_means", "seed", "dtype", "backend",
-             "shapes", "weights", "inputs"}
+             "shapes", "weights", "input_data", "input_lags", "inputs"}
 
 
 def invoke(*args):
@@ -78,7 +78,7 @@ def test_lstm_blocks_and_values(tmp_path):
     assert doc["weights"] == {"source": "init", "n": 3, "d": 2, "seed": 0, "scheme": "pytorch",
                               "sigma_w": 1.0, "sigma_v": 1.0, "sigma_b": 0.0, "gate_bias": None,
                               "chrono": None}
-    assert doc["inputs"] == {"source": "init", "T": 5, "B": 2, "d": 2, "dist": "normal",
+    assert doc["input_data"] == {"source": "init", "T": 5, "B": 2, "d": 2, "dist": "normal",
                              "scale": 1.0, "seed": 1}
     # the numbers are all_lags' on the same generated data
     res = all_lags("lstm", init_params("lstm", 3, 2, seed=0), make_inputs(5, 2, 2, seed=1))
@@ -146,7 +146,7 @@ def test_files_as_sources_and_zero_jacobian_is_null(tmp_path):
     assert doc["blocks"]["h/h"]["log10_frobenius"] == [[None, None]] * 6
     assert doc["blocks"]["h/h"]["log10_spectral"] == [[None, None]] * 6
     assert doc["seed"] is None
-    for key, path in (("weights", w), ("inputs", x)):
+    for key, path in (("weights", w), ("input_data", x)):
         model = {"module": "", "kind": "nn.RNN", "framework": "PyTorch", "layer": 0,
                  "direction": "forward"} if key == "weights" else {}
         assert doc[key] == {"source": "file", "path": str(path),
@@ -161,7 +161,7 @@ def test_generated_inputs_take_d_from_weight_file(tmp_path):
     _ok(invoke("--cell", "gru", "--weights", w, "--steps", 4, "--batch", 1, "--json", out, "-q"))
     doc = json.loads(out.read_text())
     assert doc["shapes"] == {"T": 4, "B": 1, "n": 3, "d": 5}
-    assert doc["weights"]["source"] == "file" and doc["inputs"]["source"] == "init"
+    assert doc["weights"]["source"] == "file" and doc["input_data"]["source"] == "init"
 
 
 def test_same_seed_bit_identical_other_seed_differs(tmp_path):
@@ -274,7 +274,7 @@ BAD = {
                                 f["x"]),
     "missing weights file": lambda f: ("--cell", "lstm", "--weights", "nope.safetensors",
                                        "--inputs", f["x"]),
-    "unknown block": lambda f: (*small(), "--blocks", "h/h,c/x"),
+    "unknown block": lambda f: (*small(), "--blocks", "h/h,c/y"),
     "block of another cell": lambda f: (*small("gru"), "--blocks", "c/c"),
     "unknown norm": lambda f: (*small(), "--norms", "frobenius,nuclear"),
     "empty norm list": lambda f: (*small(), "--norms", ","),
@@ -314,8 +314,8 @@ BAD_MESSAGE = {
     "pt list": "holds a list, not a state_dict",
     "pt checkpoint": "entry 'step' is a int, not a tensor",
     "missing weights file": "'nope.safetensors' not found",
-    "unknown block": "unknown block 'c/x' (did you mean",
-    "block of another cell": "unknown block 'c/c' (valid: h/h)",
+    "unknown block": "unknown block 'c/y' (did you mean",
+    "block of another cell": "unknown block 'c/c' (valid: h/h, h/x)",
     "unknown norm": "unknown norm 'nuclear'",
     "empty norm list": "no norm chosen",
     "unknown cell": "unknown cell 'lstn' (did you mean 'lstm'?)",

@@ -18,6 +18,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, GateflowError, LinOp, Term, derive, get_cell
+from gateflow.symbolic._derive import derive_input
 from gateflow.cells._functions import relu, sigmoid
 
 D = 2
@@ -120,6 +121,40 @@ def test_block_matches_brute_force(name, block, n, chained):
     structured = op.to_matrix(n, e.unit, e.weights, explicit)
     assert structured.shape == (n, n)
     assert_zero(structured - explicit[block])
+
+
+INPUT_CASES = [(name, f"{s}/x") for name, cell in CELLS.items() for s in cell.state]
+
+
+@pytest.mark.parametrize("d", [1, 3])
+@pytest.mark.parametrize("chained", [False, True], ids=["expanded", "chained"])
+@pytest.mark.parametrize("name,block", INPUT_CASES, ids=[f"{c}:{b}" for c, b in INPUT_CASES])
+def test_input_block_matches_brute_force(name, block, chained, d):
+    """∂X_t/∂x_t (n × d, d ≠ n) from ``derive_input`` equals SymPy's Jacobian of the
+    expanded step with respect to x."""
+    n = 2
+    e = expansion(name, n, d)
+    explicit = {b: e.jacobian(b) for b in derive_input(name).blocks}
+    op = derive_input(name).block(block, chained=chained)
+    structured = op.to_matrix(n, e.unit, e.weights, explicit, cols=d)
+    assert structured.shape == (n, d)
+    assert explicit[block] != sp.zeros(n, d)  # x reaches every state block of every cell
+    assert_zero(structured - explicit[block])
+
+
+def test_input_structure_roots_at_x():
+    """The input derivation's sources are the x-dependent products (minimalRNN's U_z z
+    included, through z = tanh(W_x x + b_z)), never a previous state."""
+    s = derive_input("minimalrnn")
+    assert s.wrt == ("x",) and s.is_input
+    assert [m.symbol.name for m in s.products] == ["W_x__x", "U_z__z"]
+    assert s.blocks == ("h/x",)
+    lstm = derive_input("lstm")
+    assert {m.weight for m in lstm.products} == {"W_i", "W_f", "W_g", "W_o"}
+    with pytest.raises(GateflowError, match="no block 'h/h'"):
+        lstm.block("h/h")
+    with pytest.raises(GateflowError, match="no block 'h/x'"):
+        derive("lstm").block("h/x")
 
 
 @pytest.mark.parametrize("name", list(CELLS))

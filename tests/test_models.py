@@ -211,7 +211,7 @@ def test_reverse_direction_batch_first_inputs_and_s0(tmp_path, sandbox):
                   "--batch-first", "--s0", "s0.npz", "--json", "r.json", "-q")
     assert out.exit_code == 0, out.stderr
     doc = json.loads(Path("r.json").read_text())
-    assert doc["inputs"]["batch_first"] and doc["inputs"]["time_reversed"]
+    assert doc["input_data"]["batch_first"] and doc["input_data"]["time_reversed"]
     cell, params = load_model("m.pt", direction="reverse")
     want = all_lags(cell, params, np.swapaxes(xb, 0, 1)[::-1], s0={"h": s0})
     np.testing.assert_allclose(doc["blocks"]["h/h"]["log10_frobenius"],
@@ -224,7 +224,8 @@ def test_reverse_direction_batch_first_inputs_and_s0(tmp_path, sandbox):
     (["--module", "encoder.rnn", "--layer", "2"], r"--layer 2 is out of range: .* 2 layer"),
     (["--module", "encoder.rnn", "--layer", "x"], r"--layer 'x' is out of range"),
     (["--module", "decoder", "--direction", "reverse"], r"has only the forward direction"),
-    (["--module", "decoder", "--direction", "up"], r"--direction must be forward or reverse"),
+    (["--module", "decoder", "--direction", "up"], r"unknown direction 'up' \(valid: forward, "
+                                                   r"reverse\)"),
     (["--module", "decoder", "--cell", "lstm"], r"--cell lstm contradicts the file: .*is cell "
                                                 r"'gru'"),
     ([], r"holds 2 recurrent modules \('encoder.rnn', 'decoder'\); pick one with --module"),
@@ -282,7 +283,7 @@ def test_layer_cli_runs_the_layers_below_on_the_model_inputs(bidirectional, tmp_
                   "--json", "l1.json", "-q")
     assert out.exit_code == 0, out.stderr
     doc = json.loads(Path("l1.json").read_text())
-    assert doc["inputs"]["layer_inputs"] == "h of layers 0..0, run on these inputs"
+    assert doc["input_data"]["layer_inputs"] == "h of layers 0..0, run on these inputs"
     one = torch.nn.GRU(D, N, bidirectional=bidirectional).double()  # the module's layer 0
     one.load_state_dict({k: v for k, v in m.state_dict().items() if "_l0" in k})
     with torch.no_grad():

@@ -171,8 +171,12 @@ def equations_latex(cell: Cell) -> str:
 
 
 def partial(block: str, fmt: str, lag: int = 1) -> str:
+    """∂X_t/∂Y_{t−lag} for ``block = "X/Y"``; an input block ``"X/x"`` is ∂X_t/∂x_t (x_t
+    is read at step t: its lag is one less than a state's)."""
     out, inp = block.split("/")
-    prev = f"t-{lag}"
+    if inp == INPUT:
+        lag -= 1
+    prev = "t" if lag == 0 else f"t-{lag}"
     if fmt == "text":
         return f"∂{out}_t/∂{inp}_{{{prev.replace('-', '−')}}}"
     return rf"\frac{{\partial {out}_t}}{{\partial {inp}_{{{prev}}}}}"

@@ -259,6 +259,12 @@ class Cell:
         return tuple(f"{a}/{b}" for a in self.state for b in self.state)
 
     @property
+    def input_blocks(self) -> tuple[str, ...]:
+        """Input-sensitivity blocks ``"X/x"``, in state order: ∂X_T/∂x_{T−k} at input lag
+        k = 0..T−1 (x_T, the last input, is read by step T: lag 0)."""
+        return tuple(f"{s}/{INPUT}" for s in self.state)
+
+    @property
     def memory_state(self) -> str:
         """The state block that carries the cell's memory, whose direct path s_{t−1} → s_t
         is the gated cell path: the cell state ``c`` if the cell has one, else its last

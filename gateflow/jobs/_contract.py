@@ -9,19 +9,26 @@ JSON contract (``gateflow decay --json``), one object:
   after t inputs, s_0 the initial state, so lag k = T compares with s_0. The keys are the
   observers' (:data:`gateflow.numeric._observers.OBSERVERS`, ``Observer.key``), in
   registry order.
+* ``"inputs"``: ``{"X/x": {...same keys...}}``, the log10 norms of ∂X_T/∂x_{T−k}, the
+  input sensitivity (empty unless asked for with ``--blocks h/x``): index ``i`` is input
+  lag ``k = i`` (``"input_lags"``: ``[0, ..., T−1]``; x_T, the last input, is lag 0).
 * ``"direct"``: ``{"s": {...same keys...}}``, the cell-path-only product ∏ diag(direct
   coefficient of ∂s_t/∂s_{t−1}) for each state block that has one (LSTM ``"c"``: ∏ diag(f);
   GRU ``"h"``: ∏ diag(z)).
 * ``null`` stands for an exactly zero Jacobian (log10 0 = −inf); the file says so in
   ``"null_means": "exactly zero"``. NaN/Infinity never appear (:mod:`._serialise`).
 * Metadata: ``"gateflow_version"``, ``"seed"``, ``"dtype"``, ``"backend"``, ``"shapes"``
-  (``T, B, n, d``), ``"weights"`` and ``"inputs"`` (``{"source": "file", "path", "sha256"}``,
-  ``{"source": "init", ...config}``, ``{"source": "array"}`` for in-memory data).
+  (``T, B, n, d``), ``"weights"`` and ``"input_data"`` (``{"source": "file", "path",
+  "sha256"}``, ``{"source": "init", ...config}``, ``{"source": "array"}`` for in-memory
+  data).
+* ``"format_version"`` 2: the input sensitivity took the key ``"inputs"``, which version 1
+  used for the inputs' provenance (now ``"input_data"``).
 
 CSV (``--csv``): header ``block,lag,batch`` then one column per default norm
 (``log10_frobenius,log10_spectral``) and per other registered norm measured (its key), one
-row per (block, lag, batch element), blocks first, then the direct products as block
-``"<s>|direct"`` (e.g. ``c|direct``). An exactly zero Jacobian is ``-inf``; a norm not
+row per (block, lag, batch element), blocks first, then the input blocks ``"X/x"`` (their
+lag column is the input lag 0..T−1), then the direct products as block ``"<s>|direct"``
+(e.g. ``c|direct``). An exactly zero Jacobian is ``-inf``; a norm not
 measured is empty.
 
 Files are written atomically and all-or-nothing (:func:`gateflow._io.write_files`).
@@ -51,7 +58,7 @@ __all__ = ["DEFAULT_NORMS", "DIRECT_SUFFIX", "DecayResult", "csv_bytes", "json_b
 DEFAULT_NORMS = NORMS[:2]
 
 FORMAT = "gateflow-decay"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NULL_MEANS = "exactly zero"
 DIRECT_SUFFIX = "|direct"
 CSV_HEADER = ("block", "lag", "batch")
@@ -86,12 +93,17 @@ class DecayResult:
         """The JSON keys / CSV columns of the norms measured (the observers' keys)."""
         return [OBSERVERS[nm].key for nm in self.norms]
 
+    def _groups(self) -> list[tuple[str, dict, int]]:
+        """(name, norms by key, first lag) of every block, input block and direct product
+        (named ``"<s>|direct"``), in file order."""
+        return [*((b, dd, 1) for b, dd in self.chain.blocks.items()),
+                *((b, dd, 0) for b, dd in self.chain.inputs.items()),
+                *((s + DIRECT_SUFFIX, dd, 1) for s, dd in self.chain.direct.items())]
+
     def series(self) -> Iterator[tuple[str, str, np.ndarray]]:
-        """(name, norm, (T, B) array) for every block, then every direct product
-        (named ``"<s>|direct"``)."""
-        groups = [*self.chain.blocks.items(),
-                  *((s + DIRECT_SUFFIX, dd) for s, dd in self.chain.direct.items())]
-        for name, dd in groups:
+        """(name, norm, (T, B) array) for every block, input block, then every direct
+        product (named ``"<s>|direct"``)."""
+        for name, dd, _ in self._groups():
             for nm in self.norms:
                 if OBSERVERS[nm].key in dd:  # a direct product has only the diagonal norms
                     yield name, nm, np.asarray(dd[OBSERVERS[nm].key])
@@ -117,8 +129,11 @@ class DecayResult:
             "lags": [int(k) for k in self.chain.lags],
             "norms": list(self.norms),
             "layout": "blocks[X/Y][norm][k-1][b] = log10 of the norm of dX_T/dY_{T-k} "
-                      "for batch element b",
+                      "for batch element b; inputs[X/x][norm][k][b] = log10 of the norm of "
+                      "dX_T/dx_{T-k} (input lag k = 0..T-1)",
             "blocks": {b: {k: dd[k] for k in self.keys} for b, dd in self.chain.blocks.items()},
+            "input_lags": [int(k) for k in self.chain.input_lags],
+            "inputs": {b: {k: dd[k] for k in self.keys} for b, dd in self.chain.inputs.items()},
             "direct": {s: {k: dd[k] for k in self.keys if k in dd}
                        for s, dd in self.chain.direct.items()},
             "direct_means": "cell-path-only product: prod over steps of diag(direct coefficient "
@@ -129,22 +144,20 @@ class DecayResult:
             "backend": str(m["backend"]),
             "shapes": self.shapes,
             "weights": self.weights_source,
-            "inputs": self.inputs_source,
+            "input_data": self.inputs_source,
         })
 
     def csv_rows(self) -> Iterator[tuple[str, ...]]:
         """Rows ``(block, lag, batch, <one column per registered norm>)`` as strings."""
         self.check_finite()
         T, B = self.shapes["T"], self.shapes["B"]
-        groups = [*self.chain.blocks.items(),
-                  *((s + DIRECT_SUFFIX, dd) for s, dd in self.chain.direct.items())]
-        for name, dd in groups:
+        for name, dd, first in self._groups():
             text = [[[csv_cell(v) for v in row] for row in np.asarray(dd[OBSERVERS[nm].key])
                      .tolist()] if nm in self.norms and OBSERVERS[nm].key in dd else None
                     for nm in self.columns]
             for k in range(T):
                 for b in range(B):
-                    yield (name, str(k + 1), str(b),
+                    yield (name, str(k + first), str(b),
                            *("" if t is None else t[k][b] for t in text))
 
 

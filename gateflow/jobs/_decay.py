@@ -82,7 +82,7 @@ def decay(cell, params: dict, x, *, blocks=None, norms=DEFAULT_NORMS, dtype: str
 
     cell = get_cell(cell)
     if isinstance(blocks, str):
-        blocks = choose_many(blocks, cell.blocks, "block")
+        blocks = choose_many(blocks, (*cell.blocks, *cell.input_blocks), "block")
     norms = choose_many(norms, NORMS, "norm")  # a name list or a comma string, at least one
     res = all_lags(cell, params, x, blocks=blocks, norms=norms, dtype=dtype, backend=backend,
                    progress=progress, **chain_opts)

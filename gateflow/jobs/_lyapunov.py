@@ -33,7 +33,7 @@ FORMAT = "gateflow-lyapunov"
 def lyapunov_json(res, provenance: dict) -> dict[str, Any]:
     """The JSON document of a :class:`~gateflow.numeric._lyapunov.LyapunovResult`."""
     return {
-        "format": FORMAT, "format_version": 1, "gateflow_version": __version__,
+        "format": FORMAT, "format_version": 2, "gateflow_version": __version__,
         "cell": res.cell, "k": res.k, "steps": res.steps, "transient": res.transient,
         "state_dim": res.state_dim, "blocks": list(res.blocks),
         "units": "natural log per step",
@@ -43,7 +43,7 @@ def lyapunov_json(res, provenance: dict) -> dict[str, Any]:
         "kaplan_yorke": res.kaplan_yorke,
         "seed": provenance.get("seed"),
         "weights": provenance.get("weights_source"),
-        "inputs": provenance.get("inputs_source"),
+        "input_data": provenance.get("inputs_source"),
     }
 
 

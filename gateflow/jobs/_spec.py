@@ -232,7 +232,8 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     block_t: dict[str, tuple[str, ...] | None] = {}
     for c in cells:
         cell = get_cell(c)
-        chosen = None if blocks is None else choose_many(blocks, cell.blocks, "block")
+        chosen = None if blocks is None else choose_many(
+            blocks, (*cell.blocks, *cell.input_blocks), "block")
         block_t[c] = chosen
         mb = cell.memory_block
         if figs and chosen is not None and mb not in chosen:

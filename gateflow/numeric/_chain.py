@@ -16,6 +16,13 @@ its norm leaves a dtype-dependent safe range it is renormalised and the factor m
 the log (:class:`~gateflow.numeric._renorm.RowScale`, a pluggable renormaliser), so
 T = 10 000 neither underflows nor overflows in the vanishing or the exploding regime.
 
+Input sensitivity ∂X_T/∂x_{T−k} (blocks ``"X/x"``, k = 0..T−1) comes from the same sweep:
+before step k multiplies by J_t (t = T−k+1), the rows G = ∂X_T/∂s_t are pulled back once
+more through the input Jacobian ∂s_t/∂x_t (:func:`~gateflow.symbolic._derive.derive_input`,
+its own compiled plan), one GEMM per group of products on x:
+
+    G_x = G · ∂s_t/∂x_t = ∂X_T/∂x_t        (lag T − t = k − 1)
+
 The sweep itself measures nothing: after each step it hands G and its log scales to
 observers (:mod:`gateflow.numeric._measure`): the registered norms
 (:mod:`gateflow.numeric._observers`: Frobenius, spectral, …), the singular values at
@@ -39,7 +46,7 @@ from gateflow._memory import check_fits
 from gateflow._validate import choose_many, closest, real_array, shown, whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_params
-from gateflow.cells._record import Cell
+from gateflow.cells._record import INPUT, Cell
 from gateflow.cells._stack import depends, needed, restrict
 from gateflow.numeric._backend import get_backend, get_dtype
 from gateflow.numeric._compile import Bound, Compiled, GroupStep, Scatter, compile_cell
@@ -76,15 +83,26 @@ class ChainResult:
     probe: np.ndarray | None = None  # (T, B) log10 ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂
     states: dict[str, np.ndarray] | None = None  # s_0..s_T per block, (T+1, B, n)
     meta: dict = field(default_factory=dict)
+    #: Input sensitivity: "h/x" -> norms of ∂h_T/∂x_{T−k}, (T, B), index k = input lag k
+    #: (0..T−1, :attr:`input_lags`), keyed like :attr:`blocks`. Empty unless asked for.
+    inputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def input_lags(self) -> np.ndarray:
+        """The input lags 0..T−1 (x_T, the last input, is lag 0)."""
+        return self.lags - 1
 
 
 def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outputs: int,
-                   itemsize: int, spectral: bool) -> int:
-    """Peak memory of :func:`all_lags`, from the shapes alone (checked before allocating)."""
+                   itemsize: int, spectral: bool, inputs: bool = False) -> int:
+    """Peak memory of :func:`all_lags`, from the shapes alone (checked before allocating);
+    ``inputs``: input-sensitivity blocks asked for (a second pull-back onto x each step)."""
     S = len(cell.state)
     G = max(1, len(cell.matrices))
     trajectory = (T + 1) * B * S * n + T * B * d
     working = B * rows * S * n * 4 + B * rows * G * n + B * n * (3 * len(cell.equations) + G) * 2
+    if inputs:
+        working += B * rows * (S * n * 2 + G * n + 2 * d)
     gram = 3 * B * n * n if spectral else 0
     return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
 
@@ -167,10 +185,13 @@ def _check(stop) -> None:
         raise _Stopped
 
 
-def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None) -> dict:
+def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None,
+        inputs: Compiled | None = None) -> dict:
     """Forward pass: the states s_0..s_T, per block, (T+1, B, n), on the backend. With a
-    list ``coefs``, also append each step's Jacobian coefficients to it (index t−1). With a
-    ``threading.Event`` ``stop``, give up at the next step once it is set."""
+    list ``coefs``, also append each step's Jacobian coefficients to it (index t−1): with
+    ``inputs`` (the input Jacobian's plan), the pair (state coefficients, input
+    coefficients). With a ``threading.Event`` ``stop``, give up at the next step once it
+    is set."""
     xp, dt, n = bound.xp, bound.c.dtype, bound.n
     T, B, _ = x.shape
     states = {b: xp.empty((T + 1, B, n), dtype=dt) for b in bound.c.cell.state}
@@ -183,7 +204,8 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None) -> dict:
             for b in states:
                 states[b][t] = vals[b]
             if coefs is not None:
-                coefs.append(bound.coefficients(vals))
+                coefs.append(bound.coefficients(vals) if inputs is None else
+                             (bound.coefficients(vals), bound.coefficients(vals, inputs)))
     for b, traj in states.items():
         finite = xp.all(xp.isfinite(traj.reshape(T + 1, -1)), axis=1)
         if not bool(xp.all(finite)):
@@ -233,6 +255,8 @@ class _Sweep:
     """
 
     def __init__(self, comp: Compiled, bound: Bound, B: int, rows: int):
+        """``comp`` gives the reverse plan (the state Jacobian's, or the input Jacobian's:
+        the same forward pass, so ``bound``'s stacked weights serve both)."""
         self.comp, self.bound, self.xp = comp, bound, bound.xp
         self.B, self.rows, n = B, rows, bound.n
         xp, dt = self.xp, comp.dtype
@@ -342,7 +366,9 @@ def all_lags(
         blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default every block
             that can be nonzero (:func:`nonzero_blocks`: all of a single cell's). Only the
             rows of the output blocks asked for are carried, each through the part of the
-            recurrence it depends on (a stack's layer l through layers 0..l only).
+            recurrence it depends on (a stack's layer l through layers 0..l only). Input
+            blocks ``"X/x"`` (``cell.input_blocks``: ∂X_T/∂x_{T−k}, k = 0..T−1) are measured
+            in the same sweep when asked for, into :attr:`ChainResult.inputs`.
         norms: names of registered norms (:data:`NORMS`, see
             :mod:`gateflow.numeric._observers`): ``"frobenius"``, ``"spectral"`` (largest
             singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
@@ -368,10 +394,12 @@ def all_lags(
     x_host = real_array(x, "inputs")
     T, B = _check_input_shape(x_host, d)
     blocks = nonzero_blocks(cell) if blocks is None else choose_many(
-        blocks, cell.blocks, "block", allow_empty=True)
+        blocks, (*cell.blocks, *cell.input_blocks), "block", allow_empty=True)
     if not blocks and probe is None:
         raise GateflowError(f"nothing to compute: choose at least one block of "
-                            f"{', '.join(cell.blocks)}, or give a probe")
+                            f"{', '.join((*cell.blocks, *cell.input_blocks))}, or give a probe")
+    in_blocks = tuple(b for b in blocks if b in cell.input_blocks)
+    state_blocks = tuple(b for b in blocks if b not in cell.input_blocks)
     norms = choose_many(norms, tuple(OBSERVERS), "norm")  # the registry, as it is now
     singular_lags = _check_lags(singular_lags, T)
     if threads is not None:
@@ -389,7 +417,8 @@ def all_lags(
     direct_norms = resolve((*DEFAULT_NORMS, *norms))  # the direct path: always the defaults
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
-                          any(o.name == "spectral" for o in observers) or bool(singular_lags))
+                          any(o.name == "spectral" for o in observers) or bool(singular_lags),
+                          inputs=bool(in_blocks))
     have = be.available_memory()
     check_fits(need, backend=be.name)
     if not np.all(np.isfinite(x_host)):
@@ -408,6 +437,7 @@ def all_lags(
                           need=need)
 
     comp = compile_cell(cell, be.name, dt.name)
+    comp_in = compile_cell(cell, be.name, dt.name, inputs=True) if in_blocks else None
     bound = Bound(comp, params, n)
     xp = be.xp
     xd = be.asarray(x, dtype=dt)
@@ -438,17 +468,19 @@ def all_lags(
     cores = threads or _cpu_count()
     workers = max(1, min(cores, B)) if be.threaded else 1
     blas = max(1, cores // workers) if be.threaded else None
-    kept = len(comp.layout) * T * B * n * dt.itemsize
+    kept = (len(comp.layout) + (len(comp_in.layout) if comp_in else 0)) * T * B * n * dt.itemsize
     keep = kept <= min(_KEEP_BYTES, 0.1 * have)
     stop = threading.Event()  # set to abandon the run: worker threads check it every step
     cuts = [B * i // workers for i in range(workers + 1)]
     parts = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
 
     def job(i: int, part: slice) -> dict:
+        inputs = None if comp_in is None else _Inputs(
+            comp_in, in_blocks, {o.name: o.measure() for o in observers})
         return _sweep_chunk(
             comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
-            None if probe is None else probe[part], blocks, measures(), RowScale(), out_blocks,
-            keep, progress if i == 0 else None, workers == 1, stop)
+            None if probe is None else probe[part], state_blocks, measures(), RowScale(),
+            out_blocks, keep, progress if i == 0 else None, workers == 1, stop, inputs)
 
     with _blas_threads(blas):  # process-wide (np.errstate, by contrast, is per thread)
         if workers == 1:
@@ -465,10 +497,14 @@ def all_lags(
                     raise
 
     res = _concat([c["measures"] for c in chunks], chunks[0]["axes"])
+    res_in = _concat([c["inputs"] for c in chunks], 1) if in_blocks else {}
     return ChainResult(
         cell=cell.name,
         lags=np.arange(1, T + 1),
-        blocks={b: {o.key: res[o.name][b] for o in observers if o.name in norms} for b in blocks},
+        blocks={b: {o.key: res[o.name][b] for o in observers if o.name in norms}
+                for b in state_blocks},
+        inputs={b: {o.key: res_in[o.name][b] for o in observers if o.name in norms}
+                for b in in_blocks},
         direct=res[_DIRECT],
         singular_values=res.get(_SVALS, {}),
         probe=res.get(_PROBE),
@@ -491,8 +527,9 @@ def _row_groups(cell: Cell, blocks) -> dict[tuple[str, ...], list[str]]:
     block, their input block and everything those read): each group's rows are carried
     through that part only. A single cell needs all of itself: one group."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for b in blocks:
-        groups.setdefault(needed(cell, b.split("/")), []).append(b)
+    for b in blocks:  # an input block "X/x" needs X's part (x feeds the bottom layer)
+        ends = [s for s in b.split("/") if s in cell.state]
+        groups.setdefault(needed(cell, ends), []).append(b)
     return groups
 
 
@@ -515,6 +552,7 @@ def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need
     merged: dict = {"blocks": {}, "direct": {}, "singular_values": {}, "states": {}}
     for part in parts:
         merged["blocks"].update(part.blocks)
+        merged["blocks"].update(part.inputs)
         for b, norms in part.direct.items():
             merged["direct"].setdefault(b, norms)
         for k, svs in part.singular_values.items():
@@ -523,7 +561,8 @@ def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need
     order = [b for bs in groups.values() for b in bs]
     return ChainResult(
         cell=cell.name, lags=parts[0].lags,
-        blocks={b: merged["blocks"][b] for b in order},
+        blocks={b: merged["blocks"][b] for b in order if b not in cell.input_blocks},
+        inputs={b: merged["blocks"][b] for b in order if b in cell.input_blocks},
         direct={s: merged["direct"][s] for s in cell.state if s in merged["direct"]},
         singular_values=merged["singular_values"], probe=None,
         states={s: merged["states"][s] for s in cell.state if s in merged["states"]}
@@ -555,22 +594,34 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+@dataclass
+class _Inputs:
+    """The input-sensitivity part of a sweep: the input Jacobian's plan, the blocks
+    ``"X/x"`` asked for, and fresh norm measures for them (name -> BlockNorm)."""
+
+    comp: Compiled
+    blocks: tuple[str, ...]
+    measures: dict
+
+
 def _sweep_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,
                  renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
-                 stop=None) -> dict:
+                 stop=None, inputs: _Inputs | None = None) -> dict:
     """Forward pass and backward sweep for one slice of the batch; host arrays out."""
     with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
         return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, measures, renorm,
-                                 out_blocks, keep, progress, single, stop)
+                                 out_blocks, keep, progress, single, stop, inputs)
 
 
 def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,
                       renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
-                      stop=None) -> dict:
+                      stop=None, inputs: _Inputs | None = None) -> dict:
     """Run the slice forward, then backwards k = 1..T, handing every step to ``measures``
     (name -> :class:`~gateflow.numeric._measure.Measure`, observed in that order) and
-    renormalising with ``renorm`` after they have looked. Returns ``{"measures": name ->
-    finish(), "axes": name -> batch axis, "states": block -> (T+1, B, n)}``."""
+    renormalising with ``renorm`` after they have looked. With ``inputs``, each step first
+    pulls the rows back onto x_t and hands that to the input measures. Returns
+    ``{"measures": name -> finish(), "axes": name -> batch axis, "inputs": name ->
+    finish(), "states": block -> (T+1, B, n)}``."""
     xp, dt, n = bound.xp, comp.dtype, bound.n
     cell = comp.cell
     T, B, _ = xd.shape
@@ -580,7 +631,7 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
     # are process-wide, so with several workers they all share the outer setting, 1 thread
     # each whenever B ≥ threads.)
     with _blas_threads(1) if single else nullcontext():
-        states = run(bound, xd, s0, stored, stop)
+        states = run(bound, xd, s0, stored, stop, None if inputs is None else inputs.comp)
 
     # Seed: the identity on the rows of each output block, plus the probe row.
     A = {s: xp.zeros((B, rows, n), dtype=dt) for s in cell.state}
@@ -603,6 +654,12 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
     for m in measures.values():
         m.init(ctx)
     sweep = _Sweep(comp, bound, B, rows)
+    if inputs is not None:
+        # The rows pulled back onto x_t: a block "X/x" reads G["x"][:, rows of X, :].
+        ctx_in = Context(comp.be, dt, T, B, n, (INPUT,), inputs.blocks, row_of)
+        for m in inputs.measures.values():
+            m.init(ctx_in)
+        sweep_in = _Sweep(inputs.comp, bound, B, rows)
 
     for k in range(1, T + 1):
         _check(stop)
@@ -610,8 +667,21 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
         if stored is not None:
             coefs, stored[t - 1] = stored[t - 1], None  # free as we go
         else:
-            coefs = bound.coefficients(bound.step(xd[t - 1], {s: states[s][t - 1]
-                                                              for s in cell.state}))
+            vals = bound.step(xd[t - 1], {s: states[s][t - 1] for s in cell.state})
+            coefs = bound.coefficients(vals)
+            if inputs is not None:
+                coefs = (coefs, bound.coefficients(vals, inputs.comp))
+        if inputs is not None:
+            coefs, in_coefs = coefs
+            # G_x = G ∂s_t/∂x_t = ∂(rows)_T/∂x_t, input lag k − 1; on copies (the pull-back
+            # accumulates into earlier state blocks' adjoints in place).
+            adj_in = sweep_in.backward({s: a.copy() for s, a in A.items()}, in_coefs)
+            g_x = adj_in.get(INPUT)
+            if g_x is None:
+                g_x = xp.zeros((B, rows, xd.shape[2]), dtype=dt)
+            step_in = Step(ctx_in, k, {INPUT: g_x}, renorm.logscale, in_coefs)
+            for m in inputs.measures.values():
+                m.observe(step_in)
         adj = sweep.backward(A, coefs)
         A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
              for s in cell.state}
@@ -624,4 +694,6 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
 
     return {"measures": {name: m.finish() for name, m in measures.items()},
             "axes": {name: m.batch_axis for name, m in measures.items()},
+            "inputs": {} if inputs is None else
+            {name: m.finish() for name, m in inputs.measures.items()},
             "states": {s: comp.be.to_host(v) for s, v in states.items()}}

@@ -189,6 +189,9 @@ class Compiled:
     #: state block -> {"text": …, "latex": …}: its direct-path coefficient as the cell's
     #: notation prints it ("f_t", "1 − f_t"), so labels need no SymPy on a cache hit.
     direct_labels: dict[str, dict[str, str]]
+    #: What the reverse plan differentiates against: the previous state (``h_prev``, …:
+    #: the plan applies G ← G ∂s_t/∂s_{t−1}) or the input ``("x",)`` (G_x = G ∂s_t/∂x_t).
+    wrt: tuple[str, ...] = ()
 
     @property
     def be(self) -> Backend:
@@ -239,16 +242,17 @@ def _accurate(expr, subs):
 
 #: Bump when the layout of a cached plan changes (the cache key also hashes the sources
 #: of the modules that generate code, so editing them invalidates old entries).
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
-def _spec(cell: Cell, backend: str) -> dict:
+def _spec(cell: Cell, backend: str, inputs: bool = False) -> dict:
     """Derive ``cell`` and generate its code for ``backend``: the whole compiled plan as
-    plain data (JSON) and sources."""
+    plain data (JSON) and sources. With ``inputs``, the plan of the input Jacobian
+    ∂s_t/∂x_t (same forward pass, its own coefficients and reverse plan)."""
     from gateflow.cells._notation import printer
-    from gateflow.symbolic._derive import derive
+    from gateflow.symbolic._derive import derive, derive_input
 
-    s = derive(cell)
+    s = derive_input(cell) if inputs else derive(cell)
     sys = cell.system
     atoms = sys.matvec_by_symbol
     reverse_products = {m.symbol.name for m in s.products}
@@ -307,9 +311,9 @@ def _spec(cell: Cell, backend: str) -> dict:
     direct = {b: index[(b, f"{b}_prev")] for b in cell.state if (b, f"{b}_prev") in index}
     labels = {b: {fmt: printer(cell, fmt).doprint(s.direct(b)) for fmt in LABEL_FORMATS}
               for b in direct}
-    return {"format": CACHE_FORMAT, "forward": forward, "coef_args": coef_args,
-            "coef_src": source(coef_args, exprs, cse=True), "layout": layout,
-            "reverse": reverse, "direct": direct, "direct_labels": labels}
+    return {"format": CACHE_FORMAT, "wrt": list(s.wrt), "forward": forward,
+            "coef_args": coef_args, "coef_src": source(coef_args, exprs, cse=True),
+            "layout": layout, "reverse": reverse, "direct": direct, "direct_labels": labels}
 
 
 @cache
@@ -344,7 +348,7 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
     return Compiled(cell, backend, dtype, tuple(forward), tuple(spec["coef_args"]),
                     function(spec["coef_src"]), tuple(tuple(x) for x in spec["layout"]),
                     reverse, dict(spec["direct"]),
-                    {b: dict(v) for b, v in spec["direct_labels"].items()})
+                    {b: dict(v) for b, v in spec["direct_labels"].items()}, tuple(spec["wrt"]))
 
 
 # -- the on-disk cache ---------------------------------------------------------------------
@@ -373,8 +377,8 @@ _MODULES = frozenset(BACKENDS)
 _SYNTAX = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.List, ast.Tuple, ast.Load, ast.Add,
            ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Lt, ast.LtE, ast.Gt,
            ast.GtE, ast.Eq, ast.NotEq)
-_ENTRY_KEYS = frozenset({"format", "forward", "coef_args", "coef_src", "layout", "reverse",
-                         "direct", "direct_labels", "sha256"})
+_ENTRY_KEYS = frozenset({"format", "wrt", "forward", "coef_args", "coef_src", "layout",
+                         "reverse", "direct", "direct_labels", "sha256"})
 #: The formats of the printed direct-path labels kept with a plan.
 LABEL_FORMATS = ("text", "latex")
 _warned: set[str] = set()  # folders already warned about in this process
@@ -390,18 +394,22 @@ class _Refused(Exception):
 
 
 def cache_dir() -> Path | None:
-    """Where compiled plans are cached: $GATEFLOW_CACHE_DIR (empty: off), else
-    $XDG_CACHE_HOME/gateflow or ~/.cache/gateflow."""
+    """Where compiled plans are cached: ``$GATEFLOW_CACHE_DIR`` (set but empty: no cache),
+    else the user's cache folder for gateflow as ``platformdirs`` gives it:
+    ``$XDG_CACHE_HOME/gateflow`` or ``~/.cache/gateflow`` on Linux,
+    ``~/Library/Caches/gateflow`` on macOS, ``%LOCALAPPDATA%\\gateflow\\Cache`` on Windows."""
     env = os.environ.get("GATEFLOW_CACHE_DIR")
     if env is not None:
         return Path(env) if env else None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gateflow"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("gateflow", appauthor=False))
 
 
-def _cache_path(cell: Cell, backend: str) -> Path | None:
-    """The plan's file: keyed by the equations, the versions and the code generators'
-    sources (not by dtype: the generated code is the same for float32 and float64)."""
+def _cache_path(cell: Cell, backend: str, inputs: bool = False) -> Path | None:
+    """The plan's file: keyed by the equations, the versions, the code generators'
+    sources and which Jacobian (state or input), not by dtype (the generated code is the
+    same for float32 and float64)."""
     folder = cache_dir()
     if folder is None:
         return None
@@ -412,11 +420,12 @@ def _cache_path(cell: Cell, backend: str) -> Path | None:
     root = Path(__file__).parent.parent
     h = hashlib.sha256(json.dumps([CACHE_FORMAT, __version__, version("sympy"), backend,
                                    cell.name, cell.state, cell.params,
-                                   cell.equations]).encode())
+                                   cell.equations, inputs]).encode())
     for source in _GENERATORS:
         h.update((root / source).read_bytes())
     name = re.sub(r"[^A-Za-z0-9_-]", "_", cell.name)[:64]  # never a path of its own
-    return folder / f"{name}-{backend}-{h.hexdigest()[:24]}.json"
+    kind = "-x" if inputs else ""
+    return folder / f"{name}{kind}-{backend}-{h.hexdigest()[:24]}.json"
 
 
 def _warn(folder: Path, message: str) -> None:
@@ -567,7 +576,8 @@ def _check_spec(spec) -> None:
                                            for p in v)
 
     _require(isinstance(spec, dict) and set(spec) == _ENTRY_KEYS - {"sha256"}
-             and spec["format"] == CACHE_FORMAT and type(spec["format"]) is int)
+             and spec["format"] == CACHE_FORMAT and type(spec["format"]) is int
+             and names(spec["wrt"]))
     layout = spec["layout"]
     _require(pairs(layout, lambda a, b: isinstance(a, str) and isinstance(b, str)))
     n = len(layout)
@@ -661,23 +671,24 @@ def _write_entry(path: Path, spec: dict) -> None:
         pass
 
 
-def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64") -> Compiled:
+def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64", *,
+                 inputs: bool = False) -> Compiled:
     """Evaluators of ``cell`` for (backend, dtype): derived and lambdified once per process,
     and cached on disk (see :func:`cache_dir` and the trust boundary above), so a new
-    process skips both."""
-    return _compile(get_cell(cell), backend, get_dtype(dtype))
+    process skips both. With ``inputs``, those of the input Jacobian ∂s_t/∂x_t."""
+    return _compile(get_cell(cell), backend, get_dtype(dtype), bool(inputs))
 
 
 @cache
-def _compile(cell: Cell, backend: str, dtype: np.dtype) -> Compiled:
-    path = _cache_path(cell, backend)
+def _compile(cell: Cell, backend: str, dtype: np.dtype, inputs: bool = False) -> Compiled:
+    path = _cache_path(cell, backend, inputs)
     if path is not None and not _trusted_folder(path.parent):
         path = None
     if path is not None:
         compiled = _cached(cell, backend, dtype, path)
         if compiled is not None:
             return compiled
-    spec = _spec(cell, backend)
+    spec = _spec(cell, backend, inputs)
     if path is not None:
         _write_entry(path, spec)
     return _load(cell, backend, dtype, spec)
@@ -709,7 +720,11 @@ class Bound:
                 vals[item.name] = item.fn(*(vals[a] for a in item.args))
         return vals
 
-    def coefficients(self, vals: dict) -> list:
-        out = self.c.coef_fn(*(vals[a] for a in self.c.coef_args))
+    def coefficients(self, vals: dict, plan: Compiled | None = None) -> list:
+        """One step's Jacobian coefficients (the compiled layout) from its forward values:
+        the state Jacobian's, or those of ``plan`` (the input Jacobian's, whose forward
+        pass is the same)."""
+        plan = self.c if plan is None else plan
+        out = plan.coef_fn(*(vals[a] for a in plan.coef_args))
         dt = self.c.dtype
         return [c if hasattr(c, "shape") and c.ndim else dt.type(c) for c in out]

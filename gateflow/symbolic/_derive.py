@@ -21,6 +21,10 @@ The result, :class:`Structure`, is the flat table the numeric engine runs on:
     sources:  previous state blocks, products W v, and new state blocks computed earlier
     coef[(sink, source)] = ∂sink/∂source through elementwise gates only.
 
+The input Jacobian ∂s_t/∂x_t (:func:`derive_input`, blocks ``"X/x"``, n × d) is the same
+derivation rooted at x instead of s_{t−1}: its sources are x-dependent products (W_i x, and
+minimalRNN's U_z z), its sinks the state blocks and x-dependent arguments (r ⊙ h in gru-cho).
+
 A block Jacobian is rebuilt from it as a :class:`LinOp`, either *chained* (∂h_t/∂h_{t−1}
 refers to ∂c_t/∂h_{t−1}, as textbooks write the LSTM) or *expanded* (a sum of products of
 diagonal matrices and weights, nested where the cell nests).
@@ -109,10 +113,12 @@ class LinOp:
             merged[t.key] = merged.get(t.key, 0) + t.coef
         return LinOp(tuple(Term(c, *k) for k, c in merged.items() if c != 0))
 
-    def to_matrix(self, n: int, unit, weights, blocks=None) -> sp.Matrix:
-        """Explicit n × n SymPy matrix. ``unit(expr, a)`` gives a coefficient's value at unit
-        a, ``weights[name]`` a weight's explicit matrix, ``blocks[name]`` a block's matrix."""
-        out = sp.zeros(n, n)
+    def to_matrix(self, n: int, unit, weights, blocks=None, cols: int | None = None
+                  ) -> sp.Matrix:
+        """Explicit n × ``cols`` SymPy matrix (``cols`` = n by default; d for an input
+        block). ``unit(expr, a)`` gives a coefficient's value at unit a, ``weights[name]``
+        a weight's explicit matrix, ``blocks[name]`` a block's matrix."""
+        out = sp.zeros(n, n if cols is None else cols)
         for t in self.terms:
             diag = sp.diag(*[unit(t.coef, a) for a in range(n)])
             if t.block is not None:
@@ -120,7 +126,7 @@ class LinOp:
             elif t.weight is not None:
                 rest = weights[t.weight]
                 if t.inner is not None:
-                    rest = rest * t.inner.to_matrix(n, unit, weights, blocks)
+                    rest = rest * t.inner.to_matrix(n, unit, weights, blocks, cols)
             else:
                 rest = sp.eye(n)
             out += diag * rest
@@ -153,7 +159,11 @@ class Structure:
     cell: Cell
     sinks: tuple[str, ...]  # in evaluation order
     edges: dict[str, tuple[tuple[str, sp.Expr], ...]]  # sink -> ((source, coef), ...)
-    products: tuple[MatVecAtom, ...]  # state-dependent products W v (they are sources)
+    products: tuple[MatVecAtom, ...]  # products W v that depend on ``wrt`` (sources)
+    #: What is differentiated against: the previous state blocks (``h_prev``, ``c_prev``:
+    #: the state Jacobian ∂s_t/∂s_{t−1}), or the input ``("x",)`` (∂s_t/∂x_t, see
+    #: :func:`derive_input`).
+    wrt: tuple[str, ...] = ()
 
     @cached_property
     def product_by_name(self) -> dict[str, MatVecAtom]:
@@ -169,22 +179,36 @@ class Structure:
         the state alone, the LSTM's constant-error carousel ∏ diag(f)."""
         return dict(self.edges.get(s, ())).get(f"{s}_prev", sp.Integer(0))
 
+    @property
+    def is_input(self) -> bool:
+        """True for the input Jacobian ∂s_t/∂x_t (:func:`derive_input`)."""
+        return self.wrt == (INPUT,)
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """The blocks this structure holds: ``"X/Y"`` (∂X_t/∂Y_{t−1}) for the state
+        Jacobian, ``"X/x"`` (∂X_t/∂x_t) for the input Jacobian."""
+        return self.cell.input_blocks if self.is_input else self.cell.blocks
+
     def _check_block(self, block: str) -> tuple[str, str]:
-        """``"X/Y"`` -> ``("X", "Y")`` for a block of this cell; a GateflowError otherwise."""
-        if not isinstance(block, str) or block not in self.cell.blocks:
+        """``"X/Y"`` -> ``("X", "Y")`` for a block of this structure; a GateflowError
+        otherwise."""
+        if not isinstance(block, str) or block not in self.blocks:
             raise GateflowError(f"cell {self.cell.name!r} has no block {shown(block)}"
-                                f"{closest(block, self.cell.blocks)}")
+                                f"{closest(block, self.blocks)}")
         out, inp = block.split("/")
         return out, inp
 
     def block(self, block: str, *, chained: bool = False) -> LinOp:
-        """∂X_t/∂Y_{t−1} for ``block = "X/Y"`` as a structured operator."""
+        """∂X_t/∂Y_{t−1} for ``block = "X/Y"`` (∂X_t/∂x_t for ``"X/x"`` of the input
+        Jacobian) as a structured operator: n × n, or n × d on the input."""
         out, inp = self._check_block(block)
-        return replace(self._jac(out, f"{inp}_prev", chained), context=(self.cell, block))
+        wrt = inp if inp == INPUT else f"{inp}_prev"
+        return replace(self._jac(out, wrt, chained), context=(self.cell, block))
 
     def _repr_latex_(self) -> str:
         rows = [f"{partial(b, 'latex')} &= {linop(self.block(b, chained=True), self.cell, 'latex')}"
-                for b in self.cell.blocks]
+                for b in self.blocks]
         return "$\\begin{aligned} " + r" \\ ".join(rows) + " \\end{aligned}$"
 
     @cached_property
@@ -204,7 +228,7 @@ class Structure:
             return LinOp()
         total = LinOp()
         for src, coef in self.edges[node]:
-            if src in self.cell.prev:
+            if src in self.wrt:
                 part = LinOp.identity() if src == prev else LinOp()
                 total = total + part.scaled(coef)
             elif src in self.product_by_name:
@@ -218,7 +242,8 @@ class Structure:
                 if sub.is_zero:
                     continue
                 if chained:
-                    total = total + LinOp((Term(coef, block=f"{src}/{prev[:-5]}"),))
+                    name = prev if prev == INPUT else prev.removesuffix("_prev")
+                    total = total + LinOp((Term(coef, block=f"{src}/{name}"),))
                 else:
                     total = total + sub.scaled(coef)
         return total
@@ -322,18 +347,27 @@ class Structure:
 
 
 def derive(cell: str | Cell) -> Structure:
-    """Derive (once per process and cell) the structured one-step Jacobian of ``cell``."""
-    return _derive(get_cell(cell))
+    """Derive (once per process and cell) the structured one-step Jacobian of ``cell``,
+    ∂s_t/∂s_{t−1}."""
+    cell = get_cell(cell)
+    return _derive(cell, cell.prev)
+
+
+def derive_input(cell: str | Cell) -> Structure:
+    """Derive (once per process and cell) the structured input Jacobian of ``cell``,
+    ∂s_t/∂x_t (blocks ``"X/x"``, each n × d): the same engine with x as the root, so a
+    product W v is a source when v depends on x (``W_i x``; minimalRNN's ``U_z z``)."""
+    return _derive(get_cell(cell), (INPUT,))
 
 
 @cache
-def _derive(cell: Cell) -> Structure:
+def _derive(cell: Cell, wrt: tuple[str, ...]) -> Structure:
     sys = cell.system
     rhs = sys.rhs
     atoms = sys.matvec_by_symbol
 
-    # Which nodes and products depend on the previous state?
-    dep: set[str] = set(cell.prev)
+    # Which nodes and products depend on what is differentiated against?
+    dep: set[str] = set(wrt)
     for name in sys.order:
         if name in atoms:
             if atoms[name].arg in dep:
@@ -346,7 +380,7 @@ def _derive(cell: Cell) -> Structure:
     back = {e: s for s, e in sys.defs if isinstance(e, sp.Function)}
 
     def is_source(name: str, sink: str) -> bool:
-        if name in cell.prev or name in atoms:
+        if name in wrt or name in atoms:
             return True
         return name in cell.state and name != sink  # an earlier state block: chained
 
@@ -366,10 +400,10 @@ def _derive(cell: Cell) -> Structure:
                     acc += sp.diff(expr, a) * d
         return acc
 
-    arg_sinks = {m.arg for m in products if m.arg not in cell.prev}
+    arg_sinks = {m.arg for m in products if m.arg not in wrt}
     sinks = tuple(n for n in sys.order
                   if n in cell.state or n in arg_sinks)
-    candidates = [*cell.prev, *(m.symbol.name for m in products), *cell.state]
+    candidates = [*wrt, *(m.symbol.name for m in products), *cell.state]
     edges = {}
     for v in sinks:
         row = []
@@ -380,7 +414,7 @@ def _derive(cell: Cell) -> Structure:
             if coef != 0:
                 row.append((src, coef))
         edges[v] = tuple(row)
-    return Structure(cell=cell, sinks=sinks, edges=edges, products=products)
+    return Structure(cell=cell, sinks=sinks, edges=edges, products=products, wrt=wrt)
 
 
 def linop(op: LinOp, cell: Cell, fmt: str) -> str:
