@@ -75,16 +75,25 @@ class Expansion:
         return out
 
 
+def sizes_of(cell: Cell, n: int, d: int) -> dict[str, int]:
+    """Every size of ``cell`` by name: n, d, and n + 1 for any other (the projected LSTM's
+    p), so that mixing two sizes up cannot go unnoticed; at n = 1 every size is 1 (the
+    scalar cell of ``Structure.scalar_steps``)."""
+    return {"n": n, "d": d, **{x: 1 if n == 1 else n + 1 for x in cell.size_names if x != "n"}}
+
+
 def weight_symbols(cell: Cell, n: int, d: int) -> tuple[dict, dict]:
-    """Fully symbolic parameters: matrices ``W[a,b]``, vectors ``b[a]``."""
+    """Fully symbolic parameters: matrices ``W[a,b]``, vectors ``b[a]``, shaped by the
+    cell's declared dimensions (:attr:`Cell.param_dims`)."""
     sys = cell.system
+    size = sizes_of(cell, n, d)
     weights, vectors = {}, {}
     for p in cell.params:
+        dims = [size[x] for x in cell.param_dims[p]]
         if p in sys.matrices:
-            cols = d if sys.matrices[p] == "input" else n
-            weights[p] = sp.Matrix(n, cols, lambda a, b, p=p: sp.Symbol(f"{p}[{a},{b}]"))
+            weights[p] = sp.Matrix(*dims, lambda a, b, p=p: sp.Symbol(f"{p}[{a},{b}]"))
         else:
-            vectors[p] = [sp.Symbol(f"{p}[{a}]") for a in range(n)]
+            vectors[p] = [sp.Symbol(f"{p}[{a}]") for a in range(dims[0])]
     return weights, vectors
 
 
@@ -97,8 +106,10 @@ def expand(cell: Cell, n: int, d: int = 2, *, weights=None, vectors=None, x=None
         weights, vectors = weight_symbols(cell, n, d)
     if x is None:
         x = [sp.Symbol(f"x{tag}[{k}]") for k in range(d)]
+    size = sizes_of(cell, n, d)
     if prev is None:
-        prev = {s: [sp.Symbol(f"{s}_prev{tag}[{a}]") for a in range(n)] for s in cell.state}
+        prev = {s: [sp.Symbol(f"{s}_prev{tag}[{a}]") for a in range(size[cell.block_size[s]])]
+                for s in cell.state}
     e = Expansion(cell, n, d, list(x), {s: list(v) for s, v in prev.items()},
                   weights, vectors)
     values = e.values
@@ -124,7 +135,11 @@ def expand(cell: Cell, n: int, d: int = 2, *, weights=None, vectors=None, x=None
                 values[s.name] = list(W * v)
             elif s.name == INPUT:
                 raise AssertionError("x used elementwise: not expandable")
-        values[node.name] = [e.unit(rhs, a) for a in range(n)]
+        if node.name in cell.node_sizes:
+            units = size[cell.node_sizes[node.name]]
+        else:  # a composite product argument: the size of its elementwise operands
+            units = min(len(values[s.name]) for s in rhs.free_symbols if s.name in values)
+        values[node.name] = [e.unit(rhs, a) for a in range(units)]
     return e
 
 
@@ -149,8 +164,10 @@ def lambdify_nodes(e: Expansion, names) -> callable:
     flat = [v for nm in names for v in e.values[nm]]
     fn = sp.lambdify(e.symbols(), flat, modules=NUMPY_MODULES)
 
+    ends = np.cumsum([0, *(len(e.values[nm]) for nm in names)])  # nodes of any size
+
     def call(*args):
         out = np.asarray(fn(*args), dtype=float)
-        return {nm: out[k * e.n:(k + 1) * e.n] for k, nm in enumerate(names)}
+        return {nm: out[ends[k]:ends[k + 1]] for k, nm in enumerate(names)}
 
     return call

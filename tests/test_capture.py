@@ -523,10 +523,30 @@ def test_refuses_packed_sequences():
     assert not lstm._forward_hooks
 
 
-def test_refuses_projected_lstms():
-    lstm = torch.nn.LSTM(D, N, num_layers=2, proj_size=2)
-    one_line_error("proj_size=2.*gateflow does not analyse projected LSTMs yet",
-                   lambda: gf.capture(lstm, torch.randn(T, B, D)))
+def test_projected_lstm_captured_like_its_file(tmp_path):
+    """A 2-layer nn.LSTM(proj_size=2): capture reads cell lstm-proj, the layers' real
+    inputs (layer 1 reads layer 0's 2-unit h), and gives what its saved file gives."""
+    torch.manual_seed(4)
+    lstm = torch.nn.LSTM(D, N, num_layers=2, proj_size=2).double()
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    (cap,) = gf.capture(lstm, x)
+    assert cap.cell == "lstm-proj"
+    cell, params, xs, s0 = cap.selection(layer="all")
+    torch.save(lstm.state_dict(), tmp_path / "m.pt")
+    cell_f, params_f = gf.load_model(tmp_path / "m.pt", layer="all")
+    assert cell == cell_f and all(np.array_equal(params[k], params_f[k]) for k in params)
+    _, params1, x1, _ = cap.selection(layer=1)
+    assert x1.shape == (T, B, 2) and params1["W_i"].shape == (N, 2)
+    below = torch.nn.LSTM(D, N, proj_size=2).double()  # layer 0 alone
+    below.load_state_dict({k: v for k, v in lstm.state_dict().items() if k.endswith("_l0")})
+    with torch.no_grad():
+        h0, _ = below(x)
+    np.testing.assert_allclose(x1, h0.numpy(), rtol=0, atol=1e-15)
+    a = gf.all_lags(cell, params, xs, s0=s0)
+    b = gf.all_lags(cell_f, params_f, x.numpy())
+    for blk, dd in a.blocks.items():
+        np.testing.assert_allclose(dd["log10_frobenius"], b.blocks[blk]["log10_frobenius"],
+                                   rtol=0, atol=1e-12)
 
 
 def test_refuses_what_is_not_a_module_and_reports_model_errors():

@@ -37,7 +37,7 @@ def numpy_step(name: str, p: dict, x, s: dict) -> dict:
         return {"h": np.tanh(a) if name == "rnn" else np.maximum(a, 0)}
     if name == "indrnn":
         return {"h": np.maximum(x @ p["W"].T + p["u"] * h + p["b"], 0)}
-    if name in ("lstm", "lstm-peephole", "lstm-cifg"):
+    if name in ("lstm", "lstm-peephole", "lstm-cifg", "lstm-proj"):
         c = s["c"]
         pi = p["p_i"] * c if name == "lstm-peephole" else 0
         pf = p["p_f"] * c if name == "lstm-peephole" else 0
@@ -47,7 +47,8 @@ def numpy_step(name: str, p: dict, x, s: dict) -> dict:
         c2 = f * c + i * g
         po = p["p_o"] * c2 if name == "lstm-peephole" else 0
         o = _sigmoid(lin("W_o", "U_o", "b_o") + po)
-        return {"h": o * np.tanh(c2), "c": c2}
+        h2 = o * np.tanh(c2)
+        return {"h": h2 @ p["P"].T if name == "lstm-proj" else h2, "c": c2}
     if name in ("gru", "gru-cho"):
         r = _sigmoid(lin("W_r", "U_r", "b_r"))
         z = _sigmoid(lin("W_z", "U_z", "b_z"))
@@ -70,10 +71,9 @@ def numpy_step(name: str, p: dict, x, s: dict) -> dict:
 def trajectory(name, params, x):
     """s_0..s_T per block with the compiled step (checked against numpy_step below)."""
     cell = get_cell(name)
-    n = params[cell.params[0]].shape[0]
-    bound = Bound(compile_cell(cell), params, n)
+    bound = Bound(compile_cell(cell), params)
     T, B, _ = x.shape
-    s = {b: np.zeros((B, n)) for b in cell.state}
+    s = {b: np.zeros((B, bound.dim[b])) for b in cell.state}
     out = [s]
     for t in range(T):
         vals = bound.step(x[t], s)
@@ -84,15 +84,17 @@ def trajectory(name, params, x):
 
 def fd_jacobians(name, params, x, eps=1e-6):
     """Dense ∂s_T/∂s_{T−k}, (B, N, N) for every lag k (dict), by central differences on the
-    full state map s_{T−k} → s_T (state concatenated in cell.state order)."""
+    full state map s_{T−k} → s_T (state concatenated in cell.state order); and the blocks'
+    sizes (state block -> units)."""
     cell = get_cell(name)
     bound, traj = trajectory(name, params, x)
     T, B, _ = x.shape
-    n = traj[0][cell.state[0]].shape[1]
-    N = n * len(cell.state)
+    dims = {b: traj[0][b].shape[1] for b in cell.state}
+    N = sum(dims.values())
+    first = np.cumsum([0, *dims.values()])
 
     def flow(svec, t0):
-        s = {b: svec[:, j * n:(j + 1) * n] for j, b in enumerate(cell.state)}
+        s = {b: svec[:, first[j]:first[j + 1]] for j, b in enumerate(cell.state)}
         for t in range(t0, T):
             vals = bound.step(x[t], s)
             s = {b: np.array(vals[b], dtype=np.float64) for b in cell.state}
@@ -108,13 +110,14 @@ def fd_jacobians(name, params, x, eps=1e-6):
             e[j] = eps
             J[:, :, j] = (flow(base + e, t0) - flow(base - e, t0)) / (2 * eps)
         out[k] = J
-    return out, n
+    return out, dims
 
 
-def block_of(J, cell, block, n):
+def block_of(J, cell, block, dims):
+    """The block X/Y of a dense (B, N, N) Jacobian, blocks of sizes ``dims``."""
+    first = dict(zip(cell.state, np.cumsum([0, *(dims[s] for s in cell.state)])))
     out, inp = block.split("/")
-    i, j = cell.state.index(out), cell.state.index(inp)
-    return J[:, i * n:(i + 1) * n, j * n:(j + 1) * n]
+    return J[:, first[out]:first[out] + dims[out], first[inp]:first[inp] + dims[inp]]
 
 
 def _close(log10_value, ref, atol, rtol):
@@ -123,7 +126,7 @@ def _close(log10_value, ref, atol, rtol):
     assert not bad.any(), f"got {got[bad]}, expected {np.broadcast_to(ref, got.shape)[bad]}"
 
 
-def check_against_dense(name, params, x, dense, n, *, atol, rtol, sv_rtol=None):
+def check_against_dense(name, params, x, dense, dims, *, atol, rtol, sv_rtol=None):
     """every block, norm and singular value of all_lags against dense Jacobians."""
     cell = get_cell(name)
     T = x.shape[0]
@@ -133,7 +136,7 @@ def check_against_dense(name, params, x, dense, n, *, atol, rtol, sv_rtol=None):
             a = res.blocks[b][nm]
             assert not np.isnan(a).any() and not np.isposinf(a).any()
         for k in range(1, T + 1):
-            Jb = block_of(dense[k], cell, b, n)
+            Jb = block_of(dense[k], cell, b, dims)
             sv = np.linalg.svd(Jb, compute_uv=False)  # (B, n), descending
             fro = np.linalg.norm(Jb, axis=(1, 2))
             _close(res.blocks[b]["log10_frobenius"][k - 1], fro, atol, rtol)
@@ -267,7 +270,8 @@ def test_torch_autograd(kind, via, tmp_path):
     x = make_inputs(T_TORCH, B_TORCH, D_TORCH, seed=2)
     dense = _torch_dense(_module_step(m, kind), torch.from_numpy(x),
                          N_TORCH * len(get_cell(kind).state))
-    check_against_dense(kind, params, x, dense, N_TORCH, atol=0, rtol=1e-10, sv_rtol=1e-10)
+    check_against_dense(kind, params, x, dense, {s: N_TORCH for s in get_cell(kind).state},
+                        atol=0, rtol=1e-10, sv_rtol=1e-10)
 
 
 def test_torch_gru_cho_hand_written():
@@ -288,7 +292,7 @@ def test_torch_gru_cho_hand_written():
 
     x = make_inputs(T_TORCH, B_TORCH, D_TORCH, seed=2)
     dense = _torch_dense(step, torch.from_numpy(x), N_TORCH)
-    check_against_dense("gru-cho", params, x, dense, N_TORCH, atol=0, rtol=1e-10,
+    check_against_dense("gru-cho", params, x, dense, {"h": N_TORCH}, atol=0, rtol=1e-10,
                         sv_rtol=1e-10)
     # and it is a different function from PyTorch's GRU with the same weights
     torch_gru = from_torch_state_dict("gru", {k: v.numpy() for k, v in sd.items()})
@@ -474,17 +478,17 @@ def test_float32_long_runs_stay_finite(regime):
 # -- 4. probe gradients and determinism ---------------------------------------------------
 @pytest.mark.parametrize("name", ["lstm", "gru", "lstm-peephole", "minimalrnn", "rnn"])
 def test_probe_gradient_matches_dense(name):
-    cell = get_cell(name)
     params = init_params(name, 3, 2, scheme="gaussian", sigma_w=1.2, sigma_b=0.3, seed=8)
     x = make_inputs(5, 2, 2, seed=9)
-    dense, n = fd_jacobians(name, params, x)
-    v = np.random.default_rng(10).standard_normal(n * len(cell.state))
+    dense, dims = fd_jacobians(name, params, x)
+    N = sum(dims.values())
+    v = np.random.default_rng(10).standard_normal(N)
     res = all_lags(name, params, x, probe=v)
     for k in range(1, 6):
         ref = np.linalg.norm(np.einsum("i,bij->bj", v, dense[k]), axis=1)
         np.testing.assert_allclose(10.0 ** res.probe[k - 1], ref, rtol=1e-6, atol=1e-9)
     # a per-sequence probe (B, N)
-    vb = np.random.default_rng(11).standard_normal((2, n * len(cell.state)))
+    vb = np.random.default_rng(11).standard_normal((2, N))
     res = all_lags(name, params, x, probe=vb)
     ref = np.linalg.norm(np.einsum("bi,bij->bj", vb, dense[3]), axis=1)
     np.testing.assert_allclose(10.0 ** res.probe[2], ref, rtol=1e-6, atol=1e-9)

@@ -27,7 +27,7 @@ def test_no_args_shows_help():
 def test_cells_lists_every_cell():
     result = invoke("cells")
     assert result.exit_code == 0, result.output
-    assert len(CELLS) == 10
+    assert len(CELLS) == 11
     for name in CELLS:
         assert name in result.output
 

@@ -54,8 +54,8 @@ def check_contract(doc, cell, T, B, n, d, norms=("frobenius", "spectral"), block
     assert doc["shapes"] == {"T": T, "B": B, "n": n, "d": d}
     assert doc["dtype"] == "float64" and doc["backend"] == "numpy"
     assert list(doc["blocks"]) == list(blocks or cell.blocks)
-    want_direct = {"lstm": ["c"], "lstm-peephole": ["c"], "lstm-cifg": ["c"], "rnn": [],
-                   "rnn-relu": []}.get(cell.name, ["h"])
+    want_direct = {"lstm": ["c"], "lstm-peephole": ["c"], "lstm-cifg": ["c"],
+                   "lstm-proj": ["c"], "rnn": [], "rnn-relu": []}.get(cell.name, ["h"])
     assert list(doc["direct"]) == want_direct
     for group in (doc["blocks"], doc["direct"]):
         for dd in group.values():

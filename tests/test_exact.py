@@ -18,8 +18,8 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, GateflowError, LinOp, Term, derive, get_cell
-from gateflow.symbolic._derive import derive_input
 from gateflow.cells._functions import relu, sigmoid
+from gateflow.symbolic._derive import derive_input
 
 D = 2
 CASES = [(name, b) for name, cell in CELLS.items() for b in cell.blocks]
@@ -118,8 +118,10 @@ def test_block_matches_brute_force(name, block, n, chained):
     e = expansion(name, n)
     explicit = explicit_blocks(name, n)
     op = derive(name).block(block, chained=chained)
-    structured = op.to_matrix(n, e.unit, e.weights, explicit)
-    assert structured.shape == (n, n)
+    out, inp = block.split("/")
+    rows, cols = len(e.values[out]), len(e.prev[inp])  # n, or p for a projected LSTM's h
+    structured = op.to_matrix(rows, e.unit, e.weights, explicit, cols=cols)
+    assert structured.shape == (rows, cols)
     assert_zero(structured - explicit[block])
 
 
@@ -136,9 +138,10 @@ def test_input_block_matches_brute_force(name, block, chained, d):
     e = expansion(name, n, d)
     explicit = {b: e.jacobian(b) for b in derive_input(name).blocks}
     op = derive_input(name).block(block, chained=chained)
-    structured = op.to_matrix(n, e.unit, e.weights, explicit, cols=d)
-    assert structured.shape == (n, d)
-    assert explicit[block] != sp.zeros(n, d)  # x reaches every state block of every cell
+    rows = len(e.values[block.split("/")[0]])
+    structured = op.to_matrix(rows, e.unit, e.weights, explicit, cols=d)
+    assert structured.shape == (rows, d)
+    assert explicit[block] != sp.zeros(rows, d)  # x reaches every state block of every cell
     assert_zero(structured - explicit[block])
 
 
@@ -166,7 +169,8 @@ def test_direct_path_is_the_whole_diagonal_block_at_zero_weights(name):
     s = derive(name)
     for st_ in e.cell.state:
         J = e.jacobian(f"{st_}/{st_}").xreplace(zero)
-        want = sp.diag(*[e.unit(s.direct(st_), a) for a in range(n)]).xreplace(zero)
+        units = len(e.prev[st_])  # p for a projected LSTM's h (whose direct path is 0)
+        want = sp.diag(*[e.unit(s.direct(st_), a) for a in range(units)]).xreplace(zero)
         assert_zero(J - want)
 
 
@@ -426,13 +430,19 @@ def numeric_blocks(name, vals):
     s = derive(name)
     out: dict[str, np.ndarray] = {}
     chained: dict[str, np.ndarray] = {}
+    def shape(b):  # (rows, cols): n, or p for a projected LSTM's h
+        o, i = b.split("/")
+        return len(e.values[o]), len(e.prev[i])
+
     for b in e.cell.blocks:
-        out[b] = np.array(s.block(b).to_matrix(N_NUM, unit, weights).evalf(), dtype=float)
+        rows, cols = shape(b)
+        out[b] = np.array(s.block(b).to_matrix(rows, unit, weights, cols=cols).evalf(),
+                          dtype=float)
     explicit_num = {b: sp.Matrix(v) for b, v in out.items()}
     for b in e.cell.blocks:
-        chained[b] = np.array(
-            s.block(b, chained=True).to_matrix(N_NUM, unit, weights, explicit_num).evalf(),
-            dtype=float)
+        rows, cols = shape(b)
+        chained[b] = np.array(s.block(b, chained=True).to_matrix(
+            rows, unit, weights, explicit_num, cols=cols).evalf(), dtype=float)
     return out, chained
 
 
@@ -440,7 +450,7 @@ def finite_difference(name, vals, block, step=1e-6):
     e, fwd = forward(name)
     out, inp = block.split("/")
     syms = e.symbols()
-    J = np.zeros((N_NUM, N_NUM))
+    J = np.zeros((len(e.values[out]), len(e.prev[inp])))
     for col, sym in enumerate(e.prev[inp]):
         plus, minus = dict(vals), dict(vals)
         plus[sym] += step

@@ -259,7 +259,7 @@ WEIGHTS = [
          r"--cell lstm contradicts the file: nn.GRU is cell 'gru'; drop --cell"),
     Case("npz-projected-lstm", lambda: write("w.npz", npz_bytes(**lstm_sd(
         weight_hh_l0=np.zeros((4 * N, 1)), weight_hr_l0=np.zeros((1, N))))),
-         r"nn.LSTM is an LSTM with proj_size=1 .*does not analyse projected LSTMs yet"),
+         r"--cell lstm contradicts the file: nn.LSTM is cell 'lstm-proj'; drop --cell"),
     Case("npz-incomplete-reverse", lambda: write("w.npz", npz_bytes(**lstm_sd(
         weight_ih_l0_reverse=np.zeros((4 * N, D))))), r"misses 'weight_hh_l0_reverse'"),
     Case("npz-bidirectional", lambda: write("w.npz", npz_bytes(**lstm_sd(
@@ -326,7 +326,7 @@ WEIGHTS = [
     Case("pt-float8", lambda: torch_file("w.pt", {"W": pytest.importorskip("torch").zeros(
         2, dtype=pytest.importorskip("torch").float8_e4m3fn)}), r"dtype torch\.float8_e4m3fn"),
     Case("pt-projected-lstm", lambda: torch_module("w.pt", proj_size=1),
-         r"LSTM with proj_size=1 \(h has 1 units, c has 3\); gateflow does not analyse"),
+         r"--cell lstm contradicts the file: nn.LSTM is cell 'lstm-proj'; drop --cell"),
     Case("pt-bidirectional", lambda: torch_module("w.pt", bidirectional=True),
          "is bidirectional; pick --direction"),
     Case("pt-multi-layer", lambda: torch_module("w.pt", num_layers=2), "has 2 layers"),

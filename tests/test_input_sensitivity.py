@@ -26,8 +26,10 @@ ALL = sorted(CELLS)
 def _trajectory(name, params, x):
     """s_0..s_T by the hand-written step (zeros at t = 0)."""
     cell = get_cell(name)
-    n = params[cell.params[0]].shape[0]
-    s = {b: np.zeros((x.shape[1], n)) for b in cell.state}
+    dims = {b: params[p].shape[0] for b, p in (("h", "P"), ("c", "W_i")) if p in params}
+    n = params[cell.params[0]].shape[0]  # every block of the other cells
+    s = {b: np.zeros((x.shape[1], dims.get(b, n) if name == "lstm-proj" else n))
+         for b in cell.state}
     out = [s]
     for t in range(x.shape[0]):
         s = numpy_step(name, params, x[t], s)

@@ -99,7 +99,7 @@ def test_a_renormaliser_that_mixes_rows_is_refused_for_norms():
     p = init_params("rnn", 3, 2)
     x = make_inputs(4, 1, 2)
     with pytest.raises(GateflowError, match="per-row"):
-        _chain._sweep_chunk(comp, Bound(comp, p, 3), x, None, None, ("h/h",),
+        _chain._sweep_chunk(comp, Bound(comp, p), x, None, None, ("h/h",),
                             {"frobenius": Frobenius()}, Mixing(), ["h"], True, None, True)
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, GateflowError, get_cell
+from gateflow.cells._params import check_params
 from gateflow.models._inputs import load_inputs, make_inputs
 from gateflow.models._params import (
     init_params,
@@ -46,10 +47,29 @@ def test_shapes_follow_matrix_kinds(name):
     cell = CELLS[name]
     shapes = param_shapes(cell, 5, 2)
     assert tuple(shapes) == cell.params
+    projected = {"P": (2, 5), **{f"U_{g}": (5, 2) for g in "ifgo"}}  # p = n // 2 = 2
     for p, shape in shapes.items():
         kind = cell.system.matrices.get(p)
-        assert shape == {"input": (5, 2), "recurrent": (5, 5), None: (5,)}[kind]
+        want = {"input": (5, 2), "recurrent": (5, 5), None: (5,)}[kind]
+        assert shape == (projected.get(p, want) if name == "lstm-proj" else want)
     assert param_shapes(name, 5, 2) == shapes  # a name works as well as a Cell
+
+
+def test_projected_lstm_sizes():
+    """lstm-proj: h has p units, c has n; U_* act on h (n × p), P maps o ⊙ tanh c to h."""
+    cell = CELLS["lstm-proj"]
+    assert cell.block_size == {"h": "p", "c": "n"} and cell.size_names == ("n", "p")
+    shapes = param_shapes(cell, 6, 3, {"p": 4})
+    assert shapes["P"] == (4, 6) and shapes["U_f"] == (6, 4) and shapes["W_f"] == (6, 3)
+    params = init_params(cell, 6, 3, sizes={"p": 4}, scheme="orthogonal")
+    assert params["P"].shape == (4, 6)
+    np.testing.assert_allclose(params["P"] @ params["P"].T, np.eye(4), atol=1e-12)
+    with pytest.raises(GateflowError, match=r"no size 'q'"):
+        param_shapes(cell, 6, 3, {"q": 4})
+    bad = dict(params, P=np.zeros((3, 6)))
+    with pytest.raises(GateflowError, match=r"param 'P' .* has shape \(3, 6\); expected "
+                                            r"\(4, 6\) for n=6, d=3, p=4"):
+        check_params(cell, bad)
 
 
 @settings(max_examples=25, deadline=None)
@@ -312,7 +332,8 @@ def test_saved_names(tmp_path, name, ext):
     else:
         from safetensors.numpy import load_file
         keys = set(load_file(path))
-    expected = ({"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
+    expected = ({"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+                 *(("weight_hr_l0",) if cell.name == "lstm-proj" else ())}
                 if cell.name in LAYOUTS else set(cell.params))
     assert keys == expected
 
@@ -340,9 +361,10 @@ def test_torch_layouts_live_in_the_pytorch_format():
 
     assert gateflow.TorchLayout is TorchLayout
     assert "torch" not in {f.name for f in dataclasses.fields(Cell)}
-    assert TORCH_CELLS == sorted(["rnn", "rnn-relu", "lstm", "gru", "gru-cho"])
+    assert TORCH_CELLS == sorted(["rnn", "rnn-relu", "lstm", "gru", "gru-cho", "lstm-proj"])
     for name, layout in LAYOUTS.items():
-        assert {*layout.ih, *layout.hh, *layout.bias_ih, *layout.bias_hh} == set(CELLS[name].params)
+        assert {*layout.ih, *layout.hh, *layout.bias_ih, *layout.bias_hh,
+                *layout.hr} == set(CELLS[name].params)
         assert layout_for(CELLS[name]) is layout
     # a cell that only shares a name gets no layout
     mine = Cell(name="lstm", summary="s", reference="r", state=("h",), params=("W", "U", "b"),
@@ -439,19 +461,30 @@ def test_load_multilayer_and_bidirectional_refused(tmp_path):
         from_torch_state_dict("lstm", dict(sd, weight_ih_l0_reverse=np.zeros((4 * N, D))))
 
 
-def test_load_projected_lstm_refused(tmp_path):
-    """proj_size > 0 makes weight_hh_l0 (4n, p): not "4n/p gates" but a projected LSTM."""
+def test_load_projected_lstm(tmp_path):
+    """proj_size > 0 makes weight_hh_l0 (4n, p): not "4n/p gates" but a projected LSTM, read
+    as cell lstm-proj and refused, saying so, for any other cell."""
     n, p = 6, 2
-    sd = {"weight_ih_l0": np.zeros((4 * n, D)), "weight_hh_l0": np.zeros((4 * n, p)),
-          "bias_ih_l0": np.zeros(4 * n), "bias_hh_l0": np.zeros(4 * n),
-          "weight_hr_l0": np.zeros((p, n))}
+    rng = np.random.default_rng(0)
+    sd = {"weight_ih_l0": rng.standard_normal((4 * n, D)),
+          "weight_hh_l0": rng.standard_normal((4 * n, p)),
+          "bias_ih_l0": rng.standard_normal(4 * n), "bias_hh_l0": rng.standard_normal(4 * n),
+          "weight_hr_l0": rng.standard_normal((p, n))}
     np.savez(tmp_path / "proj.npz", **sd)
     for cell in ("lstm", "gru", "rnn"):
         with pytest.raises(GateflowError, match=r"nn.LSTM with proj_size > 0 \(weight_hr_l0 is "
-                                                r"2x6, proj_size x n\); gateflow does not read "
-                                                "projected LSTMs yet") as info:
+                                                r"2x6, proj_size x n\); use cell 'lstm-proj'"
+                                                ) as info:
             load_params(tmp_path / "proj.npz", cell)
         assert "gates" not in str(info.value)
+    params = load_params(tmp_path / "proj.npz", "lstm-proj")
+    assert np.array_equal(params["P"], sd["weight_hr_l0"])
+    assert np.array_equal(params["U_g"], sd["weight_hh_l0"][2 * n:3 * n])
+    back = to_torch_state_dict("lstm-proj", params)
+    assert np.array_equal(back["weight_hr_l0"], sd["weight_hr_l0"])
+    no_hr = {k: v for k, v in sd.items() if k != "weight_hr_l0"}
+    with pytest.raises(GateflowError, match="needs the projection weight_hr_l0"):
+        from_torch_state_dict("lstm-proj", no_hr)
 
 
 def test_load_torch_names_for_cell_without_layout(tmp_path):

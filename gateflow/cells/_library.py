@@ -2,7 +2,8 @@
 
 Letters follow the papers and PyTorch: LSTM gates i (input), f (forget), g (candidate),
 o (output), cell state c, hidden state h; GRU gates r (reset), z (update), n (candidate).
-Matrices applied to x are W_*, matrices applied to a state are U_*, biases b_*, peepholes p_*.
+Matrices applied to x are W_*, matrices applied to a state are U_*, biases b_*, peepholes p_*;
+the projected LSTM's projection (PyTorch ``weight_hr``) is P, and its h has p units.
 See :mod:`gateflow.cells._record` for the syntax.
 
 .. warning:: Two GRUs share the name. PyTorch ``nn.GRU``, cuDNN, Keras ``reset_after=True``
@@ -59,6 +60,16 @@ LSTM = Cell(
     state=("h", "c"), params=_LSTM_PARAMS,
     equations=(*_LSTM_GATES, "c = f*c_prev + i*g", "h = o*tanh(c)"),
     memory_bias=("b_f", 1), chrono_partner="b_i",
+)
+LSTM_PROJ = Cell(
+    name="lstm-proj",
+    summary="LSTM with a projection: h = P (o ⊙ tanh(c)) has p units, c has n "
+            "(PyTorch nn.LSTM(proj_size=p))",
+    reference="Sak, Senior & Beaufays (2014), Long short-term memory recurrent neural network "
+              "architectures for large scale acoustic modeling; PyTorch nn.LSTM(proj_size)",
+    state=("h", "c"), params=(*_LSTM_PARAMS, "P"),
+    equations=(*_LSTM_GATES, "c = f*c_prev + i*g", "h = P @ (o*tanh(c))"),
+    memory_bias=("b_f", 1), chrono_partner="b_i", sizes=(("h", "p"),),
 )
 GRU = Cell(
     name="gru", summary="GRU, reset after the matmul, gates r, z, n (PyTorch nn.GRU, cuDNN)",
@@ -132,7 +143,8 @@ INDRNN = Cell(
 
 #: All cells by CLI name, in the order ``gateflow cells`` lists them.
 CELLS: dict[str, Cell] = {c.name: c for c in (
-    RNN, RNN_RELU, LSTM, GRU, GRU_CHO, LSTM_PEEPHOLE, LSTM_CIFG, MGU, MINIMALRNN, INDRNN)}
+    RNN, RNN_RELU, LSTM, GRU, GRU_CHO, LSTM_PEEPHOLE, LSTM_CIFG, LSTM_PROJ, MGU, MINIMALRNN,
+    INDRNN)}
 
 
 #: Cells generated from declared ones in this process (stacks, see

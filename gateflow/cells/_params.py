@@ -2,7 +2,9 @@
 is a complete, well-shaped, finite parameter set for the cell.
 
 Input matrices ``W_*`` are (n, d), recurrent matrices ``U_*`` (n, n), every other parameter
-(biases, peepholes, IndRNN's ``u``) a vector (n,).
+(biases, peepholes, IndRNN's ``u``) a vector (n,). A cell whose state blocks have other
+sizes (PyTorch's projected LSTM: h has p units) names them (:attr:`Cell.sizes`), and every
+shape follows from its equations (:attr:`Cell.param_dims`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from gateflow._validate import shown, whole
 from gateflow.cells._library import CELLS, get_cell
 from gateflow.cells._record import Cell
 
-__all__ = ["check_params", "param_shapes"]
+__all__ = ["check_params", "check_sizes", "param_shapes"]
 
 
 def _names(keys, limit: int = 12) -> str:
@@ -25,18 +27,27 @@ def _names(keys, limit: int = 12) -> str:
     return listed + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def param_shapes(cell, n: int, d: int) -> dict[str, tuple[int, ...]]:
-    """Shape of every parameter of ``cell`` for hidden size ``n`` and input size ``d``,
-    in the cell's declaration order."""
+def sizes_for(cell, n: int, d: int, sizes=None) -> dict[str, int]:
+    """Every size of ``cell`` by name: ``n``, ``d`` and the others ``sizes`` gives (a
+    size it does not give is n // 2, at least 1: PyTorch needs proj_size < hidden_size)."""
     cell = get_cell(cell)
-    n = whole(n, "hidden size n")
-    d = whole(d, "input size d")
-    mats = cell.matrices
-    shapes: dict[str, tuple[int, ...]] = {}
-    for p in cell.params:
-        kind = mats.get(p)
-        shapes[p] = (n, d) if kind == "input" else (n, n) if kind == "recurrent" else (n,)
-    return shapes
+    out = {"n": whole(n, "hidden size n"), "d": whole(d, "input size d")}
+    given = {} if sizes is None else dict(sizes)
+    unknown = sorted(set(given) - set(cell.size_names) - {"n", "d"})
+    if unknown:
+        raise GateflowError(f"cell {cell.name!r} has no size {unknown[0]!r}; its sizes are "
+                            f"{', '.join((*cell.size_names, 'd'))}")
+    for name in cell.size_names[1:]:
+        out[name] = whole(given[name], f"size {name}") if name in given else max(1, out["n"] // 2)
+    return out
+
+
+def param_shapes(cell, n: int, d: int, sizes=None) -> dict[str, tuple[int, ...]]:
+    """Shape of every parameter of ``cell`` for hidden size ``n``, input size ``d`` and
+    the cell's other sizes (``sizes``, e.g. ``{"p": 16}``), in declaration order."""
+    cell = get_cell(cell)
+    value = sizes_for(cell, n, d, sizes)
+    return {p: tuple(value[x] for x in cell.param_dims[p]) for p in cell.params}
 
 
 def _other_cell(cell: Cell, keys: set[str]) -> str | None:
@@ -49,11 +60,19 @@ def _other_cell(cell: Cell, keys: set[str]) -> str | None:
 
 
 def check_params(cell, params) -> tuple[int, int]:
-    """Check ``params`` (parameter name -> array) against ``cell`` and return ``(n, d)``.
+    """Check ``params`` (parameter name -> array) against ``cell`` and return ``(n, d)``
+    (:func:`check_sizes` gives every size).
 
     Raises :class:`GateflowError` for a non-dict, parameters of another cell, missing or
     extra names, non-real dtypes, wrong shapes and non-finite values.
     """
+    sizes = check_sizes(cell, params)
+    return sizes["n"], sizes["d"]
+
+
+def check_sizes(cell, params) -> dict[str, int]:
+    """Check ``params`` like :func:`check_params` and return every size by name
+    (``{"n": …, "d": …}``, and e.g. ``"p"`` for the projected LSTM)."""
     cell = get_cell(cell)
     if not isinstance(params, dict):
         raise GateflowError(f"params must be a dict of arrays keyed by parameter name, "
@@ -88,28 +107,36 @@ def check_params(cell, params) -> tuple[int, int]:
         arrays[p] = a
 
     mats = cell.matrices
-    rows = Counter(a.shape[0] for a in arrays.values() if a.ndim >= 1)
-    n = rows.most_common(1)[0][0] if rows else 0
-    cols = Counter(arrays[p].shape[1] for p, k in mats.items()
-                   if k == "input" and arrays[p].ndim == 2)
-    d = cols.most_common(1)[0][0] if cols else 0
+    seen: dict[str, Counter] = {}  # size name -> how often each length fills it
+    for p, a in arrays.items():
+        for name, length in zip(cell.param_dims[p], a.shape):
+            seen.setdefault(name, Counter())[length] += 1
+    value = {name: c.most_common(1)[0][0] for name, c in seen.items()}
+    n, d = value.get("n", 0), value.get("d", 0)
     if n < 1:
         raise GateflowError(f"params for cell {cell.name!r} have hidden size n = 0; "
                             "every parameter needs n >= 1 rows")
-    if cols and d < 1:
+    if "d" in seen and d < 1:
         raise GateflowError(f"params for cell {cell.name!r} have input size d = 0; "
                             "input matrices need d >= 1 columns")
-    expected = param_shapes(cell, n, max(d, 1))
+    for name in cell.size_names[1:]:
+        if value.get(name, 0) < 1:
+            raise GateflowError(f"params for cell {cell.name!r} have size {name} = 0; "
+                                f"it needs {name} >= 1")
+    value["d"] = max(d, 1)
+    expected = param_shapes(cell, n, value["d"], {k: v for k, v in value.items()
+                                                  if k not in ("n", "d")})
+    given = ", ".join(f"{k}={v if k != 'd' else d}" for k, v in value.items())
     for p in cell.params:
         got = arrays[p].shape
         if got != expected[p]:
             kind = mats.get(p, "vector")
             raise GateflowError(f"param {p!r} ({kind}) has shape {got}; expected {expected[p]} "
-                                f"for n={n}, d={d} (inferred from the other params)")
+                                f"for {given} (inferred from the other params)")
     for p in cell.params:
         a = arrays[p]
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
             raise GateflowError(f"param {p!r} has {bad} non-finite value(s) (NaN or inf); "
                                 "fix or re-export the weights")
-    return n, d
+    return value

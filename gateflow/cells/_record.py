@@ -175,6 +175,80 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
     return matrices, vectors
 
 
+#: The size of x, and the default size of a state block: d and n.
+INPUT_SIZE, HIDDEN_SIZE = "d", "n"
+
+
+def _infer_sizes(cell: Cell, matrices: dict[str, str]) -> tuple[dict[str, str],
+                                                                dict[str, tuple[str, ...]]]:
+    """The size of every node and the dimensions of every parameter, by unification.
+
+    x has size d, each state block the size :attr:`Cell.sizes` gives it (n by default), and
+    its previous value the same. Elementwise operations make their operands one size;
+    ``W @ v`` makes W's columns v's size and the result W's rows. A size that nothing fixes
+    is n. Two different named sizes meeting is an error. Returns (node -> size name,
+    parameter -> its dimension names: (rows, cols) for a matrix, (rows,) for a vector)."""
+    where = f"cell {cell.name!r}"
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: str | None, b: str | None, line: str) -> str | None:
+        if a is None or b is None:
+            return a if b is None else b
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            return ra
+        if ra.startswith("=") and rb.startswith("="):
+            raise GateflowError(f"{where}: {line!r} mixes sizes {ra[1:]} and {rb[1:]}")
+        if ra.startswith("="):
+            ra, rb = rb, ra
+        parent[ra] = rb  # a named size stays the root
+        return rb
+
+    def size(node: ast.AST, line: str) -> str | None:
+        if isinstance(node, ast.Constant):
+            return None
+        if isinstance(node, ast.Name):
+            return f"node:{node.id}"
+        if isinstance(node, ast.UnaryOp):
+            return size(node.operand, line)
+        if isinstance(node, ast.Call):
+            return size(node.args[0], line)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+            assert isinstance(node.left, ast.Name)  # validated: a parameter name
+            w = node.left.id
+            union(f"cols:{w}", size(node.right, line), line)
+            return f"rows:{w}"
+        if isinstance(node, ast.BinOp):
+            return union(size(node.left, line), size(node.right, line), line)
+        raise AssertionError(f"unvalidated syntax {type(node).__name__}")
+
+    block_size = dict(cell.sizes)
+    union(f"node:{INPUT}", f"={INPUT_SIZE}", INPUT)
+    for s in cell.state:
+        union(f"node:{s}", f"={block_size.get(s, HIDDEN_SIZE)}", s)
+        union(f"node:{s}_prev", f"node:{s}", s)
+    for line in cell.equations:
+        lhs, _, rhs = line.partition("=")
+        union(f"node:{lhs.strip()}", size(ast.parse(rhs.strip(), mode="eval").body, line), line)
+
+    def name(var: str) -> str:
+        root = find(var)
+        return root[1:] if root.startswith("=") else HIDDEN_SIZE
+
+    nodes = {v[5:]: name(v) for v in list(parent) if v.startswith("node:")}
+    dims: dict[str, tuple[str, ...]] = {
+        p: (name(f"rows:{p}"), name(f"cols:{p}")) if p in matrices else (name(f"node:{p}"),)
+        for p in cell.params}
+    return nodes, dims
+
+
 def _check_fields(cell: Cell) -> None:
     """Types of a Cell's fields: strings, and tuples of strings (a list becomes a tuple, so
     that the frozen cell stays hashable); memory_bias and chrono_partner name parameters."""
@@ -203,6 +277,19 @@ def _check_fields(cell: Cell) -> None:
     if cell.chrono_partner is not None and cell.chrono_partner not in cell.params:
         raise GateflowError(f"{where}: chrono_partner must be one of its parameters or None, "
                             f"got {shown(cell.chrono_partner)}")
+    sizes = cell.sizes
+    if isinstance(sizes, dict):
+        sizes = tuple(sizes.items())
+    if not isinstance(sizes, (tuple, list)) or not all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and p[0] in cell.state
+            and isinstance(p[1], str) and p[1].isidentifier() and p[1] != INPUT_SIZE
+            for p in sizes) or len({p[0] for p in sizes}) != len(sizes):
+        raise GateflowError(f"{where}: sizes must map state blocks to size names other than "
+                            f"{INPUT_SIZE!r}, e.g. {{'h': 'p'}}; got {shown(cell.sizes)}")
+    # a canonical form (state order, the default n left out), so equal cells compare equal
+    given = dict(sizes)
+    object.__setattr__(cell, "sizes", tuple(
+        (s, given[s]) for s in cell.state if given.get(s, HIDDEN_SIZE) != HIDDEN_SIZE))
 
 
 @dataclass(frozen=True)
@@ -228,6 +315,10 @@ class Cell:
     #: Bias set to minus the memory bias under chrono initialisation (LSTM's b_i).
     chrono_partner: str | None = None
     notes: str = field(default="", compare=False)
+    #: State blocks whose size is not the hidden size n, with their size's name: PyTorch's
+    #: projected LSTM has ``(("h", "p"),)`` (h has proj_size units, c has n). Every other
+    #: size (gates, weights) follows from the equations (:attr:`param_dims`).
+    sizes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         # Check the fields' types, then the equations now (a malformed cell fails where it is
@@ -235,7 +326,7 @@ class Cell:
         # something is derived.
         _check_fields(self)
         matrices, vectors = _validate(self)
-        object.__setattr__(self, "_shapes", (matrices, vectors))
+        object.__setattr__(self, "_shapes", (matrices, vectors, *_infer_sizes(self, matrices)))
 
     @property
     def matrices(self) -> dict[str, str]:
@@ -246,6 +337,30 @@ class Cell:
     def vectors(self) -> tuple[str, ...]:
         """Parameters used elementwise (biases, peepholes), shape (n,)."""
         return self.__dict__["_shapes"][1]
+
+    @property
+    def node_sizes(self) -> dict[str, str]:
+        """Size name of every node (x, states, their previous values, gates): ``"d"`` for
+        x, ``"n"`` for most, whatever :attr:`sizes` names for a state block."""
+        return self.__dict__["_shapes"][2]
+
+    @property
+    def param_dims(self) -> dict[str, tuple[str, ...]]:
+        """Each parameter's dimensions by size name: ``("n", "d")`` for W_i, ``("n", "n")``
+        for U_i, ``("n",)`` for b_i; the projected LSTM's ``P`` is ``("p", "n")``."""
+        return self.__dict__["_shapes"][3]
+
+    @property
+    def block_size(self) -> dict[str, str]:
+        """State block -> its size name (``"n"`` unless :attr:`sizes` says otherwise)."""
+        return {s: self.node_sizes[s] for s in self.state}
+
+    @property
+    def size_names(self) -> tuple[str, ...]:
+        """The size names of the cell other than d: ``("n",)``, or ``("n", "p")``."""
+        names = {x for dims in self.param_dims.values() for x in dims} | set(
+            self.block_size.values())
+        return (HIDDEN_SIZE, *sorted(names - {HIDDEN_SIZE, INPUT_SIZE}))
 
     # -- names ---------------------------------------------------------------------------
     @property

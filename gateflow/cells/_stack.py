@@ -6,8 +6,9 @@ blocks some outputs depend on. Nothing here is differentiated: the results are o
 (``h`` → ``h_l0``, ``W_f`` → ``W_f_l0``, the gate ``f`` → ``f_l0``) and feeds layer l + 1
 the output of layer l *at the same step*: its ``x`` becomes ``h_l<l>``, the new value. The
 state is ``(h_l0, c_l0, h_l1, c_l1, …)``, so the blocks of the stack's Jacobian are
-``"h_l1/h_l0"`` = ∂h⁽¹⁾_t/∂h⁽⁰⁾_{t−1}, and so on. Layer l + 1's input weights act on an
-n-vector, so they are (n, n): every layer of a PyTorch stack has the same hidden size.
+``"h_l1/h_l0"`` = ∂h⁽¹⁾_t/∂h⁽⁰⁾_{t−1}, and so on. Layer l + 1's input weights act on
+layer l's h, so they are (n, n) (n × p for a projected LSTM): every layer of a PyTorch
+stack has the same sizes.
 
 **Dependencies.** A state block X depends on Y when X's update reads ``Y_prev`` or the new
 ``Y``, directly or through gates (read from the equations, with :mod:`ast`). The closure of
@@ -86,6 +87,7 @@ def stack(cell: str | Cell, layers: int) -> Cell:
         memory_bias=None if mb is None else (mb[0] + top, mb[1]),
         chrono_partner=None if cell.chrono_partner is None else cell.chrono_partner + top,
         notes=cell.notes,
+        sizes=tuple((f"{s}_l{k}", size) for k in range(layers) for s, size in cell.sizes),
     )
     GENERATED[made.name] = made  # so that results naming it resolve (get_cell)
     return made
@@ -159,4 +161,5 @@ def restrict(cell: Cell, blocks) -> Cell:
         params=tuple(p for p in cell.params if p in keep),
         equations=tuple(line for line, (lhs, _) in zip(cell.equations, parsed) if lhs in keep),
         notes=cell.notes,
+        sizes=tuple((s, size) for s, size in cell.sizes if s in state),
     )

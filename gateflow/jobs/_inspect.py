@@ -20,8 +20,6 @@ def decay_command(path, model: Recurrent, several: bool) -> str | None:
     ``--module`` when the file holds several modules, ``--layer all`` for a unidirectional
     stack (layer 0 of a bidirectional one, whose stack is not causal), ``--direction`` for
     two directions, ``--cell`` when the file cannot say which cell."""
-    if model.proj:
-        return None
     parts = ["gateflow", "decay", "--weights", shlex.quote(str(path))]
     if several:
         parts += ["--module", shlex.quote(model.module)]

@@ -52,7 +52,7 @@ Key = tuple[int, str]  # (layer, direction)
 #: The PyTorch recurrent modules, by class name: (the module it is a step of, is a *Cell).
 _KINDS = {"LSTM": ("LSTM", False), "GRU": ("GRU", False), "RNN": ("RNN", False),
           "LSTMCell": ("LSTM", True), "GRUCell": ("GRU", True), "RNNCell": ("RNN", True)}
-_MATRICES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_MATRICES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,13 +144,9 @@ class _Call:
 
 
 def _check_call(torch, name: str, module, kind: str, args, kwargs) -> None:
-    """Refuse, before the module runs, what capture cannot read: a projected LSTM, a
-    PackedSequence, an input that is not a tensor."""
+    """Refuse, before the module runs, what capture cannot read: a PackedSequence, an
+    input that is not a tensor."""
     where = f"module {name!r} ({kind})" if name else kind
-    if getattr(module, "proj_size", 0):
-        raise GateflowError(f"{where} is an LSTM with proj_size={module.proj_size} (h has "
-                            f"{module.proj_size} units, c has {module.hidden_size}); gateflow "
-                            "does not analyse projected LSTMs yet")
     x = args[0] if args else kwargs.get("input")
     if isinstance(x, torch.nn.utils.rnn.PackedSequence):
         raise GateflowError(f"{where} was called with a PackedSequence; capture needs padded "
@@ -222,6 +218,8 @@ def _kind_of(torch, module) -> tuple[str, bool]:
 
 
 def _cell_name(module, base: str) -> str:
+    if getattr(module, "proj_size", 0):
+        return "lstm-proj"  # h = P (o ⊙ tanh c) has proj_size units
     if base != "RNN":
         return base.lower()
     return "rnn" if module.nonlinearity == "tanh" else "rnn-relu"
@@ -230,6 +228,8 @@ def _cell_name(module, base: str) -> str:
 def _one_layer(torch, module, base: str, layer: int, d: int):
     """A float64 single-layer nn.<base> with layer ``layer``'s weights (both directions)."""
     extra = {"nonlinearity": module.nonlinearity} if base == "RNN" else {}
+    if getattr(module, "proj_size", 0):
+        extra["proj_size"] = module.proj_size
     one = getattr(torch.nn, base)(d, module.hidden_size, num_layers=1, bias=module.bias,
                                   bidirectional=module.bidirectional, dtype=torch.float64,
                                   **extra)

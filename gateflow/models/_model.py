@@ -108,10 +108,6 @@ def _cell_for(model: Recurrent, cell) -> Cell:
     """The cell to analyse ``model`` with: the one the file says, or ``cell`` when it agrees
     (or when the file cannot tell, among the cells its weights fit)."""
     where = f"module {model.module!r} ({model.kind})" if model.module else model.kind
-    if model.proj:
-        raise GateflowError(f"{where} is an LSTM with proj_size={model.proj} (h has "
-                            f"{model.proj} units, c has {model.hidden}); gateflow does not "
-                            "analyse projected LSTMs yet")
     if cell is None:
         if model.cell is None:
             raise GateflowError(f"{where}: {model.note or 'the file does not say which cell'}")

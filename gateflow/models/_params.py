@@ -49,7 +49,7 @@ _SAVE_EXTS = (".safetensors", ".npz")
 def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
                 sigma_w: float = 1.0, sigma_v: float = 1.0, sigma_b: float = 0.0,
                 gate_bias: float | None = None, chrono: float | None = None,
-                seed: int = 0, dtype=np.float64) -> Params:
+                seed: int = 0, dtype=np.float64, sizes=None) -> Params:
     """Random parameters for ``cell``; the same arguments give bit-identical arrays.
 
     Schemes:
@@ -57,10 +57,14 @@ def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
     * ``"pytorch"``: every parameter ~ U(−1/√n, 1/√n), PyTorch's default for RNN/LSTM/GRU
       (``sigma_*`` are ignored). PyTorch's summed LSTM biases are the sum of two such draws;
       here each gateflow bias is one draw.
-    * ``"gaussian"``: recurrent matrices ~ N(0, σ_w²/n), input matrices ~ N(0, σ_v²/d),
-      vectors ~ N(0, σ_b²) (the mean-field convention).
+    * ``"gaussian"``: recurrent matrices ~ N(0, σ_w²/fan-in) (fan-in n for U_*),
+      input matrices ~ N(0, σ_v²/d), vectors ~ N(0, σ_b²) (the mean-field convention).
     * ``"orthogonal"``: recurrent matrices = σ_w·Q with Q Haar-random orthogonal (QR of a
-      Gaussian matrix with the signs of diag(R) folded in), the rest as ``"gaussian"``.
+      Gaussian matrix with the signs of diag(R) folded in; a non-square one, like the
+      projected LSTM's P, has orthonormal rows or columns), the rest as ``"gaussian"``.
+
+    ``sizes`` gives a cell's other sizes by name, e.g. ``{"p": 16}`` for ``lstm-proj``
+    (default n // 2).
 
     ``gate_bias`` sets the cell's memory bias (:attr:`Cell.memory_bias`, e.g. the LSTM's
     ``b_f``) to ``sign·gate_bias`` on every unit. ``chrono`` = T_max applies the chrono
@@ -68,7 +72,7 @@ def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
     per unit, and the :attr:`Cell.chrono_partner` (the LSTM's ``b_i``) = −(that).
     """
     cell = as_cell(cell)
-    shapes = param_shapes(cell, n, d)
+    shapes = param_shapes(cell, n, d, sizes)
     if scheme not in _SCHEMES:
         raise GateflowError(f"unknown init scheme {scheme!r}; use one of {', '.join(_SCHEMES)}")
     sigma_w = finite_float(sigma_w, "sigma_w", nonneg=True)
@@ -104,10 +108,12 @@ def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
             k = 1.0 / np.sqrt(n)
             a = rng.uniform(-k, k, size=shape)
         elif kind == "recurrent" and scheme == "orthogonal":
-            q, r = np.linalg.qr(rng.standard_normal(shape))
-            a = sigma_w * q * np.where(np.diag(r) < 0, -1.0, 1.0)
+            tall = shape[0] >= shape[1]
+            q, r = np.linalg.qr(rng.standard_normal(shape if tall else shape[::-1]))
+            q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+            a = sigma_w * (q if tall else q.T)
         elif kind == "recurrent":
-            a = rng.normal(0.0, sigma_w / np.sqrt(n), size=shape)
+            a = rng.normal(0.0, sigma_w / np.sqrt(shape[1]), size=shape)
         elif kind == "input":
             a = rng.normal(0.0, sigma_v / np.sqrt(d), size=shape)
         else:

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ from gateflow._interrupt import check as check_interrupt
 from gateflow._memory import check_fits
 from gateflow._validate import choose_many, closest, real_array, shown, whole
 from gateflow.cells._library import get_cell
-from gateflow.cells._params import check_params
+from gateflow.cells._params import check_sizes
 from gateflow.cells._record import INPUT, Cell
 from gateflow.cells._stack import depends, needed, restrict
 from gateflow.numeric._backend import get_backend, get_dtype
@@ -120,8 +121,14 @@ def _float_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _check_s0(cell: Cell, s0, n: int, B: int):
-    """Initial states: a dict of known blocks only, each finite of shape (n,) or (B, n)."""
+def block_dims(cell: Cell, sizes: Mapping[str, int]) -> dict[str, int]:
+    """State block -> its number of units, from the sizes by name (:func:`check_sizes`)."""
+    return {s: sizes[cell.block_size[s]] for s in cell.state}
+
+
+def _check_s0(cell: Cell, s0, dims: Mapping[str, int], B: int):
+    """Initial states: a dict of known blocks only, each finite of shape (n,) or (B, n),
+    n the block's size (``dims``)."""
     if s0 is None:
         return None
     if not isinstance(s0, Mapping):
@@ -133,6 +140,7 @@ def _check_s0(cell: Cell, s0, n: int, B: int):
             raise GateflowError(f"s0 has no state block {shown(b)} for cell {cell.name!r}"
                                 f"{closest(b, cell.state)}")
         v = real_array(v, f"s0[{b!r}]").astype(np.float64)
+        n = dims[b]
         if v.shape not in ((n,), (B, n)) or not np.all(np.isfinite(v)):
             raise GateflowError(f"s0[{b!r}] must be finite, of shape ({n},) or ({B}, {n}); "
                                 f"got shape {v.shape}")
@@ -140,12 +148,12 @@ def _check_s0(cell: Cell, s0, n: int, B: int):
     return out
 
 
-def _check_probe(cell: Cell, probe, n: int, B: int):
+def _check_probe(cell: Cell, probe, dims: Mapping[str, int], B: int):
     """A finite probe vector over the full state, (S,) or (B, S); None stays None."""
     if probe is None:
         return None
     probe = real_array(probe, "probe").astype(np.float64)
-    S = len(cell.state) * n
+    S = sum(dims.values())
     if probe.shape not in ((S,), (B, S)) or not np.all(np.isfinite(probe)):
         raise GateflowError(f"probe must be finite, of shape ({S},) or ({B}, {S}): one "
                             f"value per state unit ({', '.join(cell.state)} in that "
@@ -192,9 +200,9 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None,
     ``inputs`` (the input Jacobian's plan), the pair (state coefficients, input
     coefficients). With a ``threading.Event`` ``stop``, give up at the next step once it
     is set."""
-    xp, dt, n = bound.xp, bound.c.dtype, bound.n
+    xp, dt = bound.xp, bound.c.dtype
     T, B, _ = x.shape
-    states = {b: xp.empty((T + 1, B, n), dtype=dt) for b in bound.c.cell.state}
+    states = {b: xp.empty((T + 1, B, bound.dim[b]), dtype=dt) for b in bound.c.cell.state}
     for b in states:
         states[b][0] = 0 if s0 is None or b not in s0 else xp.asarray(s0[b], dtype=dt)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -221,12 +229,13 @@ def states(cell: str | Cell, params: dict, x, s0: dict | None = None) -> dict[st
     n), from inputs x (T, B, d) and initial states ``s0`` (zeros by default). What a layer
     of a stack emits, for the layer above it."""
     cell = get_cell(cell)
-    n, d = check_params(cell, params)
+    sizes = check_sizes(cell, params)
+    dims = block_dims(cell, sizes)
     x = real_array(x, "inputs").astype(np.float64)
-    T, B = _check_input_shape(x, d)
-    s0 = _check_s0(cell, s0, n, B)
-    check_fits(8 * (T + 1) * B * n * len(cell.state) + 8 * x.size, backend="numpy")
-    bound = Bound(compile_cell(cell, "numpy", "float64"), params, n)
+    T, B = _check_input_shape(x, sizes["d"])
+    s0 = _check_s0(cell, s0, dims, B)
+    check_fits(8 * (T + 1) * B * sum(dims.values()) + 8 * x.size, backend="numpy")
+    bound = Bound(compile_cell(cell, "numpy", "float64"), params)
     return run(bound, x, s0)
 
 
@@ -258,32 +267,42 @@ class _Sweep:
         """``comp`` gives the reverse plan (the state Jacobian's, or the input Jacobian's:
         the same forward pass, so ``bound``'s stacked weights serve both)."""
         self.comp, self.bound, self.xp = comp, bound, bound.xp
-        self.B, self.rows, n = B, rows, bound.n
+        self.B, self.rows = B, rows
         xp, dt = self.xp, comp.dtype
-        self.dense: dict = {}  # group atoms -> (A_cat (B, R, S n), K_cat (B, S n, m), tmp)
+        #: group atoms -> (A_cat (B, R, Σ n_v), K_cat (B, Σ n_v, m), column offsets, K tmp
+        #: per sink size); n_v is the size of sink v (a projected LSTM mixes n and p).
+        self.dense: dict = {}
         self.weights: dict = {}
+        self._tmp: dict[int, Any] = {}
         for op in comp.reverse:
             if not isinstance(op, GroupStep):
                 continue
             g, terms = op.group, op.terms
             w = bound.stacked[g.atoms][0]
+            off = bound.offsets[g.atoms]
             m = w.shape[1]
-            self.weights[g.atoms] = [w[j * n:(j + 1) * n] for j in range(len(g.atoms))]
-            pairs = sum(len(p) for _, p in terms)
-            stacked = 2 * rows * len(g.atoms) * n * m + 20 * rows * n * pairs
-            dense = 2 * rows * len(terms) * n * m + 20 * n * m * pairs
+            self.weights[g.atoms] = [w[off[j]:off[j + 1]] for j in range(len(g.atoms))]
+            size = [off[pairs[0][0] + 1] - off[pairs[0][0]] for _, pairs in terms]
+            n_pairs = sum(len(p) for _, p in terms)
+            stacked = 2 * rows * w.shape[0] * m + 20 * rows * max(size) * n_pairs
+            dense = 2 * rows * sum(size) * m + 20 * max(size) * m * n_pairs
             if dense < stacked:
-                S = len(terms)
-                self.dense[g.atoms] = (xp.empty((B, rows, S * n), dtype=dt),
-                                       xp.empty((B, S * n, m), dtype=dt),
-                                       xp.empty((B, n, m), dtype=dt))
-        self.tmp = xp.empty((B, rows, n), dtype=dt)
+                cols = [0, *np.cumsum(size).tolist()]
+                self.dense[g.atoms] = (xp.empty((B, rows, cols[-1]), dtype=dt),
+                                       xp.empty((B, cols[-1], m), dtype=dt), cols,
+                                       {k: xp.empty((B, k, m), dtype=dt) for k in set(size)})
+
+    def tmp(self, a):
+        """A scratch array shaped like the adjoint ``a`` (B, R, size)."""
+        size = a.shape[-1]
+        if size not in self._tmp:
+            self._tmp[size] = self.xp.empty(a.shape, dtype=a.dtype)
+        return self._tmp[size]
 
     def backward(self, A: dict, coefs: list) -> dict:
         """Adjoints of every source after one step back; ``A`` holds the new states'."""
-        xp, B, rows, n = self.xp, self.B, self.rows, self.bound.n
+        xp, B, rows = self.xp, self.B, self.rows
         adj = dict(A)
-        tmp = self.tmp
 
         for op in self.comp.reverse:
             if isinstance(op, Scatter):
@@ -292,7 +311,7 @@ class _Sweep:
                     continue
                 for src, j in op.sources:
                     if src in adj:
-                        adj[src] += xp.multiply(a, _rows(coefs[j]), out=tmp)
+                        adj[src] += xp.multiply(a, _rows(coefs[j]), out=self.tmp(a))
                     else:
                         adj[src] = a * _rows(coefs[j])
                 continue
@@ -302,27 +321,29 @@ class _Sweep:
             weights = self.weights[g.atoms]
             if g.atoms in self.dense:
                 # Σ_v A_v K_v with K_v = Σ_j diag(coef_j) W_j: one batched GEMM, sinks side by side.
-                a_cat, k_cat, ktmp = self.dense[g.atoms]
+                a_cat, k_cat, cols, ktmp = self.dense[g.atoms]
                 for i, (v, pairs) in enumerate(terms):
-                    cols = slice(i * n, (i + 1) * n)
+                    span = slice(cols[i], cols[i + 1])
                     if v in adj:
-                        a_cat[..., cols] = adj[v]
+                        a_cat[..., span] = adj[v]
                     else:
-                        a_cat[..., cols] = 0
-                    block = k_cat[:, cols, :]
+                        a_cat[..., span] = 0
+                    block = k_cat[:, span, :]
                     for p, (j, kc) in enumerate(pairs):
                         if p == 0:
                             xp.multiply(_cols(coefs[kc]), weights[j], out=block)
                         else:
-                            block += xp.multiply(_cols(coefs[kc]), weights[j], out=ktmp)
+                            block += xp.multiply(_cols(coefs[kc]), weights[j],
+                                                 out=ktmp[cols[i + 1] - cols[i]])
                 contrib = xp.matmul(a_cat, k_cat)
             else:
-                buf = xp.zeros((B, rows, len(g.atoms) * n), dtype=self.comp.dtype)
+                w = self.bound.stacked[g.atoms][0]
+                off = self.bound.offsets[g.atoms]
+                buf = xp.zeros((B, rows, w.shape[0]), dtype=self.comp.dtype)
                 for v, pairs in terms:
                     if v in adj:
                         for j, kc in pairs:
-                            buf[..., j * n:(j + 1) * n] += adj[v] * _rows(coefs[kc])
-                w = self.bound.stacked[g.atoms][0]
+                            buf[..., off[j]:off[j + 1]] += adj[v] * _rows(coefs[kc])
                 contrib = (buf.reshape(B * rows, -1) @ w).reshape(B, rows, -1)
             if g.arg in adj:
                 adj[g.arg] += contrib
@@ -388,7 +409,9 @@ def all_lags(
             differently for different row counts).
     """
     cell = get_cell(cell)
-    n, d = check_params(cell, params)
+    sizes = check_sizes(cell, params)
+    dims = block_dims(cell, sizes)
+    n, d = max(dims.values()), sizes["d"]  # n: the largest block (for the memory estimate)
     be = get_backend(backend)
     dt = _float_dtype(dtype)
     x_host = real_array(x, "inputs")
@@ -409,10 +432,10 @@ def all_lags(
                             f"got {shown(progress)}")
     if not isinstance(keep_states, (bool, np.bool_)):
         raise GateflowError(f"keep_states must be True or False, got {shown(keep_states)}")
-    s0 = _check_s0(cell, s0, n, B)
-    probe = _check_probe(cell, probe, n, B)
+    s0 = _check_s0(cell, s0, dims, B)
+    probe = _check_probe(cell, probe, dims, B)
     out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
-    rows = n * len(out_blocks) + (0 if probe is None else 1)
+    rows = sum(dims[s] for s in out_blocks) + (0 if probe is None else 1)
     observers = resolve(norms)  # what was asked for, and what it builds on
     direct_norms = resolve((*DEFAULT_NORMS, *norms))  # the direct path: always the defaults
 
@@ -438,13 +461,13 @@ def all_lags(
 
     comp = compile_cell(cell, be.name, dt.name)
     comp_in = compile_cell(cell, be.name, dt.name, inputs=True) if in_blocks else None
-    bound = Bound(comp, params, n)
+    bound = Bound(comp, params)
     xp = be.xp
     xd = be.asarray(x, dtype=dt)
-    s0 = None if s0 is None else {b: xp.broadcast_to(be.asarray(v, dtype=dt), (B, n))
+    s0 = None if s0 is None else {b: xp.broadcast_to(be.asarray(v, dtype=dt), (B, dims[b]))
                                   for b, v in s0.items()}
     if probe is not None:
-        probe = xp.broadcast_to(be.asarray(probe, dtype=dt), (B, len(cell.state) * n))
+        probe = xp.broadcast_to(be.asarray(probe, dtype=dt), (B, sum(dims.values())))
 
     def measures() -> dict[str, Measure]:
         """Fresh observers for one batch slice: the norms (and what they build on), the
@@ -509,7 +532,10 @@ def all_lags(
         singular_values=res.get(_SVALS, {}),
         probe=res.get(_PROBE),
         states=_concat([c["states"] for c in chunks], 1) if keep_states else None,
-        meta={"n": n, "d": d, "T": T, "B": B, "dtype": dt.name, "backend": be.name,
+        meta={"n": sizes["n"], "d": d, "T": T, "B": B, **(
+                  {"sizes": {s: sizes[s] for s in cell.size_names}}
+                  if len(cell.size_names) > 1 else {}),
+              "dtype": dt.name, "backend": be.name,
               "estimated_bytes": need, "workers": workers, "blas_threads": blas},
     )
 
@@ -622,10 +648,10 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
     pulls the rows back onto x_t and hands that to the input measures. Returns
     ``{"measures": name -> finish(), "axes": name -> batch axis, "inputs": name ->
     finish(), "states": block -> (T+1, B, n)}``."""
-    xp, dt, n = bound.xp, comp.dtype, bound.n
+    xp, dt, n, dims = bound.xp, comp.dtype, bound.n, bound.dim
     cell = comp.cell
     T, B, _ = xd.shape
-    rows = n * len(out_blocks) + (0 if probe is None else 1)
+    rows = sum(dims[s] for s in out_blocks) + (0 if probe is None else 1)
     stored: list | None = [] if keep else None
     # The forward's GEMMs are tiny: with one worker, run them single-threaded. (BLAS limits
     # are process-wide, so with several workers they all share the outer setting, 1 thread
@@ -634,17 +660,20 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
         states = run(bound, xd, s0, stored, stop, None if inputs is None else inputs.comp)
 
     # Seed: the identity on the rows of each output block, plus the probe row.
-    A = {s: xp.zeros((B, rows, n), dtype=dt) for s in cell.state}
-    row_of = {}
-    for k, s in enumerate(out_blocks):
-        row_of[s] = slice(k * n, (k + 1) * n)
-        A[s][:, row_of[s], :] = xp.eye(n, dtype=dt)
+    A = {s: xp.zeros((B, rows, dims[s]), dtype=dt) for s in cell.state}
+    row_of, first = {}, 0
+    for s in out_blocks:
+        row_of[s] = slice(first, first + dims[s])
+        A[s][:, row_of[s], :] = xp.eye(dims[s], dtype=dt)
+        first += dims[s]
     if probe is not None:
-        for j, s in enumerate(cell.state):
-            A[s][:, -1, :] = probe[:, j * n:(j + 1) * n]
+        first = 0
+        for s in cell.state:
+            A[s][:, -1, :] = probe[:, first:first + dims[s]]
+            first += dims[s]
 
     ctx = Context(comp.be, dt, T, B, n, tuple(cell.state), tuple(blocks), row_of,
-                  None if probe is None else rows - 1, comp.direct)
+                  None if probe is None else rows - 1, comp.direct, dims)
     renorm.init(ctx, rows)
     needs_rows = [name for name, m in measures.items() if isinstance(m, BlockNorm)
                   or name in (_SVALS, _PROBE)]
@@ -656,7 +685,8 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
     sweep = _Sweep(comp, bound, B, rows)
     if inputs is not None:
         # The rows pulled back onto x_t: a block "X/x" reads G["x"][:, rows of X, :].
-        ctx_in = Context(comp.be, dt, T, B, n, (INPUT,), inputs.blocks, row_of)
+        ctx_in = Context(comp.be, dt, T, B, n, (INPUT,), inputs.blocks, row_of,
+                         dims={INPUT: xd.shape[2]})
         for m in inputs.measures.values():
             m.init(ctx_in)
         sweep_in = _Sweep(inputs.comp, bound, B, rows)
@@ -683,7 +713,8 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
             for m in inputs.measures.values():
                 m.observe(step_in)
         adj = sweep.backward(A, coefs)
-        A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, n), dtype=dt)
+        A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, dims[s]),
+                                                                      dtype=dt)
              for s in cell.state}
         step = Step(ctx, k, A, renorm.logscale, coefs)
         for m in measures.values():

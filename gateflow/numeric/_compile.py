@@ -695,27 +695,42 @@ def _compile(cell: Cell, backend: str, dtype: np.dtype, inputs: bool = False) ->
 
 
 class Bound:
-    """A compiled cell with its weights on the device, stacked for the GEMMs."""
+    """A compiled cell with its weights on the device, stacked for the GEMMs.
 
-    def __init__(self, compiled: Compiled, params: dict, n: int):
+    Sizes come from the weights' shapes (:attr:`Cell.param_dims`): ``sizes`` by name
+    (``n``, ``d``, and e.g. ``p``), ``dim`` per state block, and per group of products the
+    row offsets of each weight in the stack (a projected LSTM's group on ``o ⊙ tanh(c)``
+    has p rows, its gates n)."""
+
+    def __init__(self, compiled: Compiled, params: dict):
         xp, dt = compiled.xp, compiled.dtype
-        self.c, self.xp, self.n = compiled, xp, n
+        cell = compiled.cell
+        self.c, self.xp = compiled, xp
         self.params = {k: xp.asarray(v, dtype=dt) for k, v in params.items()}
-        self.stacked = {}  # arg group -> (W_stack (G n × m), its transpose, contiguous)
+        self.sizes: dict[str, int] = {}
+        for p, dims in cell.param_dims.items():
+            for name, length in zip(dims, np.shape(params[p])):
+                self.sizes.setdefault(name, int(length))
+        self.n = self.sizes["n"]
+        self.dim = {s: self.sizes[cell.block_size[s]] for s in cell.state}
+        self.stacked = {}  # arg group -> (W_stack (Σ rows × m), its transpose, contiguous)
+        self.offsets: dict[tuple[str, ...], list[int]] = {}  # group -> row offsets, 0..Σ rows
         for g in compiled.forward:
             if isinstance(g, Group):
                 w = xp.concatenate([self.params[w] for w in g.weights], axis=0)
                 self.stacked[g.atoms] = (xp.ascontiguousarray(w), xp.ascontiguousarray(w.T))
+                self.offsets[g.atoms] = [0, *np.cumsum([np.shape(params[w])[0]
+                                                        for w in g.weights]).tolist()]
 
     def step(self, x, prev: dict) -> dict:
         """One forward step: every node's value, from x_t (B, d) and s_{t−1}."""
         vals = {INPUT: x, **{f"{b}_prev": v for b, v in prev.items()}, **self.params}
-        n = self.n
         for item in self.c.forward:
             if isinstance(item, Group):
                 out = vals[item.arg] @ self.stacked[item.atoms][1]
+                off = self.offsets[item.atoms]
                 for k, a in enumerate(item.atoms):
-                    vals[a] = out[:, k * n:(k + 1) * n]
+                    vals[a] = out[:, off[k]:off[k + 1]]
             else:
                 vals[item.name] = item.fn(*(vals[a] for a in item.args))
         return vals

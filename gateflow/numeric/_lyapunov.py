@@ -32,9 +32,9 @@ from gateflow._interrupt import check as check_interrupt
 from gateflow._memory import check_fits
 from gateflow._validate import real_array, shown, whole
 from gateflow.cells._library import get_cell
-from gateflow.cells._params import check_params
+from gateflow.cells._params import check_sizes
 from gateflow.cells._record import Cell
-from gateflow.numeric._chain import _check_input_shape, _check_s0
+from gateflow.numeric._chain import _check_input_shape, _check_s0, block_dims
 from gateflow.numeric._compile import Bound, Group, compile_cell
 
 __all__ = ["LyapunovResult", "kaplan_yorke", "lyapunov"]
@@ -127,29 +127,32 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
         progress: called with the step t after each step.
     """
     cell = get_cell(cell)
-    n, d = check_params(cell, params)
+    sizes = check_sizes(cell, params)
+    dims = block_dims(cell, sizes)
+    n, d = sizes["n"], sizes["d"]
     xh = real_array(x, "inputs").astype(np.float64)
     T, B = _check_input_shape(xh, d)
-    N = n * len(cell.state)
+    N = sum(dims.values())
     k = N if k is None else whole(k, "k (number of exponents)", 1, N)
     transient = whole(transient, "transient", 0, T - 1)
     if progress is not None and not callable(progress):
         raise GateflowError(f"progress must be a function of the step t, or None; "
                             f"got {shown(progress)}")
-    s0 = _check_s0(cell, s0, n, B)
+    s0 = _check_s0(cell, s0, dims, B)
     check_fits(8 * (4 * B * N * k + T * B * d + 4 * B * n * len(cell.equations) * k),
                "this Lyapunov spectrum")
     if not np.all(np.isfinite(xh)):
         raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
 
     comp = compile_cell(cell, "numpy", "float64")
-    bound = Bound(comp, params, n)
+    bound = Bound(comp, params)
     sinks, products = _plan(comp)
     blocks = tuple(cell.state)
     Q = np.zeros((B, N, k))
     Q[:, np.arange(k), np.arange(k)] = 1.0  # the first K columns of the identity
-    state = {b: np.zeros((B, n)) if s0 is None or b not in s0 else
-             np.broadcast_to(s0[b], (B, n)).astype(np.float64) for b in blocks}
+    state = {b: np.zeros((B, dims[b])) if s0 is None or b not in s0 else
+             np.broadcast_to(s0[b], (B, dims[b])).astype(np.float64) for b in blocks}
+    first = np.cumsum([0, *(dims[b] for b in blocks)])  # each block's rows in Q
     total = np.zeros((B, k))
     every = max(1, (T - transient) // RUNNING)
     run_steps, run_vals = [], []
@@ -159,15 +162,16 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
             check_interrupt()
             vals = bound.step(xh[t - 1], state)
             coefs = bound.coefficients(vals)
-            tan: dict[str, np.ndarray] = {f"{b}_prev": Q[:, j * n:(j + 1) * n]
+            tan: dict[str, np.ndarray] = {f"{b}_prev": Q[:, first[j]:first[j + 1]]
                                           for j, b in enumerate(blocks)}
 
             def source(name: str) -> np.ndarray:
                 if name not in tan:  # a product W v of a state-dependent v: its whole
                     g = products[name]  # group [W_1; …; W_G] v as one GEMM
                     stacked = np.matmul(bound.stacked[g.atoms][0], source(g.arg))
+                    off = bound.offsets[g.atoms]
                     for j, atom in enumerate(g.atoms):
-                        tan[atom] = stacked[:, j * n:(j + 1) * n]
+                        tan[atom] = stacked[:, off[j]:off[j + 1]]
                 return tan[name]
 
             for sink, edges in sinks:
@@ -175,8 +179,9 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
                 for src, i in edges:
                     term = _scaled(coefs[i], source(src))
                     acc = term if acc is None else acc + term
-                tan[sink] = acc if acc is not None else np.zeros((B, n, k))
-            Z = np.concatenate([tan.get(b, np.zeros((B, n, k))) for b in blocks], axis=1)
+                tan[sink] = acc if acc is not None else np.zeros(
+                    (B, bound.sizes[cell.node_sizes.get(sink, "n")], k))
+            Z = np.concatenate([tan.get(b, np.zeros((B, dims[b], k))) for b in blocks], axis=1)
             Q, R = np.linalg.qr(Z)
             diag = np.diagonal(R, axis1=1, axis2=2)
             sign = np.where(diag < 0, -1.0, 1.0)

@@ -55,6 +55,8 @@ class Context:
         rows: output block X -> its rows of G (a slice of the R rows).
         probe_row: the row holding the probe ⟨v, s_T⟩, or None.
         direct: state block -> index of its direct-path coefficient in ``Step.coefs``.
+        dims: units of each block of ``state`` (n for every block unless the cell says
+            otherwise: a projected LSTM's h has p).
     """
 
     backend: Backend
@@ -67,6 +69,11 @@ class Context:
     rows: Mapping[str, slice]
     probe_row: int | None = None
     direct: Mapping[str, int] = field(default_factory=dict)
+    dims: Mapping[str, int] = field(default_factory=dict)
+
+    def size(self, s: str) -> int:
+        """Units of state block ``s``."""
+        return self.dims.get(s, self.n)
 
     @property
     def xp(self):

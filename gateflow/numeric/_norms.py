@@ -138,13 +138,14 @@ class DirectPath:
     def init(self, ctx: Context) -> None:
         self.ctx = ctx
         xp = ctx.xp
-        self.log_abs = {s: xp.zeros((ctx.B, ctx.n), dtype=np.float64) for s in ctx.direct}
+        self.log_abs = {s: xp.zeros((ctx.B, ctx.size(s)), dtype=np.float64) for s in ctx.direct}
         self.out: dict[str, dict[str, Any]] = {s: {} for s in ctx.direct}
 
     def observe(self, step: Step) -> None:
-        xp, B, n = self.ctx.xp, self.ctx.B, self.ctx.n
+        xp, B = self.ctx.xp, self.ctx.B
         for s, j in self.ctx.direct.items():
-            c = xp.broadcast_to(xp.asarray(step.coefs[j], dtype=np.float64), (B, n))
+            c = xp.broadcast_to(xp.asarray(step.coefs[j], dtype=np.float64),
+                                (B, self.ctx.size(s)))
             self.log_abs[s] += xp.log(xp.abs(c))
             values: dict[str, Any] = {}
             for name, key, norm in self.norms:

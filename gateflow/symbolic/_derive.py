@@ -115,9 +115,10 @@ class LinOp:
 
     def to_matrix(self, n: int, unit, weights, blocks=None, cols: int | None = None
                   ) -> sp.Matrix:
-        """Explicit n × ``cols`` SymPy matrix (``cols`` = n by default; d for an input
-        block). ``unit(expr, a)`` gives a coefficient's value at unit a, ``weights[name]``
-        a weight's explicit matrix, ``blocks[name]`` a block's matrix."""
+        """Explicit n × ``cols`` SymPy matrix, n the output's size (``cols`` = n by default;
+        d for an input block, p for ∂c/∂h of a projected LSTM). ``unit(expr, a)`` gives a
+        coefficient's value at unit a, ``weights[name]`` a weight's explicit matrix,
+        ``blocks[name]`` a block's matrix."""
         out = sp.zeros(n, n if cols is None else cols)
         for t in self.terms:
             diag = sp.diag(*[unit(t.coef, a) for a in range(n)])
@@ -125,8 +126,8 @@ class LinOp:
                 rest = blocks[t.block]
             elif t.weight is not None:
                 rest = weights[t.weight]
-                if t.inner is not None:
-                    rest = rest * t.inner.to_matrix(n, unit, weights, blocks, cols)
+                if t.inner is not None:  # W's columns: the size of its argument
+                    rest = rest * t.inner.to_matrix(rest.shape[1], unit, weights, blocks, cols)
             else:
                 rest = sp.eye(n)
             out += diag * rest

@@ -52,6 +52,8 @@ class TorchLayout:
     ``weight_hh_l0`` those in ``hh`` (each n × n). ``bias_ih_l0`` and ``bias_hh_l0`` are split
     the same way; a parameter named in both is their sum (PyTorch's two LSTM biases only
     ever appear summed), a parameter named in one takes that slice alone (GRU's b_in, b_hn).
+    A projected LSTM (``proj_size = p > 0``) also has ``weight_hr_l0`` (p × n), the
+    projection ``hr``; then h has p units, so ``weight_hh_l0`` is 4n × p.
     """
 
     ih: tuple[str, ...]
@@ -60,6 +62,7 @@ class TorchLayout:
     bias_hh: tuple[str, ...]
     module: str  # "RNN", "LSTM" or "GRU"
     nonlinearity: str | None = None  # nn.RNN's nonlinearity
+    hr: tuple[str, ...] = ()  # the projection of an LSTM with proj_size > 0
 
 
 def _elman(phi: str) -> TorchLayout:
@@ -71,6 +74,10 @@ _LSTM = TorchLayout(
     ih=("W_i", "W_f", "W_g", "W_o"), hh=("U_i", "U_f", "U_g", "U_o"),
     bias_ih=("b_i", "b_f", "b_g", "b_o"), bias_hh=("b_i", "b_f", "b_g", "b_o"), module="LSTM",
 )
+_LSTM_PROJ = TorchLayout(
+    ih=_LSTM.ih, hh=_LSTM.hh, bias_ih=_LSTM.bias_ih, bias_hh=_LSTM.bias_hh, module="LSTM",
+    hr=("P",),
+)
 _GRU = TorchLayout(
     ih=("W_r", "W_z", "W_n"), hh=("U_r", "U_z", "U_n"),
     bias_ih=("b_r", "b_z", "b_in"), bias_hh=("b_r", "b_z", "b_hn"), module="GRU",
@@ -79,14 +86,16 @@ _GRU = TorchLayout(
 #: nn.GRU's weights; it computes a different function from them, see the cell's notes).
 LAYOUTS: dict[str, TorchLayout] = {
     "rnn": _elman("tanh"), "rnn-relu": _elman("relu"), "lstm": _LSTM, "gru": _GRU,
-    "gru-cho": _GRU,
+    "gru-cho": _GRU, "lstm-proj": _LSTM_PROJ,
 }
 _NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+_HR = "weight_hr_l0"
 #: A PyTorch recurrent parameter: (prefix.)(weight|bias)_(ih|hh|hr), then ``_l<k>`` (and
 #: ``_reverse``) for nn.RNN/LSTM/GRU, nothing for nn.RNNCell/LSTMCell/GRUCell.
 _KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<name>(?:weight|bias)_(?:ih|hh|hr))"
                   r"(?P<suffix>(?:_l(?P<layer>\d+)(?P<reverse>_reverse)?)?)$")
 _CELL_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_PROJECTED = "lstm-proj"  # the cell of an nn.LSTM with proj_size > 0
 _MODULE_BY_GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
 _CELL_BY_MODULE = {"LSTM": ("lstm",), "GRU": ("gru",), "RNN": ("rnn", "rnn-relu")}
 
@@ -94,8 +103,8 @@ _CELL_BY_MODULE = {"LSTM": ("lstm",), "GRU": ("gru",), "RNN": ("rnn", "rnn-relu"
 def layout_for(cell: Cell) -> TorchLayout | None:
     """The PyTorch layout of ``cell``: by its name, when the layout covers its parameters."""
     layout = LAYOUTS.get(cell.name)
-    if layout is None or {*layout.ih, *layout.hh, *layout.bias_ih, *layout.bias_hh} != set(
-            cell.params):
+    if layout is None or {*layout.ih, *layout.hh, *layout.bias_ih, *layout.bias_hh,
+                          *layout.hr} != set(cell.params):
         return None
     return layout
 
@@ -111,18 +120,24 @@ def _need_layout(cell: Cell) -> TorchLayout:
 # -- diagnosing a state_dict --------------------------------------------------------------
 def _gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
     """Gate count G of a single-layer PyTorch-named dict; raise if it is not ``cell``'s, or
-    if the dict is a projected LSTM's (``weight_hr_l0``: its ``weight_hh_l0`` has proj_size
-    columns, not n, so the gate count would be wrong)."""
-    hr = sd.get("weight_hr_l0")
-    if hr is not None:
-        shape = "x".join(map(str, np.shape(hr)))
-        raise GateflowError(f"weights are from an nn.LSTM with proj_size > 0 (weight_hr_l0 is "
-                            f"{shape}, proj_size x n); gateflow does not read projected LSTMs "
-                            "yet; save an nn.LSTM built with proj_size=0")
+    if a projected LSTM's (``weight_hr_l0``: h has proj_size units) meets another cell."""
+    hr = sd.get(_HR)
+    if (hr is not None) != (cell.name == _PROJECTED):
+        if hr is not None:
+            shape = "x".join(map(str, np.shape(hr)))
+            raise GateflowError(f"weights are from an nn.LSTM with proj_size > 0 ({_HR} is "
+                                f"{shape}, proj_size x n); use cell {_PROJECTED!r}, not "
+                                f"{cell.name!r}")
+        if "weight_hh_l0" in sd:
+            raise GateflowError(f"cell {_PROJECTED!r} needs the projection {_HR} of an nn.LSTM "
+                                "built with proj_size > 0; these weights have none (use cell "
+                                "'lstm')")
     w = sd.get("weight_hh_l0")
-    if w is None or np.ndim(w) != 2 or w.shape[1] == 0 or w.shape[0] % w.shape[1]:
+    rows = np.shape(hr)[1] if hr is not None and np.ndim(hr) == 2 else (
+        w.shape[1] if w is not None and np.ndim(w) == 2 else 0)  # n
+    if w is None or np.ndim(w) != 2 or rows == 0 or w.shape[0] % rows:
         return None
-    g = w.shape[0] // w.shape[1]
+    g = w.shape[0] // rows
     layout = layout_for(cell)
     want = len(layout.hh) if layout is not None else None
     if g != want:
@@ -135,7 +150,7 @@ def _gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
             expected = (f"expected an nn.{layout.module} with {want} gates for cell "
                         f"{cell.name!r}; pick the cell that matches the model")
         raise GateflowError(f"weights look like a {module} with {g} gates; {expected} "
-                            f"(weight_hh_l0 is {w.shape[0]}x{w.shape[1]}, n={w.shape[1]})")
+                            f"(weight_hh_l0 is {w.shape[0]}x{w.shape[1]}, n={rows})")
     return g
 
 
@@ -229,15 +244,14 @@ def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
     if extra:
         raise GateflowError(f"{where}: unexpected keys {names(extra, 4)} for an nn.{kind} with "
                             f"{layers} layer(s)")
-    cells = _CELL_BY_MODULE[kind]
+    cells = (_PROJECTED,) if proj else _CELL_BY_MODULE[kind]
     torch_kind = f"nn.{kind}Cell" if is_cell else f"nn.{kind}"
     note = ""
     if kind == "RNN":
         note = (f"{torch_kind}'s nonlinearity (tanh or relu) is not in its weights: give "
                 "--cell rnn or --cell rnn-relu")
     if proj:
-        note = (f"proj_size={proj}: h has {proj} units and c has {n}; gateflow does not analyse "
-                "projected LSTMs yet")
+        note = f"proj_size={proj}: h has {proj} units and c has {n}"
 
     def weights(cell: str, layer: int, direction: str) -> dict[str, np.ndarray]:
         s = "" if is_cell else f"_l{layer}" + ("_reverse" if direction == "reverse" else "")
@@ -302,6 +316,7 @@ def to_torch_state_dict(cell, params: dict[str, np.ndarray]) -> dict[str, np.nda
         "bias_ih_l0": np.concatenate([p[k] for k in layout.bias_ih]).astype(dt),
         "bias_hh_l0": np.concatenate(
             [np.zeros_like(p[k]) if k in in_ih else p[k] for k in layout.bias_hh]).astype(dt),
+        **({_HR: p[layout.hr[0]].astype(dt)} if layout.hr else {}),
     }
 
 
@@ -309,17 +324,18 @@ def _check_state_dict(layout: TorchLayout, sd: dict[str, np.ndarray]) -> None:
     """Refuse a multi-layer, bidirectional or incomplete state_dict, extra keys, non-real
     dtypes and shapes that are not a single-layer nn.<module>'s."""
     keys = set(sd)
-    unsupported = sorted(k for k in keys if k not in _NAMES and _KEY.match(k))
+    names_ = (*_NAMES, _HR) if layout.hr else _NAMES
+    unsupported = sorted(k for k in keys if k not in names_ and _KEY.match(k))
     if unsupported:
         why = "bidirectional" if any(k.endswith("_reverse") for k in unsupported) else "multi-layer"
         raise GateflowError(f"the state_dict is from a {why} module ({names(unsupported, 4)}); "
                             "pick one layer and direction with gateflow.load_model(path, "
                             "layer=L, direction=...) or keep only the *_l0 keys")
-    extra = keys - set(_NAMES)
+    extra = keys - set(names_)
     if extra:
         raise GateflowError(f"unexpected keys {names(extra)} next to the PyTorch RNN weights; "
-                            f"keep only {', '.join(_NAMES)}")
-    missing = [k for k in _NAMES[:2] if k not in keys]
+                            f"keep only {', '.join(names_)}")
+    missing = [k for k in (*_NAMES[:2], *names_[4:]) if k not in keys]
     has_b = [k in keys for k in _NAMES[2:]]
     if any(has_b) and not all(has_b):
         missing += [k for k, h in zip(_NAMES[2:], has_b) if not h]
@@ -331,16 +347,19 @@ def _check_state_dict(layout: TorchLayout, sd: dict[str, np.ndarray]) -> None:
         if a.dtype.kind not in "fiu":
             raise GateflowError(f"{k!r} has dtype {a.dtype}; PyTorch weights must be real numbers")
         want_nd = 2 if k.startswith("weight") else 1
-        if a.ndim != want_nd or a.shape[0] == 0 or a.shape[0] % g:
+        if a.ndim != want_nd or a.shape[0] == 0 or (a.shape[0] % g and k != _HR):
             raise GateflowError(f"{k!r} has shape {a.shape}; expected a {want_nd}-D array with "
                                 f"{g}*n rows for an nn.{layout.module}")
-    n, d = sd["weight_hh_l0"].shape[1], sd["weight_ih_l0"].shape[1]
-    want = {"weight_ih_l0": (g * n, d), "weight_hh_l0": (g * n, n),
-            "bias_ih_l0": (g * n,), "bias_hh_l0": (g * n,)}
+    d = sd["weight_ih_l0"].shape[1]
+    n = sd[_HR].shape[1] if layout.hr and sd[_HR].ndim == 2 else sd["weight_hh_l0"].shape[1]
+    out = sd[_HR].shape[0] if layout.hr else n  # h's units: proj_size, or n
+    want = {"weight_ih_l0": (g * n, d), "weight_hh_l0": (g * n, out),
+            "bias_ih_l0": (g * n,), "bias_hh_l0": (g * n,), _HR: (out, n)}
     for k, a in sd.items():
         if a.shape != want[k]:
             raise GateflowError(f"{k!r} has shape {a.shape}; expected {want[k]} for an "
-                                f"nn.{layout.module} with n={n}, d={d}")
+                                f"nn.{layout.module} with n={n}, d={d}"
+                                + (f", proj_size={out}" if layout.hr else ""))
 
 
 def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
@@ -349,7 +368,8 @@ def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
 
     Keys are ``weight_ih_l0``, ``weight_hh_l0`` and, unless the module was built with
     ``bias=False`` (then both are absent and the biases are zero), ``bias_ih_l0`` and
-    ``bias_hh_l0``. The result is checked like :func:`gateflow.load_params`' results.
+    ``bias_hh_l0``; and ``weight_hr_l0`` for cell ``lstm-proj`` (an nn.LSTM with
+    ``proj_size > 0``). The result is checked like :func:`gateflow.load_params`' results.
     """
     cell = as_cell(cell)
     dt = float_dtype(dtype)
@@ -362,7 +382,7 @@ def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
     _gate_check(cell, sd)
     layout = _need_layout(cell)
     _check_state_dict(layout, sd)
-    n = sd["weight_hh_l0"].shape[1]
+    n = sd[_HR].shape[1] if layout.hr else sd["weight_hh_l0"].shape[1]
 
     def block(a, j):
         return a[j * n:(j + 1) * n].astype(dt)
@@ -376,6 +396,8 @@ def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
         for j, name in enumerate(slots):
             part = block(sd[key], j) if key in sd else np.zeros(n, dtype=dt)
             out[name] = out[name] + part if name in out else part
+    for name in layout.hr:
+        out[name] = sd[_HR].astype(dt)
     out = {p: np.ascontiguousarray(out[p]) for p in cell.params if p in out}
     check_params(cell, out)
     return out
