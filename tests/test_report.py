@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -79,18 +81,40 @@ def test_report_cli_tiny(tmp_path):
     names = {p.name for p in out.iterdir()}
     for f in ("index.md", "index.html", "data.json", "fits.csv", "curves.csv"):
         assert f in names
-    for fig in ("decay_cells", "decay_lstm_bias", "decay_gru_bias", "spectra"):
+    for fig in FIGURES:
         assert f"{fig}.png" in names and f"{fig}.svg" in names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
     md = (out / "index.md").read_text()
     assert "$" in md and "e-folding lag" in md and "memory horizon" in md
+    assert "![" in md and "decay_cells.png" in md
     page = (out / "index.html").read_text()
-    assert "mathjax" not in page.lower() and "http" not in page
-    assert "decay_cells.svg" in page and "∂c_t/∂c_{t−1} = diag(f_t)" in page
+    _self_contained(page, out)
     data = json.loads((out / "data.json").read_text())  # strict JSON (no NaN/Infinity)
     assert data["config"]["hidden"] == 4 and data["config"]["steps"] == 12
     assert {r["label"] for r in data["runs"]} >= {"RNN", "LSTM", "GRU"}
     assert "numpy" in data["versions"]
+
+
+FIGURES = ("decay_cells", "decay_lstm_bias", "decay_gru_bias", "spectra")
+
+
+def _self_contained(page: str, folder) -> None:
+    """index.html needs nothing but itself: every figure is an inline SVG data URI, math is
+    MathML (no MathJax, no script), styles are inline, no URL points anywhere; its links
+    are only to the files next to it, which exist."""
+    assert page.startswith("<!DOCTYPE html>")
+    assert "mathjax" not in page.lower() and "<script" not in page and "http" not in page
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    srcs = re.findall(r"""\ssrc=["']([^"']*)["']""", page)
+    assert len(srcs) == len(FIGURES)
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in srcs)
+    for s in srcs:  # each decodes to the SVG of a figure
+        assert base64.b64decode(s.split(",", 1)[1]).lstrip().startswith(b"<?xml")
+    for href in re.findall(r"""href=["']([^"']*)["']""", page):
+        assert "/" not in href and (folder / href).is_file(), href
+    assert page.count("<math") > 20 and "<merror" not in page
+    for f in FIGURES:  # one caption per figure, in words and math
+        assert f'<figure id="{f}">' in page
 
 
 def test_report_refuses_existing_out(tmp_path):
@@ -206,12 +230,13 @@ def _refit(curve, lags, threshold):
 def _trend_says(text, fit):
     """``text`` is what the narrative says of a curve (gateflow.presentation's trend())."""
     num = r"([\d.]+)"
+    r2 = r"\$R\^2 = (\S+)\$"
     forms = {
-        "vanishing": rf"decays by a factor {num} per step \(e-folding lag (\S+) steps, R² (\S+)\)",
-        "exploding": rf"grows by a factor {num} per step \(exploding, R² (\S+): no e-folding",
-        "neutral": rf"stays within half a decade .* \(factor {num} per step, R² (\S+): neutral",
+        "vanishing": rf"decays by a factor {num} per step \(e-folding lag (\S+) steps, {r2}\)",
+        "exploding": rf"grows by a factor {num} per step \(exploding, {r2}: no e-folding",
+        "neutral": rf"stays within half a decade .* \(factor {num} per step, {r2}: neutral",
         "non-monotone": rf"falls and then rises again \(non-monotone: the best line, factor "
-                        rf"{num} per step, has R² (\S+), so no e-folding lag\)"}
+                        rf"{num} per step, has {r2}, so no e-folding lag\)"}
     m = re.fullmatch(forms[fit["regime"]], text)
     assert m, (fit["regime"], text)
     g = m.groups()
@@ -228,6 +253,14 @@ def _same(text, value, spec):
     if spec.endswith("f"):  # fixed decimals: within half a unit of the last place
         return abs(float(text) - value) <= 0.5 * 10 ** -int(spec[1:-1]) + 1e-9
     return float(text) == pytest.approx(value, rel=6e-3)  # significant digits
+
+
+def _tex_float(tex):
+    """``10^{-6}`` or ``2.5 \\times 10^{-7}`` or ``0.01`` as a float."""
+    m = re.fullmatch(r"(?:([\d.]+) \\times )?10\^\{(-?\d+)\}", tex)
+    if m is None:
+        return float(tex)
+    return float(m[1] or 1) * 10.0 ** int(m[2])
 
 
 def _horizon_text(h, T, regime="vanishing"):
@@ -247,7 +280,7 @@ def tiny_report(tmp_path_factory):
         rep.draw = draw
     data = json.loads((out / "data.json").read_text())
     md = (out / "index.md").read_text()
-    story = md.split("## Headline")[0].split("\n\n")[1:]
+    story = md.split("## What the measurements say")[1].split("## Headline")[0].split("\n\n")
     return data, [p.strip() for p in story if p.strip()]
 
 
@@ -264,26 +297,29 @@ def test_narrative_numbers_are_rederived_from_data_json(tiny_report):
         return _refit(r["curves"][curve or r["block"]], lags, thr)
 
     text = " ".join(story)
-    m = re.search(r"Measured at the same initialisation \((\w+), n = (\d+), d = (\d+), "
-                  r"T = (\d+), (\d+) sequences\): the RNN's \S+ (.+?); it first drops below "
-                  r"(\S+) at lag (.+?)\. Mean-field theory predicts √χ₁ = ([\d.]+) per step "
-                  r"\(χ₁ = ([\d.]+)\); the Pascanu bound, with ‖U‖₂ = ([\d.]+), is "
-                  r"(above|below) 1", text)
+    m = re.search(r"Measured at the same initialisation \((\w+), \$n = (\d+)\$, \$d = (\d+)\$, "
+                  r"\$T = (\d+)\$, (\d+) sequences\): the RNN's \$[^$]+\$ (.+?); it first drops "
+                  r"below \$(.+?)\$ at lag (.+?)\. Mean-field theory predicts "
+                  r"\$\\sqrt\{\\chi_1\} = ([\d.]+)\$ per step \(\$\\chi_1 = ([\d.]+)\$\); the "
+                  r"Pascanu bound, with \$\\\|U\\\|_2 = ([\d.]+)\$, is (above|below) 1", text)
     assert m, text
     scheme, n, d, T_, B, said, below, horizon, sqrt_chi, chi, u, side = m.groups()
     assert (scheme, int(n), int(d), int(T_), int(B)) == (
         cfg["scheme"], cfg["hidden"], cfg["inputs"], T, cfg["batch"])
     rnn = fit_of("RNN")
     assert _trend_says(said, rnn)
-    assert float(below) == thr and horizon == _horizon_text(rnn["horizon"], T, rnn["regime"])
+    assert _tex_float(below) == thr
+    assert horizon == _horizon_text(rnn["horizon"], T, rnn["regime"])
     mf = data["theory"]["mean_field"]
     assert _same(chi, mf["chi1"], ".3f") and _same(sqrt_chi, np.sqrt(mf["chi1"]), ".3f")
     u_norm = data["theory"]["pascanu"]["U_spectral_norm"]
     assert _same(u, u_norm, ".2f") and side == ("above" if u_norm >= 1 else "below")
 
-    m = re.search(r"The LSTM's cell path \S+ (.+?), horizon (.+?); the GRU's \S+ (.+?), "
-                  r"horizon (.+?)\. The gate-only products ∏ diag\((\S+)\) and ∏ "
-                  r"diag\((\S+)\) \(dashed\) decay at ([\d.]+) and ([\d.]+) per step", text)
+    m = re.search(r"The LSTM's cell path \$[^$]+\$ (.+?), horizon (.+?); the GRU's \$[^$]+\$ "
+                  r"(.+?), horizon (.+?)\. The gate-only products "
+                  r"\$\\prod\\,\\mathrm\{diag\}\((\S+)\)\$ and "
+                  r"\$\\prod\\,\\mathrm\{diag\}\((\S+)\)\$ \(dashed in the first figure\) "
+                  r"decay at ([\d.]+) and ([\d.]+) per step", text)
     assert m, text
     ls, lh, gs, gh, lgate, ggate, ld, gd = m.groups()
     lstm, gru = fit_of("LSTM"), fit_of("GRU")
@@ -301,8 +337,8 @@ def test_narrative_numbers_are_rederived_from_data_json(tiny_report):
         assert len(items) == len(biased)
         for item, r in zip(items, biased):
             name, efold, r2, horizon = re.fullmatch(
-                r"(.+): e-fold (\S+|— \(\S+\)), R² (\S+), horizon (.+)", item).groups()
-            assert name == r["label"].split(" ", 1)[1]
+                r"(.+): e-fold (\S+|— \(\S+\)), \$R\^2 = (\S+)\$, horizon (.+)", item).groups()
+            assert name.replace("$", "").replace(" ", "") == r["label"].split(" ", 1)[1]
             f = _refit(r["curves"][r["block"]], lags, thr)
             if f["regime"] == "vanishing":
                 assert _same(efold, f["efold"], ".3g")
@@ -311,6 +347,17 @@ def test_narrative_numbers_are_rederived_from_data_json(tiny_report):
             assert _same(r2, f["r2"], ".3f")
             assert horizon == _horizon_text(f["horizon"], T, f["regime"])
 
+    # the verdict names exactly the biased runs whose gradient never fell below the threshold
+    kept = [r for r in data["runs"] if r["group"] != "cells"
+            and _refit(r["curves"][r["block"]], lags, thr)["horizon"] is None]
+    if kept:
+        m = re.search(r"without falling below \$(.+?)\$, for (.+?); with the gates", text)
+        assert m, text
+        assert _tex_float(m[1]) == thr
+        said = [t.replace("$", "").replace(" = ", "=") for t in m[2].split(", ")]
+        assert said == [r["label"] for r in kept]
+    else:
+        assert "no gate bias carries the gradient across all" in text
 
 def test_narrative_is_written_from_the_data(tiny_report):
     """Change a number in the data and the narrative changes with it."""
@@ -330,8 +377,9 @@ def test_lyapunov_paragraph_states_the_data(tiny_report):
     per-sequence exponents), and the mean-field line is ½ ln χ₁ of the theory's χ₁."""
     data, story = tiny_report
     text = " ".join(story)
-    m = re.search(r"It is (\S+) for the RNN \(mean-field theory: ½ ln χ₁ = (\S+)\), (\S+) for "
-                  r"the LSTM and (\S+) for the GRU", text)
+    m = re.search(r"It is (\S+) for the RNN \(mean-field theory: "
+                  r"\$\\frac\{1\}\{2\} \\ln \\chi_1 = (\S+)\$\), (\S+) for the LSTM and "
+                  r"(\S+) for the GRU", text)
     assert m, text
     runs = {r["label"]: r for r in data["runs"]}
     for said, label in zip((m[1], m[3], m[4]), ("RNN", "LSTM", "GRU")):
@@ -341,3 +389,210 @@ def test_lyapunov_paragraph_states_the_data(tiny_report):
     for r in data["runs"]:
         ly = r["lyapunov"]
         assert len(ly["exponents"]) == data["config"]["batch"] and ly["k"] == len(ly["median"])
+
+
+# -- the words speak to the reader, the formulas come from the derivation ---------------------
+def test_the_claim_is_stated_not_referred_to(tiny_report):
+    from gateflow.presentation._report import claim
+
+    data, _ = tiny_report
+    md = _pages(data)[0]
+    words = " ".join(claim())
+    for said in ("cell state $c$", "long-term memory", "forget gate $f_t$", "input gate $i_t$",
+                 "output gate $o_t$", "vanishing gradient", "reset gate $r_t$",
+                 "update gate $z_t$"):
+        assert said in words, said
+    assert "chapter" not in md.lower() and "seed" not in md.split("## Configuration")[0]
+    # the formulas the claim uses are the cells' own, as derived and printed by gateflow
+    from gateflow.cells._library import get_cell
+    from gateflow.cells._notation import equation_lines, partial
+    from gateflow.symbolic._derive import derive, linop
+
+    lstm = get_cell("lstm")
+    c_line = next(x for x in equation_lines(lstm, "latex") if x.startswith("c_t ="))
+    cc = linop(derive(lstm).block("c/c", chained=True), lstm, "latex")
+    assert f"${c_line}$" in words and f"${partial('c/c', 'latex')} = {cc}$" in words
+    assert "\\operatorname{diag}\\left(f_t\\right)" in words
+
+
+def _pages(data, figures=()):
+    from gateflow.presentation._report import render_report
+
+    return render_report(data, figures)
+
+
+def test_every_jacobian_a_formula_refers_to_is_shown(tiny_report):
+    """The LSTM's ∂h_t/∂h_{t−1} goes through ∂c_t/∂h_{t−1}: that block is shown too; so is
+    every block any shown formula names, each exactly as the derivation prints it."""
+    from gateflow.cells._notation import partial
+    from gateflow.presentation._report import cells_math
+
+    data, _ = tiny_report
+    md = _pages(data)[0]
+    cells = {c["name"]: c for c in cells_math()}
+    for name, c in cells.items():
+        text = " ".join(c["jacobians"])
+        lhs = re.findall(r"\\frac\{\\partial (\w)_t\}\{\\partial (\w)_\{t-1\}\}", text)
+        blocks = {f"{a}/{b}" for a, b in lhs}
+        for tex in c["jacobians"]:  # each display starts with its own left-hand side
+            first = re.search(r"\\frac\{\\partial (\w)_t\}\{\\partial (\w)_\{t-1\}\}", tex)
+            assert first is not None
+        shown = {re.search(r"\\frac\{\\partial (\w)_t\}\{\\partial (\w)_\{t-1\}\}",
+                           tex).groups() for tex in c["jacobians"]}
+        assert {f"{a}/{b}" for a, b in shown} == blocks, (name, blocks)
+        for tex in c["jacobians"]:
+            assert tex in md
+    assert {"c/c", "h/h", "c/h"} <= {
+        "/".join(re.search(r"\\partial (\w)_t\}\{\\partial (\w)_", t).groups())
+        for t in cells["lstm"]["jacobians"]}
+    assert partial("c/h", "latex") in md
+
+
+def test_html_typesets_math_as_mathml(tiny_report):
+    data, _ = tiny_report
+    md, page = _pages(data)
+    assert "<math" in page and "<mfrac>" in page and "∂h_(T−k)" not in page
+    assert "$" not in re.sub(r"<[^>]+>", "", page)  # no LaTeX left untypeset
+    # the Markdown keeps the very same LaTeX
+    assert "\\|\\partial h_T/\\partial h_{T-k}\\|_F" in md
+    # a Markdown table cell holds no "|" that GFM would split at, math included
+    theory = md.split("## Theory against measurement")[1].split("##")[0]
+    assert "$\\Vert U\\Vert _2$" in theory
+    for row in theory.strip().splitlines()[2:]:
+        assert row.count("|") == 5, row
+
+
+def test_pages_share_one_context(tiny_report):
+    """Both pages come from one context: each narrative paragraph is in both, the HTML one
+    typeset."""
+    from gateflow.presentation._report import narrative, report_context
+
+    data, _ = tiny_report
+    ctx = report_context(data)
+    assert ctx["story"] == narrative(data)
+    md, page = _pages(data)
+    for para in narrative(data):
+        assert para in md
+        words = re.split(r"\$[^$]+\$", para)
+        longest = max(words, key=len).strip()
+        assert longest.replace("'", "&#39;") in page, longest
+
+
+def test_templates_ship_with_the_package():
+    """The templates live inside the package (hatch's wheel takes every file under
+    gateflow/), found by Jinja's PackageLoader."""
+    from importlib.resources import files
+
+    root = files("gateflow.presentation") / "templates"
+    for name in ("report.j2", "html/page.j2", "html/macros.j2", "html/report.css",
+                 "md/page.j2", "md/macros.j2"):
+        assert (root / name).is_file(), name
+
+
+# -- figure formats -----------------------------------------------------------------------------
+def test_report_figure_formats(tmp_path):
+    cfg = ReportConfig(hidden=3, inputs=2, steps=8, batch=2, spectra_lags=(1, 8), biases=(0.0,))
+    out = write_report(cfg, tmp_path / "r", quiet=True, formats="pdf")
+    names = {p.name for p in out.iterdir()}
+    for fig in FIGURES:
+        assert f"{fig}.pdf" in names and f"{fig}.svg" not in names and f"{fig}.png" not in names
+        assert (out / f"{fig}.pdf").read_bytes().startswith(b"%PDF")
+    page = (out / "index.html").read_text()
+    _self_contained(page, out)  # the page inlines SVG renderings all the same
+    md = (out / "index.md").read_text()
+    assert "[decay_cells.pdf](decay_cells.pdf)" in md and "![" not in md
+    with pytest.raises(GateflowError, match="figure format"):
+        write_report(cfg, tmp_path / "bad", quiet=True, formats="jpg")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_pdf_and_svg_are_reproducible(tmp_path):
+    from gateflow.presentation._figures import figure_payload
+
+    res = _results()
+    fig = plot_decay(res)
+    for fmt in ("svg", "pdf"):
+        assert figure_payload(fig, fmt) == figure_payload(fig, fmt)
+
+
+# -- figure defects, fixed --------------------------------------------------------------------
+def test_decay_frame_clips_a_growing_bound_and_keeps_theory_in_view():
+    """An RNN with ‖U‖₂ > 1: the Pascanu bound grows; it no longer stretches the y axis (its
+    legend entry says where it leaves), the zero-weight σ(b)^k lines stay in view, and the
+    IQR bands have an edge."""
+    from gateflow.presentation._figures import _frame_decay
+    from gateflow.presentation._plot import gate_overlay, rnn_overlays
+
+    x = make_inputs(40, 4, 2, seed=1)
+    p = init_params("rnn", 6, 2, seed=0)
+    p["U"] = p["U"] * 3.0 / np.linalg.norm(p["U"], 2)
+    rnn = all_lags("rnn", p, x)
+    lstm = all_lags("lstm", init_params("lstm", 6, 2, seed=0, gate_bias=0.0), x)
+    ovs = [*rnn_overlays(p, rnn.lags), gate_overlay(rnn.lags, 0.0, 6, tex="b_f")]
+    fig = plot_decay({"RNN": rnn, "LSTM": lstm}, None, ovs)
+    off = _frame_decay(fig, ovs)
+    ax = fig.axes[0]
+    lo, hi = np.log10(ax.get_ylim())
+    measured = np.concatenate([np.log10(c.get_paths()[0].vertices[:, 1]) for c in ax.collections])
+    assert hi - measured.max() < 1.0  # no headroom stretched for the bound
+    pascanu = next(o for o in ovs if "Pascanu" in o.label)
+    assert off[pascanu.label][0] == "top"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("Pascanu" in t and "above the axis from $k = " in t for t in labels)
+    gate = ovs[-1]
+    assert gate.label not in off and gate.log10.min() >= lo  # the whole σ(0)^k line is shown
+    for band in ax.collections:
+        assert band.get_linewidth()[0] > 0 and band.get_facecolor()[0][3] > 0.2
+    # the legend is under the axes, not beside them
+    fig.draw_without_rendering()
+    leg, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert leg.y1 < box.y0 and fig.get_size_inches()[0] <= 8.0
+
+
+def test_spectra_mark_what_float64_cannot_resolve():
+    """At a long lag an RNN's smallest singular values fall more than 14 decades below the
+    largest: they are drawn at that floor as hollow triangles, and the legend says why."""
+    from gateflow.presentation._figures import _mark_unresolved
+    from gateflow.presentation._plot import NOISE_DECADES
+
+    x = make_inputs(60, 1, 2, seed=1)
+    res = {"RNN": all_lags("rnn", init_params("rnn", 8, 2, seed=0), x, singular_lags=(1, 60))}
+    fig = plot_spectra(res, "h/h", lags=[1, 60])
+    counts = _mark_unresolved(fig, res, {"RNN": "h/h"}, [1, 60])
+    s = np.sort(np.asarray(res["RNN"].singular_values[60]["h/h"])[0])[::-1]
+    below = int(np.sum(s < s[0] + NOISE_DECADES))
+    assert below > 0 and counts[("RNN", 60)] == below and counts[("RNN", 1)] == 0
+    marks = [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "v"]
+    assert len(marks) == 1 and len(marks[0].get_xdata()) == below
+    np.testing.assert_allclose(marks[0].get_ydata(), 10 ** (s[0] + NOISE_DECADES))
+    # every index 1..n is drawn, resolved or marked
+    drawn = {int(i) for ln in fig.axes[1].get_lines() for i in ln.get_xdata()}
+    assert drawn == set(range(1, 9))
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("float64" in t for t in labels)
+
+
+def test_heatmap_title_is_mathtext():
+    from gateflow.presentation._figures import sweep_heatmap
+
+    cs = SimpleNamespace(cell="lstm", block="c/c", sigma_w=(0.5, 1.0), regime=None,
+                         horizon=[[3, None], [5, 7]], factor=[],
+                         y=SimpleNamespace(values=(0.0, 1.0), label="gate bias"))
+    grid = SimpleNamespace(T=10, n=4, B=2, threshold=1e-6)
+    ax = sweep_heatmap(cs, grid).axes[0]
+    title = ax.get_title()
+    assert r"\partial c_T/\partial c_{T-k}" in title and "∂" not in title and "(T−k)" not in title
+    assert "$" in ax.get_xlabel() and "σ" not in ax.get_xlabel()
+
+
+def test_single_cell_decay_legend_is_below(tmp_path):
+    from gateflow.jobs._decay import run_decays
+
+    run = run_decays("rnn", hidden=3, input_size=2, steps=12, batch=2, quiet=True,
+                     plot_path=tmp_path / "d.svg")
+    fig = run.figure
+    ax = fig.axes[0]
+    fig.draw_without_rendering()
+    leg, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert leg.y1 < box.y0  # under the axes
+    assert box.width / fig.bbox.width > 0.8  # the axes keep the width

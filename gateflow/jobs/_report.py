@@ -1,4 +1,4 @@
-"""``gateflow report``: the seed chapter's story, measured. RNN vs LSTM vs GRU, and the gate bias.
+"""``gateflow report``: does gating keep gradients alive? RNN vs LSTM vs GRU, and the gate bias.
 
 Orchestration only. :func:`write_report` runs the pipeline, one small function per stage::
 
@@ -6,20 +6,26 @@ Orchestration only. :func:`write_report` runs the pipeline, one small function p
     check_memory(cfg, runs)                   # before any work
     measured = measure(cfg, runs)             # all_lags + the one fit (analysis)
     theory   = theory(cfg, measured)          # analysis: mean field, Pascanu, gate path
-    figures  = draw(cfg, measured, folder)    # presentation._figures
+    figures  = draw(cfg, measured, folder, formats)          # presentation._figures
     data     = report_data(cfg, measured, theory, seconds)   # what data.json holds
     write_data(data, folder)                  # data.json, fits.csv, curves.csv (_serialise)
     write_pages(data, figures, folder)        # index.md, index.html (presentation._report)
 
 and writes a folder::
 
-    index.md  index.html            the report (Markdown keeps $…$ LaTeX; HTML uses Unicode,
-                                    so it renders offline, with no MathJax)
-    decay_cells.{png,svg}           RNN vs LSTM vs GRU, with theory overlays
-    decay_lstm_bias.{png,svg}       LSTM for b_f ∈ {0, 1, 3} and chrono
-    decay_gru_bias.{png,svg}        GRU for b_z likewise
-    spectra.{png,svg}               singular values at a few lags
+    index.html                      the report, self-contained: figures inline (SVG data
+                                    URIs), formulas as MathML, style inline, no script and
+                                    no network, so the file works when sent alone
+    index.md                        the same report in Markdown ($…$ LaTeX), for a repository
+    decay_cells.<fmt>               RNN vs LSTM vs GRU, with theory overlays
+    decay_lstm_bias.<fmt>           LSTM for b_f ∈ {0, 1, 3} and chrono
+    decay_gru_bias.<fmt>            GRU for b_z likewise
+    spectra.<fmt>                   singular values at a few lags
     data.json fits.csv curves.csv   every number the report shows
+
+where ``<fmt>`` is each of ``formats`` (svg, png, pdf; default png and svg). index.html
+inlines an SVG rendering of every figure whatever formats are written; index.md shows the
+SVG or PNG file (a PDF only is linked).
 
 The folder is built in a hidden temporary folder next to the target and renamed into place
 at the end, so a failure leaves nothing half-written; an existing target is refused unless
@@ -40,19 +46,22 @@ import numpy as np
 from gateflow._errors import GateflowError
 from gateflow._interrupt import check as check_interrupt
 from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
-from gateflow._validate import shown
+from gateflow._validate import choose_many, shown
 from gateflow.cells._library import get_cell
 from gateflow.jobs._inputs import check_run, run_bytes
 from gateflow.jobs._serialise import csv_cell, csv_text, json_text
 from gateflow.numeric._observers import NORMS
 
-__all__ = ["Measured", "ReportConfig", "Run", "check_memory", "default_runs", "draw",
-           "measure", "report_data", "theory", "write_data", "write_pages", "write_report"]
+__all__ = ["Measured", "ReportConfig", "Run", "check_formats", "check_memory", "default_runs",
+           "draw", "measure", "report_data", "theory", "write_data", "write_pages",
+           "write_report"]
 
 #: The norm the report measures, fits and draws (the registry's first, cheap one).
 NORM = NORMS[0]
 #: How many Lyapunov exponents the report measures per run (the leading ones).
 LYAPUNOV_K = 8
+#: The figure files a report writes unless told otherwise.
+DEFAULT_FORMATS = ("png", "svg")
 
 
 @dataclass(frozen=True)
@@ -222,12 +231,14 @@ def theory(cfg: ReportConfig, measured: list[Measured]) -> dict:
     }
 
 
-def draw(cfg: ReportConfig, measured: list[Measured], folder: Path) -> dict[str, str]:
-    """The figures, as PNG and SVG in ``folder`` (presentation); returns name -> caption."""
+def draw(cfg: ReportConfig, measured: list[Measured], folder: Path,
+         formats: tuple[str, ...] = DEFAULT_FORMATS) -> list:
+    """The figures, written in ``folder`` in each of ``formats`` (presentation); returns
+    them (:class:`~gateflow.presentation._figures.ReportFigure`: caption, SVG, files)."""
     from gateflow.presentation._figures import report_figures
 
     return report_figures(measured, n=cfg.hidden, steps=cfg.steps, scheme=cfg.scheme,
-                          folder=folder)
+                          folder=folder, formats=formats)
 
 
 def _versions() -> dict:
@@ -315,9 +326,9 @@ def write_data(data: dict, folder: Path) -> None:
          "efold_lag", "memory_horizon", "threshold"], fits), encoding="utf-8")
 
 
-def write_pages(data: dict, figures: dict, folder: Path) -> None:
+def write_pages(data: dict, figures, folder: Path) -> None:
     """index.md and index.html, rendered (presentation) from the data as data.json holds
-    it: the narrative states only numbers of that file."""
+    it, and the figures :func:`draw` made: the narrative states only numbers of that file."""
     import json
 
     from gateflow.presentation._report import render_report
@@ -333,14 +344,25 @@ def default_out(cfg: ReportConfig, root: Path = Path("reports")) -> Path:
     return fresh_dir(root, f"{_dt.date.today().isoformat()}_{cfg.name}")
 
 
+def check_formats(formats) -> tuple[str, ...]:
+    """The figure formats asked for (a comma-separated string or names), checked."""
+    from gateflow.presentation._figures import FIGURE_FORMATS
+
+    return choose_many(formats, FIGURE_FORMATS, "figure format")
+
+
 def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool = False,
-                 quiet: bool = False, runs: list[Run] | None = None) -> Path:
+                 quiet: bool = False, runs: list[Run] | None = None,
+                 formats=DEFAULT_FORMATS) -> Path:
     """Measure, draw and write the report; return its folder (built in a hidden staging
-    folder and renamed into place: all or nothing)."""
+    folder and renamed into place: all or nothing). ``formats``: the figure files to write
+    next to the pages, any of svg, png, pdf (names or a comma-separated string);
+    index.html carries SVG renderings inline whatever they are."""
     cfg = ReportConfig() if cfg is None else cfg
     if not isinstance(cfg, ReportConfig):
         raise GateflowError(f"the report's configuration must be a ReportConfig, got "
                             f"{shown(cfg)}; e.g. gateflow.ReportConfig(hidden=32)")
+    formats = check_formats(formats)
     out = default_out(cfg) if out is None else out_path(out)
     check_dir(out, overwrite)  # before any work
     runs = default_runs(cfg) if runs is None else runs
@@ -348,7 +370,7 @@ def write_report(cfg: ReportConfig | None = None, out=None, *, overwrite: bool =
     t0 = time.perf_counter()
     with staged_dir(out, overwrite) as tmp:
         measured = measure(cfg, runs, quiet=quiet)
-        figures = draw(cfg, measured, tmp)
+        figures = draw(cfg, measured, tmp, formats)
         data = report_data(cfg, measured, theory(cfg, measured), time.perf_counter() - t0)
         write_data(data, tmp)
         write_pages(data, figures, tmp)

@@ -1,1 +1,2 @@
-"""Layer *presentation*: figures, console tables and progress, report rendering."""
+"""Layer *presentation*: figures, console tables and progress, report rendering (the
+report's pages come from the Jinja2 templates in ``templates/``)."""

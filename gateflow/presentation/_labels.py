@@ -23,8 +23,8 @@ from gateflow.numeric._observers import OBSERVERS
 #: The formats of the direct-path labels: Unicode text, or LaTeX (also mathtext).
 FORMATS = ("text", "latex")
 
-__all__ = ["block_tex", "direct_coefficient", "direct_label", "direct_name", "norm_label",
-           "norm_tex"]
+__all__ = ["block_tex", "direct_coefficient", "direct_label", "direct_name", "lag_tex",
+           "norm_label", "norm_tex"]
 
 
 @cache
@@ -73,15 +73,19 @@ def norm_tex(norm: str, block: str) -> str:
     return OBSERVERS[norm].label.replace("{J}", block)
 
 
+def lag_tex(block: str | None = None) -> str:
+    """LaTeX (and mathtext) of the lag-k Jacobian of ``block`` ("X/Y"), without dollars:
+    ``"c/c"`` -> ``\\partial c_T/\\partial c_{T-k}``; the generic ∂s_T/∂s_{T−k} if None."""
+    out, inp = block.split("/") if block is not None else ("s", "s")
+    return rf"\partial {out}_T/\partial {inp}_{{T-k}}"
+
+
 def norm_label(norm: str, block: str | None = None) -> str:
     """``$\\|∂s_T/∂s_{T−k}\\|_F$`` for figures: the norm of ``block`` ("X/Y") or of the
     generic ∂s_T/∂s_{T−k}."""
-    out, inp = block.split("/") if block is not None else ("s", "s")
-    jac = rf"\partial {out}_T/\partial {inp}_{{T-k}}"
-    return "$" + norm_tex(norm, jac) + "$"
+    return "$" + norm_tex(norm, lag_tex(block)) + "$"
 
 
 def block_tex(block: str) -> str:
     """``"c/h"`` -> ``$\\partial c_T/\\partial h_{T-k}$``."""
-    out, inp = block.split("/")
-    return rf"$\partial {out}_T/\partial {inp}_{{T-k}}$"
+    return "$" + lag_tex(block) + "$"
