@@ -1,8 +1,21 @@
 """The ``gateflow`` command line: a thin Typer shell over the library. No math lives here.
 
 Every command parses its options and calls one library function. Heavy modules (SymPy
-printing, NumPy, plotting, CuPy, torch) are imported inside the command that needs them, so
-``gateflow --help`` stays fast.
+printing, plotting, CuPy, torch) are imported inside the command that needs them, so
+``gateflow --help`` stays fast. ``python -m gateflow`` runs the same app (``__main__.py``).
+
+Conventions, for every command:
+
+* data (``--json -``, ``--csv -``, derivations, the listings of ``cells`` and ``inspect``,
+  the path of a written report) goes to stdout; progress bars, tables of results and
+  messages go to stderr;
+* a fixed set of values is an Enum built from the registry that owns it (cells, init
+  schemes, input distributions, dtypes, backends, directions), so ``--help`` lists the
+  choices and shell completion (``--install-completion``) offers them; names are
+  case-insensitive (``derive LSTM``); comma-separated lists (``--cell rnn,lstm``,
+  ``--norms``) complete item by item;
+* ``NO_COLOR`` (set and not empty) turns off colour everywhere (rich honours it), and in
+  help and the command line's own tables every other text style too.
 
 Errors and signals are handled once, for every command, by :class:`GateflowGroup` (the
 app's ``cls``):
@@ -10,7 +23,8 @@ app's ``cls``):
 * a :class:`gateflow.GateflowError` raised anywhere below a command becomes one line
   ``error: <message>`` on stderr and exit status 2, with no traceback; so does an
   ``OSError`` or ``MemoryError`` from the machine (a full disk, a memory cap). Usage errors
-  (a bad option value such as ``--format foo``) are one such line too, exit 2;
+  (a bad option value such as ``--format foo``) are one such line too, exit 2, and an
+  unknown choice names the closest ones;
 * Ctrl-C (SIGINT) and SIGTERM unwind the command like an exception, so staged files and
   folders are removed and nothing partial is left: one line ``error: interrupted`` and exit
   status 130 (SIGINT) or 143 (SIGTERM).
@@ -20,21 +34,32 @@ A new command needs nothing special: ``@app.command()`` is enough.
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from gateflow import _interrupt
 from gateflow._errors import GateflowError
 from gateflow._interrupt import Terminated
+from gateflow._validate import closest
+from gateflow._version import __version__
+from gateflow.cells._library import CELLS
 from gateflow.jobs._contract import CSV_HEADER, DEFAULT_NORMS
+from gateflow.jobs._spec import SPECTRA_LAGS
+from gateflow.models._inputs import DISTS
+from gateflow.models._params import _SCHEMES as SCHEMES
+from gateflow.models.formats._recurrent import DIRECTIONS
+from gateflow.numeric._backend import BACKENDS, DTYPES
 from gateflow.numeric._observers import NORMS, OBSERVERS
 
 #: ``decay --csv``'s columns for the default norms (each a registered observer's key).
@@ -108,17 +133,104 @@ def _os_reason(exc: OSError) -> str:
 UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 _NoArgsIsHelp: Any = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
 
+#: What an unknown choice is called in its error line, by parameter: the job layer's words,
+#: so that the command line and the API refuse a value in the same terms.
+_NOUNS = {"cell": "cell", "fmt": "format", "init": "init scheme", "input_dist":
+          "input distribution", "dtype": "dtype", "backend": "backend", "direction": "direction"}
+#: How typer and click word a value outside the choices: ``'lstn' is not one of 'rnn', ...``.
+_NOT_ONE_OF = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") is not one of""")
+
+
+def _param_choices(param: Any) -> tuple[str, ...]:
+    """The values an Enum parameter accepts (typer's own choice type, or click's Choice)."""
+    raw = getattr(getattr(param, "type_descriptor", None), "choices", None) \
+        or getattr(getattr(param, "type", None), "choices", None) or ()
+    return tuple(str(getattr(c, "value", c)) for c in raw)
+
+
+def _unknown_choice(err: Any) -> str | None:
+    """``unknown cell 'lstn' (did you mean 'lstm'?)`` for a value outside a parameter's
+    choices; None for any other usage error."""
+    param = getattr(err, "param", None)
+    choices = _param_choices(param)
+    found = _NOT_ONE_OF.search(err.format_message())
+    if param is None or not choices or found is None:
+        return None
+    try:
+        value = ast.literal_eval(found.group(1))
+    except (ValueError, SyntaxError):
+        return None
+    noun = _NOUNS.get(param.name) or param.human_readable_name
+    return f"unknown {noun} {value!r}{closest(str(value).casefold(), choices)}"
+
 
 def _usage(err) -> typer.Exit:
     """A bad option or argument, as one line with where to look for help."""
     ctx = err.ctx
     where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-    return fail(f"{err.format_message()}{where}")
+    return fail(f"{_unknown_choice(err) or err.format_message()}{where}")
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """A flag takes no value, so its help row shows no type (typer would write ``<bool>``)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def _no_color() -> bool:
+    """Whether ``NO_COLOR`` asks for plain text (set and not empty, as no-color.org says)."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
+@contextmanager
+def _plain_help() -> Iterator[None]:
+    """Under ``NO_COLOR``, typer's help and usage have no colour and no other style either
+    (rich alone would keep bold and dim)."""
+    if not _no_color():
+        yield
+        return
+    import typer.rich_utils as rich_utils
+
+    saved = rich_utils.COLOR_SYSTEM
+    rich_utils.COLOR_SYSTEM = None
+    try:
+        yield
+    finally:
+        rich_utils.COLOR_SYSTEM = saved
+
+
+def _console(**options: Any) -> Any:
+    """A rich Console for the command line's own tables: plain under ``NO_COLOR``."""
+    from rich.console import Console
+
+    return Console(color_system=None if _no_color() else "auto", **options)
+
+
+class GateflowCommand(TyperCommand):
+    """Every command's class (see :class:`_App`): flags without a type in help and a usage
+    line that writes a required argument as ``CELL`` (not typer's ``{CELL}``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p
+                for p in super().collect_usage_pieces(ctx)]
 
 
 class GateflowGroup(TyperGroup):
     """The root command group: one ``error:`` line and exit status 2 for any user error,
-    usage errors included, 130/143 after Ctrl-C/SIGTERM, with nothing partial left behind."""
+    usage errors included, 130/143 after Ctrl-C/SIGTERM, with nothing partial left behind;
+    plain help under ``NO_COLOR``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with _plain_help():
+            return super().main(*args, **kwargs)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
 
     def make_context(self, info_name, args, parent=None, **extra) -> Any:
         try:
@@ -151,17 +263,33 @@ class GateflowGroup(TyperGroup):
             raise fail(f"cannot complete: {_os_reason(err)}") from None
 
 
-app = typer.Typer(
+class _App(typer.Typer):
+    """``typer.Typer`` whose commands are :class:`GateflowCommand` s, so that
+    ``@app.command()`` is all a new command needs."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or GateflowCommand, **kwargs)
+
+
+app = _App(
     name="gateflow",
     cls=GateflowGroup,
     help="Exact, fast gradient flow through RNN, LSTM and GRU cells: why gating keeps "
     "gradients alive.",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+# -- choices: Enums built from the registries that own them -----------------------------------
+def _choices(name: str, values: Iterable[str]) -> Any:
+    """A ``str`` Enum whose members are ``values`` (each member named as its value). As a
+    parameter's type, typer lists the values in ``--help``, completes them in the shell
+    and refuses any other; with ``case_sensitive=False``, ``LSTM`` is ``lstm``."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
 class Format(str, Enum):
@@ -170,8 +298,99 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
+if TYPE_CHECKING:  # to a type checker, each choice is the string it holds
+    CellName = str
+    Init = str
+    InputDist = str
+    DType = str
+    BackendName = str
+    Direction = str
+else:
+    CellName = _choices("CellName", CELLS)
+    Init = _choices("Init", SCHEMES)
+    InputDist = _choices("InputDist", DISTS)
+    DType = _choices("DType", DTYPES)
+    BackendName = _choices("BackendName", BACKENDS)
+    Direction = _choices("Direction", DIRECTIONS)
+
+
+def _value(choice: Any) -> Any:
+    """The string a choice holds (None, for an option not given, stays None)."""
+    return getattr(choice, "value", choice)
+
+
+def _canonical(text: str, names: Iterable[str]) -> str:
+    """A comma-separated list with each item spelled as in ``names``, matched
+    case-insensitively (``LSTM,gru`` -> ``lstm,gru``); an item that matches none is left
+    as it is, for the job to refuse with the closest names."""
+    lookup = {n.casefold(): n for n in names}
+    return ",".join(lookup.get(item.strip().casefold(), item) for item in text.split(","))
+
+
+def _complete_list(names: Iterable[str]) -> Callable[[str], list[str]]:
+    """Shell completion of a comma-separated list (``--cell rnn,ls<TAB>``): the names that
+    fit the last item, after the items already chosen."""
+    names = tuple(names)
+
+    def complete(incomplete: str) -> list[str]:
+        done, comma, last = incomplete.rpartition(",")
+        chosen = {item.strip().casefold() for item in done.split(",")}
+        return [f"{done}{comma}{n}" for n in names
+                if n.casefold().startswith(last.casefold()) and n.casefold() not in chosen]
+
+    return complete
+
+
+def _complete_blocks(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of ``--blocks``: the blocks of the ``--cell`` cells given so far."""
+    cells = _canonical(ctx.params.get("cell") or "", CELLS).split(",")
+    blocks = dict.fromkeys(b for c in cells if c in CELLS for b in CELLS[c].blocks)
+    return _complete_list(blocks)(incomplete)
+
+
+def _default(text: object) -> str:
+    """`` [default: n]`` for the help of an option whose default is not a value but a rule
+    (a value typer shows by itself); escaped, or rich markup would take it for a tag."""
+    return f" \\[default: {text}]"
+
+
+def _given(ctx: typer.Context, **values: Any) -> dict[str, Any]:
+    """``values``, with None for each option the user did not give: the job fills in the
+    same defaults (the ones ``--help`` shows, checked by the tests) and refuses an option
+    of generated data next to a file only when it was given."""
+    def left_default(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in ("DEFAULT", "DEFAULT_MAP")
+
+    return {name: None if left_default(name) else value for name, value in values.items()}
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(names)
+
+
+#: ``decay --norms``: each registered norm with what it costs, then what the default costs.
+_NORMS_HELP = (
+    "Comma-separated norms measured at every lag: "
+    + "; ".join(f"[bold]{o.name}[/], {o.description.replace('[', chr(92) + '[')}"
+                for o in OBSERVERS.values())
+    + ". The default includes the spectral norm, which makes a run about 6× slower than "
+    "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500): [bold]--norms frobenius[/] "
+    "is the fast choice.")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gateflow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", callback=_show_version,
+        is_eager=True)] = False,
+) -> None:
     """Exact, fast gradient flow through RNN, LSTM and GRU cells.
 
     Jacobian layout everywhere: rows = outputs,
@@ -182,11 +401,9 @@ def _root() -> None:
 @app.command()
 def cells() -> None:
     """List every cell gateflow knows: name, summary, reference."""
-    from rich.console import Console
     from rich.table import Table
 
     from gateflow._io import write_stdout
-    from gateflow.cells._library import CELLS
 
     write_stdout(b"")  # refuses a closed stdout before drawing anything
     table = Table(title="gateflow cells", show_lines=False)
@@ -195,7 +412,7 @@ def cells() -> None:
     table.add_column("reference", overflow="fold", style="dim")
     for cell in CELLS.values():
         table.add_row(cell.name, cell.summary, cell.reference)
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -218,14 +435,14 @@ def inspect(
 
 @app.command()
 def derive(
-    cell: Annotated[str, typer.Argument(
-        help="Cell name, e.g. [bold]lstm[/]; see [bold]gateflow cells[/].",
-        metavar="CELL", show_default=False)],
+    cell: Annotated[CellName, typer.Argument(
+        help="Cell name (any case), e.g. [bold]lstm[/]; see [bold]gateflow cells[/].",
+        metavar="CELL", case_sensitive=False, show_default=False)],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.",
                                         case_sensitive=False)] = Format.text,
     block: Annotated[str | None, typer.Option(
         "--block", "-b", help="Only this Jacobian block [bold]out/in[/], e.g. [bold]c/c[/] "
-        "for ∂c_t/∂c_{t−1}. Default: all blocks.", show_default=False)] = None,
+        "for ∂c_t/∂c_{t−1}." + _default("all blocks"), show_default=False)] = None,
     steps: Annotated[int, typer.Option(
         "--steps", "-k", min=1, help="Also chain K steps: ∂s_t/∂s_{t−K} as a sum of products "
         "of one-step blocks, plus its n = 1 closed form (shown when K > 1).")] = 1,
@@ -235,20 +452,21 @@ def derive(
     from gateflow.cells._library import get_cell
     from gateflow.symbolic._printing import render
 
-    write_stdout((render(get_cell(cell), fmt.value, block, steps) + "\n").encode())
+    write_stdout((render(get_cell(_value(cell)), fmt.value, block, steps) + "\n").encode())
 
 
 @app.command()
 def sweep(
     out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Folder to write (must not exist unless [bold]--overwrite[/]). "
-        "Default: a new reports/sweep-<date>-<time>.", show_default=False)] = None,
+        "--out", "-o", help="Folder to write (must not exist unless [bold]--overwrite[/])."
+        + _default("a new reports/sweep-<date>-<time>"), show_default=False)] = None,
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler", help="Address of a running dask scheduler, e.g. "
         "[bold]tcp://127.0.0.1:8786[/]. Default: start a local cluster of 2 worker "
         "processes and close it afterwards.", show_default=False)] = None,
     cells: Annotated[str, typer.Option(
-        "--cells", help="Comma-separated cell names.")] = "rnn,lstm,gru",
+        "--cells", help=f"Comma-separated cell names (any case), from: {_listed(CELLS)}.",
+        autocompletion=_complete_list(CELLS))] = "rnn,lstm,gru",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out folder.")] = False,
@@ -266,24 +484,25 @@ def sweep(
     from gateflow.jobs._sweep import sweep as run_sweep
 
     grid = SweepGrid.make(points, n=hidden, T=steps, B=batch)
-    folder, _ = run_sweep(out, scheduler=scheduler, cells=cells, grid=grid, quiet=quiet,
-                          overwrite=overwrite)
+    folder, _ = run_sweep(out, scheduler=scheduler, cells=_canonical(cells, CELLS), grid=grid,
+                          quiet=quiet, overwrite=overwrite)
     typer.echo(str(folder))
 
 
 @app.command()
 def decay(
+    ctx: typer.Context,
     cell: Annotated[str | None, typer.Option(
-        "--cell", "-c", help="Cell name, e.g. [bold]lstm[/], or several, e.g. "
-        "[bold]rnn,lstm,gru[/] (all on the same generated config or --inputs file); see "
-        "[bold]gateflow cells[/]. Optional with a --weights model file that says its cell.",
-        show_default=False)] = None,
+        "--cell", "-c", help="Cell name (any case), e.g. [bold]lstm[/], or several, e.g. "
+        "[bold]rnn,lstm,gru[/] (all on the same generated config or --inputs file), from: "
+        f"{_listed(CELLS)}. Optional with a --weights model file that says its cell.",
+        autocompletion=_complete_list(CELLS), show_default=False)] = None,
     weights: Annotated[str | None, typer.Option(
         "--weights", "-w", help="Weights or model file: PyTorch (.pt/.pth/.ckpt, "
         ".safetensors, .npz; nn.RNN/LSTM/GRU and *Cell keys, or gateflow names), ONNX "
         "(.onnx), Keras (.keras, .weights.h5, .h5); see [bold]gateflow inspect FILE[/]. With "
-        "several cells a pattern with [bold]{cell}[/], e.g. [bold]w-{cell}.safetensors[/]. "
-        "Default: generated from the init options.", show_default=False)] = None,
+        "several cells a pattern with [bold]{cell}[/], e.g. [bold]w-{cell}.safetensors[/]."
+        + _default("generated from the init options"), show_default=False)] = None,
     module: Annotated[str | None, typer.Option(
         "--module", help="Which recurrent module of --weights (a PyTorch key prefix such as "
         "[bold]encoder.rnn[/], an ONNX node or Keras layer name).",
@@ -291,19 +510,20 @@ def decay(
     layer: Annotated[str | None, typer.Option(
         "--layer", help="Layer of a stacked module: an index, or [bold]all[/] for the whole "
         "stack as one recurrence (blocks h_l1/h_l0, ...).", show_default=False)] = None,
-    direction: Annotated[str | None, typer.Option(
-        "--direction", help="forward | reverse, for a bidirectional module (reverse runs over "
-        "the time-reversed inputs).", show_default=False)] = None,
+    direction: Annotated[Direction | None, typer.Option(
+        "--direction", help="Which direction of a bidirectional module (reverse runs over "
+        "the time-reversed inputs).", case_sensitive=False, show_default=False)] = None,
     inputs: Annotated[str | None, typer.Option(
         "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major (see "
-        "--batch-first). Default: generated from the input options.",
+        "--batch-first)." + _default("generated from the input options"),
         show_default=False)] = None,
     batch_first: Annotated[bool, typer.Option(
         "--batch-first", help="--inputs is (B, T, d), as batch_first=True modules take it.")
     ] = False,
     s0: Annotated[str | None, typer.Option(
         "--s0", help="Initial state (.npz or .safetensors), one (n,) or (B, n) array per state "
-        "block (h, c; h_l0, ... for --layer all). Default: zeros.", show_default=False)] = None,
+        "block (h, c; h_l0, ... for --layer all)." + _default("zeros"),
+        show_default=False)] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null); "
         "[bold]-[/] writes to stdout. With several cells the path must contain "
@@ -322,41 +542,36 @@ def decay(
     spectra: Annotated[str | None, typer.Option(
         "--spectra", help="Write a figure (.png or .svg) of the singular values of each "
         "cell's memory block at --spectra-lags.", show_default=False)] = None,
-    spectra_lags: Annotated[str | None, typer.Option(
-        "--spectra-lags", help="Comma-separated lags for --spectra, clipped to T "
-        "[default: 1,10,100].", show_default=False)] = None,
+    spectra_lags: Annotated[str, typer.Option(
+        "--spectra-lags", help="Comma-separated lags for --spectra, clipped to T.")
+    ] = ",".join(map(str, SPECTRA_LAGS)),
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Memory horizon: first lag where the median norm of the memory "
         "block falls below this.")] = 1e-6,
-    norms: Annotated[str | None, typer.Option(
-        "--norms", help=f"Comma-separated, from: {', '.join(NORMS)}. Default: "
-        f"{','.join(DEFAULT_NORMS)}.",
-        show_default=False)] = None,
+    norms: Annotated[str, typer.Option(
+        "--norms", help=_NORMS_HELP, autocompletion=_complete_list(NORMS))
+    ] = ",".join(DEFAULT_NORMS),
     blocks: Annotated[str | None, typer.Option(
-        "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]. "
-        "Default: all.", show_default=False)] = None,
-    hidden: Annotated[int | None, typer.Option(
-        "--hidden", help="Generated weights: hidden size n [default: 64].",
-        show_default=False)] = None,
+        "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]."
+        + _default("all"), autocompletion=_complete_blocks, show_default=False)] = None,
+    hidden: Annotated[int, typer.Option(
+        "--hidden", help="Generated weights: hidden size n.")] = 64,
     input_size: Annotated[int | None, typer.Option(
-        "--input-size", help="Generated weights: input size d [default: n, or the inputs' d].",
-        show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option(
-        "--steps", help="Generated inputs: T [default: 100].", show_default=False)] = None,
-    batch: Annotated[int | None, typer.Option(
-        "--batch", help="Generated inputs: B [default: 4].", show_default=False)] = None,
-    init: Annotated[str | None, typer.Option(
-        "--init", help="Generated weights: pytorch | gaussian | orthogonal [default: pytorch].",
-        show_default=False)] = None,
-    sigma_w: Annotated[float | None, typer.Option(
-        "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal) [default: 1].",
-        show_default=False)] = None,
-    sigma_v: Annotated[float | None, typer.Option(
-        "--sigma-v", help="Input weight scale (gaussian/orthogonal) [default: 1].",
-        show_default=False)] = None,
-    sigma_b: Annotated[float | None, typer.Option(
-        "--sigma-b", help="Bias scale (gaussian/orthogonal) [default: 0].",
-        show_default=False)] = None,
+        "--input-size", help="Generated weights: input size d."
+        + _default("n, or the inputs' d"), show_default=False)] = None,
+    steps: Annotated[int, typer.Option(
+        "--steps", help="Generated inputs: sequence length T.")] = 100,
+    batch: Annotated[int, typer.Option(
+        "--batch", help="Generated inputs: sequences B.")] = 4,
+    init: Annotated[Init, typer.Option(
+        "--init", help="Generated weights: initialisation.", case_sensitive=False)
+    ] = SCHEMES[0],
+    sigma_w: Annotated[float, typer.Option(
+        "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal).")] = 1.0,
+    sigma_v: Annotated[float, typer.Option(
+        "--sigma-v", help="Input weight scale (gaussian/orthogonal).")] = 1.0,
+    sigma_b: Annotated[float, typer.Option(
+        "--sigma-b", help="Bias scale (gaussian/orthogonal).")] = 0.0,
     gate_bias: Annotated[float | None, typer.Option(
         "--gate-bias", help="Set the memory gate's bias (LSTM b_f, GRU b_z, ...); with several "
         "cells, of those that have one. --plot then overlays σ(b)^k.",
@@ -364,17 +579,18 @@ def decay(
     chrono: Annotated[float | None, typer.Option(
         "--chrono", help="Chrono init of the memory gate with this T_max.",
         show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(
-        "--seed", help="Seed of generated weights (inputs use seed + 1) [default: 0].",
-        show_default=False)] = None,
-    input_dist: Annotated[str | None, typer.Option(
-        "--input-dist", help="Generated inputs: normal | uniform | zeros [default: normal].",
-        show_default=False)] = None,
-    input_scale: Annotated[float | None, typer.Option(
-        "--input-scale", help="Generated inputs: scale [default: 1].",
-        show_default=False)] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="float64 | float32.")] = "float64",
-    backend: Annotated[str, typer.Option("--backend", help="numpy | cupy.")] = "numpy",
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed of generated weights (inputs use seed + 1).")] = 0,
+    input_dist: Annotated[InputDist, typer.Option(
+        "--input-dist", help="Generated inputs: distribution.", case_sensitive=False)
+    ] = DISTS[0],
+    input_scale: Annotated[float, typer.Option(
+        "--input-scale", help="Generated inputs: scale.")] = 1.0,
+    dtype: Annotated[DType, typer.Option(
+        "--dtype", help="Floating-point type of the run.", case_sensitive=False)] = "float64",
+    backend: Annotated[BackendName, typer.Option(
+        "--backend", help="Array backend (cupy: an NVIDIA GPU, the [bold]gpu[/] extra).",
+        case_sensitive=False)] = "numpy",
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar and no summary table.")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -382,25 +598,31 @@ def decay(
 ) -> None:
     """Gradient decay over lag: log10 norms of every block ∂X_T/∂Y_{T−k}, k = 1..T, per
     sequence, exact, in one backward sweep; for one cell or several, with fitted decay
-    (per-step factor, e-folding lag, memory horizon) and optional figures."""
+    (per-step factor, e-folding lag, memory horizon) and optional figures.
+
+    Only data goes to stdout ([bold]--json -[/], [bold]--csv -[/]); progress, tables: stderr."""
     from gateflow.jobs._decay import run_decays
 
-    run_decays(cell, json_path=json_out, csv_path=csv_out, plot_path=plot,
-               spectra_path=spectra, spectra_lags=spectra_lags, threshold=threshold,
-               blocks=blocks, norms=norms, dtype=dtype, backend=backend, quiet=quiet,
-               weights=weights, inputs=inputs, hidden=hidden, input_size=input_size,
-               steps=steps, batch=batch, init=init, sigma_w=sigma_w, sigma_v=sigma_v,
-               sigma_b=sigma_b, gate_bias=gate_bias, chrono=chrono, seed=seed,
-               input_dist=input_dist, input_scale=input_scale, overwrite=overwrite,
-               module=module, layer=layer, direction=direction, s0=s0,
-               **({"batch_first": True} if batch_first else {}))
+    options = _given(ctx, spectra_lags=spectra_lags, norms=_canonical(norms, NORMS),
+                     hidden=hidden, steps=steps, batch=batch, init=_value(init),
+                     sigma_w=sigma_w, sigma_v=sigma_v, sigma_b=sigma_b, seed=seed,
+                     input_dist=_value(input_dist), input_scale=input_scale)
+    if batch_first:
+        options["batch_first"] = True
+    run_decays(cell and _canonical(cell, CELLS), json_path=json_out, csv_path=csv_out,
+               plot_path=plot, spectra_path=spectra, threshold=threshold, blocks=blocks,
+               dtype=_value(dtype), backend=_value(backend), quiet=quiet, weights=weights,
+               inputs=inputs, input_size=input_size, gate_bias=gate_bias, chrono=chrono,
+               overwrite=overwrite, module=module, layer=layer, direction=_value(direction),
+               s0=s0, **options)
 
 
 @app.command()
 def lyapunov(
-    cell: Annotated[str | None, typer.Option(
-        "--cell", "-c", help="Cell name; optional with a --weights model file that says it.",
-        show_default=False)] = None,
+    ctx: typer.Context,
+    cell: Annotated[CellName | None, typer.Option(
+        "--cell", "-c", help="Cell name (any case); optional with a --weights model file "
+        "that says it.", case_sensitive=False, show_default=False)] = None,
     weights: Annotated[str | None, typer.Option(
         "--weights", "-w", help="Weights or model file, as for [bold]gateflow decay[/].",
         show_default=False)] = None,
@@ -409,18 +631,19 @@ def lyapunov(
     layer: Annotated[str | None, typer.Option(
         "--layer", help="Layer index, or [bold]all[/] for the stack.",
         show_default=False)] = None,
-    direction: Annotated[str | None, typer.Option(
-        "--direction", help="forward | reverse.", show_default=False)] = None,
+    direction: Annotated[Direction | None, typer.Option(
+        "--direction", help="Which direction of a bidirectional module.",
+        case_sensitive=False, show_default=False)] = None,
     inputs: Annotated[str | None, typer.Option(
-        "--inputs", "-x", help="Inputs .npy (T, B, d), time-major. Default: generated.",
+        "--inputs", "-x", help="Inputs .npy (T, B, d), time-major." + _default("generated"),
         show_default=False)] = None,
     batch_first: Annotated[bool, typer.Option(
         "--batch-first", help="--inputs is (B, T, d).")] = False,
     k: Annotated[int | None, typer.Option(
-        "--k", help="How many exponents [default: all, the state dimension N].",
+        "--k", help="How many exponents." + _default("all, the state dimension N"),
         show_default=False)] = None,
     transient: Annotated[int | None, typer.Option(
-        "--transient", help="Steps T0 not accumulated [default: T/10].",
+        "--transient", help="Steps T0 not accumulated." + _default("T/10"),
         show_default=False)] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the spectrum (JSON); [bold]-[/] writes to stdout.",
@@ -428,24 +651,24 @@ def lyapunov(
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write the spectrum and its convergence (.png or .svg).",
         show_default=False)] = None,
-    hidden: Annotated[int | None, typer.Option(
-        "--hidden", help="Generated weights: n [default: 64].", show_default=False)] = None,
+    hidden: Annotated[int, typer.Option(
+        "--hidden", help="Generated weights: hidden size n.")] = 64,
     input_size: Annotated[int | None, typer.Option(
-        "--input-size", help="Generated weights: d [default: n].", show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option(
-        "--steps", help="Generated inputs: T [default: 100].", show_default=False)] = None,
-    batch: Annotated[int | None, typer.Option(
-        "--batch", help="Generated inputs: B [default: 4].", show_default=False)] = None,
-    init: Annotated[str | None, typer.Option(
-        "--init", help="pytorch | gaussian | orthogonal [default: pytorch].",
+        "--input-size", help="Generated weights: input size d." + _default("n"),
         show_default=False)] = None,
-    sigma_w: Annotated[float | None, typer.Option(
-        "--sigma-w", help="Recurrent weight scale [default: 1].", show_default=False)] = None,
+    steps: Annotated[int, typer.Option(
+        "--steps", help="Generated inputs: sequence length T.")] = 100,
+    batch: Annotated[int, typer.Option(
+        "--batch", help="Generated inputs: sequences B.")] = 4,
+    init: Annotated[Init, typer.Option(
+        "--init", help="Generated weights: initialisation.", case_sensitive=False)
+    ] = SCHEMES[0],
+    sigma_w: Annotated[float, typer.Option(
+        "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal).")] = 1.0,
     gate_bias: Annotated[float | None, typer.Option(
         "--gate-bias", help="Set the memory gate's bias.", show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(
-        "--seed", help="Seed of generated weights (inputs: seed + 1) [default: 0].",
-        show_default=False)] = None,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed of generated weights (inputs use seed + 1).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing output files.")] = False,
@@ -455,19 +678,21 @@ def lyapunov(
     the sum of the positive ones and the Kaplan–Yorke dimension."""
     from gateflow.jobs._lyapunov import run_lyapunov
 
-    run_lyapunov(cell, weights=weights, inputs=inputs, module=module, layer=layer,
-                 direction=direction, k=k, transient=transient, json_path=json_out,
-                 plot_path=plot, overwrite=overwrite, quiet=quiet, hidden=hidden,
-                 input_size=input_size, steps=steps, batch=batch, init=init, sigma_w=sigma_w,
-                 gate_bias=gate_bias, seed=seed,
-                 **({"batch_first": True} if batch_first else {}))
+    options = _given(ctx, hidden=hidden, steps=steps, batch=batch, init=_value(init),
+                     sigma_w=sigma_w, seed=seed)
+    if batch_first:
+        options["batch_first"] = True
+    run_lyapunov(_value(cell), weights=weights, inputs=inputs, module=module, layer=layer,
+                 direction=_value(direction), k=k, transient=transient, json_path=json_out,
+                 plot_path=plot, overwrite=overwrite, quiet=quiet, input_size=input_size,
+                 gate_bias=gate_bias, **options)
 
 
 @app.command()
 def report(
     out: Annotated[str | None, typer.Option(
         "--out", "-o", help="Folder to write (refused if it exists, unless "
-        "[bold]--overwrite[/]). Default: a new reports/<date>_n<N>-T<T>-seed<S>.",
+        "[bold]--overwrite[/])." + _default("a new reports/<date>_n<N>-T<T>-seed<S>"),
         show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out folder.")] = False,
@@ -478,19 +703,25 @@ def report(
     steps: Annotated[int, typer.Option("--steps", min=2, help="Sequence length T.")] = 200,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences B.")] = 16,
     input_size: Annotated[int, typer.Option("--input-size", min=1, help="Input size d.")] = 16,
-    init: Annotated[str, typer.Option(
-        "--init", help="Initialisation of every cell: pytorch | gaussian | orthogonal.")
-    ] = "pytorch",
+    init: Annotated[Init, typer.Option(
+        "--init", help="Initialisation of every cell.", case_sensitive=False)] = SCHEMES[0],
 ) -> None:
     """RNN vs LSTM vs GRU, and the forget/update-gate bias: figures, fitted decay rates,
-    theory overlays and data, as index.md and an offline index.html."""
+    theory overlays and data, as index.md and an offline index.html.
+
+    The path of index.html goes to stdout, the progress bar to stderr."""
     from gateflow.jobs._report import ReportConfig, write_report
 
     cfg = ReportConfig(hidden=hidden, inputs=input_size, steps=steps, batch=batch, seed=seed,
-                       scheme=init)
+                       scheme=_value(init))
     folder = write_report(cfg, out, overwrite=overwrite, quiet=quiet)
     typer.echo(str(folder / "index.html"))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Run the command line (``python -m gateflow``; the ``gateflow`` script runs ``app``)."""
     app(prog_name="gateflow")
+
+
+if __name__ == "__main__":
+    main()

@@ -354,7 +354,8 @@ JOB_CASES = {
     "usage-unknown-command": (("bogus",), r"No such command 'bogus'"),
     "usage-missing-argument": (("derive",), r"Missing argument 'CELL'"),
     "usage-missing-option": (("decay",), r"give --cell NAME, or --weights FILE of a model"),
-    "usage-bad-choice": (("derive", "lstm", "--format", "pdf"), r"'pdf' is not one of"),
+    "usage-bad-choice": (("derive", "lstm", "--format", "pdf"),
+                         r"unknown format 'pdf' \(valid: text, latex, markdown\)"),
     "usage-root-option": (("--bogus",), r"No such option: --bogus \(see gateflow --help\)"),
 }
 

@@ -1,0 +1,324 @@
+"""The command line's conventions: --version, python -m gateflow, shell completion, choices
+and defaults in --help, flags without a type, a plain usage line, case-insensitive cell
+names, data on stdout and everything else on stderr, NO_COLOR."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import gateflow
+from gateflow.cells._library import CELLS
+from gateflow.cli import app
+from gateflow.jobs._contract import DEFAULT_NORMS
+from gateflow.jobs._spec import SPECTRA_LAGS
+from gateflow.models._inputs import DISTS
+from gateflow.models._params import _SCHEMES as SCHEMES
+from gateflow.models.formats._recurrent import DIRECTIONS
+from gateflow.numeric._backend import BACKENDS, DTYPES
+from gateflow.numeric._observers import OBSERVERS
+from tests._hostile import assert_clean_error, run_cli
+
+runner = CliRunner()
+#: Wide enough that no help row wraps, so each option's text is on its line.
+WIDE = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+COMMANDS = ("cells", "inspect", "derive", "sweep", "decay", "lyapunov", "report")
+#: An SGR escape (colour or style) and one that sets a colour (3x/4x/9x/10x, 38;…, 48;…).
+SGR = re.compile(r"\x1b\[[0-9;]*m")
+COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
+
+
+def help_of(*command: str) -> str:
+    r = runner.invoke(app, [*command, "--help"], env=WIDE)
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def rows(text: str) -> dict[str, str]:
+    """Each option's help row, by its long name (``--hidden`` -> its text), with the lines
+    that a long help wraps onto joined to it."""
+    found: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        m = re.match(r"│\s+(\*\s+)?(--[\w-]+|[A-Z]+)\b", line)
+        if m:
+            name = m.group(2)
+            found[name] = line.rstrip(" │")
+        elif name is not None and line.startswith("│"):
+            found[name] += " " + line.strip(" │")
+        else:
+            name = None
+    return found
+
+
+def gateflow_child(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m gateflow ARGS`` in a child process."""
+    return subprocess.run([sys.executable, "-m", "gateflow", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})})
+
+
+# -- --version and python -m gateflow --------------------------------------------------------
+def test_version_prints_the_installed_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == f"gateflow {version('gateflow')}\n"
+    assert version("gateflow") == gateflow.__version__
+    assert r.stderr == ""
+
+
+def test_python_m_gateflow_runs_the_same_app():
+    p = gateflow_child("--version")
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"gateflow {gateflow.__version__}\n", "")
+    p = gateflow_child("--help", env=WIDE)
+    assert p.returncode == 0 and "Usage: gateflow [OPTIONS] COMMAND [ARGS]..." in p.stdout
+    for command in COMMANDS:
+        assert re.search(rf"│ {command}\s", p.stdout), command
+    p = gateflow_child("derive", "LSTM", "--block", "c/c")
+    assert p.returncode == 0 and "∂c_t/∂c_{t−1} = diag(f_t)" in p.stdout and p.stderr == ""
+
+
+# -- completion ------------------------------------------------------------------------------
+def test_completion_is_offered():
+    listed = rows(help_of())
+    assert {"--install-completion", "--show-completion", "--version", "--help"} <= set(listed)
+
+
+def _cells(prefix: str, before: str = "", skip: tuple[str, ...] = ()) -> list[str]:
+    """What completing a cell name that starts with ``prefix`` offers (from the registry)."""
+    return [before + n for n in CELLS if n.startswith(prefix) and n not in skip]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("derive ls", _cells("ls")),
+    ("derive LS", _cells("ls")),
+    ("decay --init o", ["orthogonal"]),
+    ("decay --dtype f", ["float64", "float32"]),
+    ("decay --input-dist u", ["uniform"]),
+    ("decay --direction r", ["reverse"]),
+    ("lyapunov --cell gru", _cells("gru")),
+    ("decay --cell rnn,g", _cells("g", "rnn,")),
+    # a name already in the list is not offered again
+    ("decay --cell rnn,lstm,rnn", _cells("rnn", "rnn,lstm,", skip=("rnn",))),
+    ("decay --norms frobenius,s", ["frobenius,spectral", "frobenius,stable_rank"]),
+    ("decay --cell lstm --blocks c/", [b for b in CELLS["lstm"].blocks if b.startswith("c/")]),
+    ("sweep --cells lstm,m", _cells("m", "lstm,")),
+])
+def test_completion_offers_the_choices(line, expected):
+    words = ["gateflow", *line.split()]
+    p = gateflow_child(env={"_GATEFLOW_COMPLETE": "complete_bash",
+                            "COMP_WORDS": " ".join(words), "COMP_CWORD": str(len(words) - 1)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == expected
+
+
+# -- help: choices, defaults, flags, usage ---------------------------------------------------
+def test_choices_are_listed_in_help():
+    def choices(values) -> str:
+        return "<" + "|".join(values) + ">"
+
+    decay = rows(help_of("decay"))
+    assert choices(SCHEMES) in decay["--init"]
+    assert choices(DISTS) in decay["--input-dist"]
+    assert choices(DTYPES) in decay["--dtype"]
+    assert choices(BACKENDS) in decay["--backend"]
+    assert choices(DIRECTIONS) in decay["--direction"]
+    for name in CELLS:  # a comma-separated list: its choices are in the text
+        assert name in decay["--cell"]
+    for name in OBSERVERS:
+        assert name in decay["--norms"]
+    assert choices(CELLS) in rows(help_of("derive"))["CELL"]
+    lyap = rows(help_of("lyapunov"))
+    assert choices(CELLS) in lyap["--cell"] and choices(SCHEMES) in lyap["--init"]
+    assert choices(SCHEMES) in rows(help_of("report"))["--init"]
+    assert choices(["text", "latex", "markdown"]) in rows(help_of("derive"))["--format"]
+
+
+DECAY_DEFAULTS = {
+    "--hidden": "64", "--steps": "100", "--batch": "4", "--init": "pytorch", "--seed": "0",
+    "--sigma-w": "1.0", "--sigma-v": "1.0", "--sigma-b": "0.0", "--input-dist": "normal",
+    "--input-scale": "1.0", "--input-size": "n, or the inputs' d", "--threshold": "1e-06",
+    "--spectra-lags": ",".join(map(str, SPECTRA_LAGS)), "--norms": ",".join(DEFAULT_NORMS),
+    "--dtype": "float64", "--backend": "numpy", "--blocks": "all",
+}
+
+
+@pytest.mark.parametrize("option", list(DECAY_DEFAULTS))
+def test_decay_help_shows_each_default(option):
+    row = rows(help_of("decay"))[option]
+    assert f"[default: {DECAY_DEFAULTS[option]}]" in row, row
+    assert not re.search(r" \.\s*│", row)  # no '[default: …]' eaten by rich markup
+
+
+@pytest.mark.parametrize(("option", "default"), [
+    ("--hidden", "64"), ("--steps", "100"), ("--batch", "4"), ("--init", "pytorch"),
+    ("--seed", "0"), ("--sigma-w", "1.0"), ("--k", "all, the state dimension N"),
+    ("--transient", "T/10"), ("--input-size", "n"),
+])
+def test_lyapunov_help_shows_each_default(option, default):
+    assert f"[default: {default}]" in rows(help_of("lyapunov"))[option]
+
+
+def _defaults(command: str) -> dict[str, object]:
+    import typer
+
+    params = typer.main.get_command(app).commands[command].params
+    return {p.name: getattr(p.default, "value", p.default) for p in params}
+
+
+def test_defaults_in_help_are_the_jobs_defaults():
+    """The command passes None for an option left at its default, so that the job fills in
+    its own: the defaults ``--help`` shows must be those."""
+    from gateflow.jobs._inputs import generate
+
+    d = _defaults("decay")
+    _, _, made = generate("lstm")
+    assert made["weights_source"] == {
+        "source": "init", "n": d["hidden"], "d": d["hidden"], "seed": d["seed"],
+        "scheme": d["init"], "sigma_w": d["sigma_w"], "sigma_v": d["sigma_v"],
+        "sigma_b": d["sigma_b"], "gate_bias": None, "chrono": None}
+    assert made["inputs_source"] == {
+        "source": "init", "T": d["steps"], "B": d["batch"], "d": d["hidden"],
+        "dist": d["input_dist"], "scale": d["input_scale"], "seed": d["seed"] + 1}
+    assert (d["norms"], d["spectra_lags"]) == (",".join(DEFAULT_NORMS),
+                                               ",".join(map(str, SPECTRA_LAGS)))
+    lyap = _defaults("lyapunov")
+    for name in ("hidden", "steps", "batch", "init", "sigma_w", "seed"):
+        assert lyap[name] == d[name], name
+
+
+def test_an_option_given_at_its_default_value_is_still_given(sandbox):
+    """Only an option left out is 'not given': --hidden 64 next to a weights file is
+    refused like any other --hidden."""
+    from gateflow import init_params, save_params
+
+    save_params("w.npz", "rnn", init_params("rnn", 3, 2))
+    args = ("decay", "--cell", "rnn", "--weights", "w.npz", "--steps", "3", "-q")
+    assert run_cli(*args).exit_code == 0
+    assert_clean_error(run_cli(*args, "--hidden", "64"), r"--hidden applies only to generated")
+    assert_clean_error(run_cli(*args, "--init", "pytorch"), r"--init applies only to generated")
+    assert_clean_error(run_cli(*args, "--spectra-lags", "1,10,100"),
+                       r"--spectra-lags applies only with --spectra")
+
+
+def test_spectral_norm_cost_is_in_the_help():
+    row = rows(help_of("decay"))["--norms"]
+    assert ("The default includes the spectral norm, which makes a run about 6× slower than "
+            "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500): --norms frobenius is "
+            "the fast choice.") in row
+    for observer in OBSERVERS.values():  # each norm with what it costs
+        assert f"{observer.name}, {observer.description}" in row
+
+
+@pytest.mark.parametrize("command", [(), *((c,) for c in COMMANDS)])
+def test_flags_have_no_type(command):
+    text = help_of(*command)
+    assert "<bool>" not in text
+    listed = rows(text)
+    for flag in ("--help", "--quiet", "--overwrite", "--batch-first", "--version",
+                 "--install-completion"):
+        if flag in listed:
+            assert "<" not in listed[flag], listed[flag]
+
+
+@pytest.mark.parametrize(("command", "usage"), [
+    ((), "gateflow [OPTIONS] COMMAND [ARGS]..."),
+    (("derive",), "gateflow derive [OPTIONS] CELL"),
+    (("inspect",), "gateflow inspect [OPTIONS] FILE"),
+    (("decay",), "gateflow decay [OPTIONS]"),
+])
+def test_usage_line_is_plain(command, usage):
+    text = help_of(*command)
+    assert re.search(rf"Usage: {re.escape(usage)}\s*$", text, re.M), text[:300]
+    assert "{" not in text.split("Usage:", 1)[1].splitlines()[0]
+
+
+# -- cell names ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["LSTM", "Lstm", "GRU-Cho", "lstm-PEEPHOLE"])
+def test_cell_names_are_case_insensitive(name):
+    lower = runner.invoke(app, ["derive", name.lower(), "--block", "h/h"])
+    other = runner.invoke(app, ["derive", name, "--block", "h/h"])
+    assert other.exit_code == 0, other.output
+    assert other.stdout == lower.stdout
+
+
+def test_decay_and_lyapunov_take_any_case(sandbox):
+    out = run_cli("decay", "--cell", "LSTM,Gru", "--hidden", 3, "--steps", 4, "--batch", 1,
+                  "--json", "d-{cell}.json", "-q")
+    assert out.exit_code == 0, out.stderr
+    assert sorted(p.name for p in Path().glob("d-*.json")) == ["d-gru.json", "d-lstm.json"]
+    assert json.loads(Path("d-lstm.json").read_text())["cell"] == "lstm"
+    out = run_cli("decay", "--cell", "rnn", "--norms", "FROBENIUS", "--hidden", 3, "--steps", 4,
+                  "--batch", 1, "--json", "-", "-q", "--init", "Gaussian", "--dtype", "FLOAT32")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["norms"] == ["frobenius"] and doc["dtype"] == "float32"
+    assert doc["weights"]["scheme"] == "gaussian"
+    out = run_cli("lyapunov", "--cell", "GRU", "--hidden", 3, "--steps", 6, "--batch", 1,
+                  "--json", "-", "-q")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(out.stdout)["cell"] == "gru"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("derive", "LSTN"), r"unknown cell 'LSTN' \(did you mean 'lstm'\?\) "
+                         r"\(see gateflow derive --help\)$"),
+    (("derive", "lstn"), r"unknown cell 'lstn' \(did you mean 'lstm'\?\)"),
+    (("derive", "lstm", "--format", "pdf"), r"unknown format 'pdf' \(valid: text, latex, "
+                                            r"markdown\)"),
+    (("decay", "--cell", "lstm", "--init", "xavier"),
+     r"unknown init scheme 'xavier' \(valid: pytorch, gaussian, orthogonal\)"),
+    (("decay", "--cell", "lstm", "--input-dist", "cauchy"),
+     r"unknown input distribution 'cauchy' \(valid: normal, uniform, zeros\)"),
+    (("decay", "--cell", "lstm", "--dtype", "float16"),
+     r"unknown dtype 'float16' \(did you mean 'float64' or 'float32'\?\)"),
+    (("decay", "--cell", "lstm", "--backend", "jax"), r"unknown backend 'jax' \(valid: numpy, "
+                                                      r"cupy\)"),
+    (("lyapunov", "--cell", "grux"), r"unknown cell 'grux' \(did you mean 'gru'"),
+    (("report", "--init", "Orthogonall"), r"unknown init scheme 'Orthogonall' \(did you mean "
+                                          r"'orthogonal'\?\)"),
+])
+def test_an_unknown_choice_names_the_closest(args, message, sandbox):
+    assert_clean_error(run_cli(*args), message)
+    assert list(sandbox.iterdir()) == []
+
+
+# -- streams and colour ----------------------------------------------------------------------
+def test_json_to_stdout_progress_and_tables_to_stderr(sandbox):
+    """A run that is not quiet: stdout is exactly the JSON document; the progress bar (drawn,
+    as on a terminal) and the summary tables are on stderr."""
+    p = gateflow_child("decay", "--cell", "rnn", "--hidden", "4", "--steps", "6", "--batch",
+                       "2", "--json", "-", env={"FORCE_COLOR": "1"}, cwd=sandbox)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["cell"] == "rnn"
+    assert "backward sweep" in p.stderr and "fitted decay" in p.stderr
+    assert "{" not in p.stderr
+    p = gateflow_child("derive", "gru", cwd=sandbox)
+    assert p.returncode == 0 and p.stdout and p.stderr == ""
+
+
+@pytest.mark.parametrize("args", [("--help",), ("decay", "--help"), ("derive", "--help"),
+                                  ("cells",)])
+def test_no_color_turns_off_every_style(args):
+    styled = gateflow_child(*args, env={"FORCE_COLOR": "1"})
+    assert styled.returncode == 0 and SGR.search(styled.stdout)  # the check can see escapes
+    plain = gateflow_child(*args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert plain.returncode == 0
+    assert not SGR.search(plain.stdout + plain.stderr), plain.stdout[:400]
+    assert re.sub(SGR, "", styled.stdout).split() == plain.stdout.split()
+
+
+def test_no_color_run_has_no_colour(sandbox):
+    p = gateflow_child("decay", "--cell", "lstm", "--hidden", "3", "--steps", "5", "--batch",
+                       "1", env={"FORCE_COLOR": "1", "NO_COLOR": "1"}, cwd=sandbox)
+    assert p.returncode == 0, p.stderr
+    assert "fitted decay" in p.stdout + p.stderr
+    assert not COLOUR.search(p.stdout + p.stderr)
