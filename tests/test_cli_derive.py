@@ -84,10 +84,10 @@ def test_unknown_cell_exits_2_with_suggestion():
 
 
 def test_unknown_block_exits_2():
-    result = invoke("derive", "lstm", "--block", "c/x")
+    result = invoke("derive", "lstm", "--block", "c/y")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
-    assert "c/x" in result.stderr
+    assert "c/y" in result.stderr
     assert "Traceback" not in result.output
 
 

@@ -54,8 +54,22 @@ def test_single_block_render():
     out = render(get_cell("lstm"), "text", block="c/c")
     assert "∂c_t/∂c_{t−1} = diag(f_t)" in out
     assert "∂h_t/∂h_{t−1}" not in out
-    with pytest.raises(GateflowError, match="no block"):
-        render(get_cell("lstm"), "text", block="c/x")
+    with pytest.raises(GateflowError, match=r"unknown block 'c/y' \(did you mean"):
+        render(get_cell("lstm"), "text", block="c/y")
+
+
+def test_input_jacobians_rendered():
+    """∂X_t/∂x_t after the state blocks, in every format; one alone with --block h/x."""
+    out = render(get_cell("rnn"), "text")
+    assert out.index("∂h_t/∂h_{t−1}") < out.index("Input Jacobians") < out.index(
+        "∂h_t/∂x_t = diag(1 − h_t²) W")
+    alone = render(get_cell("lstm"), "text", block="c/x")
+    assert "Jacobians (one step)\n" not in alone and "∂h_t/∂x_t" not in alone
+    assert "∂c_t/∂x_t = diag(g_t ⊙ i_t ⊙ (1 − i_t)) W_i" in alone
+    tex = render(get_cell("gru"), "latex", block="h/x")
+    assert r"\frac{\partial h_t}{\partial x_{t}} &=" in tex
+    md = render(get_cell("gru"), "markdown")
+    assert "### Input Jacobians" in md
 
 
 def test_gru_text_shows_update_gate_path():

@@ -178,7 +178,8 @@ def partial(block: str, fmt: str, lag: int = 1) -> str:
         lag -= 1
     prev = "t" if lag == 0 else f"t-{lag}"
     if fmt == "text":
-        return f"∂{out}_t/∂{inp}_{{{prev.replace('-', '−')}}}"
+        sub = "t" if lag == 0 else f"{{{prev.replace('-', '−')}}}"
+        return f"∂{out}_t/∂{inp}_{sub}"
     return rf"\frac{{\partial {out}_t}}{{\partial {inp}_{{{prev}}}}}"
 
 

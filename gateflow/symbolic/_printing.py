@@ -17,25 +17,30 @@ from gateflow.cells._notation import (
 )
 from gateflow.cells._record import Cell
 from gateflow.cells._symbols import INPUT
-from gateflow.symbolic._derive import Structure, derive, linop
+from gateflow.symbolic._derive import Structure, derive, derive_input, linop
 
 #: What :func:`render` can write.
 FORMATS = ("text", "latex", "markdown")
 
 
 def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps: int = 1) -> str:
-    """What ``gateflow derive`` prints: the equations and one-step Jacobians of ``cell`` (a
-    Cell or its name) in ``fmt`` (one of :data:`FORMATS`), for ``block`` only if given, and
-    with ``steps`` > 1 also ∂s_t/∂s_{t−steps} (at most :attr:`Structure.max_steps`).
+    """What ``gateflow derive`` prints: the equations, the one-step Jacobians of ``cell`` (a
+    Cell or its name) and its input Jacobians ∂X_t/∂x_t, in ``fmt`` (one of
+    :data:`FORMATS`), for ``block`` only if given (``"c/c"``, or ``"h/x"``), and with
+    ``steps`` > 1 also ∂s_t/∂s_{t−steps} (at most :attr:`Structure.max_steps`).
 
     Every argument is checked before any symbolic work; a wrong one is a GateflowError."""
     s = derive(cell)
     cell = s.cell
     choose(fmt, FORMATS, "format")
-    blocks = list(cell.blocks) if block is None else [block]
-    for b in blocks:
-        s._check_block(b)
+    if block is None:
+        blocks = [*cell.blocks, *cell.input_blocks]
+    else:
+        choose(block, (*cell.blocks, *cell.input_blocks), "block")
+        blocks = [block]
     steps = s.check_steps(steps)
+    inputs = derive_input(cell) if any(b in cell.input_blocks for b in blocks) else None
+    state_blocks = [b for b in blocks if b in cell.blocks]
     out: list[str] = []
     header = f"{cell.name} — {cell.summary}"
     if fmt == "markdown":
@@ -45,7 +50,7 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
                 "\\partial s_t[a]/\\partial s_{t-1}[b]$; $\\odot$ is elementwise.", "",
                 "### Equations", ""]
         out += [f"- ${line}$" for line in equation_lines(cell, "latex")]
-        out += ["", "### Jacobians", ""]
+        out += ["", "### Jacobians", ""] if state_blocks else []
     elif fmt == "latex":
         out += [f"% {header}", f"% Reference: {cell.reference}",
                 *([f"% Note: {cell.notes}"] if cell.notes else []), r"\begin{aligned}"]
@@ -58,9 +63,14 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
                 "⊙ is elementwise.",
                 "", "Equations"]
         out += [f"  {line}" for line in equation_lines(cell, "text")]
-        out += ["", "Jacobians (one step)"]
+        out += ["", "Jacobians (one step)"] if state_blocks else []
     for b in blocks:
-        chained, expanded = s.block(b, chained=True), s.block(b)
+        src = s
+        if b in cell.input_blocks:
+            src = inputs
+            if b == blocks[0] or blocks[blocks.index(b) - 1] not in cell.input_blocks:
+                out += _input_heading(fmt)
+        chained, expanded = src.block(b, chained=True), src.block(b)
         forms = [linop(chained, cell, fmt)]
         if chained != expanded:
             forms.append(linop(expanded, cell, fmt))
@@ -73,11 +83,20 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
             out += [f"&= {f}" + r" \\" for f in forms[1:]]
         else:
             out.append(f"- ${lhs} = " + " = ".join(forms) + "$")
-        if steps > 1:
+        if steps > 1 and src is s:
             out += _render_steps(s, b, steps, fmt)
     if fmt == "latex":
         out.append(r"\end{aligned}")
     return "\n".join(out)
+
+
+def _input_heading(fmt: str) -> list[str]:
+    """The heading before the input Jacobians ∂X_t/∂x_t (n × d: rows = outputs too)."""
+    if fmt == "text":
+        return ["", "Input Jacobians (one step; x_t is read at step t)"]
+    if fmt == "markdown":
+        return ["", "### Input Jacobians", ""]
+    return []
 
 
 def _render_steps(s: Structure, b: str, k: int, fmt: str) -> list[str]:
