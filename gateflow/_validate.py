@@ -32,7 +32,9 @@ def shown(value, limit: int = 60) -> str:
 def closest(word: str, choices) -> str:
     """``" (did you mean 'lstm'?)"`` or, without a close match, the list of valid names."""
     choices = list(choices)
-    near = (difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    folded = {str(c).casefold(): c for c in choices}  # 'LSTN' is as close to 'lstm' as 'lstn'
+    near = ([folded[m] for m in difflib.get_close_matches(word.casefold(), list(folded), n=3,
+                                                           cutoff=0.5)]
             if isinstance(word, str) else [])
     if near:
         return " (did you mean " + " or ".join(repr(n) for n in near) + "?)"

@@ -705,16 +705,20 @@ def report(
     input_size: Annotated[int, typer.Option("--input-size", min=1, help="Input size d.")] = 16,
     init: Annotated[Init, typer.Option(
         "--init", help="Initialisation of every cell.", case_sensitive=False)] = SCHEMES[0],
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="Figure files written next to the pages: svg, png and/or pdf, "
+        "comma-separated. index.html carries SVG renderings inline whatever is chosen, so it "
+        "works sent alone.")] = "png,svg",
 ) -> None:
     """RNN vs LSTM vs GRU, and the forget/update-gate bias: figures, fitted decay rates,
-    theory overlays and data, as index.md and an offline index.html.
+    theory overlays and data, as index.md and a self-contained index.html.
 
     The path of index.html goes to stdout, the progress bar to stderr."""
     from gateflow.jobs._report import ReportConfig, write_report
 
     cfg = ReportConfig(hidden=hidden, inputs=input_size, steps=steps, batch=batch, seed=seed,
                        scheme=_value(init))
-    folder = write_report(cfg, out, overwrite=overwrite, quiet=quiet)
+    folder = write_report(cfg, out, overwrite=overwrite, quiet=quiet, formats=fmt)
     typer.echo(str(folder / "index.html"))
 
 

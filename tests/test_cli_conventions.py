@@ -322,3 +322,23 @@ def test_no_color_run_has_no_colour(sandbox):
     assert p.returncode == 0, p.stderr
     assert "fitted decay" in p.stdout + p.stderr
     assert not COLOUR.search(p.stdout + p.stderr)
+    assert not SGR.search(p.stdout + p.stderr)  # no bold or dim either: plain text
+
+
+def test_report_format_option(sandbox):
+    """--format pdf writes PDF figures only; the path of index.html is all stdout gets."""
+    p = gateflow_child("report", "--out", "r", "--format", "pdf", "--hidden", "3", "--steps",
+                       "8", "--batch", "2", "--input-size", "2", "-q", cwd=sandbox)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("index.html")
+    names = {f.name for f in (sandbox / "r").iterdir()}
+    assert "decay_cells.pdf" in names and not any(n.endswith((".png", ".svg")) for n in names)
+    bad = gateflow_child("report", "--out", "r2", "--format", "jpg", cwd=sandbox)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "jpg" in bad.stderr
+    assert not (sandbox / "r2").exists()
+
+
+def test_upper_case_typo_gets_a_suggestion():
+    """The suggestion ignores case too: LSTN is one letter from lstm."""
+    p = gateflow_child("decay", "--cell", "LSTN")
+    assert p.returncode == 2 and "did you mean 'lstm'" in p.stderr, p.stderr

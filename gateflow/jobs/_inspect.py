@@ -48,8 +48,7 @@ def inspect_model(path, *, json_path=None, overwrite: bool = False,
     if not quiet and out != STDOUT:
         from gateflow.presentation._console import console, modules_table
 
-        out_console = console(stderr=False)
-        out_console.print(modules_table(Path(str(path)).name, rows))
-        if out is not None:
-            out_console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+        console(stderr=False).print(modules_table(Path(str(path)).name, rows))
+        if out is not None:  # a message, not data: stderr
+            console().print(f"wrote {out}", highlight=False, soft_wrap=True)
     return rows

@@ -44,10 +44,14 @@ def fmt_r2(fit) -> str:
 
 
 def console(*, stderr: bool = True, quiet: bool = False):
-    """A rich Console (stderr by default)."""
+    """A rich Console (stderr by default); with ``NO_COLOR`` set (https://no-color.org), no
+    colour and no other style either: plain text."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, quiet=quiet)
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, quiet=quiet, **({"color_system": None} if plain else {}))
 
 
 class Bar:
