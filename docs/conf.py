@@ -65,18 +65,7 @@ nitpick_ignore_regex = [
 # remove an entry once its docstring names the object as a literal (``NORMS``) instead
 # of a cross-reference, or once the object is public.
 nitpick_ignore = [
-    ("py:mod", "gateflow.numeric._observers"),  # ChainResult, all_lags
-    ("py:data", "NORMS"),  # all_lags
     ("py:data", "gateflow.numeric._observers.NORMS"),  # plot_decay
-    ("py:data", "DEFAULT_NORMS"),  # ChainResult
-    ("py:data", "FORMATS"),  # render
-    ("py:data", "MAX_EXPANSION_NODES"),  # Structure.max_steps, Structure.expansion_cost
-    ("py:data", "GOOD_R2"),  # DecayFit.good
-    ("py:func", "classify"),  # DecayFit
-    ("py:func", "nonzero_blocks"),  # all_lags
-    ("py:func", "validate_params"),  # load_params
-    ("py:func", "derive_input"),  # Structure.wrt, Structure.is_input
-    ("py:func", "_validate"),  # Cell.system
     ("py:class", "gateflow.cells._record.System"),  # Cell.system's annotation
     ("py:class", "gateflow.cells._record.MatVecAtom"),  # Structure.wrt's annotation
     ("py:class", "gateflow.jobs._sweep.SweepResult"),  # sweep's annotation (no docstring)

@@ -28,7 +28,7 @@ _EXPORTS = {
     "Cell": "cells._record", "TorchLayout": "models.formats._pytorch",
     "CELLS": "cells._library", "get_cell": "cells._library", "stack": "cells._stack",
     "LinOp": "symbolic._derive", "Structure": "symbolic._derive", "Term": "symbolic._derive",
-    "derive": "symbolic._derive",
+    "derive": "symbolic._derive", "derive_input": "symbolic._derive",
     "render": "symbolic._printing",
     "ChainResult": "numeric._chain", "all_lags": "numeric._chain",
     "LyapunovResult": "numeric._lyapunov", "lyapunov": "numeric._lyapunov",
@@ -98,7 +98,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gateflow.numeric._lyapunov import LyapunovResult, kaplan_yorke, lyapunov  # noqa: F401
     from gateflow.presentation._labels import direct_label  # noqa: F401
     from gateflow.presentation._plot import Overlay, plot_decay  # noqa: F401
-    from gateflow.symbolic._derive import LinOp, Structure, Term, derive  # noqa: F401
+    from gateflow.symbolic._derive import (  # noqa: F401
+        LinOp,
+        Structure,
+        Term,
+        derive,
+        derive_input,
+    )
     from gateflow.symbolic._printing import render  # noqa: F401
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
@@ -121,6 +127,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "capture",
     "decay",
     "derive",
+    "derive_input",
     "direct_label",
     "find_models",
     "fit_batch",

@@ -168,7 +168,7 @@ class DecayFit:
     """A straight line through log10 norm against lag, and what the curve does.
 
     slope: decades per step; factor: per-step factor 10^slope; regime: ``"vanishing"``,
-    ``"exploding"``, ``"neutral"``, ``"non-monotone"`` or ``"zero"`` (:func:`classify`);
+    ``"exploding"``, ``"neutral"``, ``"non-monotone"`` or ``"zero"`` (``classify``);
     efold: steps for the norm to fall by a factor e, **only** for a vanishing curve
     (``None`` otherwise: an exploding curve has no e-folding lag); horizon: first lag whose
     median is below ``threshold`` (``None`` if none within the lags measured); r2: the
@@ -196,7 +196,7 @@ class DecayFit:
 
     @property
     def good(self) -> bool:
-        """R² ≥ :data:`GOOD_R2`: the line describes the curve well enough to compare."""
+        """R² ≥ ``GOOD_R2`` (0.99): the line describes the curve well enough to compare."""
         return bool(np.isfinite(self.r2) and self.r2 >= GOOD_R2)
 
     def describe(self) -> str:

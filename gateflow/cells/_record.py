@@ -405,7 +405,7 @@ class Cell:
     def system(self) -> System:
         """The equations as SymPy expressions (parsed on first use, for the derivation).
 
-        Translation only: :func:`_validate` has already checked the declaration (it runs in
+        Translation only: ``_validate`` has already checked the declaration (it runs in
         ``__post_init__``), so nothing here re-checks it."""
         import sympy as sp
         from sympy.parsing.sympy_parser import parse_expr, standard_transformations

@@ -33,7 +33,7 @@ _NUMBERS = {"T", "B", "per-step factor", "R²", "e-folding lag (steps)",
 class Analysis:
     """What :func:`analyze` found: one table row per (module, layer, direction), the
     :class:`~gateflow.DecayResult` of each (``results[(module, layer, direction)]``) and the
-    fits (``fits[...]``, :class:`~gateflow.analysis._analysis.ChainFits` of the memory block
+    fits (``fits[...]``, ``ChainFits`` of the memory block
     and its direct product)."""
 
     table: list[dict[str, Any]]

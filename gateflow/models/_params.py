@@ -150,7 +150,7 @@ def load_params(path, cell, *, dtype=np.float64) -> Params:
 
     Keys are a framework's names (PyTorch's, optionally under one module prefix like
     ``lstm.``), mapped by its vocabulary, or gateflow names. Arrays are converted to
-    ``dtype`` and checked by :func:`validate_params`.
+    ``dtype`` and checked like ``validate_params`` checks them.
     """
     cell = as_cell(cell)
     dt = float_dtype(dtype)

@@ -70,10 +70,10 @@ class ChainResult:
     """Norms of ∂X_T/∂Y_{T−k}; arrays are (T, B): index k−1 is lag k, then the batch.
 
     ``blocks`` and ``direct`` are keyed by each norm's ``Observer.key`` (see
-    :mod:`gateflow.numeric._observers`): ``log10_…`` keys hold log10 norms, where
+    ``gateflow.numeric._observers``): ``log10_…`` keys hold log10 norms, where
     ``-inf`` marks an exactly zero Jacobian (e.g. an RNN with U = 0); other keys (such as
     ``stable_rank``) hold plain values. ``direct`` holds the norms asked for that have a
-    diagonal form, and always the Frobenius and spectral norms (:data:`DEFAULT_NORMS`)."""
+    diagonal form, and always the Frobenius and spectral norms (``DEFAULT_NORMS``)."""
 
     cell: str
     lags: np.ndarray
@@ -385,13 +385,13 @@ def all_lags(
         params: the cell's parameters (gateflow names), e.g. from ``init_params``/``load_params``.
         x: inputs (T, B, d), time-major.
         blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default every block
-            that can be nonzero (:func:`nonzero_blocks`: all of a single cell's). Only the
+            that can be nonzero (``nonzero_blocks``: all of a single cell's). Only the
             rows of the output blocks asked for are carried, each through the part of the
             recurrence it depends on (a stack's layer l through layers 0..l only). Input
             blocks ``"X/x"`` (``cell.input_blocks``: ∂X_T/∂x_{T−k}, k = 0..T−1) are measured
             in the same sweep when asked for, into :attr:`ChainResult.inputs`.
-        norms: names of registered norms (:data:`NORMS`, see
-            :mod:`gateflow.numeric._observers`): ``"frobenius"``, ``"spectral"`` (largest
+        norms: names of registered norms (``NORMS``, see
+            ``gateflow.numeric._observers``): ``"frobenius"``, ``"spectral"`` (largest
             singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
         singular_lags: lags at which to keep every singular value of each block.
         probe: a vector over the full state (concatenated in ``cell.state`` order), or

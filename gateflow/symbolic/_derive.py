@@ -163,7 +163,7 @@ class Structure:
     products: tuple[MatVecAtom, ...]  # products W v that depend on ``wrt`` (sources)
     #: What is differentiated against: the previous state blocks (``h_prev``, ``c_prev``:
     #: the state Jacobian ∂s_t/∂s_{t−1}), or the input ``("x",)`` (∂s_t/∂x_t, see
-    #: :func:`derive_input`).
+    #: :func:`~gateflow.derive_input`).
     wrt: tuple[str, ...] = ()
 
     @cached_property
@@ -182,7 +182,7 @@ class Structure:
 
     @property
     def is_input(self) -> bool:
-        """True for the input Jacobian ∂s_t/∂x_t (:func:`derive_input`)."""
+        """True for the input Jacobian ∂s_t/∂x_t (:func:`~gateflow.derive_input`)."""
         return self.wrt == (INPUT,)
 
     @property
@@ -266,7 +266,7 @@ class Structure:
         return paths
 
     def check_steps(self, k) -> int:
-        """``k`` as an int in 1..:attr:`max_steps`; a one-line :class:`GateflowError` otherwise
+        """``k`` as an int in 1 … :attr:`max_steps`; a one-line :class:`GateflowError` otherwise
         (before any symbolic work)."""
         k = whole(k, "--steps")
         if k > self.max_steps:
@@ -278,7 +278,7 @@ class Structure:
 
     @cached_property
     def max_steps(self) -> int:
-        """The largest k whose expansion fits :data:`MAX_EXPANSION_NODES` (at least 1)."""
+        """The largest k whose expansion fits ``MAX_EXPANSION_NODES`` (at least 1)."""
         for k, cost in enumerate(self._expansion_costs(), start=1):
             if cost > MAX_EXPANSION_NODES:
                 return max(1, k - 1)
@@ -287,7 +287,7 @@ class Structure:
     def expansion_cost(self, k: int) -> int:
         """Expression nodes the k-step expansion of every block builds and prints: each factor
         of each nonzero block path, plus one for its ``J[X/Y]`` label, plus the blocks renamed
-        once per step. Time is about proportional to it (see :data:`MAX_EXPANSION_NODES`).
+        once per step. Time is about proportional to it (see ``MAX_EXPANSION_NODES``).
         Counted for k up to ``max_steps + 1``, the first k refused (it grows with k)."""
         k = whole(k, "k", 1, self.max_steps + 1)
         return next(islice(self._expansion_costs(), k - 1, None))

@@ -26,7 +26,7 @@ FORMATS = ("text", "latex", "markdown")
 def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps: int = 1) -> str:
     """What ``gateflow derive`` prints: the equations, the one-step Jacobians of ``cell`` (a
     Cell or its name) and its input Jacobians ∂X_t/∂x_t, in ``fmt`` (one of
-    :data:`FORMATS`), for ``block`` only if given (``"c/c"``, or ``"h/x"``), and with
+    ``FORMATS``: text, latex, markdown), for ``block`` only if given (``"c/c"``, or ``"h/x"``), and with
     ``steps`` > 1 also ∂s_t/∂s_{t−steps} (at most :attr:`Structure.max_steps`).
 
     Every argument is checked before any symbolic work; a wrong one is a GateflowError."""
