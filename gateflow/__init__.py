@@ -46,6 +46,7 @@ _EXPORTS = {
     # the jobs' pipeline and the figures, for notebooks and scripts
     "fit_batch": "analysis._analysis",
     "Overlay": "presentation._plot", "plot_decay": "presentation._plot",
+    "plot_input_sensitivity": "presentation._plot",
     "direct_label": "presentation._labels",
     "DecayResult": "jobs._contract", "decay": "jobs._decay",
     "ReportConfig": "jobs._report", "write_report": "jobs._report",
@@ -97,7 +98,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gateflow.numeric._chain import ChainResult, all_lags  # noqa: F401
     from gateflow.numeric._lyapunov import LyapunovResult, kaplan_yorke, lyapunov  # noqa: F401
     from gateflow.presentation._labels import direct_label  # noqa: F401
-    from gateflow.presentation._plot import Overlay, plot_decay  # noqa: F401
+    from gateflow.presentation._plot import (  # noqa: F401
+        Overlay,
+        plot_decay,
+        plot_input_sensitivity,
+    )
     from gateflow.symbolic._derive import (  # noqa: F401
         LinOp,
         Structure,
@@ -146,6 +151,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "memory_horizon",
     "pascanu_bound",
     "plot_decay",
+    "plot_input_sensitivity",
     "render",
     "save_params",
     "stack",

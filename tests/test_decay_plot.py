@@ -195,6 +195,200 @@ def test_plot_draws_the_batch_median_and_quartiles():
             assert all(np.isclose(ys, y).any() for y in v)
 
 
+# -- the input-sensitivity panel ------------------------------------------------------------
+def _panel_lines(ax):
+    return {ln.get_label(): ln for ln in ax.get_lines()}
+
+
+def test_input_panel_only_when_input_blocks_are_measured(tmp_path):
+    """--blocks with h/x, c/x: a second panel, ‖∂X_T/∂x_{T−k}‖ against input lag k, each
+    curve the batch median of ChainResult.inputs; the memory panel is unchanged."""
+    opts = {"hidden": 3, "input_size": 2, "steps": 9, "batch": 5, "quiet": True}
+    plain = run_decays("lstm", plot_path=tmp_path / "p.svg", **opts).figure
+    assert len(plain.axes) == 1
+    run = run_decays("lstm", blocks="c/c,h/x,c/x", plot_path=tmp_path / "i.svg", **opts)
+    fig = run.figure
+    assert len(fig.axes) == 2
+    memory, inputs = fig.axes
+    # the memory panel is the one drawn without input blocks
+    assert memory.get_title() == plain.axes[0].get_title()
+    assert _legend(fig) == _legend(plain)
+    for (a, la), (b, lb) in zip(_panel_lines(memory).items(), _panel_lines(plain.axes[0]).items()):
+        assert a == b
+        np.testing.assert_array_equal(la.get_ydata(), lb.get_ydata())
+    # the input panel
+    assert inputs.get_xlabel() == "input lag k (steps)"
+    assert r"\|\partial s_T/\partial x_{T-k}\|_F" in inputs.get_ylabel()
+    assert inputs.get_title().startswith("Input sensitivity")
+    assert inputs.get_yscale() == "log"
+    chain = run.results["lstm"].chain
+    labels = [t.get_text() for t in inputs.get_legend().get_texts()]
+    lines = _panel_lines(inputs)
+    for b, out in (("h/x", "h"), ("c/x", "c")):
+        label = rf"lstm: $\|\partial {out}_T/\partial x_{{T-k}}\|_F$"
+        assert label in labels and label in lines
+        line = lines[label]
+        np.testing.assert_array_equal(line.get_xdata(), np.arange(9))
+        np.testing.assert_allclose(line.get_ydata(),
+                                   10 ** np.median(chain.inputs[b]["log10_frobenius"], axis=1))
+    assert len(inputs.collections) == 2  # an IQR band per curve
+    # both legends under their own axes
+    fig.draw_without_rendering()
+    for ax in fig.axes:
+        leg, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert leg.y1 < box.y0 and box.x0 <= (leg.x0 + leg.x1) / 2 <= box.x1
+
+
+def test_input_panel_colours_follow_the_cells(tmp_path):
+    """Several cells: one input curve per cell and input block, in the cell's colour on the
+    memory panel; a cell measured without input blocks keeps its colour and adds none."""
+    run = run_decays("rnn,gru", blocks="h/h,h/x", hidden=3, input_size=2, steps=7, batch=3,
+                     plot_path=tmp_path / "d.png", quiet=True)
+    memory, inputs = run.figure.axes
+    colour = {lb.split(":")[0]: ln.get_color() for lb, ln in _panel_lines(memory).items()
+              if "partial" in lb}
+    for cell in ("rnn", "gru"):
+        (line,) = [ln for lb, ln in _panel_lines(inputs).items() if lb.startswith(f"{cell}:")]
+        assert line.get_color() == colour[cell]
+        np.testing.assert_allclose(
+            line.get_ydata(),
+            10 ** np.median(run.results[cell].chain.inputs["h/x"]["log10_frobenius"], axis=1))
+    from gateflow.presentation._plot import PALETTE, plot_input_sensitivity
+
+    chains = {c: r.chain for c, r in run.results.items()}
+    only_gru = {"rnn": run_decays("rnn", hidden=3, input_size=2, steps=7, batch=3,
+                                  quiet=True).results["rnn"].chain, "gru": chains["gru"]}
+    (line,) = plot_input_sensitivity(only_gru).axes[0].get_lines()
+    assert line.get_color() == PALETTE[1]
+
+
+def test_input_panel_cli(tmp_path):
+    out = tmp_path / "d.svg"
+    _ok(invoke("--cell", "lstm", *TINY, "--blocks", "c/c,h/x,c/x", "--plot", out, "-q"))
+    assert out.read_bytes().startswith(b"<?xml")
+    bad = invoke("--cell", "lstm", *TINY, "--blocks", "h/x", "--plot", tmp_path / "e.svg")
+    assert bad.exit_code == 2 and "add c/c to --blocks" in bad.stderr
+
+
+def test_input_sensitivity_needs_input_blocks():
+    from gateflow import GateflowError
+    from gateflow.numeric._chain import all_lags
+    from gateflow.presentation._plot import plot_input_sensitivity
+
+    res = all_lags("lstm", init_params("lstm", 3, 2), make_inputs(4, 1, 2))
+    with pytest.raises(GateflowError, match="input blocks"):
+        plot_input_sensitivity({"lstm": res})
+
+
+# -- the figure fixes, in the plotting functions ---------------------------------------------
+def test_decay_axis_frames_the_data_not_a_growing_bound():
+    """An RNN with ‖U‖₂ > 1: the Pascanu bound grows; it no longer stretches the y axis (its
+    legend entry says where it leaves), the zero-weight σ(b)^k lines stay in view, the IQR
+    bands have an edge, and the legend is under the axes of a figure 8 in wide: from the
+    public plot_decay itself, with nothing done to the figure afterwards."""
+    from gateflow.numeric._chain import all_lags
+    from gateflow.presentation._plot import gate_overlay, off_axis, plot_decay, rnn_overlays
+
+    x = make_inputs(40, 4, 2, seed=1)
+    p = init_params("rnn", 6, 2, seed=0)
+    p["U"] = p["U"] * 3.0 / np.linalg.norm(p["U"], 2)
+    rnn = all_lags("rnn", p, x)
+    lstm = all_lags("lstm", init_params("lstm", 6, 2, seed=0, gate_bias=0.0), x)
+    ovs = [*rnn_overlays(p, rnn.lags), gate_overlay(rnn.lags, 0.0, 6, tex="b_f")]
+    fig = plot_decay({"RNN": rnn, "LSTM": lstm}, None, ovs)
+    ax = fig.axes[0]
+    lo, hi = np.log10(ax.get_ylim())
+    measured = np.concatenate([np.log10(c.get_paths()[0].vertices[:, 1]) for c in ax.collections])
+    pascanu = next(o for o in ovs if "Pascanu" in o.label)
+    assert pascanu.log10.max() > hi + 10  # the bound is far above the data ...
+    assert 0.3 <= hi - measured.max() < 1.0  # ... and stretches nothing
+    off = off_axis(ovs, ax.get_ylim())
+    assert off[pascanu.label][0] == "top"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    first = off[pascanu.label][1]
+    assert any("Pascanu" in t and f"above the axis from $k = {first}$" in t for t in labels)
+    gate = ovs[-1]
+    assert gate.label not in off and gate.log10.min() >= lo  # the whole σ(0)^k line is shown
+    for band in ax.collections:
+        assert band.get_linewidth()[0] == pytest.approx(0.6)
+        assert band.get_facecolor()[0][3] == pytest.approx(0.28)
+        assert band.get_edgecolor()[0][3] == pytest.approx(0.85)
+    fig.draw_without_rendering()
+    leg, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert leg.y1 < box.y0 and fig.get_size_inches()[0] == 8.0
+
+
+def test_decay_axis_keeps_theory_minima_within_reach():
+    """A theory line far below the data pulls the bottom down by at most
+    max(10 decades, the measured span), not to its own minimum."""
+    from gateflow.numeric._chain import all_lags
+    from gateflow.presentation._plot import Overlay, plot_decay
+
+    res = all_lags("lstm", init_params("lstm", 4, 2, seed=0), make_inputs(12, 2, 2, seed=1))
+    low = Overlay("far below", res.lags, np.linspace(-1.0, -80.0, res.lags.size))
+    ax = plot_decay({"LSTM": res}, None, [low]).axes[0]
+    lo, hi = np.log10(ax.get_ylim())
+    drawn = np.concatenate([np.log10(ln.get_ydata()) for ln in ax.get_lines()
+                            if ln.get_label().startswith("LSTM")]
+                           + [np.log10(c.get_paths()[0].vertices[:, 1]) for c in ax.collections])
+    reach = drawn.min() - max(10.0, drawn.max() - drawn.min())  # the theory line's floor
+    pad = max(0.3, 0.03 * (drawn.max() - reach))
+    assert low.log10.min() < reach
+    assert lo == pytest.approx(reach - pad) and hi == pytest.approx(drawn.max() + pad)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("far below (below the axis from $k = ") for t in labels)
+
+
+def test_spectra_draw_unresolved_values_as_markers_at_the_floor():
+    """At a long lag an RNN's smallest singular values fall more than 14 decades below the
+    largest: plot_spectra draws them as hollow triangles at that floor (not dropped), the
+    legend says why, and unresolved_counts (the report's captions) counts the same ones."""
+    from gateflow.numeric._chain import all_lags
+    from gateflow.presentation._plot import NOISE_DECADES, plot_spectra, unresolved_counts
+
+    x = make_inputs(60, 1, 2, seed=1)
+    res = {"RNN": all_lags("rnn", init_params("rnn", 8, 2, seed=0), x, singular_lags=(1, 60))}
+    fig = plot_spectra(res, "h/h", lags=[1, 60])
+    s = np.sort(np.asarray(res["RNN"].singular_values[60]["h/h"])[0])[::-1]
+    below = int(np.sum(s < s[0] + NOISE_DECADES))
+    assert below > 0
+    assert unresolved_counts(res, "h/h", [1, 60]) == {("RNN", 1): 0, ("RNN", 60): below}
+    marks = [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "v"]
+    assert len(marks) == 1 and len(marks[0].get_xdata()) == below
+    assert marks[0].get_markerfacecolor() == "none"
+    np.testing.assert_allclose(marks[0].get_ydata(), 10 ** (s[0] + NOISE_DECADES))
+    assert not [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "v"]
+    # every index 1..n is drawn, resolved or marked
+    drawn = {int(i) for ln in fig.axes[1].get_lines() for i in ln.get_xdata()}
+    assert drawn == set(range(1, 9))
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("float64" in t for t in labels)
+    fig.draw_without_rendering()
+    leg = fig.axes[1].get_legend().get_window_extent()
+    assert leg.y1 < fig.axes[1].get_window_extent().y0  # below the panels
+
+
+def test_figure_bytes_are_reproducible(tmp_path):
+    """The same figure gives the same SVG and PDF bytes (fixed SVG ids, no creation date),
+    through figure_bytes, save_figure and ``gateflow decay --plot``."""
+    from gateflow.presentation._plot import figure_bytes, plot_decay, save_figure
+
+    run = run_decays("rnn,lstm", hidden=3, input_size=2, steps=8, batch=2, quiet=True)
+    fig = plot_decay({c: r.chain for c, r in run.results.items()})
+    for fmt in ("svg", "pdf"):
+        assert figure_bytes(fig, fmt) == figure_bytes(fig, fmt)
+    assert figure_bytes(fig, "pdf").startswith(b"%PDF")
+    first = save_figure(fig, tmp_path / "a", formats=("svg", "pdf"))
+    assert [p.name for p in first] == ["a.svg", "a.pdf"]
+    saved = {p.suffix: p.read_bytes() for p in first}
+    save_figure(fig, tmp_path / "a", formats="svg,pdf")
+    assert saved == {p.suffix: p.read_bytes() for p in first}
+    assert saved[".pdf"].startswith(b"%PDF") and saved[".svg"] == figure_bytes(fig, "svg")
+    for name in ("x.svg", "y.svg"):
+        _ok(invoke("--cell", "rnn", *TINY, "--plot", tmp_path / name, "-q"))
+    assert (tmp_path / "x.svg").read_bytes() == (tmp_path / "y.svg").read_bytes()
+
+
 # -- per-cell files -------------------------------------------------------------------------
 def test_cell_json_equals_single_cell_json(tmp_path):
     cfg = (*TINY, "--init", "gaussian", "--sigma-w", "1.4", "--seed", "3")
@@ -225,7 +419,7 @@ def test_shared_inputs_and_weight_pattern(tmp_path):
 BAD = {
     "unknown cell in list": ("--cell", "rnn,lstn,gru", *TINY),
     "no cell in list": ("--cell", ",", *TINY),
-    "plot unknown extension": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/d.pdf"),
+    "plot unknown extension": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/d.jpg"),
     "plot without extension": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/d"),
     "plot in missing folder": ("--cell", "rnn,lstm", *TINY, "--plot", "{out}/no/d.png"),
     "spectra unknown extension": ("--cell", "lstm", *TINY, "--spectra", "{out}/s.jpg"),
@@ -255,7 +449,7 @@ BAD = {
 BAD_MESSAGE = {
     "unknown cell in list": "unknown cell 'lstn' (did you mean 'lstm'",
     "no cell in list": "no cell chosen",
-    "plot unknown extension": "unknown extension '.pdf'; use .png or .svg",
+    "plot unknown extension": "unknown extension '.jpg'; use .svg, .png or .pdf",
     "plot without extension": "unknown extension '(none)'",
     "plot in missing folder": "does not exist",
     "spectra unknown extension": "unknown extension '.jpg'",

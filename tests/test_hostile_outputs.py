@@ -194,7 +194,7 @@ OPTION_CASES = {
     "figure-to-stdout": (("--plot", "-"), r"unknown extension|not written to stdout"),
     "same-file-twice": (("--json", "a.out", "--csv", "a.out"), "name the same file"),
     "figure-and-json-same": (("--json", "a.png", "--plot", "a.png"), "would both write"),
-    "bad-figure-ext": (("--plot", "fig.pdf"), "unknown extension"),
+    "bad-figure-ext": (("--plot", "fig.jpg"), "unknown extension"),
     "no-figure-ext": (("--plot", "fig"), "unknown extension"),
     "several-cells-no-pattern": (("--cell", "rnn,gru", "--json", "r.json"), r"must contain"),
     "threshold-nan": (("--threshold", "nan"), "finite number > 0"),

@@ -198,7 +198,7 @@ def test_cli_on_a_stacked_model_file(sandbox):
     (["--cell", "nope"], r"unknown cell 'nope'"),
     (["--cell", "rnn", "--module", "x"], r"--module picks a module of a model file"),
     (["--cell", "rnn", "--json", "taken.json"], r"already exists; pass --overwrite"),
-    (["--cell", "rnn", "--plot", "f.pdf"], r"unknown extension '.pdf'; use .png or .svg"),
+    (["--cell", "rnn", "--plot", "f.jpg"], r"unknown extension '.jpg'; use .svg, .png or .pdf"),
 ])
 def test_cli_bad_options_one_line_nothing_written(args, match, sandbox):
     from pathlib import Path

@@ -506,70 +506,9 @@ def test_report_figure_formats(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_pdf_and_svg_are_reproducible(tmp_path):
-    from gateflow.presentation._figures import figure_payload
-
-    res = _results()
-    fig = plot_decay(res)
-    for fmt in ("svg", "pdf"):
-        assert figure_payload(fig, fmt) == figure_payload(fig, fmt)
-
-
 # -- figure defects, fixed --------------------------------------------------------------------
-def test_decay_frame_clips_a_growing_bound_and_keeps_theory_in_view():
-    """An RNN with ‖U‖₂ > 1: the Pascanu bound grows; it no longer stretches the y axis (its
-    legend entry says where it leaves), the zero-weight σ(b)^k lines stay in view, and the
-    IQR bands have an edge."""
-    from gateflow.presentation._figures import _frame_decay
-    from gateflow.presentation._plot import gate_overlay, rnn_overlays
-
-    x = make_inputs(40, 4, 2, seed=1)
-    p = init_params("rnn", 6, 2, seed=0)
-    p["U"] = p["U"] * 3.0 / np.linalg.norm(p["U"], 2)
-    rnn = all_lags("rnn", p, x)
-    lstm = all_lags("lstm", init_params("lstm", 6, 2, seed=0, gate_bias=0.0), x)
-    ovs = [*rnn_overlays(p, rnn.lags), gate_overlay(rnn.lags, 0.0, 6, tex="b_f")]
-    fig = plot_decay({"RNN": rnn, "LSTM": lstm}, None, ovs)
-    off = _frame_decay(fig, ovs)
-    ax = fig.axes[0]
-    lo, hi = np.log10(ax.get_ylim())
-    measured = np.concatenate([np.log10(c.get_paths()[0].vertices[:, 1]) for c in ax.collections])
-    assert hi - measured.max() < 1.0  # no headroom stretched for the bound
-    pascanu = next(o for o in ovs if "Pascanu" in o.label)
-    assert off[pascanu.label][0] == "top"
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any("Pascanu" in t and "above the axis from $k = " in t for t in labels)
-    gate = ovs[-1]
-    assert gate.label not in off and gate.log10.min() >= lo  # the whole σ(0)^k line is shown
-    for band in ax.collections:
-        assert band.get_linewidth()[0] > 0 and band.get_facecolor()[0][3] > 0.2
-    # the legend is under the axes, not beside them
-    fig.draw_without_rendering()
-    leg, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
-    assert leg.y1 < box.y0 and fig.get_size_inches()[0] <= 8.0
-
-
-def test_spectra_mark_what_float64_cannot_resolve():
-    """At a long lag an RNN's smallest singular values fall more than 14 decades below the
-    largest: they are drawn at that floor as hollow triangles, and the legend says why."""
-    from gateflow.presentation._figures import _mark_unresolved
-    from gateflow.presentation._plot import NOISE_DECADES
-
-    x = make_inputs(60, 1, 2, seed=1)
-    res = {"RNN": all_lags("rnn", init_params("rnn", 8, 2, seed=0), x, singular_lags=(1, 60))}
-    fig = plot_spectra(res, "h/h", lags=[1, 60])
-    counts = _mark_unresolved(fig, res, {"RNN": "h/h"}, [1, 60])
-    s = np.sort(np.asarray(res["RNN"].singular_values[60]["h/h"])[0])[::-1]
-    below = int(np.sum(s < s[0] + NOISE_DECADES))
-    assert below > 0 and counts[("RNN", 60)] == below and counts[("RNN", 1)] == 0
-    marks = [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "v"]
-    assert len(marks) == 1 and len(marks[0].get_xdata()) == below
-    np.testing.assert_allclose(marks[0].get_ydata(), 10 ** (s[0] + NOISE_DECADES))
-    # every index 1..n is drawn, resolved or marked
-    drawn = {int(i) for ln in fig.axes[1].get_lines() for i in ln.get_xdata()}
-    assert drawn == set(range(1, 9))
-    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
-    assert any("float64" in t for t in labels)
+# The axis frame, the bands, the unresolved singular values and the reproducible bytes are
+# fixed in the plotting functions themselves: tests/test_decay_plot.py tests them there.
 
 
 def test_heatmap_title_is_mathtext():

@@ -152,7 +152,9 @@ def analyse(spec: DecaySpec, results: dict, data: dict) -> tuple[dict, list]:
 
 
 def draw(spec: DecaySpec, results: dict, overlays: list) -> dict[str, Any]:
-    """The figures asked for (``--plot``, ``--spectra``), as Figures by role."""
+    """The figures asked for (``--plot``, ``--spectra``), as Figures by role. The
+    ``--plot`` figure gains an input-sensitivity panel when input blocks (``h/x``, ``c/x``)
+    were measured (:func:`~gateflow.presentation._figures.decay_figure`)."""
     from gateflow.presentation._figures import decay_figure, spectra_figure
 
     figs = {}

@@ -19,12 +19,12 @@ from gateflow._validate import choose_many
 from gateflow.cells._library import CELLS, get_cell
 from gateflow.jobs._contract import DEFAULT_NORMS
 from gateflow.numeric._observers import NORMS
+from gateflow.presentation._plot import FIGURE_FORMATS
 
 __all__ = ["CELL_FIELD", "DecaySpec", "check_figure_path", "check_model_options",
            "decay_spec", "parse_lags", "per_cell", "plan_outputs"]
 
 CELL_FIELD = "{cell}"
-FIGURE_FORMATS = ("png", "svg")
 SPECTRA_LAGS = (1, 10, 100)
 #: Output figures by role: the --plot figure and the --spectra figure.
 PLOT, SPECTRA = "--plot figure", "--spectra figure"
@@ -95,12 +95,15 @@ def per_cell(path, cell: str) -> str | None:
 
 
 def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path, str]:
-    """An output figure path with a known extension (.png or .svg) in an existing folder."""
+    """An output figure path with a known extension (.svg, .png or .pdf) in an existing
+    folder."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
         raise GateflowError(f"cannot write {what} {str(path)!r}: unknown extension "
-                            f"{path.suffix or '(none)'!r}; use .png or .svg")
+                            f"{path.suffix or '(none)'!r}; use "
+                            + ", ".join(f".{f}" for f in FIGURE_FORMATS[:-1])
+                            + f" or .{FIGURE_FORMATS[-1]}")
     return check_file(path, what, overwrite=overwrite), fmt
 
 
@@ -134,8 +137,8 @@ def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra
         if path is not None:
             figs[what] = check_figure_path(path, what, overwrite=overwrite)
     if any(p == STDOUT for p, _ in figs.values()):
-        raise GateflowError("figures are not written to stdout; give --plot/--spectra a .png "
-                            "or .svg path")
+        raise GateflowError("figures are not written to stdout; give --plot/--spectra a .svg, "
+                            ".png or .pdf path")
     if json_path is not None and csv_path is not None \
             and Path(str(json_path)) == Path(str(csv_path)) == STDOUT:
         raise GateflowError("--json - and --csv - both write to stdout; send one to a file")

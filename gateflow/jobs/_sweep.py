@@ -175,7 +175,8 @@ def y_axis(cell, grid: SweepGrid) -> Axis:
     """Gate bias for cells with a memory gate; σ_b (bias scale) for those without."""
     if cell.memory_bias is None:
         return Axis("sigma_b", grid.sigma_b,
-                    f"bias scale σ_b ({cell.name} has no gate: b ~ N(0, σ_b²))")
+                    rf"bias scale $\sigma_b$ ({cell.name} has no gate: "
+                    rf"$b \sim \mathcal{{N}}(0, \sigma_b^2)$)")
     name, sign = cell.memory_bias
     rel = "" if sign > 0 else "−"
     return Axis("gate_bias", grid.gate_bias, f"gate bias ({name} = {rel}value on every unit)")

@@ -50,8 +50,9 @@ def console(*, stderr: bool = True, quiet: bool = False):
 
     from rich.console import Console
 
-    plain = bool(os.environ.get("NO_COLOR"))
-    return Console(stderr=stderr, quiet=quiet, **({"color_system": None} if plain else {}))
+    if os.environ.get("NO_COLOR"):
+        return Console(stderr=stderr, quiet=quiet, color_system=None)
+    return Console(stderr=stderr, quiet=quiet)
 
 
 class Bar:

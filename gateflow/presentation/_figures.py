@@ -7,14 +7,18 @@
   text for index.html to carry inline;
 * ``gateflow sweep``: :func:`sweep_heatmap` (memory horizon over the grid, one per cell).
 
+What a figure looks like (its frame, bands, legend, unresolved singular values, the bytes
+written) is decided by the primitives, so the public functions draw the same figures;
+here are only the jobs' choices (which curves, titles, captions) and panels composed from
+them.
+
 Results are duck-typed (a DecayResult has ``chain``, ``norms``, ``shapes``,
-``weights_source``; a ChainResult ``blocks``, ``direct``, ``lags``), so nothing here imports
-the jobs layer above.
+``weights_source``; a ChainResult ``blocks``, ``direct``, ``lags``, ``inputs``), so nothing
+here imports the jobs layer above.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,173 +28,33 @@ from typing import Any
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow.analysis._analysis import FLOOR, measured_norm
+from gateflow.analysis._analysis import measured_norm
 from gateflow.cells._library import get_cell
 from gateflow.numeric._observers import NORMS, OBSERVERS
 from gateflow.presentation._plot import (
+    FIGURE_FORMATS,
+    NOISE_DECADES,
     PALETTE,
     Overlay,
+    _new_figure,
+    figure_bytes,
     gate_overlay,
+    house_style,
+    legends_below,
+    off_axis,
     plot_decay,
+    plot_input_sensitivity,
     plot_spectra,
     rnn_overlays,
+    unresolved_counts,
 )
 
-__all__ = ["FIGURE_FORMATS", "ReportFigure", "decay_figure", "figure_payload",
-           "lyapunov_figure", "report_figures", "spectra_figure", "sweep_heatmap",
-           "theory_overlays"]
+__all__ = ["FIGURE_FORMATS", "ReportFigure", "decay_figure", "lyapunov_figure",
+           "report_figures", "spectra_figure", "sweep_heatmap", "theory_overlays"]
 
 
-#: The file formats a figure can be written in; ``gateflow report`` inlines an SVG rendering
-#: in index.html whichever of them it writes next to it.
-FIGURE_FORMATS = ("svg", "png", "pdf")
-#: The width (inches) of the decay figures: the legend goes below the axes, never beside.
-_WIDTH = 8.0
-
-
-def figure_payload(fig, fmt: str) -> bytes:
-    """``fig`` rendered as ``fmt`` (one of :data:`FIGURE_FORMATS`) in the house style, with
-    no creation date in SVG or PDF and fixed SVG ids: the same data give the same file."""
-    import matplotlib as mpl
-
-    from gateflow._validate import choose
-    from gateflow.presentation._plot import house_style
-
-    fmt = choose(fmt, FIGURE_FORMATS, "figure format")
-    meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
-    buf = io.BytesIO()
-    # a fixed salt: the SVG's ids are hashes of it, not random, so the file is the same
-    with house_style(), mpl.rc_context({"svg.hashsalt": "gateflow"}):
-        fig.savefig(buf, format=fmt, metadata=meta)
-    return buf.getvalue()
-
-
-# -- shared by the decay and report figures -------------------------------------------------
-def _finite(log10) -> np.ndarray:
-    """The log10 values that are drawn as numbers (not −inf, not parked at the floor)."""
-    v = np.asarray(log10, dtype=np.float64).ravel()
-    return v[np.isfinite(v) & (v > FLOOR + 1)]
-
-
-def _log10_of(values) -> np.ndarray:
-    """log10 of the positive values drawn (the plot draws 10**log10, −inf parked at 1e−300)."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v) & (v > 0)]
-    return _finite(np.log10(v))
-
-
-def _legend_below(fig, ax, handles=None, labels=None, *, ncol: int = 2) -> None:
-    """The axes' legend, under the axes in ``ncol`` columns, so it takes neither a quarter of
-    the width nor any of the curves' space. It stays the legend of ``ax`` (what readers of
-    the Figure look up) but sits at the bottom of the figure, and the constrained layout
-    lays the axes out in the space above it."""
-    from gateflow.presentation._plot import house_style
-
-    if handles is None:
-        handles, labels = ax.get_legend_handles_labels()
-    with house_style():
-        leg = ax.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.01),
-                        bbox_transform=fig.transFigure, ncol=min(ncol, max(len(handles), 1)),
-                        frameon=False, borderaxespad=0.0)
-        leg.set_in_layout(False)
-        fig.draw_without_rendering()
-        frac = leg.get_window_extent().height / fig.bbox.height + 0.025
-    fig.get_layout_engine().set(rect=(0.0, frac, 1.0, 1.0 - frac))
-
-
-def _frame_decay(fig, overlays: Sequence[Overlay] = ()) -> dict[str, tuple[str, int]]:
-    """Frame a :func:`plot_decay` figure on what it measures, with the legend below:
-
-    * the y axis spans the measured curves and their bands, plus the decaying theory lines
-      (the zero-weight σ(b)^k, the mean field) down to at most max(10, the measured span)
-      decades below the lowest curve, with a small margin: never the 15 % of the whole
-      span that the primitive adds on top (which stretched it to 10⁸ for a bound);
-    * a theory line that leaves the axis (the Pascanu bound of an RNN with ‖U‖₂ > 1 grows
-      without limit) is clipped there, and its legend entry says from which lag;
-    * the interquartile bands get an edge, so a narrow band (few sequences, many decades
-      on the axis) still shows.
-
-    Returns overlay label -> ("top" or "bottom", first lag off the axis) for the lines
-    that leave it."""
-    from matplotlib.colors import to_rgba
-
-    ax = fig.axes[0]
-    theory = {ov.label for ov in overlays}
-    lines = [ln for ln in ax.get_lines() if ln.get_label() not in theory]
-    parts = [_log10_of(ln.get_ydata()) for ln in lines]
-    parts += [_log10_of(c.get_paths()[0].vertices[:, 1]) for c in ax.collections
-              if c.get_paths()]
-    measured = np.concatenate([*parts, np.zeros(0)])
-    if measured.size == 0:
-        measured = np.zeros(1)
-    m_lo, m_hi = float(measured.min()), float(measured.max())
-    t_low = [float(v.min()) for v in (_finite(ov.log10) for ov in overlays) if v.size]
-    lo = min([m_lo, *(max(t, m_lo - max(10.0, m_hi - m_lo)) for t in t_low)])
-    pad = max(0.3, 0.03 * (m_hi - lo))
-    bottom, top = lo - pad, m_hi + pad
-    ax.set_ylim(10.0 ** bottom, 10.0 ** top)
-    off: dict[str, tuple[str, int]] = {}
-    for ln in ax.get_lines():
-        label = ln.get_label()
-        if label not in theory:
-            continue
-        y = np.log10(np.clip(np.asarray(ln.get_ydata(), dtype=np.float64), 1e-300, None))
-        k = np.asarray(ln.get_xdata())
-        for side, out in (("top", y > top), ("bottom", y < bottom)):
-            if out.any():
-                first = int(k[np.argmax(out)])
-                off[label] = (side, first)
-                where = "above" if side == "top" else "below"
-                ln.set_label(f"{label} ({where} the axis from $k = {first}$)")
-                break
-    for band in ax.collections:
-        rgba = band.get_facecolor()
-        if len(rgba):
-            band.set_alpha(None)
-            band.set_facecolor(to_rgba(rgba[0][:3], 0.28))
-            band.set_edgecolor(to_rgba(rgba[0][:3], 0.85))
-            band.set_linewidth(0.6)
-    fig.set_size_inches(_WIDTH, 6.2)
-    _legend_below(fig, ax)
-    return off
-
-
-def _mark_unresolved(fig, results: Mapping, blocks: Mapping, lags: Sequence[int], *,
-                     item: int = 0, colors: Mapping | None = None) -> dict[tuple[str, int], int]:
-    """Show the singular values a :func:`plot_spectra` figure leaves out: those more than
-    10^|NOISE_DECADES| below the largest, where float64 rounding (about 10⁻¹⁶ σ₁ in the
-    product and the SVD) decides the digits. Each is drawn as a hollow ▽ at that floor,
-    σ₁ · 10^NOISE_DECADES (its true value lies at or below it); a legend entry says so and
-    the legend goes below the panels. Returns (label, lag) -> how many were marked."""
-    from matplotlib.lines import Line2D
-
-    from gateflow.presentation._plot import NOISE_DECADES
-
-    counts: dict[tuple[str, int], int] = {}
-    for ax, k in zip(fig.axes, lags):
-        for i, (label, res) in enumerate(results.items()):
-            color = (colors or {}).get(label, PALETTE[i % len(PALETTE)])
-            s = np.sort(np.asarray(res.singular_values[k][blocks[label]])[item])[::-1]
-            if not np.isfinite(s[0]):
-                continue
-            floor = s[0] + NOISE_DECADES
-            idx = np.nonzero(s < floor)[0] + 1
-            counts[(label, k)] = int(idx.size)
-            if idx.size:
-                ax.plot(idx, np.full(idx.size, 10.0 ** floor), linestyle="none", marker="v",
-                        markersize=3.5, markerfacecolor="none", markeredgecolor=color,
-                        markeredgewidth=0.8)
-    last = fig.axes[len(lags) - 1]
-    handles, labels = last.get_legend_handles_labels()
-    if any(counts.values()):
-        handles.append(Line2D([], [], linestyle="none", marker="v", markerfacecolor="none",
-                              markeredgecolor="#555555"))
-        labels.append(rf"below $10^{{{NOISE_DECADES:g}}}\,\sigma_1$ (float64 cannot resolve "
-                      "them): drawn at that floor")
-    width, height = fig.get_size_inches()
-    fig.set_size_inches(max(width, _WIDTH), height + 0.6)
-    _legend_below(fig, last, handles, labels)
-    return counts
+#: The size (inches) of a two-panel decay figure: width, and height above the legends.
+_PANELS = (14.0, 4.6)
 
 
 # -- gateflow decay -------------------------------------------------------------------------
@@ -256,8 +120,13 @@ def _config_text(results: Mapping) -> str:
 def decay_figure(results: Mapping, overlays: Sequence[Overlay] = (), *,
                  title: str | None = None):
     """Gradient norm of each cell's memory block against lag (median, IQR band), with the
-    cell-path-only products dashed and the theory ``overlays``, framed by
-    :func:`_frame_decay` (legend below the axes); returns the Figure."""
+    cell-path-only products dashed and the theory ``overlays`` (:func:`plot_decay`, legend
+    below the axes); returns the Figure.
+
+    When input blocks were measured (``--blocks h/x,c/x``), a second panel to the right
+    shows the input sensitivity ‖∂X_T/∂x_{T−k}‖ against input lag k
+    (:func:`plot_input_sensitivity`), each cell in the same colour as on the left, and
+    each panel has its legend below it."""
     norms = {measured_norm(r.norms) for r in results.values()}
     norm = NORMS[0] if NORMS[0] in norms else sorted(norms)[0]
     for r in results.values():
@@ -266,23 +135,30 @@ def decay_figure(results: Mapping, overlays: Sequence[Overlay] = (), *,
                                 "measure the same --norms for every cell")
     title = title or (f"Gradient decay over lag: {' vs '.join(results)}\n"
                       f"{_config_text(results)}; median over the batch, band = IQR")
-    fig = plot_decay({c: r.chain for c, r in results.items()},
-                     {c: get_cell(c).memory_block for c in results}, overlays, norm=norm,
-                     title=title)
-    _frame_decay(fig, overlays)
+    chains = {c: r.chain for c, r in results.items()}
+    blocks = {c: get_cell(c).memory_block for c in results}
+    if not any(ch.inputs for ch in chains.values()):
+        return plot_decay(chains, blocks, overlays, norm=norm, title=title)
+    with house_style():
+        fig = _new_figure(*_PANELS)
+        memory, inputs = fig.subplots(1, 2)
+    plot_decay(chains, blocks, overlays, norm=norm, title=title, legend=None, ax=memory)
+    cells = [c for c, ch in chains.items() if ch.inputs]
+    plot_input_sensitivity(chains, norm=norm, legend=None, ax=inputs,
+                           title=f"Input sensitivity: {' vs '.join(cells)}\n"
+                                 "median over the batch, band = IQR")
+    legends_below(fig, [memory, inputs], height=_PANELS[1])
     return fig
 
 
 def spectra_figure(results: Mapping, lags, *, title: str | None = None):
     """Singular values of each cell's memory block at ``lags`` (first sequence), with the
-    values float64 cannot resolve marked at their floor (:func:`_mark_unresolved`)."""
+    values float64 cannot resolve marked at their floor (:func:`plot_spectra`)."""
     title = title or (r"Singular values of the memory block $\partial s_T/\partial s_{T-k}$, "
                       f"sequence 0\n{_config_text(results)}")
-    chains = {c: r.chain for c, r in results.items()}
-    blocks = {c: get_cell(c).memory_block for c in results}
-    fig = plot_spectra(chains, blocks, lags=list(lags), title=title)
-    _mark_unresolved(fig, chains, blocks, list(lags))
-    return fig
+    return plot_spectra({c: r.chain for c, r in results.items()},
+                        {c: get_cell(c).memory_block for c in results}, lags=list(lags),
+                        title=title)
 
 
 # -- gateflow report ------------------------------------------------------------------------
@@ -335,10 +211,10 @@ def _band_text(ms: Sequence[Any]) -> str:
 
 
 def _write(fig, folder: Path, name: str, formats: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    svg = figure_payload(fig, "svg")
+    svg = figure_bytes(fig, "svg")
     files = []
     for fmt in formats:
-        payload = svg if fmt == "svg" else figure_payload(fig, fmt)
+        payload = svg if fmt == "svg" else figure_bytes(fig, fmt)
         (folder / f"{name}.{fmt}").write_bytes(payload)
         files.append(f"{name}.{fmt}")
     return svg.decode("utf-8"), tuple(files)
@@ -372,7 +248,7 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
     title = f"RNN vs LSTM vs GRU, same init ({scheme}), n = {n}"
     fig = plot_decay({m.run.label: m.result for m in cells},
                      {m.run.label: m.run.block for m in cells}, ovs, title=title)
-    off = _frame_decay(fig, ovs)
+    off = off_axis(ovs, fig.axes[0].get_ylim())
     norm = norm_tex(NORMS[0], lag_tex())
     gates = " and ".join(f"${direct_label(m.run.cell, fmt='latex')}$" for m in cells
                          if m.result.direct)
@@ -402,7 +278,7 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
         fig = plot_decay({shown[m.run.label]: m.result for m in ms},
                          {shown[m.run.label]: m.run.block for m in ms}, ovs, direct=False,
                          colors=colors, title=title)
-        clipped = _off_axis_text(_frame_decay(fig, ovs), {
+        clipped = _off_axis_text(off_axis(ovs, fig.axes[0].get_ylim()), {
             o.label: f"the ${tex} = {m.run.gate_bias:g}$ line"
             for o, m in zip(ovs, [m for m in ms if m.run.gate_bias is not None])})
         values = ", ".join(f"{m.run.gate_bias:g}" for m in ms if m.run.gate_bias is not None)
@@ -420,7 +296,7 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
         sv_lags = sorted(set.intersection(*(set(r.singular_values) for r in sv.values())))
         title = rf"Singular values of $\partial s_T/\partial s_{{T-k}}$, sequence 0, n = {n}"
         fig = plot_spectra(sv, blocks, lags=sv_lags, title=title)
-        counts = _mark_unresolved(fig, sv, blocks, sv_lags)
+        counts = unresolved_counts(sv, blocks, sv_lags)
         figs.append(ReportFigure("spectra", title.replace("$", ""),
                                  _spectra_caption(counts, sv, blocks, sv_lags),
                                  *_write(fig, folder, "spectra", formats)))
@@ -430,8 +306,6 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
 def _spectra_caption(counts: Mapping[tuple[str, int], int], results: Mapping,
                      blocks: Mapping[str, str], lags: Sequence[int]) -> str:
     from gateflow.presentation._labels import lag_tex
-    from gateflow.presentation._plot import NOISE_DECADES
-
     dim = {label: int(np.shape(r.singular_values[lags[0]][blocks[label]])[1])
            for label, r in results.items()}
     text = (f"The singular values $\\sigma_1 \\geq \\sigma_2 \\geq \\dots$ of "
@@ -514,8 +388,6 @@ def lyapunov_figure(res: Any):
     """The Lyapunov spectrum (exponent index i against λ_i, natural log per step): the
     batch median with the range over sequences, and the running estimate of λ₁…λ_min(K,8)
     against the number of steps (convergence)."""
-    from gateflow.presentation._plot import _new_figure, house_style
-
     lam = np.where(np.isfinite(res.exponents), res.exponents, np.nan)
     idx = np.arange(1, res.k + 1)
     with house_style():

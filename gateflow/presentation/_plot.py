@@ -1,4 +1,5 @@
-"""Figures of gradient flow: norms against lag, singular-value spectra. Headless (Agg).
+"""Figures of gradient flow: norms against lag, input sensitivity, singular-value spectra.
+Headless (Agg).
 
 Figures are built on :class:`matplotlib.figure.Figure` directly, never through pyplot, so
 nothing global changes and no GUI backend is touched. The house style lives in one place,
@@ -6,15 +7,28 @@ nothing global changes and no GUI backend is touched. The house style lives in o
 Colours are the Okabe–Ito palette (safe for the common colour-vision deficiencies, and
 distinct in greyscale print together with the line styles).
 
-Every function returns the Figure (tests inspect its axes) and, given ``path``, writes
-``path.png`` and ``path.svg``.
+What every caller gets (``gateflow decay``, ``gateflow report``, the notebooks, the public
+API), because it is decided here, where the figure is drawn:
+
+* the y axis frames what was measured, not the theory lines (:func:`plot_decay`); a theory
+  line that leaves it says so in its legend entry (:func:`off_axis`);
+* the interquartile bands have an edge, so a narrow band (few sequences, many decades on
+  the axis) still shows;
+* the legend goes below the axes on a figure 8 in wide (:func:`legends_below`), never over
+  or beside the curves;
+* singular values float64 cannot resolve are drawn at their floor, not dropped
+  (:func:`unresolved`);
+* the same figure gives the same SVG and PDF bytes (:func:`figure_bytes`).
+
+Every ``plot_*`` function returns the Figure (tests inspect its axes) and, given ``path``,
+writes ``path.png`` and ``path.svg``.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow._validate import choose
-from gateflow.analysis._analysis import FROBENIUS, summarize
+from gateflow._validate import choose, choose_many
+from gateflow.analysis._analysis import FROBENIUS, Summary, summarize
 from gateflow.cells._library import get_cell
 from gateflow.numeric._observers import NORMS, OBSERVERS
 from gateflow.presentation._labels import block_tex, direct_label, norm_label
@@ -53,6 +67,22 @@ _STYLE = {
     "mathtext.fontset": "dejavusans",
 }
 _LOG10_MIN = -300.0  # plotted values are 10**log10; keep them representable
+#: The file formats a figure can be written in (:func:`figure_bytes`, :func:`save_figure`).
+FIGURE_FORMATS = ("svg", "png", "pdf")
+#: No creation date in SVG or PDF: the same data give the same file.
+_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
+#: The width (inches) of a one-panel figure; its legend goes below the axes, never beside.
+WIDTH = 8.0
+_HEIGHT = 6.2  # a one-panel decay figure with its legend below
+#: Where a legend goes: below the axes (default), inside them (lower left), or to their
+#: right (on a wider figure); None: no legend (for panels of a figure composed elsewhere).
+LEGENDS = ("below", "inside", "outside")
+#: The interquartile band: a translucent face and a thin, more opaque edge, so that a
+#: narrow band (B = 4 sequences, 50 decades on the axis) still shows.
+_BAND_FACE_ALPHA, _BAND_EDGE_ALPHA, _BAND_EDGE_WIDTH = 0.28, 0.85, 0.6
+#: Singular values more than this many decades below the largest are not resolved in
+#: float64 (rounding in the product and the SVD is about 1e−16 σ₁): drawn at that floor.
+NOISE_DECADES = -14.0
 
 
 @contextmanager
@@ -84,35 +114,169 @@ def _new_figure(width: float = 7.0, height: float = 4.3):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def save_figure(fig, path) -> list[Path]:
-    """Write ``path`` with suffix .png and .svg; return both paths."""
+# -- writing --------------------------------------------------------------------------------
+def _render(fig, target, fmt: str) -> None:
+    import matplotlib as mpl
+
+    # a fixed salt: the SVG's ids are hashes of it, not random, so the file is the same
+    with house_style(), mpl.rc_context({"svg.hashsalt": "gateflow"}):
+        fig.savefig(target, format=fmt, metadata=_METADATA.get(fmt))
+
+
+def save_figure(fig, path, formats: Iterable[str] | str = ("png", "svg")) -> list[Path]:
+    """Write ``path`` with the suffix of each of ``formats`` (of :data:`FIGURE_FORMATS`,
+    default .png and .svg), reproducibly as :func:`figure_bytes`; return the paths."""
     path = Path(path)
     out = []
-    with house_style():
-        for ext in (".png", ".svg"):
-            p = path.with_suffix(ext)
-            fig.savefig(p, format=ext[1:], metadata=_metadata(ext))
-            out.append(p)
+    for fmt in choose_many(formats, FIGURE_FORMATS, "figure format"):
+        p = path.with_suffix("." + fmt)
+        _render(fig, p, fmt)
+        out.append(p)
     return out
 
 
 def figure_bytes(fig, fmt: str) -> bytes:
-    """The figure rendered as ``fmt`` (``"png"`` or ``"svg"``), in memory: for writers that
-    stage every output first (:func:`gateflow._io.write_files`), so nothing is half-written."""
+    """The figure rendered as ``fmt`` (one of :data:`FIGURE_FORMATS`: ``"svg"``, ``"png"``,
+    ``"pdf"``) in the house style, in memory: for writers that stage every output first
+    (:func:`gateflow._io.write_files`), so nothing is half-written. No creation date in SVG
+    or PDF and fixed SVG ids: the same figure gives the same bytes."""
+    fmt = choose(fmt, FIGURE_FORMATS, "figure format")
     buf = io.BytesIO()
-    with house_style():
-        fig.savefig(buf, format=fmt, metadata=_metadata("." + fmt))
+    _render(fig, buf, fmt)
     return buf.getvalue()
 
 
-def _metadata(ext):
-    # No creation date in SVGs: the same data give the same file.
-    return {"Date": None} if ext == ".svg" else None
-
-
+# -- shared by the figures ------------------------------------------------------------------
 def _pow10(v):
     v = np.asarray(v, dtype=np.float64)
     return np.power(10.0, np.clip(v, _LOG10_MIN, None))
+
+
+def _shown(log10) -> np.ndarray:
+    """The log10 values drawn as numbers (not ±inf, not parked at the 1e−300 floor)."""
+    v = np.asarray(log10, dtype=np.float64).ravel()
+    return v[np.isfinite(v) & (v > _LOG10_MIN + 1)]
+
+
+def _median_band(ax, log10, lags, *, color: str, label: str, linestyle="-") -> Summary:
+    """The median over the batch of a (T, B) array of log10 norms, as a line, and its
+    interquartile range, as a band with an edge; returns the summary drawn."""
+    from matplotlib.colors import to_rgba
+
+    s = summarize(log10, lags)
+    ax.plot(s.lags, _pow10(s.median), color=color, linestyle=linestyle, label=label)
+    ax.fill_between(s.lags, _pow10(s.q25), _pow10(s.q75),
+                    facecolor=to_rgba(color, _BAND_FACE_ALPHA),
+                    edgecolor=to_rgba(color, _BAND_EDGE_ALPHA), linewidth=_BAND_EDGE_WIDTH)
+    return s
+
+
+def off_axis(overlays: Sequence[Overlay], ylim) -> dict[str, tuple[str, int]]:
+    """The theory lines that leave a y axis spanning ``ylim`` (data units, as
+    ``ax.get_ylim()``): overlay label -> ("top" or "bottom", the first lag off the axis).
+    The Pascanu bound of an RNN with ‖U‖₂ > 1, for one, grows without limit."""
+    bottom, top = np.log10(np.asarray(ylim, dtype=np.float64))
+    off: dict[str, tuple[str, int]] = {}
+    for ov in overlays:
+        y = np.log10(_pow10(ov.log10))  # as drawn
+        k = np.asarray(ov.lags)
+        for side, out in (("top", y > top), ("bottom", y < bottom)):
+            if out.any():
+                off[ov.label] = (side, int(k[np.argmax(out)]))
+                break
+    return off
+
+
+def _frame(ax, drawn: Sequence[np.ndarray], overlays: Sequence[Overlay] = (),
+           lines: Sequence = ()) -> None:
+    """Frame a log y axis on what was measured (``drawn``: the log10 curves and band
+    edges), with the decaying theory lines (``overlays``, drawn as ``lines``) in view:
+
+    * top: the measured maximum plus max(0.3, 3 % of the axis span) decades: a bound far
+      above (the Pascanu bound) never stretches it;
+    * bottom: the measured minimum, or lower to show a theory line's minimum, but at most
+      max(10, the measured span) decades below the measured minimum; the same margin;
+    * a theory line that leaves the axis is clipped there, and its legend entry says from
+      which lag (:func:`off_axis`)."""
+    measured = np.concatenate([*(_shown(np.log10(_pow10(v))) for v in drawn), np.zeros(0)])
+    if measured.size == 0:
+        measured = np.zeros(1)
+    m_lo, m_hi = float(measured.min()), float(measured.max())
+    t_low = [float(v.min()) for v in (_shown(ov.log10) for ov in overlays) if v.size]
+    lo = min([m_lo, *(max(t, m_lo - max(10.0, m_hi - m_lo)) for t in t_low)])
+    pad = max(0.3, 0.03 * (m_hi - lo))
+    ax.set_ylim(10.0 ** (lo - pad), 10.0 ** (m_hi + pad))
+    off = off_axis(overlays, ax.get_ylim())
+    for ov, line in zip(overlays, lines):
+        if ov.label in off:
+            side, first = off[ov.label]
+            where = "above" if side == "top" else "below"
+            line.set_label(f"{ov.label} ({where} the axis from $k = {first}$)")
+
+
+def legends_below(fig, panels: Sequence, *, height: float | None = None) -> None:
+    """Each panel's legend under the figure's axes, so it takes neither a quarter of the
+    width nor any of the curves' space. ``panels``: axes, or (axes, handles, labels) for a
+    legend with entries of its own. A panel's legend stays the legend of its axes (what
+    readers of the Figure look up) but sits at the bottom of the figure: centred on it (one
+    legend, in two columns) or under its own axes (several, in one column each, their tops
+    aligned); the figure's layout (constrained) lays the axes out in the space above.
+    ``height`` (inches): the space to keep above the legends, the figure growing to fit
+    them; by default the figure keeps its size."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+    from matplotlib.transforms import blended_transform_factory
+
+    entries = [p if isinstance(p, tuple) else (p, *p.get_legend_handles_labels())
+               for p in panels]
+    one = len(entries) == 1
+    with house_style():
+        legends = []
+        for ax, handles, labels in entries:
+            where = fig.transFigure if one else blended_transform_factory(ax.transAxes,
+                                                                           fig.transFigure)
+            leg = ax.legend(handles, labels, loc="lower center" if one else "upper center",
+                            bbox_to_anchor=(0.5, 0.01), bbox_transform=where,
+                            ncol=min(2 if one else 1, max(len(handles), 1)), frameon=False,
+                            borderaxespad=0.0)
+            leg.set_in_layout(False)
+            legends.append((leg, where))
+        fig.draw_without_rendering()
+        tallest = max(leg.get_window_extent().height for leg, _ in legends)  # pixels
+    if height is not None:
+        fig.set_size_inches(fig.get_size_inches()[0], (height + tallest / fig.dpi) / 0.975)
+    frac = tallest / fig.bbox.height + 0.025
+    if not one:  # their tops on one line, under the axes
+        for leg, where in legends:
+            leg.set_bbox_to_anchor((0.5, frac - 0.015), transform=where)
+    engine = fig.get_layout_engine()
+    if isinstance(engine, (ConstrainedLayoutEngine, TightLayoutEngine)):
+        engine.set(rect=(0.0, frac, 1.0, 1.0 - frac))
+    else:
+        fig.subplots_adjust(bottom=frac + 0.08)
+
+
+def _check_legend(legend: str | None) -> None:
+    if legend is not None and legend not in LEGENDS:
+        raise GateflowError(f"legend must be one of {', '.join(map(repr, LEGENDS))} or None, "
+                            f"got {legend!r}")
+
+
+def _place_legend(fig, ax, legend: str | None) -> None:
+    if legend == "below":
+        legends_below(fig, [ax])
+    elif legend == "outside":
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    elif legend == "inside":
+        ax.legend(loc="lower left", ncol=1 if len(ax.get_legend_handles_labels()[0]) < 7 else 2)
+
+
+def _axes(ax, legend: str | None, height: float = 4.3):
+    """The axes to draw into: ``ax``, or one on a new figure sized for the legend."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = _new_figure(10.5 if legend == "outside" else WIDTH,
+                      _HEIGHT if legend == "below" else height)
+    return fig, fig.add_subplot()
 
 
 def _blocks_for(results: Mapping, block_for_each) -> dict[str, str]:
@@ -177,16 +341,20 @@ def gate_overlay(lags, bias: float, n: int, *, norm: str = NORMS[0], tex: str = 
                    linestyle=linestyle)
 
 
-def _check_legend(legend: str) -> None:
-    if legend not in ("inside", "outside"):
-        raise GateflowError(f"legend must be 'inside' or 'outside', got {legend!r}")
+def _color(colors: Mapping | None, label: str, i: int) -> str:
+    return (colors or {}).get(label, PALETTE[i % len(PALETTE)])
 
 
 def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
                overlays: Sequence[Overlay] = (), path=None, *, norm: str = NORMS[0],
                direct: bool | Sequence[str] = True, title: str | None = None,
-               colors: Mapping | None = None, legend: str = "inside"):
+               colors: Mapping | None = None, legend: str | None = "below", ax=None):
     """Gradient norm ‖∂s_T/∂s_{T−k}‖ against lag k, one colour per result.
+
+    The y axis frames the measured curves and bands; the theory lines are drawn where they
+    fall within max(10, the measured span) decades below them, and one that leaves the axis
+    (a growing Pascanu bound) is clipped, its legend entry saying from which lag
+    (``off_axis``).
 
     Args:
         results: label -> ChainResult.
@@ -199,8 +367,9 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
             coefficient: LSTM ∏ diag(f_t), GRU ∏ diag(z_t), MGU ∏ diag(1 − f_t)), for every
             result that has one (True) or for these labels.
         colors: label -> colour (default: the palette in order).
-        legend: ``"inside"`` (lower left of the axes) or ``"outside"`` (right of the axes,
-            on a wider figure: never hides a curve).
+        legend: ``"below"`` the axes (on a figure 8 in wide), ``"inside"`` (lower left of
+            the axes), ``"outside"`` (right of the axes, on a wider figure), or None.
+        ax: draw into these axes instead of a new figure (the figure keeps its size).
 
     Returns: the matplotlib Figure (median line and interquartile band per result).
     """
@@ -210,23 +379,18 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
     blocks = _blocks_for(results, block_for_each)
     _check_legend(legend)
     with house_style():
-        fig = _new_figure(10.5 if legend == "outside" else 7.0)
-        ax = fig.add_subplot()
+        fig, ax = _axes(ax, legend)
         ax.set_yscale("log")
-        lows, highs = [], []
+        drawn = []
         for i, (label, res) in enumerate(results.items()):
-            color = (colors or {}).get(label, PALETTE[i % len(PALETTE)])
+            color = _color(colors, label, i)
             b = blocks[label]
             if key not in res.blocks[b]:
                 raise GateflowError(f"result {label!r} has no {norm} norms; "
                                     f"run all_lags with norms=({norm!r},)")
-            s = summarize(res.blocks[b][key], res.lags)
-            name = f"{label}: " + block_tex(b)
-            ax.plot(s.lags, _pow10(s.median), color=color, label=name)
-            ax.fill_between(s.lags, _pow10(s.q25), _pow10(s.q75), color=color, alpha=0.2,
-                            linewidth=0)
-            lows.append(s.q25)
-            highs.append(s.q75)
+            s = _median_band(ax, res.blocks[b][key], res.lags, color=color,
+                             label=f"{label}: " + block_tex(b))
+            drawn += [s.median, s.q25, s.q75]
             want = direct if isinstance(direct, bool) else label in direct
             if want and res.direct:
                 state = b.split("/")[1] if b.split("/")[1] in res.direct else next(iter(res.direct))
@@ -234,41 +398,119 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
                 dd = summarize(res.direct[state][key], res.lags)
                 ax.plot(dd.lags, _pow10(dd.median), color=color, linestyle="--", linewidth=1.4,
                         label=rf"{label}: $\|{path_tex}\|$ (gate path only)")
-                lows.append(dd.median)
-        finite = np.concatenate([v[np.isfinite(v)] for v in lows + highs] or [np.zeros(1)])
-        lo = max(float(finite.min()) if finite.size else -1.0, _LOG10_MIN)
-        hi = float(finite.max()) if finite.size else 1.0
-        for ov in overlays:
-            ax.plot(ov.lags, _pow10(ov.log10), color=ov.color, linestyle=ov.linestyle,
-                    linewidth=1.4, label=ov.label)
-        pad = 0.05 * max(hi - lo, 1.0)
-        ax.set_ylim(10.0 ** (lo - pad), 10.0 ** (hi + 3 * pad))
+                drawn.append(dd.median)
+        lines = [ax.plot(ov.lags, _pow10(ov.log10), color=ov.color, linestyle=ov.linestyle,
+                         linewidth=1.4, label=ov.label)[0] for ov in overlays]
+        _frame(ax, drawn, overlays, lines)
         lags = np.concatenate([np.asarray(r.lags) for r in results.values()])
         ax.set_xlim(0, float(lags.max()) + 0.5)
         ax.set_xlabel("lag k (steps)")
         ax.set_ylabel(f"gradient norm {norm_label(norm)}")
         ax.set_title(title or "Gradient norm against lag (median, band: interquartile range)")
-        if legend == "outside":
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-        else:
-            ax.legend(loc="lower left", ncol=1 if len(results) + len(overlays) < 7 else 2)
+        _place_legend(fig, ax, legend)
         if path is not None:
             save_figure(fig, path)
     return fig
 
 
-#: Singular values more than this many decades below the largest are not drawn.
-NOISE_DECADES = -14.0
+#: Line styles of the input blocks in :func:`plot_input_sensitivity` (colour: the result).
+_INPUT_STYLES = ("-", "--", "-.", ":")
+
+
+def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None = None,
+                           path=None, *, norm: str = NORMS[0], title: str | None = None,
+                           colors: Mapping | None = None, legend: str | None = "below",
+                           ax=None):
+    """Input sensitivity ‖∂X_T/∂x_{T−k}‖ against input lag k = 0..T−1 (x_T, the last input,
+    is lag 0): the median over the batch with its interquartile band, as
+    :func:`plot_decay` draws it, one curve per result and input block (colour: the result,
+    in the same order as :func:`plot_decay`'s; line style: the block).
+
+    Args:
+        results: label -> ChainResult; those with no input blocks measured
+            (``all_lags(blocks=("h/x", ...))``) are skipped, keeping their colour.
+        blocks: the input blocks to draw (``"h/x"``, ``"c/x"``; a comma string or names),
+            default every one measured.
+        path, norm, title, colors, legend, ax: as for :func:`plot_decay`.
+
+    Returns: the matplotlib Figure.
+    """
+    measured = {label: res for label, res in results.items() if res.inputs}
+    if not measured:
+        raise GateflowError("plot_input_sensitivity needs a result with input blocks; run "
+                            "all_lags with blocks=(..., 'h/x')")
+    key = OBSERVERS[choose(norm, NORMS, "norm")].key
+    _check_legend(legend)
+    names = [b for r in measured.values() for b in r.inputs]
+    wanted = (tuple(dict.fromkeys(names)) if blocks is None
+              else choose_many(blocks, tuple(dict.fromkeys(names)), "input block"))
+    with house_style():
+        fig, ax = _axes(ax, legend)
+        ax.set_yscale("log")
+        drawn = []
+        for i, (label, res) in enumerate(results.items()):
+            for b in (b for b in wanted if b in res.inputs):
+                if key not in res.inputs[b]:
+                    raise GateflowError(f"result {label!r} has no {norm} norms of {b}; "
+                                        f"run all_lags with norms=({norm!r},)")
+                s = _median_band(ax, res.inputs[b][key], res.input_lags,
+                                 color=_color(colors, label, i),
+                                 linestyle=_INPUT_STYLES[wanted.index(b) % len(_INPUT_STYLES)],
+                                 label=f"{label}: " + norm_label(norm, b))
+                drawn += [s.median, s.q25, s.q75]
+        _frame(ax, drawn)
+        lags = np.concatenate([np.asarray(r.input_lags) for r in measured.values()])
+        ax.set_xlim(0, float(lags.max()) + 0.5)
+        ax.set_xlabel("input lag k (steps)")
+        ax.set_ylabel(f"input sensitivity {norm_label(norm, 's/x')}")
+        ax.set_title(title or "Input sensitivity (median, band: interquartile range)")
+        _place_legend(fig, ax, legend)
+        if path is not None:
+            save_figure(fig, path)
+    return fig
+
+
+def _spectrum(res, label: str, k: int, block: str, item: int) -> np.ndarray:
+    """The log10 singular values of one result's block at lag k, largest first."""
+    sv = res.singular_values.get(k, {}).get(block)
+    if sv is None:
+        raise GateflowError(f"result {label!r} has no singular values at lag {k} "
+                            f"for block {block!r}")
+    return np.sort(np.asarray(sv)[item])[::-1]
+
+
+def unresolved(log10_sv) -> np.ndarray:
+    """The indices i (1-based, largest first) of the singular values float64 cannot
+    resolve: more than |NOISE_DECADES| decades below the largest, where rounding in the
+    product and the SVD (about 10⁻¹⁶ σ₁) decides their digits. None if the largest is not
+    finite (an exactly zero Jacobian)."""
+    s = np.sort(np.asarray(log10_sv, dtype=np.float64))[::-1]
+    if s.size == 0 or not np.isfinite(s[0]):
+        return np.zeros(0, dtype=int)
+    return np.nonzero(s < s[0] + NOISE_DECADES)[0] + 1
+
+
+def unresolved_counts(results: Mapping, block_for_each: Mapping | str | None,
+                      lags: Sequence[int], *, item: int = 0) -> dict[tuple[str, int], int]:
+    """(label, lag) -> how many singular values :func:`plot_spectra` draws at the floor
+    (:func:`unresolved`), for the same arguments."""
+    blocks = _blocks_for(results, block_for_each)
+    return {(label, k): int(unresolved(_spectrum(res, label, k, blocks[label], item)).size)
+            for k in lags for label, res in results.items()}
 
 
 def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
                  lags: Sequence[int] | None = None, path=None, *, item: int = 0,
                  title: str | None = None, colors: Mapping | None = None,
-                 legend: str = "inside"):
+                 legend: str | None = "below"):
     """Singular values of ∂s_T/∂s_{T−k}, sorted, for one batch element (``item``), one panel
     per lag, one colour per result. The results need ``all_lags(..., singular_lags=...)``.
-    Values below 10^NOISE_DECADES of the largest (float64 rounding) are not drawn.
-    ``legend``: ``"inside"`` the last panel or ``"outside"`` to its right."""
+
+    Values more than 10^|NOISE_DECADES| below the largest are not resolved in float64
+    (:func:`unresolved`): each is drawn as a hollow ▽ at that floor, σ₁ · 10^NOISE_DECADES
+    (its true value lies at or below it), and a legend entry says so.
+    ``legend``: ``"below"`` the panels, ``"inside"`` the last one, ``"outside"`` to its
+    right, or None."""
     if not results:
         raise GateflowError("plot_spectra needs at least one result")
     blocks = _blocks_for(results, block_for_each)
@@ -279,31 +521,53 @@ def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
         raise GateflowError("no singular values to plot; run all_lags with singular_lags=(...)")
     _check_legend(legend)
     with house_style():
-        fig = _new_figure(3.0 * len(lags) + (3.0 if legend == "outside" else 1.0), 3.8)
+        width = 3.0 * len(lags) + (3.0 if legend == "outside" else 1.0)
+        fig = (_new_figure(max(width, WIDTH), 4.4) if legend == "below"
+               else _new_figure(width, 3.8))
         axes = fig.subplots(1, len(lags), sharey=True, squeeze=False)[0]
+        marked = False
         for ax, k in zip(axes, lags):
             ax.set_yscale("log")
+            floors = []
             for i, (label, res) in enumerate(results.items()):
-                color = (colors or {}).get(label, PALETTE[i % len(PALETTE)])
-                sv = res.singular_values.get(k, {}).get(blocks[label])
-                if sv is None:
-                    raise GateflowError(f"result {label!r} has no singular values at lag {k} "
-                                        f"for block {blocks[label]!r}")
-                s = np.sort(np.asarray(sv)[item])[::-1]
-                # Below ~1e−14 of the largest, float64 singular values are rounding noise
-                # (any backend gives different digits there): leave them out.
-                s = s[s >= s[0] + NOISE_DECADES]
-                idx = np.arange(1, s.size + 1)
-                ax.plot(idx, _pow10(s), color=color, marker="o", markersize=2.5,
-                        label=f"{label}: " + block_tex(blocks[label]))
+                color = _color(colors, label, i)
+                s = _spectrum(res, label, k, blocks[label], item)
+                cut = unresolved(s)
+                kept = s[: s.size - cut.size]  # the resolved ones, largest first
+                ax.plot(np.arange(1, kept.size + 1), _pow10(kept), color=color, marker="o",
+                        markersize=2.5, label=f"{label}: " + block_tex(blocks[label]))
+                if cut.size:
+                    floors.append((cut, s[0] + NOISE_DECADES, color))
+            for cut, floor, color in floors:  # over the lines, as the legend shows them
+                ax.plot(cut, np.full(cut.size, _pow10(floor)), linestyle="none", marker="v",
+                        markersize=3.5, markerfacecolor="none", markeredgecolor=color,
+                        markeredgewidth=0.8)
+            marked = marked or bool(floors)
             ax.set_title(f"lag k = {k} step" + ("" if k == 1 else "s"))
             ax.set_xlabel("index i")
         axes[0].set_ylabel(r"singular value $\sigma_i(\partial s_T/\partial s_{T-k})$")
-        if legend == "outside":
-            axes[-1].legend(loc="upper left", bbox_to_anchor=(1.04, 1.0), borderaxespad=0.0)
-        else:
-            axes[-1].legend(loc="lower left")
         fig.suptitle(title or "Singular-value spectra of the lag-k Jacobian")
+        _spectra_legend(fig, axes[-1], legend, marked)
         if path is not None:
             save_figure(fig, path)
     return fig
+
+
+def _spectra_legend(fig, ax, legend: str | None, marked: bool) -> None:
+    from matplotlib.lines import Line2D
+
+    if legend is None:
+        return
+    handles, labels = ax.get_legend_handles_labels()
+    if marked:
+        handles.append(Line2D([], [], linestyle="none", marker="v", markerfacecolor="none",
+                              markeredgecolor="#555555"))
+        labels.append(rf"below $10^{{{NOISE_DECADES:g}}}\,\sigma_1$ (float64 cannot resolve "
+                      "them): drawn at that floor")
+    if legend == "below":
+        legends_below(fig, [(ax, handles, labels)])
+    elif legend == "outside":
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.04, 1.0),
+                  borderaxespad=0.0)
+    else:
+        ax.legend(handles, labels, loc="lower left")

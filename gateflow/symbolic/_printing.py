@@ -25,8 +25,8 @@ FORMATS = ("text", "latex", "markdown")
 
 def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps: int = 1) -> str:
     """What ``gateflow derive`` prints: the equations, the one-step Jacobians of ``cell`` (a
-    Cell or its name) and its input Jacobians ∂X_t/∂x_t, in ``fmt`` (one of
-    ``FORMATS``: text, latex, markdown), for ``block`` only if given (``"c/c"``, or ``"h/x"``), and with
+    Cell or its name) and its input Jacobians ∂X_t/∂x_t, in ``fmt`` (``FORMATS``: text,
+    latex, markdown), for ``block`` only if given (``"c/c"``, or ``"h/x"``), and with
     ``steps`` > 1 also ∂s_t/∂s_{t−steps} (at most :attr:`Structure.max_steps`).
 
     Every argument is checked before any symbolic work; a wrong one is a GateflowError."""
@@ -67,6 +67,7 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
     for b in blocks:
         src = s
         if b in cell.input_blocks:
+            assert inputs is not None  # derived above whenever an input block is asked for
             src = inputs
             if b == blocks[0] or blocks[blocks.index(b) - 1] not in cell.input_blocks:
                 out += _input_heading(fmt)
