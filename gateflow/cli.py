@@ -344,7 +344,8 @@ def _complete_list(names: Iterable[str]) -> Callable[[str], list[str]]:
 def _complete_blocks(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion of ``--blocks``: the blocks of the ``--cell`` cells given so far."""
     cells = _canonical(ctx.params.get("cell") or "", CELLS).split(",")
-    blocks = dict.fromkeys(b for c in cells if c in CELLS for b in CELLS[c].blocks)
+    blocks = dict.fromkeys(b for c in cells if c in CELLS
+                           for b in (*CELLS[c].blocks, *CELLS[c].input_blocks))
     return _complete_list(blocks)(incomplete)
 
 
@@ -377,6 +378,11 @@ _NORMS_HELP = (
     + ". The default includes the spectral norm, which makes a run about 6× slower than "
     "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500): [bold]--norms frobenius[/] "
     "is the fast choice.")
+
+
+#: ``--sizes``: a cell's sizes other than n and d.
+_SIZES_HELP = ("Generated weights: the cell's other sizes, e.g. [bold]p=16[/] for lstm-proj "
+               "(h has p units)." + " \\[default: n // 2]")
 
 
 def _show_version(value: bool) -> None:
@@ -522,7 +528,8 @@ def decay(
     ] = False,
     s0: Annotated[str | None, typer.Option(
         "--s0", help="Initial state (.npz or .safetensors), one (n,) or (B, n) array per state "
-        "block (h, c; h_l0, ... for --layer all)." + _default("zeros"),
+        "block (h, c; h_l0, ... for --layer all; n is the block's size, p for lstm-proj's h)."
+        + _default("zeros"),
         show_default=False)] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null); "
@@ -535,12 +542,12 @@ def decay(
         "stdout. With several cells the path must contain [bold]{cell}[/].",
         show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
-        "--plot", help="Write a figure (.png or .svg): each cell's memory block (c/c for "
+        "--plot", help="Write a figure (.svg, .png or .pdf): each cell's memory block (c/c for "
         "LSTMs, else h/h) against lag k, median and interquartile band, its cell-path-only "
         "product (∏ diag(f_t) for the LSTM, ∏ diag(z_t) for the GRU, ...) dashed, theory "
         "overlays where they apply.", show_default=False)] = None,
     spectra: Annotated[str | None, typer.Option(
-        "--spectra", help="Write a figure (.png or .svg) of the singular values of each "
+        "--spectra", help="Write a figure (.svg, .png or .pdf) of the singular values of each "
         "cell's memory block at --spectra-lags.", show_default=False)] = None,
     spectra_lags: Annotated[str, typer.Option(
         "--spectra-lags", help="Comma-separated lags for --spectra, clipped to T.")
@@ -552,13 +559,16 @@ def decay(
         "--norms", help=_NORMS_HELP, autocompletion=_complete_list(NORMS))
     ] = ",".join(DEFAULT_NORMS),
     blocks: Annotated[str | None, typer.Option(
-        "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]."
+        "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]; "
+        "input blocks X/x (∂X_T/∂x_{T−k}, k = 0..T−1: input sensitivity), e.g. [bold]h/x[/]."
         + _default("all"), autocompletion=_complete_blocks, show_default=False)] = None,
     hidden: Annotated[int, typer.Option(
         "--hidden", help="Generated weights: hidden size n.")] = 64,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Generated weights: input size d."
         + _default("n, or the inputs' d"), show_default=False)] = None,
+    sizes: Annotated[str | None, typer.Option(
+        "--sizes", help=_SIZES_HELP, show_default=False)] = None,
     steps: Annotated[int, typer.Option(
         "--steps", help="Generated inputs: sequence length T.")] = 100,
     batch: Annotated[int, typer.Option(
@@ -614,7 +624,7 @@ def decay(
                dtype=_value(dtype), backend=_value(backend), quiet=quiet, weights=weights,
                inputs=inputs, input_size=input_size, gate_bias=gate_bias, chrono=chrono,
                overwrite=overwrite, module=module, layer=layer, direction=_value(direction),
-               s0=s0, **options)
+               s0=s0, sizes=sizes, **options)
 
 
 @app.command()
@@ -649,13 +659,15 @@ def lyapunov(
         "--json", help="Write the spectrum (JSON); [bold]-[/] writes to stdout.",
         show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
-        "--plot", help="Write the spectrum and its convergence (.png or .svg).",
+        "--plot", help="Write the spectrum and its convergence (.svg, .png or .pdf).",
         show_default=False)] = None,
     hidden: Annotated[int, typer.Option(
         "--hidden", help="Generated weights: hidden size n.")] = 64,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Generated weights: input size d." + _default("n"),
         show_default=False)] = None,
+    sizes: Annotated[str | None, typer.Option(
+        "--sizes", help=_SIZES_HELP, show_default=False)] = None,
     steps: Annotated[int, typer.Option(
         "--steps", help="Generated inputs: sequence length T.")] = 100,
     batch: Annotated[int, typer.Option(
@@ -685,7 +697,7 @@ def lyapunov(
     run_lyapunov(_value(cell), weights=weights, inputs=inputs, module=module, layer=layer,
                  direction=_value(direction), k=k, transient=transient, json_path=json_out,
                  plot_path=plot, overwrite=overwrite, quiet=quiet, input_size=input_size,
-                 gate_bias=gate_bias, **options)
+                 gate_bias=gate_bias, sizes=sizes, **options)
 
 
 @app.command()

@@ -530,7 +530,7 @@ def test_projected_lstm_captured_like_its_file(tmp_path):
     lstm = torch.nn.LSTM(D, N, num_layers=2, proj_size=2).double()
     x = torch.randn(T, B, D, dtype=torch.float64)
     (cap,) = gf.capture(lstm, x)
-    assert cap.cell == "lstm-proj"
+    assert cap.cell == "lstm-proj" and cap.proj == 2 and cap.record.input_size(1) == 2
     cell, params, xs, s0 = cap.selection(layer="all")
     torch.save(lstm.state_dict(), tmp_path / "m.pt")
     cell_f, params_f = gf.load_model(tmp_path / "m.pt", layer="all")

@@ -529,7 +529,7 @@ def test_thread_count_changes_nothing_but_rounding():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(s0={"C": np.zeros(4)}), r"no state block 'C'.*valid: h, c"),
+    (dict(s0={"C": np.zeros(4)}), r"no state block 'C'.*did you mean 'c'"),
     (dict(s0={"c": np.zeros(5)}), r"s0\['c'\] must be finite, of shape \(4,\) or \(3, 4\)"),
     (dict(s0={"h": np.full(4, np.nan)}), r"s0\['h'\] must be finite"),
     (dict(probe=np.zeros(5)), r"probe must be finite, of shape \(8,\) or \(3, 8\)"),

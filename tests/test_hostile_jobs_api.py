@@ -29,6 +29,14 @@ CASES = {
                         r"unknown norm 'nuclear'"),
     "plot_decay block": (lambda: g.plot_decay({"a": g.all_lags("lstm", P, X)}, "x/y"),
                          r"has no block 'x/y'"),
+    "plot_input_sensitivity empty": (lambda: g.plot_input_sensitivity({}),
+                                     r"needs a result with input blocks"),
+    "plot_input_sensitivity no inputs": (
+        lambda: g.plot_input_sensitivity({"a": g.all_lags("lstm", P, X)}),
+        r"needs a result with input blocks; run all_lags with blocks"),
+    "plot_input_sensitivity norm": (
+        lambda: g.plot_input_sensitivity({"a": g.all_lags("lstm", P, X, blocks=("h/x",))},
+                                         norm="nuclear"), r"unknown norm 'nuclear'"),
     "direct_label cell": (lambda: g.direct_label("lstn"), r"unknown cell 'lstn'"),
     "direct_label state": (lambda: g.direct_label("lstm", "q"), r"unknown state block 'q'"),
     "direct_label format": (lambda: g.direct_label("lstm", fmt="html"), r"unknown format"),

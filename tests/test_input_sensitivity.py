@@ -105,15 +105,30 @@ def test_lag_zero_is_the_one_step_block_in_closed_form():
                                np.linalg.norm(J, axis=(1, 2)), rtol=1e-13)
 
 
-def test_state_blocks_are_unchanged_by_asking_for_inputs():
-    p = init_params("lstm", 5, 3, seed=0)
+@pytest.mark.parametrize("name", ["lstm", "lstm-proj", "gru-cho", "stack"])
+def test_state_blocks_are_unchanged_by_asking_for_inputs(name):
+    """The input pull-back accumulates into state adjoints in place (the LSTM's c from h, a
+    stack's h_l0 from layer 1): on copies, so the state blocks are bit-identical."""
+    from gateflow import stack
+
+    cell = stack("lstm", 2) if name == "stack" else get_cell(name)
+    p = init_params(cell, 5, 3, seed=0)
     x = make_inputs(20, 3, 3, seed=1)
-    alone = all_lags("lstm", p, x)
-    both = all_lags("lstm", p, x, blocks=(*get_cell("lstm").blocks, "h/x", "c/x"))
+    alone = all_lags(cell, p, x, threads=1)
+    both = all_lags(cell, p, x, blocks=(*alone.blocks, *cell.input_blocks), threads=1)
     for b, dd in alone.blocks.items():
         for key, v in dd.items():
             np.testing.assert_array_equal(both.blocks[b][key], v)
-    assert set(both.inputs) == {"h/x", "c/x"}
+    assert set(both.inputs) == set(cell.input_blocks)
+
+
+def test_singular_values_are_for_state_blocks():
+    p = init_params("gru", 3, 2, seed=0)
+    x = make_inputs(4, 1, 2, seed=0)
+    with pytest.raises(GateflowError, match="singular values are measured for state blocks"):
+        all_lags("gru", p, x, blocks=("h/x",), singular_lags=(1,))
+    res = all_lags("gru", p, x, blocks=("h/h", "h/x"), singular_lags=(1,))
+    assert set(res.singular_values[1]) == {"h/h"}
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -233,3 +248,24 @@ def test_stack_matches_torch_autograd(kind, tmp_path):
     assert list(res.inputs) == [f"{s}/x" for s in cell.state]
     assert res.meta.get("row_groups")  # block-triangular: layer 0's rows carried alone
     _assert_norms(res, ref, T_TORCH, rtol=1e-10)
+
+
+def test_cli_input_rows_and_projected_sizes(sandbox):
+    """decay's table puts an input block's lag k under "k=k" (∂h_T/∂x_{T−k}); --sizes sets
+    lstm-proj's p, recorded in the shapes and in the weights' provenance."""
+    from tests._hostile import run_cli
+
+    out = run_cli("decay", "--cell", "lstm-proj", "--hidden", "6", "--sizes", "p=2", "--steps",
+                  "6", "--batch", "2", "--blocks", "c/c,h/x", "--norms", "frobenius",
+                  "--json", "d.json")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads((sandbox / "d.json").read_text())
+    assert doc["shapes"] == {"T": 6, "B": 2, "n": 6, "d": 6, "p": 2}
+    assert doc["weights"]["p"] == 2 and doc["weights"]["n"] == 6
+    hx = np.asarray(doc["inputs"]["h/x"]["log10_frobenius"])
+    row = next(line for line in out.stdout.splitlines() if line.lstrip("│ ").startswith("h/x"))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[2] == f"{hx[1].mean():.3f}"  # k=1: ∂h_T/∂x_{T−1}, index 1
+    assert cells[-1] == ""  # k=T: x_0 does not exist
+    bad = run_cli("decay", "--cell", "lstm", "--sizes", "p=2", "--steps", "3")
+    assert bad.exit_code == 2 and "cell 'lstm' has no size 'p'" in bad.stderr

@@ -10,6 +10,7 @@ shape follows from its equations (:attr:`Cell.param_dims`).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -32,8 +33,16 @@ def sizes_for(cell, n: int, d: int, sizes=None) -> dict[str, int]:
     size it does not give is n // 2, at least 1: PyTorch needs proj_size < hidden_size)."""
     cell = get_cell(cell)
     out = {"n": whole(n, "hidden size n"), "d": whole(d, "input size d")}
+    if sizes is not None and not (isinstance(sizes, Mapping)
+                                  and all(isinstance(k, str) for k in sizes)):
+        raise GateflowError(f"sizes must be a dict of a cell's other sizes by name, e.g. "
+                            f"{{'p': 16}}; got {shown(sizes)}")
     given = {} if sizes is None else dict(sizes)
-    unknown = sorted(set(given) - set(cell.size_names) - {"n", "d"})
+    both = sorted(set(given) & {"n", "d"})
+    if both:
+        raise GateflowError(f"sizes gives {both[0]!r}, which is an argument of its own; give "
+                            "n and d as arguments and only the cell's other sizes in sizes")
+    unknown = sorted(set(given) - set(cell.size_names))
     if unknown:
         raise GateflowError(f"cell {cell.name!r} has no size {unknown[0]!r}; its sizes are "
                             f"{', '.join((*cell.size_names, 'd'))}")

@@ -243,6 +243,9 @@ def _infer_sizes(cell: Cell, matrices: dict[str, str]) -> tuple[dict[str, str],
         return root[1:] if root.startswith("=") else HIDDEN_SIZE
 
     nodes = {v[5:]: name(v) for v in list(parent) if v.startswith("node:")}
+    if HIDDEN_SIZE not in nodes.values():
+        raise GateflowError(f"{where}: every node has a named size; at least one state block "
+                            f"or gate must keep the hidden size {HIDDEN_SIZE!r}")
     dims: dict[str, tuple[str, ...]] = {
         p: (name(f"rows:{p}"), name(f"cols:{p}")) if p in matrices else (name(f"node:{p}"),)
         for p in cell.params}

@@ -18,9 +18,9 @@ JSON contract (``gateflow decay --json``), one object:
 * ``null`` stands for an exactly zero Jacobian (log10 0 = −inf); the file says so in
   ``"null_means": "exactly zero"``. NaN/Infinity never appear (:mod:`._serialise`).
 * Metadata: ``"gateflow_version"``, ``"seed"``, ``"dtype"``, ``"backend"``, ``"shapes"``
-  (``T, B, n, d``), ``"weights"`` and ``"input_data"`` (``{"source": "file", "path",
-  "sha256"}``, ``{"source": "init", ...config}``, ``{"source": "array"}`` for in-memory
-  data).
+  (``T, B, n, d``, and a cell's other sizes: ``p`` for ``lstm-proj``), ``"weights"`` and
+  ``"input_data"`` (``{"source": "file", "path", "sha256"}``, ``{"source": "init",
+  ...config}``, ``{"source": "array"}`` for in-memory data).
 * ``"format_version"`` 2: the input sensitivity took the key ``"inputs"``, which version 1
   used for the inputs' provenance (now ``"input_data"``).
 
@@ -80,8 +80,10 @@ class DecayResult:
 
     @property
     def shapes(self) -> dict[str, int]:
+        """T, B, n, d, and a cell's other sizes (the projected LSTM's p)."""
         m = self.chain.meta
-        return {"T": int(m["T"]), "B": int(m["B"]), "n": int(m["n"]), "d": int(m["d"])}
+        other = {k: int(v) for k, v in m.get("sizes", {}).items() if k not in ("n", "d")}
+        return {"T": int(m["T"]), "B": int(m["B"]), "n": int(m["n"]), "d": int(m["d"]), **other}
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from gateflow._errors import GateflowError
 from gateflow._memory import check_fits
 from gateflow._validate import whole
 from gateflow.cells._library import get_cell
-from gateflow.cells._params import param_shapes
+from gateflow.cells._params import param_shapes, sizes_for
 from gateflow.numeric._observers import NORMS
 
 __all__ = ["check_run", "file_source", "generate", "run_bytes"]
@@ -38,21 +38,25 @@ def file_source(path) -> dict:
 
 
 def run_bytes(cell, n: int, d: int, T: int, B: int, dtype: str = "float64", blocks=None,
-              norms=NORMS[:1], *, singular: bool = False) -> int:
+              norms=NORMS[:1], *, singular: bool = False, sizes=None) -> int:
     """Peak bytes of one generated run: float64 params and inputs, then ``all_lags``.
 
     Every norm beyond the first (cheap, row-wise) one, and ``singular`` values, are
-    counted with the n × n workspace of an iterative norm."""
+    counted with the n × n workspace of an iterative norm. ``sizes``: the cell's other
+    sizes (:func:`~gateflow.cells._params.sizes_for`); n stands for the largest."""
     from gateflow.numeric._backend import get_dtype
     from gateflow.numeric._chain import estimate_bytes
 
     cell_ = get_cell(cell)
     blocks = tuple(cell_.blocks) if blocks is None else tuple(blocks)
     outs = {b.split("/")[0] for b in blocks}
+    big = max(v for k, v in sizes_for(cell_, n, d, sizes).items() if k != "d")
     workspace = singular or bool(set(norms) - set(NORMS[:1]))
-    need = estimate_bytes(cell_, n, d, T, B, n * len(outs), len(blocks) * len(norms) + 4,
-                          get_dtype(dtype).itemsize, workspace)
-    return need + 8 * T * B * d + 8 * sum(math.prod(s) for s in param_shapes(cell_, n, d).values())
+    need = estimate_bytes(cell_, big, d, T, B, big * len(outs), len(blocks) * len(norms) + 4,
+                          get_dtype(dtype).itemsize, workspace,
+                          inputs=any(b in cell_.input_blocks for b in blocks))
+    shapes = param_shapes(cell_, n, d, sizes)
+    return need + 8 * T * B * d + 8 * sum(math.prod(s) for s in shapes.values())
 
 
 def check_run(need: int, what: str = "this run", fix: str | None = None,
@@ -62,6 +66,25 @@ def check_run(need: int, what: str = "this run", fix: str | None = None,
         check_fits(need, what, backend=backend)
     else:
         check_fits(need, what, fix, backend=backend)
+
+
+def parse_sizes(text) -> dict[str, int] | None:
+    """``--sizes p=16`` (comma-separated ``name=value``) as a dict; None stays None."""
+    if text is None or isinstance(text, dict):
+        return text
+    out: dict[str, int] = {}
+    for item in str(text).split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or name in out:
+            raise GateflowError(f"--sizes takes name=value pairs, e.g. p=16; got {item!r}")
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise GateflowError(f"--sizes {name} must be a positive integer, got "
+                                f"{value.strip()!r}") from None
+        out[name] = whole(number, f"--sizes {name}")
+    return out
 
 
 def _count(value, what: str, why: str) -> int:
@@ -79,7 +102,7 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
              input_dist: str | None = None, input_scale: float | None = None,
              dtype: str = "float64", backend: str = "numpy", blocks=None,
              norms=NORMS[:2], selection=None,
-             batch_first: bool = False) -> tuple[dict, np.ndarray, dict]:
+             batch_first: bool = False, sizes=None) -> tuple[dict, np.ndarray, dict]:
     """Weights and inputs of a run: read from files, or generated from the options.
 
     Returns ``(params, x, provenance)`` with provenance keys ``seed``, ``weights_source`` and
@@ -94,14 +117,17 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     layers 0..L−1 first (:meth:`~gateflow.models._model.Selection.layer_inputs`), so that
     the layer sees what it sees in the model; its reverse direction gets them
     time-reversed. Both are recorded in the provenance (``"layer_inputs"``,
-    ``"time_reversed"``). ``batch_first`` reads ``inputs`` as (B, T, d).
+    ``"time_reversed"``). ``batch_first`` reads ``inputs`` as (B, T, d). ``sizes`` (a
+    dict, or ``"p=16"``) gives generated weights a cell's other sizes (the projected
+    LSTM's p; default n // 2); they are recorded with the weights' provenance.
     """
     from gateflow.models._params import init_params, load_inputs, load_params, make_inputs
 
     cell = get_cell(cell)
     init_opts = {"--hidden": hidden, "--input-size": input_size, "--init": init,
                  "--sigma-w": sigma_w, "--sigma-v": sigma_v, "--sigma-b": sigma_b,
-                 "--gate-bias": gate_bias, "--chrono": chrono}
+                 "--gate-bias": gate_bias, "--chrono": chrono, "--sizes": sizes}
+    sizes = parse_sizes(sizes)
     input_opts = {"--steps": steps, "--batch": batch, "--input-dist": input_dist,
                   "--input-scale": input_scale}
     for given, opts, what in ((weights, init_opts, "--weights"), (inputs, input_opts, "--inputs")):
@@ -147,16 +173,18 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
         B = _count(4 if batch is None else batch, "--batch (B)",
                    "; inputs need at least one sequence")
         if generated_weights:
-            param_shapes(cell, n, d)  # validates n and d
-        check_run(run_bytes(cell, n, d, T, B, dtype, blocks, norms), backend=backend)
+            param_shapes(cell, n, d, sizes)  # validates n, d and the other sizes
+        check_run(run_bytes(cell, n, d, T, B, dtype, blocks, norms, sizes=sizes),
+                  backend=backend)
     if generated_weights:
         scheme = "pytorch" if init is None else init
         cfg: dict[str, Any] = {"scheme": scheme, "sigma_w": 1.0 if sigma_w is None else sigma_w,
                "sigma_v": 1.0 if sigma_v is None else sigma_v,
                "sigma_b": 0.0 if sigma_b is None else sigma_b,
                "gate_bias": gate_bias, "chrono": chrono}
-        params = init_params(cell, n, d, seed=seed0, **cfg)
-        w_src = {"source": "init", "n": n, "d": d, "seed": seed0, **cfg}
+        params = init_params(cell, n, d, seed=seed0, sizes=sizes, **cfg)
+        other = {k: v for k, v in sizes_for(cell, n, d, sizes).items() if k not in ("n", "d")}
+        w_src = {"source": "init", "n": n, "d": d, **other, "seed": seed0, **cfg}
         used_seed = seed0
     if generated_inputs:
         dist = "normal" if input_dist is None else input_dist

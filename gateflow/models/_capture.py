@@ -78,6 +78,7 @@ class Captured:
     calls: int = 1
     carried: bool = True
     note: str = ""
+    proj: int = 0  # nn.LSTM's proj_size (h has proj units, c has hidden); 0: none
 
     @property
     def bidirectional(self) -> bool:
@@ -97,6 +98,7 @@ class Captured:
         return Recurrent(module=self.module, framework="PyTorch", kind=self.kind,
                          cell=self.cell, cells=(self.cell,), layers=self.layers,
                          directions=self.directions, hidden=self.hidden, input=self.input,
+                         proj=self.proj,
                          weights=lambda cell, layer, direction: self.params[(layer, direction)],
                          note=self.note)
 
@@ -310,7 +312,7 @@ def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
     return Captured(module=name, kind=kind, cell=cell, layers=layers, directions=directions,
                     hidden=int(module.hidden_size), input=int(module.input_size),
                     params=params, inputs=inputs, s0=s0, calls=len(calls), carried=carried,
-                    note="; ".join(notes))
+                    note="; ".join(notes), proj=int(getattr(module, "proj_size", 0)))
 
 
 def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:

@@ -57,7 +57,8 @@ def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
     * ``"pytorch"``: every parameter ~ U(−1/√n, 1/√n), PyTorch's default for RNN/LSTM/GRU
       (``sigma_*`` are ignored). PyTorch's summed LSTM biases are the sum of two such draws;
       here each gateflow bias is one draw.
-    * ``"gaussian"``: recurrent matrices ~ N(0, σ_w²/fan-in) (fan-in n for U_*),
+    * ``"gaussian"``: recurrent matrices ~ N(0, σ_w²/fan-in) (their columns: n for U_*,
+      p for the projected LSTM's U_*),
       input matrices ~ N(0, σ_v²/d), vectors ~ N(0, σ_b²) (the mean-field convention).
     * ``"orthogonal"``: recurrent matrices = σ_w·Q with Q Haar-random orthogonal (QR of a
       Gaussian matrix with the signs of diag(R) folded in; a non-square one, like the

@@ -393,7 +393,7 @@ def all_lags(
         norms: names of registered norms (``NORMS``, see
             ``gateflow.numeric._observers``): ``"frobenius"``, ``"spectral"`` (largest
             singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
-        singular_lags: lags at which to keep every singular value of each block.
+        singular_lags: lags at which to keep every singular value of each state block.
         probe: a vector over the full state (concatenated in ``cell.state`` order), or
             (B, N): also report ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂, the gradient a loss would see.
         s0: initial state per block (zeros by default).
@@ -425,6 +425,10 @@ def all_lags(
     state_blocks = tuple(b for b in blocks if b not in cell.input_blocks)
     norms = choose_many(norms, tuple(OBSERVERS), "norm")  # the registry, as it is now
     singular_lags = _check_lags(singular_lags, T)
+    if singular_lags and not state_blocks:
+        raise GateflowError("singular values are measured for state blocks X/Y; the blocks "
+                            f"asked for ({', '.join(blocks)}) are input blocks: add a state "
+                            "block or drop singular_lags")
     if threads is not None:
         threads = whole(threads, "threads")
     if progress is not None and not callable(progress):
@@ -690,6 +694,11 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
         for m in inputs.measures.values():
             m.init(ctx_in)
         sweep_in = _Sweep(inputs.comp, bound, B, rows)
+        # The state blocks the input plan accumulates into (the LSTM's c, from h; a stack's
+        # h_l0, from layer 1): copied before each pull-back, which would change them in place.
+        in_place = {s for op in inputs.comp.reverse
+                    for s in ([src for src, _ in op.sources] if isinstance(op, Scatter)
+                              else [op.group.arg]) if s in cell.state}
 
     for k in range(1, T + 1):
         _check(stop)
@@ -703,9 +712,9 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
                 coefs = (coefs, bound.coefficients(vals, inputs.comp))
         if inputs is not None:
             coefs, in_coefs = coefs
-            # G_x = G ∂s_t/∂x_t = ∂(rows)_T/∂x_t, input lag k − 1; on copies (the pull-back
-            # accumulates into earlier state blocks' adjoints in place).
-            adj_in = sweep_in.backward({s: a.copy() for s, a in A.items()}, in_coefs)
+            # G_x = G ∂s_t/∂x_t = ∂(rows)_T/∂x_t, input lag k − 1.
+            adj_in = sweep_in.backward({s: a.copy() if s in in_place else a
+                                        for s, a in A.items()}, in_coefs)
             g_x = adj_in.get(INPUT)
             if g_x is None:
                 g_x = xp.zeros((B, rows, xd.shape[2]), dtype=dt)

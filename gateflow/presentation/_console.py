@@ -113,16 +113,24 @@ def summary_table(result: Any, max_lags: int = 6):
                    if k <= T} | {T})
     if len(lags) > max_lags:
         lags = lags[:max_lags - 1] + [T]
+    sizes = ", ".join(f"{k}={v}" for k, v in result.shapes.items() if k not in ("T", "B", "d"))
+    inputs = set(result.chain.inputs)
     table = Table(title=f"{result.cell}: mean log10 norm over the batch "
-                        f"(T={T}, B={result.shapes['B']}, n={result.shapes['n']})")
+                        f"(T={T}, B={result.shapes['B']}, {sizes})",
+                  caption="k: ∂X_T/∂Y_{T−k}; for an input block X/x, ∂X_T/∂x_{T−k} (x_T is "
+                          "k = 0, x_0 does not exist)" if inputs else None)
     table.add_column("block", style="bold cyan", no_wrap=True)
     table.add_column("norm", no_wrap=True)
     for k in lags:
         table.add_column(f"k={k}", justify="right")
     for name, norm, a in result.series():
+        first = 0 if name in inputs else 1  # an input block's index is its lag
         cells = []
         for k in lags:
-            row = a[k - 1]
+            if k - first >= len(a):
+                cells.append("")
+                continue
+            row = a[k - first]
             cells.append("-inf" if np.isneginf(row).all() else
                          f"{np.mean(row[np.isfinite(row)]):.3f}")
         table.add_row(name, norm, *cells)

@@ -269,6 +269,7 @@ class Structure:
         """``k`` as an int in 1 … :attr:`max_steps`; a one-line :class:`GateflowError` otherwise
         (before any symbolic work)."""
         k = whole(k, "--steps")
+        self._state_only("--steps")
         if k > self.max_steps:
             raise GateflowError(
                 f"--steps {k} is too many to expand symbolically (limit {self.max_steps} "
@@ -276,9 +277,18 @@ class Structure:
                 "seconds); use `gateflow decay` for numbers at long lags")
         return k
 
+    def _state_only(self, what: str) -> None:
+        """k-step expansions are of the state Jacobian; refuse them on the input one."""
+        if self.is_input:
+            raise GateflowError(f"{what} expands the state Jacobian ∂s_t/∂s_{{t−k}}; an input "
+                                "block at lag k is ∂X_t/∂x_{t−k} = ∂X_t/∂s_{t−k} "
+                                "∂s_{t−k}/∂x_{t−k}: use gateflow decay --blocks X/x for its "
+                                "numbers")
+
     @cached_property
     def max_steps(self) -> int:
         """The largest k whose expansion fits ``MAX_EXPANSION_NODES`` (at least 1)."""
+        self._state_only("max_steps")
         for k, cost in enumerate(self._expansion_costs(), start=1):
             if cost > MAX_EXPANSION_NODES:
                 return max(1, k - 1)

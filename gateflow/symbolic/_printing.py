@@ -6,6 +6,7 @@ elementwise products as ⊙, σ' as f_t ⊙ (1 − f_t), relu' as 𝟙[h_t > 0].
 
 from __future__ import annotations
 
+from gateflow._errors import GateflowError
 from gateflow._validate import choose
 from gateflow.cells._notation import (
     TeXPrinter,
@@ -38,9 +39,13 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
     else:
         choose(block, (*cell.blocks, *cell.input_blocks), "block")
         blocks = [block]
+    state_blocks = [b for b in blocks if b in cell.blocks]
+    if block is not None and not state_blocks and steps != 1:
+        raise GateflowError(f"--steps expands state blocks (∂X_t/∂Y_{{t−k}}); {block} is an "
+                            "input block: drop --steps, or use gateflow decay --blocks "
+                            f"{block} for its numbers at every lag")
     steps = s.check_steps(steps)
     inputs = derive_input(cell) if any(b in cell.input_blocks for b in blocks) else None
-    state_blocks = [b for b in blocks if b in cell.blocks]
     out: list[str] = []
     header = f"{cell.name} — {cell.summary}"
     if fmt == "markdown":
@@ -112,11 +117,12 @@ def _render_steps(s: Structure, b: str, k: int, fmt: str) -> list[str]:
          else TeXPrinter(_time_display(cell, k, "latex"), mul="·"))
     one = p.doprint(scalar)
     lhs = partial(b, fmt, k)
+    scalar_cell = ", ".join(f"{x} = 1" for x in cell.size_names)  # "n = 1" (and "p = 1")
     if fmt == "text":
-        return [f"  {lhs} = {prod}", f"  {' ' * len(lhs)} = {one}   (n = 1)"]
+        return [f"  {lhs} = {prod}", f"  {' ' * len(lhs)} = {one}   ({scalar_cell})"]
     if fmt == "latex":
-        return [f"{lhs} &= {prod}" + r" \\", f"&= {one} \\quad (n = 1)" + r" \\"]
-    return [f"- ${lhs} = {prod}$", f"- $n = 1$: ${lhs} = {one}$"]
+        return [f"{lhs} &= {prod}" + r" \\", f"&= {one} \\quad ({scalar_cell})" + r" \\"]
+    return [f"- ${lhs} = {prod}$", f"- ${scalar_cell}$: ${lhs} = {one}$"]
 
 
 def _time_display(cell: Cell, k: int, fmt: str) -> dict[str, str]:

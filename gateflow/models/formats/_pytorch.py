@@ -118,10 +118,26 @@ def _need_layout(cell: Cell) -> TorchLayout:
 
 
 # -- diagnosing a state_dict --------------------------------------------------------------
+def _check_hr(key: str, hr, hh, where: str = "") -> None:
+    """A projection ``weight_hr`` (p × n) checked on its own, before n is read from it: 2-D,
+    real, non-empty, with as many rows as ``weight_hh`` has columns (h's p units)."""
+    a = np.asarray(hr)
+    head = f"{where}: " if where else ""
+    if a.dtype.kind not in "fiu" or a.ndim != 2 or 0 in a.shape:
+        raise GateflowError(f"{head}{key!r} has shape {a.shape} and dtype {a.dtype}; a projected "
+                            "LSTM's weight_hr is a real (proj_size, hidden_size) matrix")
+    hh = np.asarray(hh) if hh is not None else None
+    if hh is not None and hh.ndim == 2 and hh.shape[1] != a.shape[0]:
+        raise GateflowError(f"{head}{key!r} has shape {a.shape}: its {a.shape[0]} rows should "
+                            f"be the {hh.shape[1]} columns of weight_hh (proj_size)")
+
+
 def _gate_check(cell: Cell, sd: dict[str, np.ndarray]) -> int | None:
     """Gate count G of a single-layer PyTorch-named dict; raise if it is not ``cell``'s, or
     if a projected LSTM's (``weight_hr_l0``: h has proj_size units) meets another cell."""
     hr = sd.get(_HR)
+    if hr is not None:
+        _check_hr(_HR, hr, sd.get("weight_hh_l0"))
     if (hr is not None) != (cell.name == _PROJECTED):
         if hr is not None:
             shape = "x".join(map(str, np.shape(hr)))
@@ -214,6 +230,13 @@ def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
                                 "recurrent module has")
     hh, ih = sd[f"weight_hh{want_suffixes[0]}"], sd[f"weight_ih{want_suffixes[0]}"]
     hr = sd.get(f"weight_hr{want_suffixes[0]}")
+    if hr is not None:
+        _check_hr(f"weight_hr{want_suffixes[0]}", hr, hh, where)
+        lacking = [f"weight_hr{s}" for s in want_suffixes if f"weight_hr{s}" not in sd]
+        if lacking:
+            raise GateflowError(f"{where} misses {names(lacking, 4)}: a projected LSTM has a "
+                                "weight_hr per layer and direction; save the whole "
+                                "state_dict() of the module")
     n = hr.shape[1] if hr is not None else hh.shape[1]
     proj = hr.shape[0] if hr is not None else 0
     if hh.shape[0] % n or hh.shape[0] // n not in _MODULE_BY_GATES:
