@@ -610,7 +610,8 @@ def decay(
     sequence, exact, in one backward sweep; for one cell or several, with fitted decay
     (per-step factor, e-folding lag, memory horizon) and optional figures.
 
-    Only data goes to stdout ([bold]--json -[/], [bold]--csv -[/]); progress, tables: stderr."""
+    Progress goes to stderr. The tables go to stdout, or to stderr when data does
+    ([bold]--json -[/], [bold]--csv -[/]: then stdout holds only the file)."""
     from gateflow.jobs._decay import run_decays
 
     options = _given(ctx, spectra_lags=spectra_lags, norms=_canonical(norms, NORMS),

@@ -109,7 +109,9 @@ def _cells(prefix: str, before: str = "", skip: tuple[str, ...] = ()) -> list[st
     # a name already in the list is not offered again
     ("decay --cell rnn,lstm,rnn", _cells("rnn", "rnn,lstm,", skip=("rnn",))),
     ("decay --norms frobenius,s", ["frobenius,spectral", "frobenius,stable_rank"]),
-    ("decay --cell lstm --blocks c/", [b for b in CELLS["lstm"].blocks if b.startswith("c/")]),
+    ("decay --cell lstm --blocks c/", [b for b in (*CELLS["lstm"].blocks,
+                                                   *CELLS["lstm"].input_blocks)
+                                       if b.startswith("c/")]),
     ("sweep --cells lstm,m", _cells("m", "lstm,")),
 ])
 def test_completion_offers_the_choices(line, expected):

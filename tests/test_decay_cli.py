@@ -51,7 +51,8 @@ def check_contract(doc, cell, T, B, n, d, norms=("frobenius", "spectral"), block
     assert doc["null_means"] == "exactly zero"
     assert doc["norms"] == list(norms)
     assert doc["gateflow_version"] == gateflow.__version__
-    assert doc["shapes"] == {"T": T, "B": B, "n": n, "d": d}
+    other = {"p": max(1, n // 2)} if cell.name == "lstm-proj" else {}  # its default size p
+    assert doc["shapes"] == {"T": T, "B": B, "n": n, "d": d, **other}
     assert doc["dtype"] == "float64" and doc["backend"] == "numpy"
     assert list(doc["blocks"]) == list(blocks or cell.blocks)
     want_direct = {"lstm": ["c"], "lstm-peephole": ["c"], "lstm-cifg": ["c"],

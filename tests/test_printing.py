@@ -36,7 +36,7 @@ def test_render_steps_in_gate_values(name, fmt):
     out = render(cell, fmt, steps=2)
     assert not EXP.search(out) and "cosh" not in out, out
     if fmt == "text":
-        assert "(n = 1)" in out
+        assert f"({', '.join(f'{x} = 1' for x in cell.size_names)})" in out  # (n = 1, p = 1)
         for b in cell.blocks:
             o, i = b.split("/")
             assert f"∂{o}_t/∂{i}_{{t−2}}" in out
