@@ -385,6 +385,19 @@ _SIZES_HELP = ("Generated weights: the cell's other sizes, e.g. [bold]p=16[/] fo
                "(h has p units)." + " \\[default: n // 2]")
 
 
+#: Options of generated weights and inputs that decay and lyapunov share.
+_Hidden = Annotated[int, typer.Option("--hidden", help="Generated weights: hidden size n.")]
+_Sizes = Annotated[str | None, typer.Option("--sizes", help=_SIZES_HELP, show_default=False)]
+_Steps = Annotated[int, typer.Option("--steps", help="Generated inputs: sequence length T.")]
+_Batch = Annotated[int, typer.Option("--batch", help="Generated inputs: sequences B.")]
+_InitOption = Annotated[Init, typer.Option(
+    "--init", help="Generated weights: initialisation.", case_sensitive=False)]
+_SigmaW = Annotated[float, typer.Option(
+    "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal).")]
+_Seed = Annotated[int, typer.Option(
+    "--seed", help="Seed of generated weights (inputs use seed + 1).")]
+
+
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"gateflow {__version__}")
@@ -562,22 +575,15 @@ def decay(
         "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]; "
         "input blocks X/x (∂X_T/∂x_{T−k}, k = 0..T−1: input sensitivity), e.g. [bold]h/x[/]."
         + _default("all"), autocompletion=_complete_blocks, show_default=False)] = None,
-    hidden: Annotated[int, typer.Option(
-        "--hidden", help="Generated weights: hidden size n.")] = 64,
+    hidden: _Hidden = 64,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Generated weights: input size d."
         + _default("n, or the inputs' d"), show_default=False)] = None,
-    sizes: Annotated[str | None, typer.Option(
-        "--sizes", help=_SIZES_HELP, show_default=False)] = None,
-    steps: Annotated[int, typer.Option(
-        "--steps", help="Generated inputs: sequence length T.")] = 100,
-    batch: Annotated[int, typer.Option(
-        "--batch", help="Generated inputs: sequences B.")] = 4,
-    init: Annotated[Init, typer.Option(
-        "--init", help="Generated weights: initialisation.", case_sensitive=False)
-    ] = SCHEMES[0],
-    sigma_w: Annotated[float, typer.Option(
-        "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal).")] = 1.0,
+    sizes: _Sizes = None,
+    steps: _Steps = 100,
+    batch: _Batch = 4,
+    init: _InitOption = SCHEMES[0],
+    sigma_w: _SigmaW = 1.0,
     sigma_v: Annotated[float, typer.Option(
         "--sigma-v", help="Input weight scale (gaussian/orthogonal).")] = 1.0,
     sigma_b: Annotated[float, typer.Option(
@@ -589,8 +595,7 @@ def decay(
     chrono: Annotated[float | None, typer.Option(
         "--chrono", help="Chrono init of the memory gate with this T_max.",
         show_default=False)] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Seed of generated weights (inputs use seed + 1).")] = 0,
+    seed: _Seed = 0,
     input_dist: Annotated[InputDist, typer.Option(
         "--input-dist", help="Generated inputs: distribution.", case_sensitive=False)
     ] = DISTS[0],
@@ -662,26 +667,18 @@ def lyapunov(
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write the spectrum and its convergence (.svg, .png or .pdf).",
         show_default=False)] = None,
-    hidden: Annotated[int, typer.Option(
-        "--hidden", help="Generated weights: hidden size n.")] = 64,
+    hidden: _Hidden = 64,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Generated weights: input size d." + _default("n"),
         show_default=False)] = None,
-    sizes: Annotated[str | None, typer.Option(
-        "--sizes", help=_SIZES_HELP, show_default=False)] = None,
-    steps: Annotated[int, typer.Option(
-        "--steps", help="Generated inputs: sequence length T.")] = 100,
-    batch: Annotated[int, typer.Option(
-        "--batch", help="Generated inputs: sequences B.")] = 4,
-    init: Annotated[Init, typer.Option(
-        "--init", help="Generated weights: initialisation.", case_sensitive=False)
-    ] = SCHEMES[0],
-    sigma_w: Annotated[float, typer.Option(
-        "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal).")] = 1.0,
+    sizes: _Sizes = None,
+    steps: _Steps = 100,
+    batch: _Batch = 4,
+    init: _InitOption = SCHEMES[0],
+    sigma_w: _SigmaW = 1.0,
     gate_bias: Annotated[float | None, typer.Option(
         "--gate-bias", help="Set the memory gate's bias.", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Seed of generated weights (inputs use seed + 1).")] = 0,
+    seed: _Seed = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing output files.")] = False,

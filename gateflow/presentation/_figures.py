@@ -31,6 +31,7 @@ from gateflow._errors import GateflowError
 from gateflow.analysis._analysis import measured_norm
 from gateflow.cells._library import get_cell
 from gateflow.numeric._observers import NORMS, OBSERVERS
+from gateflow.presentation._labels import run_label
 from gateflow.presentation._plot import (
     FIGURE_FORMATS,
     NOISE_DECADES,
@@ -177,14 +178,6 @@ class ReportFigure:
     files: tuple[str, ...]
 
 
-def _tex_label(label: str) -> str:
-    """"LSTM b_f=1" -> "LSTM $b_f = 1$" for legends (mathtext)."""
-    head, _, rest = label.partition(" ")
-    if "=" in rest:
-        name, _, value = rest.partition("=")
-        return f"{head} ${name} = {value}$"
-    return label
-
 
 def _iqr_decades(ms: Sequence[Any]) -> float:
     """The widest interquartile band (decades) of these runs' shown curves: what the
@@ -268,7 +261,7 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
         ms = by_group.get(group, [])
         if not ms:
             continue
-        shown = {m.run.label: _tex_label(m.run.label) for m in ms}
+        shown = {m.run.label: run_label(m.run.label) for m in ms}
         colors = {shown[m.run.label]: PALETTE[i % len(PALETTE)] for i, m in enumerate(ms)}
         ovs = [gate_overlay(lags, m.run.gate_bias, n, tex=tex, color=colors[shown[m.run.label]])
                for m in ms if m.run.gate_bias is not None]

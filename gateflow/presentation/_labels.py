@@ -24,7 +24,7 @@ from gateflow.numeric._observers import OBSERVERS
 FORMATS = ("text", "latex")
 
 __all__ = ["block_tex", "direct_coefficient", "direct_label", "direct_name", "lag_tex",
-           "norm_label", "norm_tex"]
+           "norm_label", "norm_tex", "run_label"]
 
 
 @cache
@@ -89,3 +89,13 @@ def norm_label(norm: str, block: str | None = None) -> str:
 def block_tex(block: str) -> str:
     """``"c/h"`` -> ``$\\partial c_T/\\partial h_{T-k}$``."""
     return "$" + lag_tex(block) + "$"
+
+
+def run_label(label: str) -> str:
+    """A report run's label as inline math markup, for its text and its figures' legends:
+    ``"LSTM b_f=1"`` -> ``"LSTM $b_f = 1$"``."""
+    head, _, rest = label.partition(" ")
+    if "=" in rest:
+        name, _, value = rest.partition("=")
+        return f"{head} ${name} = {value}$"
+    return label

@@ -402,15 +402,24 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
         lines = [ax.plot(ov.lags, _pow10(ov.log10), color=ov.color, linestyle=ov.linestyle,
                          linewidth=1.4, label=ov.label)[0] for ov in overlays]
         _frame(ax, drawn, overlays, lines)
-        lags = np.concatenate([np.asarray(r.lags) for r in results.values()])
-        ax.set_xlim(0, float(lags.max()) + 0.5)
-        ax.set_xlabel("lag k (steps)")
-        ax.set_ylabel(f"gradient norm {norm_label(norm)}")
-        ax.set_title(title or "Gradient norm against lag (median, band: interquartile range)")
-        _place_legend(fig, ax, legend)
-        if path is not None:
-            save_figure(fig, path)
+        _finish(fig, ax, [r.lags for r in results.values()], "lag k (steps)",
+                f"gradient norm {norm_label(norm)}",
+                title or "Gradient norm against lag (median, band: interquartile range)",
+                legend, path)
     return fig
+
+
+def _finish(fig, ax, lags, xlabel: str, ylabel: str, title: str, legend, path) -> None:
+    """The last touches every lag plot shares: the x range over ``lags`` (one array per
+    result), the axis labels and title, the legend, and the file if ``path`` is given."""
+    top = max(float(np.max(np.asarray(k))) for k in lags)
+    ax.set_xlim(0, top + 0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    _place_legend(fig, ax, legend)
+    if path is not None:
+        save_figure(fig, path)
 
 
 #: Line styles of the input blocks in :func:`plot_input_sensitivity` (colour: the result).
@@ -459,14 +468,9 @@ def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None 
                                  label=f"{label}: " + norm_label(norm, b))
                 drawn += [s.median, s.q25, s.q75]
         _frame(ax, drawn)
-        lags = np.concatenate([np.asarray(r.input_lags) for r in measured.values()])
-        ax.set_xlim(0, float(lags.max()) + 0.5)
-        ax.set_xlabel("input lag k (steps)")
-        ax.set_ylabel(f"input sensitivity {norm_label(norm, 's/x')}")
-        ax.set_title(title or "Input sensitivity (median, band: interquartile range)")
-        _place_legend(fig, ax, legend)
-        if path is not None:
-            save_figure(fig, path)
+        _finish(fig, ax, [r.input_lags for r in measured.values()], "input lag k (steps)",
+                f"input sensitivity {norm_label(norm, 's/x')}",
+                title or "Input sensitivity (median, band: interquartile range)", legend, path)
     return fig
 
 

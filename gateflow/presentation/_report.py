@@ -31,7 +31,13 @@ from functools import cache
 from typing import Any
 
 from gateflow.presentation._console import fmt
-from gateflow.presentation._labels import direct_coefficient, direct_label, lag_tex, norm_tex
+from gateflow.presentation._labels import (
+    direct_coefficient,
+    direct_label,
+    lag_tex,
+    norm_tex,
+    run_label,
+)
 
 __all__ = ["narrative", "render_report", "report_context"]
 
@@ -59,15 +65,6 @@ def tex_number(x: float) -> str:
     mant, _, exp = text.partition("e")
     power = f"10^{{{int(exp)}}}"
     return power if mant == "1" else rf"{mant} \times {power}"
-
-
-def run_label(label: str) -> str:
-    """A run's label as inline markup: ``"LSTM b_f=1"`` -> ``"LSTM $b_f = 1$"``."""
-    head, _, rest = label.partition(" ")
-    if "=" in rest:
-        name, _, value = rest.partition("=")
-        return f"{head} ${name} = {value}$"
-    return label
 
 
 def _norm(block: str | None = None) -> str:
