@@ -229,7 +229,8 @@ def test_inspect_lists_every_module_and_its_command(tmp_path, sandbox):
     assert rows["encoder.rnn"] | {"command": None} == {
         "module": "encoder.rnn", "framework": "PyTorch", "kind": "nn.LSTM", "cell": "lstm",
         "cells": ["lstm"], "layers": 2, "directions": ["forward"], "hidden": N, "input": D,
-        "proj": 0, "note": "", "command": None}
+        "proj": 0, "note": "", "layout": "unknown", "where": "", "assumed": [],
+        "command": None}
     assert rows["decoder"]["command"] == "gateflow decay --weights m.ckpt --module decoder"
 
 

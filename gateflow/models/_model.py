@@ -30,10 +30,10 @@ from gateflow.cells._stack import output_block, stack
 from gateflow.models._checks import as_cell, float_dtype
 from gateflow.models.formats import read_models
 from gateflow.models.formats._files import as_path, label
-from gateflow.models.formats._recurrent import DIRECTIONS, Recurrent
+from gateflow.models.formats._recurrent import DIRECTIONS, Found, Recurrent
 
 __all__ = ["Selection", "direction_of", "find_models", "layer_of", "load_model",
-           "select_model"]
+           "select_model", "skipped_summary"]
 
 Params = dict[str, np.ndarray]
 
@@ -83,9 +83,17 @@ class Selection:
         return f"{self.model.kind}{name}, {layer}, {self.direction}"
 
 
-def find_models(path) -> tuple[Recurrent, ...]:
-    """Every recurrent module, node or layer in the file at ``path``."""
+def find_models(path) -> Found:
+    """Every recurrent module, node or layer in the file at ``path``, and one line for each
+    thing that was skipped (a :class:`Found`: it iterates over the modules)."""
     return read_models(as_path(path, "model"))
+
+
+def skipped_summary(skipped: tuple[str, ...], most: int = 3) -> str:
+    """What was skipped, for a one-line message: the first ``most`` lines and a count."""
+    shown_ = "; ".join(skipped[:most])
+    more = len(skipped) - most
+    return shown_ + (f"; and {more} more (gateflow inspect lists them)" if more > 0 else "")
 
 
 def _pick(models: tuple[Recurrent, ...], module, path) -> Recurrent:
@@ -189,7 +197,11 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
     what the module is; a ``cell`` that contradicts the file is an error."""
     path = as_path(path, "model")
     dt = float_dtype(dtype)
-    models = read_models(path, "params")
+    found = read_models(path, "params")
+    models = found.modules
+    if not models and found.skipped:
+        raise GateflowError(f"{label(path)}: found no recurrent module gateflow can read; "
+                            f"skipped {skipped_summary(found.skipped)}")
     if not models:
         extra = [f for f, bad in (("--module", module is not None),
                                   ("--layer", layer not in (None, 0, "0", "all")),

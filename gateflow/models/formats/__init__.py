@@ -31,9 +31,10 @@ from gateflow.cells._record import Cell
 from gateflow.models._checks import clip
 from gateflow.models.formats import _keras, _npz, _onnx, _pytorch, _safetensors
 from gateflow.models.formats._files import Kind, check_format, open_regular, parsing, recognise
-from gateflow.models.formats._recurrent import Recurrent
+from gateflow.models.formats._recurrent import Found, Recurrent
 
-__all__ = ["READERS", "VOCABULARIES", "Reader", "Recurrent", "Vocabulary", "read_arrays",
+__all__ = ["READERS", "VOCABULARIES", "Found", "Reader", "Recurrent", "Vocabulary",
+           "read_arrays",
            "read_models", "reader_for"]
 
 Arrays = dict[str, np.ndarray]
@@ -47,7 +48,8 @@ class Reader:
     its member names (else None); it returns what the file is in words when this reader
     takes it, else None. ``read(fh, size, path)`` returns the raw arrays, keyed as in the
     file; a model format has ``scan(fh, size, path)`` instead, which returns its recurrent
-    modules. Both check sizes (:func:`._files.fits`) before they allocate.
+    modules (a :class:`Found`, with what it skipped, or a plain tuple of modules). Both
+    check sizes (:func:`._files.fits`) before they allocate.
     """
 
     name: str
@@ -55,7 +57,7 @@ class Reader:
     what: str  # the format in words, for messages: "a safetensors file"
     sniff: Callable[[bytes, Sequence[str] | None], str | None]
     read: Callable[[BinaryIO, int, Path], Arrays] | None = None
-    scan: Callable[[BinaryIO, int, Path], tuple[Recurrent, ...]] | None = None
+    scan: Callable[[BinaryIO, int, Path], Found | tuple[Recurrent, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,15 @@ class Vocabulary:
     ``select(raw)`` is the part of a file's arrays in these names (ready for ``to_params``),
     or None when there is none; ``to_params(cell, sd, dtype=...)`` maps it to gateflow's
     names, checked; ``diagnose(cell, params)`` refuses these names where gateflow's are
-    expected, saying how to convert them; ``scan(raw)`` lists the modules they describe.
+    expected, saying how to convert them; ``scan(raw)`` lists the modules they describe
+    (a :class:`Found` or a plain tuple of modules).
     """
 
     name: str
     select: Callable[[Arrays], Arrays | None]
     to_params: Callable[..., Arrays]
     diagnose: Callable[[Cell, dict], None]
-    scan: Callable[[Arrays], tuple[Recurrent, ...]]
+    scan: Callable[[Arrays], Found | tuple[Recurrent, ...]]
 
 
 READERS: tuple[Reader, ...] = (
@@ -126,15 +129,29 @@ def read_arrays(path: Path, what: str = "params") -> Arrays:
         return reader.read(fh, size, path)
 
 
-def read_models(path: Path, what: str = "model") -> tuple[Recurrent, ...]:
+def _found(*parts: Found | tuple[Recurrent, ...]) -> Found:
+    """Several readers' or vocabularies' findings as one :class:`Found`."""
+    modules: list[Recurrent] = []
+    skipped: list[str] = []
+    for part in parts:
+        if isinstance(part, Found):
+            modules += part.modules
+            skipped += part.skipped
+        else:
+            modules += part
+    return Found(tuple(modules), tuple(dict.fromkeys(skipped)))
+
+
+def read_models(path: Path, what: str = "model") -> Found:
     """Every recurrent module a weights or model file holds (PyTorch modules in any array
-    container, ONNX nodes, Keras layers), in the file's order."""
+    container, ONNX nodes, Keras layers), in the file's order, with one line for each thing
+    that was skipped (:class:`Found`; it iterates over the modules)."""
     reader = reader_for(path, what)
     if reader.scan is None:
         raw = read_arrays(path, what)
-        return tuple(m for v in VOCABULARIES for m in v.scan(raw))
+        return _found(*(v.scan(raw) for v in VOCABULARIES))
     opened, guard, kind = _open(path, reader, what)
     with opened as (fh, size), guard:
         check_format(path, recognise(fh, READERS), kind, _EXTENSIONS,
                      "export the model again")
-        return reader.scan(fh, size, path)
+        return _found(reader.scan(fh, size, path))

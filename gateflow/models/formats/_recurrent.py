@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "Recurrent"]
+__all__ = ["DIRECTIONS", "LAYOUTS", "Found", "Recurrent"]
 
 #: Directions, as PyTorch names them: "reverse" runs over the time-reversed sequence.
 DIRECTIONS = ("forward", "reverse")
+
+#: How a module reads its inputs: (T, B, d) "time-major", (B, T, d) "batch-major", or
+#: "unknown" when the file does not say (a PyTorch state dict does not record batch_first).
+LAYOUTS = ("time-major", "batch-major", "unknown")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,16 @@ class Recurrent:
     weights: Callable[[str, int, str], dict[str, np.ndarray]] = field(compare=False, repr=False)
     proj: int = 0  # PyTorch proj_size (h has proj units, c has hidden units); 0: none
     note: str = ""  # what a user must know, e.g. "nn.RNN: give --cell rnn or rnn-relu"
+    #: the input axis order the framework gives this module (see LAYOUTS)
+    layout: str = "unknown"
+    #: where in the file it sits, when that is not obvious from ``module``: "state dict
+    #: under key 'model_state'", "If node 'cond', then-branch", ...
+    where: str = ""
+    #: what gateflow assumed that the file did not say, or what was lost in reading it, one
+    #: line each, printed once per run ("recurrent_activation: hard_sigmoid, the default
+    #: of Keras 2.2.0 that wrote the file", "int8 weights dequantized: the analysis is of
+    #: the dequantized float model", "float16 weights: 11 significant bits")
+    assumed: tuple[str, ...] = ()
 
     @property
     def bidirectional(self) -> bool:
@@ -63,4 +77,25 @@ class Recurrent:
         return {"module": self.module, "framework": self.framework, "kind": self.kind,
                 "cell": self.cell, "cells": list(self.cells), "layers": self.layers,
                 "directions": list(self.directions), "hidden": self.hidden,
-                "input": self.input, "proj": self.proj, "note": self.note}
+                "input": self.input, "proj": self.proj, "note": self.note,
+                "layout": self.layout, "where": self.where, "assumed": list(self.assumed)}
+
+
+@dataclass(frozen=True)
+class Found:
+    """What reading a model file gave: its recurrent ``modules``, and one line for each
+    thing that was ``skipped`` (a subgraph not opened, an unknown op, an unreadable node,
+    arrays that match no vocabulary), so that "nothing found" is never said when something
+    was skipped."""
+
+    modules: tuple[Recurrent, ...]
+    skipped: tuple[str, ...] = ()
+
+    def __iter__(self):  # a Found unpacks like the tuple of modules it replaced
+        return iter(self.modules)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __getitem__(self, index: int) -> Recurrent:
+        return self.modules[index]
