@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import sys
 import zipfile
@@ -26,14 +25,20 @@ import gateflow  # noqa: E402
 import gateflow._memory  # noqa: E402
 from gateflow import GateflowError  # noqa: E402
 from gateflow.models.formats import _keras  # noqa: E402
+from tests._keras_ref import (  # noqa: E402
+    KERAS_WARNINGS,
+    autograd_blocks,
+    cell_step,
+    gateflow_run,
+    keras_cells,
+    keras_fixture,  # noqa: F401  (the fixture "keras")
+)
+from tests._keras_ref import keras_outputs as _keras_outputs  # noqa: E402
 
 T, B, N, D = 6, 2, 3, 2
 MIB = 2**20
 #: The worst relative errors measured, printed at the end of the session (pytest -s).
 WORST = {"forward": 0.0, "jacobian": 0.0}
-#: NumPy 2 warns when Keras converts its torch-backed variables (``get_weights`` etc.).
-KERAS_WARNINGS = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 
 def scan(path: Path):
@@ -50,33 +55,13 @@ def refused(path: Path, match: str) -> str:
 
 
 # -- Keras itself (torch backend) ---------------------------------------------------------
-@pytest.fixture
-def keras(monkeypatch):
-    """Keras on the torch backend, in float64 throughout.
+def keras_outputs(layer, x: np.ndarray, direction: str) -> np.ndarray:
+    return _keras_outputs(layer, x, direction, N)
 
-    Keras 3 follows JAX's default promotion, which demotes 64-bit results to 32 bits
-    (``keras.backend.result_type("float64", "float64") == "float32"``): ``keras.ops.matmul``
-    of two float64 tensors is computed in float32, so Keras's own cells (SimpleRNN, GRU
-    with reset_after=False, every cell called step by step) agree with a float64
-    reference only to about 1e-7, while its fused torch LSTM/GRU paths are float64. The
-    demotion table is emptied for the test, so that Keras computes its own equations in
-    float64.
-    """
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    pytest.importorskip("torch")
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "torch":
-        pytest.skip("these checks call Keras cells on torch tensors: KERAS_BACKEND=torch")
-    from keras.src.backend.common import dtypes
 
-    if hasattr(dtypes, "BIT64_TO_BIT32_DTYPE"):
-        monkeypatch.setattr(dtypes, "BIT64_TO_BIT32_DTYPE", {})
-    if keras.backend.result_type("float64", "float64") != "float64":
-        pytest.skip("this Keras computes float64 ops in float32; no float64 reference")
-    floatx = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield keras
-    keras.config.set_floatx(floatx)
+def keras_blocks(cell, x: np.ndarray, states: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """∂X_T/∂Y_{T−k} by torch.autograd through the Keras cell (see tests._keras_ref)."""
+    return autograd_blocks(cell_step(cell), x, N, states)
 
 
 def make_layer(keras, family: str, bidirectional: bool, backwards: bool = False):
@@ -103,67 +88,6 @@ def build(keras, tmp_path: Path, family: str, bidirectional: bool, backwards: bo
     return model, layer, full, weights, rng.normal(size=(B, T, D))
 
 
-def keras_cells(layer) -> dict:
-    """Direction -> the Keras cell that runs it."""
-    if hasattr(layer, "forward_layer"):
-        return {"forward": layer.forward_layer.cell, "reverse": layer.backward_layer.cell}
-    return {"reverse" if layer.go_backwards else "forward": layer.cell}
-
-
-def keras_outputs(layer, x: np.ndarray, direction: str) -> np.ndarray:
-    """The layer's output for ``direction`` as gateflow's states s_1..s_T, (T, B, n): Keras
-    returns a Bidirectional layer's backward half re-reversed to input order, and a plain
-    go_backwards layer's outputs in the order it ran."""
-    import torch
-
-    y = layer(torch.from_numpy(x)).detach().numpy()  # (B, T, n·directions)
-    if hasattr(layer, "forward_layer"):
-        half = y[..., :N] if direction == "forward" else y[:, ::-1, N:]
-    else:
-        half = y
-    return half.transpose(1, 0, 2)
-
-
-def keras_blocks(cell, x: np.ndarray, states: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """∂X_T/∂Y_{T−k} by torch.autograd through the Keras cell: block -> (T, B) Frobenius
-    norms, index k−1 for lag k; ``x`` is (T, B, d) in the order the cell consumes it."""
-    import torch
-
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-
-    def step(s, t):
-        _, new = cell(xt[t], list(s), training=False)
-        return tuple(new) if isinstance(new, (list, tuple)) else (new,)
-
-    trajectory = [tuple(torch.zeros(B, N, dtype=torch.float64) for _ in states)]
-    with torch.no_grad():
-        for t in range(T):
-            trajectory.append(step(trajectory[-1], t))
-    out = {f"{a}/{b}": np.zeros((T, B)) for a in states for b in states}
-    for k in range(1, T + 1):
-        start = tuple(s.detach().clone().requires_grad_(True) for s in trajectory[T - k])
-        s = start
-        for t in range(T - k, T):
-            s = step(s, t)
-        for i, a in enumerate(states):
-            rows = {b: [] for b in states}
-            for unit in range(N):
-                grads = torch.autograd.grad(s[i][:, unit].sum(), start, retain_graph=True)
-                for j, b in enumerate(states):
-                    rows[b].append(grads[j].numpy())  # (B, n): row `unit` of each batch
-            for b in states:
-                jac = np.stack(rows[b], axis=1)  # (B, n, n)
-                out[f"{a}/{b}"][k - 1] = np.linalg.norm(jac, axis=(1, 2))
-    return out
-
-
-def gateflow_run(cell: str, params: dict, x: np.ndarray, direction: str):
-    """gateflow over x (B, T, d) in ``direction``: the reverse one reads x backwards."""
-    xs = x.transpose(1, 0, 2)
-    xs = np.ascontiguousarray(xs[::-1] if direction == "reverse" else xs)
-    return xs, gateflow.all_lags(cell, params, xs, keep_states=True)
-
-
 CASES = [(family, bi) for family in ("lstm", "gru", "gru-cho", "rnn", "rnn-relu")
          for bi in (False, True)]
 
@@ -180,11 +104,18 @@ def test_agrees_with_keras(keras, tmp_path, family, bidirectional):
         assert rec.directions == want_dirs
         inferred = path is weights
         assert ("inferred from the variable shapes" in rec.note) == inferred
+        assert rec.layout == "batch-major"
         if inferred and family.startswith("rnn"):
             assert rec.cell is None and rec.cells == ("rnn", "rnn-relu")
-            assert "the activation is not in a .weights.h5 file: give --cell" in rec.note
+            assert "the activation is not in the file: give --cell rnn or --cell rnn-relu" \
+                in rec.note
+        elif inferred:  # the defaults of every Keras that writes this layout, said
+            assert rec.cell == family and rec.cells[0] == family
+            assert f"{family}[gate=hard_sigmoid(1/6,0.5)]" in rec.cells
+            assert ("recurrent_activation sigmoid, activation tanh: the defaults of every "
+                    "Keras that writes this layout") in rec.assumed[-1]
         else:
-            assert rec.cell == family and rec.cells == (family,)
+            assert rec.cell == family and rec.cells == (family,) and rec.assumed == ()
         kind = {"lstm": "LSTM", "gru": "GRU", "gru-cho": "GRU"}.get(family, "SimpleRNN")
         assert rec.kind == (f"Bidirectional({kind}) layer" if bidirectional else f"{kind} layer")
         cells = keras_cells(layer)
@@ -219,8 +150,9 @@ def test_go_backwards_is_the_reverse_direction(keras, tmp_path):
     assert rec.directions == ("reverse",)
     _, res = gateflow_run("lstm", rec.weights("lstm", 0, "reverse"), x, "reverse")
     assert np.max(np.abs(res.states["h"][1:] - keras_outputs(layer, x, "reverse"))) < 1e-12
-    (inferred,) = scan(weights)  # no config: it cannot tell
-    assert inferred.directions == ("forward",) and "go_backwards" in inferred.note
+    (inferred,) = scan(weights)  # no config: it cannot tell, and says what it assumed
+    assert inferred.directions == ("forward",)
+    assert "direction forward: the file does not record go_backwards" in inferred.assumed
 
 
 @KERAS_WARNINGS
@@ -361,7 +293,9 @@ def test_legacy_full_model_h5(tmp_path):
 
 
 def test_legacy_weights_only_h5(tmp_path):
-    """A tf.keras 2 save_weights .h5: layer groups at the root, kinds from the shapes."""
+    """A legacy save_weights .h5: layer groups at the root, kinds from the shapes. Without
+    a keras_version attribute the gate's default (hard_sigmoid before Keras 2.3.0, sigmoid
+    since) is unknown: no cell, the two it may be, and the --cell to give."""
     rng = np.random.default_rng(2)
     k, r, b = variables(rng, "GRU", 3, 2, reset_after=False)
     with h5py.File(tmp_path / "w.h5", "w") as f:
@@ -375,8 +309,11 @@ def test_legacy_weights_only_h5(tmp_path):
         f.create_group("dense").attrs["weight_names"] = [b"dense/kernel:0"]
         f["dense"].create_dataset("dense/kernel:0", data=np.ones((3, 1)))
     (rec,) = scan(tmp_path / "w.h5")
-    assert (rec.module, rec.cell, rec.hidden, rec.input) == ("gru", "gru-cho", 3, 2)
-    assert "inferred from the variable shapes" in rec.note
+    assert (rec.module, rec.cell, rec.hidden, rec.input) == ("gru", None, 3, 2)
+    assert rec.cells == ("gru-cho", "gru-cho[gate=hard_sigmoid(0.2,0.5)]")
+    assert rec.note == ("kind inferred from the variable shapes (the file has no config); the "
+                        "file does not say which Keras wrote it (no keras_version): give "
+                        "--cell gru-cho or --cell 'gru-cho[gate=hard_sigmoid(0.2,0.5)]'")
     w = rec.weights("gru-cho", 0, "forward")
     np.testing.assert_array_equal(w["b_in"], b[6:])
     np.testing.assert_array_equal(w["b_z"], b[:3])
@@ -472,6 +409,56 @@ def test_bfloat16_variables(tmp_path):
     np.testing.assert_array_equal(w["W"], exact[0].T)
     np.testing.assert_array_equal(w["b"], exact[2])
     assert np.max(np.abs(w["U"] - arrays[1].T)) < 1e-2
+    assert "bfloat16 weights (8 significant bits): read exactly, analysed in float64" \
+        in rec.assumed
+
+
+@pytest.mark.parametrize(("metadata", "cell"), [
+    (b'{"keras_version": "3.15.0"}', "lstm[gate=hard_sigmoid(1/6,0.5)]"),
+    (b'{"keras_version": "2.13.1"}', "lstm[gate=hard_sigmoid(0.2,0.5)]"),  # tf.keras
+    (None, None)])
+def test_archive_hard_sigmoid_is_its_writers(tmp_path, metadata, cell):
+    """metadata.json says which Keras wrote a .keras archive, hence which hard_sigmoid its
+    config means; without it gateflow asks."""
+    path = small_archive(tmp_path / "m.keras", recurrent_activation="hard_sigmoid")
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist() if n != "metadata.json"}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if metadata is not None:
+            zf.writestr("metadata.json", metadata)
+    (rec,) = scan(path)
+    assert rec.cell == cell and rec.assumed == ()
+    if cell is None:
+        assert rec.cells == ("lstm[gate=hard_sigmoid(0.2,0.5)]",
+                             "lstm[gate=hard_sigmoid(1/6,0.5)]")
+        assert rec.note.startswith("recurrent_activation 'hard_sigmoid' is clip(0.2x + 0.5, "
+                                   "0, 1) in Keras 2 and relu6(x + 3)/6 in Keras 3")
+
+
+def test_weights_only_skips_what_fits_no_family(tmp_path):
+    """A weights tree with a cell of four variables, or of shapes no LSTM, GRU or SimpleRNN
+    has: skipped, each said, and the LSTM beside them still found."""
+    rng = np.random.default_rng(7)
+    bio = io.BytesIO(keras3_weights({"lstm": variables(rng, "LSTM", N, D),
+                                     "odd": [np.ones((2, 5)), np.ones((3, 5)), np.ones(5)]}))
+    with h5py.File(bio, "r+") as f:
+        for i in range(4):
+            f.create_dataset(f"layers/custom/cell/vars/{i}", data=np.ones((2, 2)))
+    (tmp_path / "w.weights.h5").write_bytes(bio.getvalue())
+    found = scan(tmp_path / "w.weights.h5")
+    assert [r.module for r in found.modules] == ["lstm"]
+    assert set(found.skipped) == {
+        "Keras layer 'custom': a cell with variables ['0', '1', '2', '3'], not kernel, "
+        "recurrent kernel and bias",
+        "Keras layer 'odd': variables of shapes (2, 5), (3, 5), (5,) fit no LSTM, GRU or "
+        "SimpleRNN"}
+    rec = found.modules[0]
+    other = rec.weights("lstm[candidate=softsign,output=softsign]", 0, "forward")  # any
+    assert set(other) == set(rec.weights("lstm", 0, "forward"))  # activations: same arrays
+    with pytest.raises(GateflowError, match="fits cell 'lstm' or"):
+        rec.weights("gru", 0, "forward")
 
 
 def test_weights_refusals(tmp_path):
@@ -485,20 +472,23 @@ def test_weights_refusals(tmp_path):
 
 
 # -- refusals -----------------------------------------------------------------------------
-def test_hard_sigmoid_is_refused(tmp_path):
-    write_legacy(tmp_path / "old.h5", recurrent_activation="hard_sigmoid")
-    refused(tmp_path / "old.h5", r"^Keras layer 'lstm' \(LSTM layer\) uses recurrent_activation "
-            r"'hard_sigmoid' \(old Keras's default\); gateflow reads LSTM layers with "
-            r"activation 'tanh' and recurrent_activation 'sigmoid' only$")
-    small_archive(tmp_path / "m.keras", recurrent_activation="hard_sigmoid")
-    refused(tmp_path / "m.keras", r"Keras layer 'lstm' .* 'hard_sigmoid'")
+@pytest.mark.parametrize("name", ["selu", "swish", "gelu", "exponential", "relu6"])
+def test_activations_gateflow_lacks_are_refused(tmp_path, name):
+    write_legacy(tmp_path / "old.h5", recurrent_activation=name)
+    refused(tmp_path / "old.h5", rf"^Keras layer 'lstm' \(LSTM layer\) uses recurrent_activation "
+            rf"'{name}', which gateflow does not have; it reads Keras's sigmoid, hard_sigmoid, "
+            r"tanh, relu, linear, softsign, softplus, elu$")
+    small_archive(tmp_path / "m.keras", activation=name)
+    refused(tmp_path / "m.keras", rf"^Keras layer 'lstm' \(LSTM layer\) uses activation "
+            rf"'{name}', which")
 
 
 def test_custom_activation_is_refused(tmp_path):
     custom = {"module": "builtins", "class_name": "function", "config": "swish2",
               "registered_name": "my>swish2"}
     small_archive(tmp_path / "m.keras", activation=custom)
-    refused(tmp_path / "m.keras", r"Keras layer 'lstm' .* uses activation 'custom my>swish2'")
+    refused(tmp_path / "m.keras", r"Keras layer 'lstm' .* uses activation 'custom my>swish2', "
+            "which gateflow does not have")
 
 
 def test_truncated_files_are_refused(tmp_path):
@@ -558,10 +548,12 @@ def test_zip_size_lies_are_refused(tmp_path):
 def test_no_recurrent_layer_gives_nothing(tmp_path):
     with h5py.File(tmp_path / "dense.weights.h5", "w") as f:
         f.create_dataset("layers/dense/vars/0", data=np.ones((2, 3)))
-    assert scan(tmp_path / "dense.weights.h5") == ()
+    found = scan(tmp_path / "dense.weights.h5")
+    assert (found.modules, found.skipped) == ((), ())
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f.create_dataset("x", data=np.ones(3))
-    assert scan(tmp_path / "plain.h5") == ()
+    found = scan(tmp_path / "plain.h5")
+    assert (found.modules, found.skipped) == ((), ())
 
 
 def test_bad_shapes_and_dtypes_are_refused(tmp_path):
