@@ -18,11 +18,29 @@ outputs only ever need layer 0. :func:`restrict` keeps just the equations that a
 blocks needs; the sweep uses it to run each layer's rows on the layers below it only (the
 stack's Jacobian is block-triangular), which keeps an L-layer sweep at L(L+1)/2 layer-steps
 per step instead of L².
+
+**Two meanings of a cross-layer block.** The stack's state blocks are *carried*:
+``"h_l1/h_l0"`` at lag k is ∂h⁽¹⁾_T/∂h⁽⁰⁾_{T−k} with h⁽⁰⁾_{T−k} perturbed as it is carried
+into step T−k+1 (what restarting the run from a perturbed state gives); layer 1 already
+read h⁽⁰⁾_{T−k} at step T−k and does not see the change. A hook on layer j's output sees
+another quantity: y⁽ʲ⁾_t, the output layer j *emits* at step t, is both carried (it is
+h⁽ʲ⁾_t) and read by layer j + 1 at the same step t, so
+
+    ∂X_T/∂y⁽ʲ⁾_t = ∂X_T/∂h⁽ʲ⁾_t + Σ_{Z above j} ∂X_T/∂Z_t · ∂Z_t/∂y⁽ʲ⁾_t     (t = T − k)
+
+where ∂X_T/∂Z_t are carried blocks and ∂Z_t/∂y⁽ʲ⁾_t is the same-step Jacobian of the
+layers above j with y⁽ʲ⁾_t as their input: the input Jacobian ∂s_t/∂x_t of the cell
+:func:`above` writes (layers j+1.. with ``x`` standing for ``h_lj``), derived by the same
+engine. These *output-gradient* blocks are named ``"X/y_lj"`` (:func:`output_blocks`),
+at lags k = 0..T−1 like the input blocks ``"X/x"`` (y⁽ʲ⁾_T is lag 0: only the same-step
+path, plus the identity for X = h_lj). For X in layer j or below (h_l0/y_l0, …) the two
+meanings agree at every k ≥ 1; above j they differ.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 
 from gateflow._errors import GateflowError
@@ -30,7 +48,12 @@ from gateflow._validate import shown, whole
 from gateflow.cells._library import GENERATED, get_cell
 from gateflow.cells._record import INPUT, Cell
 
-__all__ = ["depends", "output_block", "restrict", "stack", "stack_name"]
+__all__ = ["EMITTED", "above", "depends", "emitted", "input_lag_blocks", "output_block",
+           "output_blocks", "restrict", "stack", "stack_name"]
+
+#: The name of what layer j emits (its output, read by layer j + 1 and seen by a hook on
+#: the layer's output) in output-gradient blocks: ``"h_l1/y_l0"`` = ∂h⁽¹⁾_T/∂y⁽⁰⁾_{T−k}.
+EMITTED = "y"
 
 
 def output_block(cell: Cell) -> str:
@@ -160,6 +183,92 @@ def restrict(cell: Cell, blocks) -> Cell:
         state=state,
         params=tuple(p for p in cell.params if p in keep),
         equations=tuple(line for line, (lhs, _) in zip(cell.equations, parsed) if lhs in keep),
+        notes=cell.notes,
+        sizes=tuple((s, size) for s, size in cell.sizes if s in state),
+    )
+
+
+_LAYERED = re.compile(r"^(.+)_l(\d+)(_prev)?$")
+
+
+def _layer_of(name: str) -> int:
+    """The layer a stack's name belongs to (``W_f_l1``, ``h_l1_prev``: 1); −1 for none."""
+    m = _LAYERED.match(name)
+    return -1 if m is None else int(m.group(2))
+
+
+def _names(tree: ast.Expression) -> set[str]:
+    """The names an expression reads (function names left out)."""
+    calls = {id(c.func) for c in ast.walk(tree) if isinstance(c, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in calls}
+
+
+@cache
+def emitted(cell: Cell) -> dict[str, str]:
+    """Layer j's output ``"y_lj"`` -> the state block that carries it (``"h_lj"``), for
+    every layer of a stack written by :func:`stack` (or a :func:`restrict` of one to its
+    lower layers); ``{}`` for any other cell. Checked on the equations: the layers above
+    j read nothing of layers 0..j but that block's new value (and never x)."""
+    layers = [_layer_of(s) for s in cell.state]
+    if not layers or sorted(set(layers)) != list(range(max(layers) + 1)):
+        return {}
+    base = [[s[:s.rindex("_l")] for s in cell.state if _layer_of(s) == k]
+            for k in range(max(layers) + 1)]
+    if any(b != base[0] for b in base):
+        return {}
+    parsed = [_lhs_rhs(line) for line in cell.equations]
+    if any(_layer_of(lhs) < 0 for lhs, _ in parsed):
+        return {}
+    up = "h" if "h" in base[0] else base[0][0]
+    out = {}
+    for j in range(len(base)):
+        carried = f"{up}_l{j}"
+        for lhs, tree in parsed:
+            if _layer_of(lhs) > j:
+                for name in _names(tree) - {carried}:
+                    if _layer_of(name) <= j:  # x, or a name of layers 0..j
+                        return {}
+        out[f"{EMITTED}_l{j}"] = carried
+    return out
+
+
+def output_blocks(cell: Cell) -> tuple[str, ...]:
+    """Output-gradient blocks ``"X/y_lj"`` = ∂X_T/∂y⁽ʲ⁾_{T−k} (what a hook on layer j's
+    output sees; k = 0..T−1), outputs-major in state order; ``()`` for a cell that is not
+    a stack. See the module docstring for how they differ from the carried ``"X/h_lj"``."""
+    return tuple(f"{s}/{y}" for s in cell.state for y in emitted(cell))
+
+
+def input_lag_blocks(cell: Cell) -> tuple[str, ...]:
+    """Every block measured at input lags k = 0..T−1 (pulled back through a step onto what
+    the step reads): the input blocks ``"X/x"``, then a stack's ``"X/y_lj"``."""
+    return (*cell.input_blocks, *output_blocks(cell))
+
+
+@cache
+def above(cell: Cell, y: str) -> Cell | None:
+    """The layers of the stack ``cell`` above the one that emits ``y`` (``"y_lj"``), as a
+    cell whose input ``x`` is y⁽ʲ⁾_t: its input Jacobian ∂s_t/∂x_t is the same-step
+    Jacobian ∂(layers j+1..)_t/∂y⁽ʲ⁾_t. None for the top layer (nothing reads it within
+    the step)."""
+    out = emitted(cell)
+    if y not in out:
+        raise GateflowError(f"cell {cell.name!r} has no layer output {shown(y)}"
+                            + (f"; it has {', '.join(out)}" if out else ": it is not a stack"))
+    j = _layer_of(out[y])
+    parsed = [_lhs_rhs(line) for line in cell.equations]
+    upper = [(lhs, tree) for lhs, tree in parsed if _layer_of(lhs) > j]
+    if not upper:
+        return None
+    state = tuple(s for s in cell.state if _layer_of(s) > j)
+    used = set().union(*(_names(tree) for _, tree in upper))
+    return Cell(
+        name=f"{cell.name}>{y}",
+        summary=f"the layers of {cell.name} above layer {j}, reading its output {y} as x",
+        reference=cell.reference,
+        state=state,
+        params=tuple(p for p in cell.params if p in used),
+        equations=tuple(f"{lhs} = {_rename(tree, {out[y]: INPUT})}" for lhs, tree in upper),
         notes=cell.notes,
         sizes=tuple((s, size) for s, size in cell.sizes if s in state),
     )

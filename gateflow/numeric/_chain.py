@@ -23,6 +23,10 @@ its own compiled plan), one GEMM per group of products on x:
 
     G_x = G · ∂s_t/∂x_t = ∂X_T/∂x_t        (lag T − t = k − 1)
 
+In a stack, the output each layer emits is pulled back the same way (blocks ``"X/y_lj"``,
+what a hook on layer j's output sees: the carried rows plus layer j + 1's same-step read;
+:mod:`gateflow.numeric._pullback`, :mod:`gateflow.cells._stack`).
+
 The sweep itself measures nothing: after each step it hands G and its log scales to
 observers (:mod:`gateflow.numeric._measure`): the registered norms
 (:mod:`gateflow.numeric._observers`: Frobenius, spectral, …), the singular values at
@@ -37,7 +41,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -47,13 +50,16 @@ from gateflow._memory import check_fits
 from gateflow._validate import choose_many, closest, real_array, shown, whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_sizes
-from gateflow.cells._record import INPUT, Cell
-from gateflow.cells._stack import depends, needed, restrict
+from gateflow.cells._record import Cell
+from gateflow.cells._stack import depends, emitted, input_lag_blocks, needed, restrict
 from gateflow.numeric._backend import get_backend, get_dtype
-from gateflow.numeric._compile import Bound, Compiled, GroupStep, Scatter, compile_cell
+from gateflow.numeric._backward import Sweep
+from gateflow.numeric._compile import Bound, Compiled, compile_cell
 from gateflow.numeric._measure import BlockNorm, Context, Measure, Renormaliser, Step
 from gateflow.numeric._norms import DirectPath, Probe, SingularValues
 from gateflow.numeric._observers import NORMS, OBSERVERS, resolve
+from gateflow.numeric._pullback import Plan, Pulling
+from gateflow.numeric._pullback import plan as plan_pullbacks
 from gateflow.numeric._renorm import RowScale
 
 __all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "estimate_bytes",
@@ -86,6 +92,8 @@ class ChainResult:
     meta: dict = field(default_factory=dict)
     #: Input sensitivity: "h/x" -> norms of ∂h_T/∂x_{T−k}, (T, B), index k = input lag k
     #: (0..T−1, :attr:`input_lags`), keyed like :attr:`blocks`. Empty unless asked for.
+    #: A stack's output-gradient blocks "h_l1/y_l0" (∂h⁽¹⁾_T/∂y⁽⁰⁾_{T−k}, what a hook on
+    #: layer 0's output sees) sit here too, at the same lags.
     inputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -95,15 +103,16 @@ class ChainResult:
 
 
 def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outputs: int,
-                   itemsize: int, spectral: bool, inputs: bool = False) -> int:
+                   itemsize: int, spectral: bool, inputs: bool | int = False) -> int:
     """Peak memory of :func:`all_lags`, from the shapes alone (checked before allocating);
-    ``inputs``: input-sensitivity blocks asked for (a second pull-back onto x each step)."""
+    ``inputs``: input-sensitivity blocks asked for (a second pull-back onto x each step), or
+    the number of pull-backs (onto x and onto each layer output ``y_lj`` of a stack)."""
     S = len(cell.state)
     G = max(1, len(cell.matrices))
     trajectory = (T + 1) * B * S * n + T * B * d
     working = B * rows * S * n * 4 + B * rows * G * n + B * n * (3 * len(cell.equations) + G) * 2
-    if inputs:
-        working += B * rows * (S * n * 2 + G * n + 2 * d)
+    if inputs:  # True, or how many pull-backs (onto x and each layer output y_lj)
+        working += int(inputs) * B * rows * (S * n * 2 + G * n + 2 * d)
     gram = 3 * B * n * n if spectral else 0
     return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
 
@@ -250,118 +259,6 @@ def _blas_threads(threads: int | None):
         yield
 
 
-class _Sweep:
-    """One backward step G ← G J_t, following the compiled reverse plan.
-
-    A group of products W_1 v, …, W_G v fed by S sinks is applied in one of two ways, which
-    give the same numbers and are chosen by their cost for the number of rows R carried:
-
-    * stacked: scale each sink's adjoint by its coefficients into a (B, R, G·n) buffer, then
-      one GEMM with the shared stacked weights (G·n × m): 2·B·R·G·n·m flops;
-    * dense: per sequence form K_v = Σ_j diag(coef_j) W_j (n × m), then a batched GEMM per
-      sink: 2·B·R·S·n·m flops. For the LSTM (S = 2 sinks c, h; G = 4 weights) this halves
-      the work; for the GRU (S = 1, G = 3) it divides it by three.
-    """
-
-    def __init__(self, comp: Compiled, bound: Bound, B: int, rows: int):
-        """``comp`` gives the reverse plan (the state Jacobian's, or the input Jacobian's:
-        the same forward pass, so ``bound``'s stacked weights serve both)."""
-        self.comp, self.bound, self.xp = comp, bound, bound.xp
-        self.B, self.rows = B, rows
-        xp, dt = self.xp, comp.dtype
-        #: group atoms -> (A_cat (B, R, Σ n_v), K_cat (B, Σ n_v, m), column offsets, K tmp
-        #: per sink size); n_v is the size of sink v (a projected LSTM mixes n and p).
-        self.dense: dict = {}
-        self.weights: dict = {}
-        self._tmp: dict[int, Any] = {}
-        for op in comp.reverse:
-            if not isinstance(op, GroupStep):
-                continue
-            g, terms = op.group, op.terms
-            w = bound.stacked[g.atoms][0]
-            off = bound.offsets[g.atoms]
-            m = w.shape[1]
-            self.weights[g.atoms] = [w[off[j]:off[j + 1]] for j in range(len(g.atoms))]
-            size = [off[pairs[0][0] + 1] - off[pairs[0][0]] for _, pairs in terms]
-            n_pairs = sum(len(p) for _, p in terms)
-            stacked = 2 * rows * w.shape[0] * m + 20 * rows * max(size) * n_pairs
-            dense = 2 * rows * sum(size) * m + 20 * max(size) * m * n_pairs
-            if dense < stacked:
-                cols = [0, *np.cumsum(size).tolist()]
-                self.dense[g.atoms] = (xp.empty((B, rows, cols[-1]), dtype=dt),
-                                       xp.empty((B, cols[-1], m), dtype=dt), cols,
-                                       {k: xp.empty((B, k, m), dtype=dt) for k in set(size)})
-
-    def tmp(self, a):
-        """A scratch array shaped like the adjoint ``a`` (B, R, size)."""
-        size = a.shape[-1]
-        if size not in self._tmp:
-            self._tmp[size] = self.xp.empty(a.shape, dtype=a.dtype)
-        return self._tmp[size]
-
-    def backward(self, A: dict, coefs: list) -> dict:
-        """Adjoints of every source after one step back; ``A`` holds the new states'."""
-        xp, B, rows = self.xp, self.B, self.rows
-        adj = dict(A)
-
-        for op in self.comp.reverse:
-            if isinstance(op, Scatter):
-                a = adj.get(op.sink)
-                if a is None:
-                    continue
-                for src, j in op.sources:
-                    if src in adj:
-                        adj[src] += xp.multiply(a, _rows(coefs[j]), out=self.tmp(a))
-                    else:
-                        adj[src] = a * _rows(coefs[j])
-                continue
-            g, terms = op.group, op.terms
-            if not any(v in adj for v, _ in terms):
-                continue
-            weights = self.weights[g.atoms]
-            if g.atoms in self.dense:
-                # Σ_v A_v K_v with K_v = Σ_j diag(coef_j) W_j: one batched GEMM, sinks side by side.
-                a_cat, k_cat, cols, ktmp = self.dense[g.atoms]
-                for i, (v, pairs) in enumerate(terms):
-                    span = slice(cols[i], cols[i + 1])
-                    if v in adj:
-                        a_cat[..., span] = adj[v]
-                    else:
-                        a_cat[..., span] = 0
-                    block = k_cat[:, span, :]
-                    for p, (j, kc) in enumerate(pairs):
-                        if p == 0:
-                            xp.multiply(_cols(coefs[kc]), weights[j], out=block)
-                        else:
-                            block += xp.multiply(_cols(coefs[kc]), weights[j],
-                                                 out=ktmp[cols[i + 1] - cols[i]])
-                contrib = xp.matmul(a_cat, k_cat)
-            else:
-                w = self.bound.stacked[g.atoms][0]
-                off = self.bound.offsets[g.atoms]
-                buf = xp.zeros((B, rows, w.shape[0]), dtype=self.comp.dtype)
-                for v, pairs in terms:
-                    if v in adj:
-                        for j, kc in pairs:
-                            buf[..., off[j]:off[j + 1]] += adj[v] * _rows(coefs[kc])
-                contrib = (buf.reshape(B * rows, -1) @ w).reshape(B, rows, -1)
-            if g.arg in adj:
-                adj[g.arg] += contrib
-            else:
-                adj[g.arg] = contrib
-        return adj
-
-
-def _rows(c):
-    """A coefficient (B, n), (n,) or scalar, broadcast over the rows of a (B, R, n) adjoint."""
-    return c[..., None, :] if getattr(c, "ndim", 0) else c
-
-
-def _cols(c):
-    """A coefficient broadcast as diag(c) W: (B, n, 1), (n, 1) or scalar."""
-    return c[..., :, None] if getattr(c, "ndim", 0) else c
-
-
 def all_lags(
     cell: str | Cell,
     params: dict,
@@ -389,7 +286,11 @@ def all_lags(
             rows of the output blocks asked for are carried, each through the part of the
             recurrence it depends on (a stack's layer l through layers 0..l only). Input
             blocks ``"X/x"`` (``cell.input_blocks``: ∂X_T/∂x_{T−k}, k = 0..T−1) are measured
-            in the same sweep when asked for, into :attr:`ChainResult.inputs`.
+            in the same sweep when asked for, into :attr:`ChainResult.inputs`; so are a
+            stack's output-gradient blocks ``"X/y_lj"`` (∂X_T/∂y⁽ʲ⁾_{T−k}, the output layer
+            j emits at T−k, read by layer j + 1 at that step and carried: what a hook on it
+            sees; ``"X/h_lj"`` is the carried part alone. See
+            :func:`gateflow.cells._stack.output_blocks`).
         norms: names of registered norms (``NORMS``, see
             ``gateflow.numeric._observers``): ``"frobenius"``, ``"spectral"`` (largest
             singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
@@ -416,13 +317,14 @@ def all_lags(
     dt = _float_dtype(dtype)
     x_host = real_array(x, "inputs")
     T, B = _check_input_shape(x_host, d)
+    pulled = input_lag_blocks(cell)  # "X/x" and, in a stack, "X/y_lj": pulled back each step
     blocks = nonzero_blocks(cell) if blocks is None else choose_many(
-        blocks, (*cell.blocks, *cell.input_blocks), "block", allow_empty=True)
+        blocks, (*cell.blocks, *pulled), "block", allow_empty=True)
     if not blocks and probe is None:
         raise GateflowError(f"nothing to compute: choose at least one block of "
-                            f"{', '.join((*cell.blocks, *cell.input_blocks))}, or give a probe")
-    in_blocks = tuple(b for b in blocks if b in cell.input_blocks)
-    state_blocks = tuple(b for b in blocks if b not in cell.input_blocks)
+                            f"{', '.join((*cell.blocks, *pulled))}, or give a probe")
+    in_blocks = tuple(b for b in blocks if b in pulled)
+    state_blocks = tuple(b for b in blocks if b not in pulled)
     norms = choose_many(norms, tuple(OBSERVERS), "norm")  # the registry, as it is now
     singular_lags = _check_lags(singular_lags, T)
     if singular_lags and not state_blocks:
@@ -445,7 +347,7 @@ def all_lags(
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
                           any(o.name == "spectral" for o in observers) or bool(singular_lags),
-                          inputs=bool(in_blocks))
+                          inputs=len({b.split("/")[1] for b in in_blocks}))
     have = be.available_memory()
     check_fits(need, backend=be.name)
     if not np.all(np.isfinite(x_host)):
@@ -464,7 +366,8 @@ def all_lags(
                           need=need)
 
     comp = compile_cell(cell, be.name, dt.name)
-    comp_in = compile_cell(cell, be.name, dt.name, inputs=True) if in_blocks else None
+    pull = plan_pullbacks(cell, in_blocks, params, be.name, dt.name)
+    comp_in = None if pull is None else pull.inputs
     bound = Bound(comp, params)
     xp = be.xp
     xd = be.asarray(x, dtype=dt)
@@ -502,8 +405,7 @@ def all_lags(
     parts = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
 
     def job(i: int, part: slice) -> dict:
-        inputs = None if comp_in is None else _Inputs(
-            comp_in, in_blocks, {o.name: o.measure() for o in observers})
+        inputs = None if pull is None else (pull, {o.name: o.measure() for o in observers})
         return _sweep_chunk(
             comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
             None if probe is None else probe[part], state_blocks, measures(), RowScale(),
@@ -557,8 +459,9 @@ def _row_groups(cell: Cell, blocks) -> dict[tuple[str, ...], list[str]]:
     block, their input block and everything those read): each group's rows are carried
     through that part only. A single cell needs all of itself: one group."""
     groups: dict[tuple[str, ...], list[str]] = {}
+    carried = emitted(cell)  # y_lj -> h_lj: "X/y_lj" needs X's part and layer j's
     for b in blocks:  # an input block "X/x" needs X's part (x feeds the bottom layer)
-        ends = [s for s in b.split("/") if s in cell.state]
+        ends = [carried.get(s, s) for s in b.split("/") if carried.get(s, s) in cell.state]
         groups.setdefault(needed(cell, ends), []).append(b)
     return groups
 
@@ -591,8 +494,8 @@ def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need
     order = [b for bs in groups.values() for b in bs]
     return ChainResult(
         cell=cell.name, lags=parts[0].lags,
-        blocks={b: merged["blocks"][b] for b in order if b not in cell.input_blocks},
-        inputs={b: merged["blocks"][b] for b in order if b in cell.input_blocks},
+        blocks={b: merged["blocks"][b] for b in order if b not in input_lag_blocks(cell)},
+        inputs={b: merged["blocks"][b] for b in order if b in input_lag_blocks(cell)},
         direct={s: merged["direct"][s] for s in cell.state if s in merged["direct"]},
         singular_values=merged["singular_values"], probe=None,
         states={s: merged["states"][s] for s in cell.state if s in merged["states"]}
@@ -624,19 +527,9 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-@dataclass
-class _Inputs:
-    """The input-sensitivity part of a sweep: the input Jacobian's plan, the blocks
-    ``"X/x"`` asked for, and fresh norm measures for them (name -> BlockNorm)."""
-
-    comp: Compiled
-    blocks: tuple[str, ...]
-    measures: dict
-
-
 def _sweep_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,
                  renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
-                 stop=None, inputs: _Inputs | None = None) -> dict:
+                 stop=None, inputs: tuple[Plan, dict] | None = None) -> dict:
     """Forward pass and backward sweep for one slice of the batch; host arrays out."""
     with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
         return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, measures, renorm,
@@ -645,11 +538,12 @@ def _sweep_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: 
 
 def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,
                       renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
-                      stop=None, inputs: _Inputs | None = None) -> dict:
+                      stop=None, inputs: tuple[Plan, dict] | None = None) -> dict:
     """Run the slice forward, then backwards k = 1..T, handing every step to ``measures``
     (name -> :class:`~gateflow.numeric._measure.Measure`, observed in that order) and
-    renormalising with ``renorm`` after they have looked. With ``inputs``, each step first
-    pulls the rows back onto x_t and hands that to the input measures. Returns
+    renormalising with ``renorm`` after they have looked. With ``inputs`` (a pull-back plan
+    and fresh norms for it), each step first pulls the rows back onto x_t and the layers'
+    outputs (:mod:`gateflow.numeric._pullback`) and hands that to those norms. Returns
     ``{"measures": name -> finish(), "axes": name -> batch axis, "inputs": name ->
     finish(), "states": block -> (T+1, B, n)}``."""
     xp, dt, n, dims = bound.xp, comp.dtype, bound.n, bound.dim
@@ -661,7 +555,7 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
     # are process-wide, so with several workers they all share the outer setting, 1 thread
     # each whenever B ≥ threads.)
     with _blas_threads(1) if single else nullcontext():
-        states = run(bound, xd, s0, stored, stop, None if inputs is None else inputs.comp)
+        states = run(bound, xd, s0, stored, stop, None if inputs is None else inputs[0].inputs)
 
     # Seed: the identity on the rows of each output block, plus the probe row.
     A = {s: xp.zeros((B, rows, dims[s]), dtype=dt) for s in cell.state}
@@ -686,19 +580,11 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
                             "apart (per-row scales)")
     for m in measures.values():
         m.init(ctx)
-    sweep = _Sweep(comp, bound, B, rows)
-    if inputs is not None:
-        # The rows pulled back onto x_t: a block "X/x" reads G["x"][:, rows of X, :].
-        ctx_in = Context(comp.be, dt, T, B, n, (INPUT,), inputs.blocks, row_of,
-                         dims={INPUT: xd.shape[2]})
-        for m in inputs.measures.values():
-            m.init(ctx_in)
-        sweep_in = _Sweep(inputs.comp, bound, B, rows)
-        # The state blocks the input plan accumulates into (the LSTM's c, from h; a stack's
-        # h_l0, from layer 1): copied before each pull-back, which would change them in place.
-        in_place = {s for op in inputs.comp.reverse
-                    for s in ([src for src, _ in op.sources] if isinstance(op, Scatter)
-                              else [op.group.arg]) if s in cell.state}
+    sweep = Sweep(comp, bound, B, rows)
+    # The rows pulled back onto x_t and the layers' outputs y_lj,t (Pulling reads them at
+    # G[source][:, rows of X, :] for a block "X/source"), input lag k − 1.
+    pulling = None if inputs is None else Pulling(*inputs, ctx, bound, rows, xd.shape[2])
+    in_plan = None if inputs is None else inputs[0].inputs
 
     for k in range(1, T + 1):
         _check(stop)
@@ -708,19 +594,13 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
         else:
             vals = bound.step(xd[t - 1], {s: states[s][t - 1] for s in cell.state})
             coefs = bound.coefficients(vals)
-            if inputs is not None:
-                coefs = (coefs, bound.coefficients(vals, inputs.comp))
-        if inputs is not None:
+            if in_plan is not None:
+                coefs = (coefs, bound.coefficients(vals, in_plan))
+        in_coefs = None
+        if in_plan is not None:
             coefs, in_coefs = coefs
-            # G_x = G ∂s_t/∂x_t = ∂(rows)_T/∂x_t, input lag k − 1.
-            adj_in = sweep_in.backward({s: a.copy() if s in in_place else a
-                                        for s, a in A.items()}, in_coefs)
-            g_x = adj_in.get(INPUT)
-            if g_x is None:
-                g_x = xp.zeros((B, rows, xd.shape[2]), dtype=dt)
-            step_in = Step(ctx_in, k, {INPUT: g_x}, renorm.logscale, in_coefs)
-            for m in inputs.measures.values():
-                m.observe(step_in)
+        if pulling is not None:
+            pulling.observe(k, t, A, in_coefs, states, renorm.logscale)
         adj = sweep.backward(A, coefs)
         A = {s: adj[f"{s}_prev"] if f"{s}_prev" in adj else xp.zeros((B, rows, dims[s]),
                                                                       dtype=dt)
@@ -734,6 +614,5 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
 
     return {"measures": {name: m.finish() for name, m in measures.items()},
             "axes": {name: m.batch_axis for name, m in measures.items()},
-            "inputs": {} if inputs is None else
-            {name: m.finish() for name, m in inputs.measures.items()},
+            "inputs": {} if pulling is None else pulling.finish(),
             "states": {s: comp.be.to_host(v) for s, v in states.items()}}
