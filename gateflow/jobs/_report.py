@@ -119,6 +119,8 @@ class Run:
 
 def default_runs(cfg: ReportConfig) -> list[Run]:
     """RNN, LSTM, GRU at the same init; then LSTM b_f and GRU b_z ∈ biases ∪ {chrono}."""
+    from gateflow.presentation._numbers import given
+
     mb = {c: get_cell(c).memory_block for c in ("rnn", "lstm", "gru")}
     runs = [
         Run("RNN", "rnn", mb["rnn"], "cells", blocks=(mb["rnn"],), spectra=True),
@@ -129,8 +131,8 @@ def default_runs(cfg: ReportConfig) -> list[Run]:
     for cell, label, bname in (("lstm", "LSTM", "b_f"), ("gru", "GRU", "b_z")):
         block = get_cell(cell).memory_block
         for b in cfg.biases:
-            runs.append(Run(f"{label} {bname}={b:g}", cell, block, f"{cell}-bias", gate_bias=b,
-                            blocks=(block,)))
+            runs.append(Run(f"{label} {bname}={given(b, style='latex')}", cell, block,
+                            f"{cell}-bias", gate_bias=b, blocks=(block,)))
         runs.append(Run(f"{label} chrono", cell, block, f"{cell}-bias",
                         chrono=float(max(cfg.steps, 2)), blocks=(block,)))
     return runs

@@ -32,6 +32,7 @@ from gateflow.analysis._analysis import measured_norm
 from gateflow.cells._library import get_cell
 from gateflow.numeric._observers import NORMS, OBSERVERS
 from gateflow.presentation._labels import run_label
+from gateflow.presentation._numbers import factor, given, sig
 from gateflow.presentation._plot import (
     FIGURE_FORMATS,
     NOISE_DECADES,
@@ -198,9 +199,40 @@ def _batch(ms: Sequence[Any]) -> int:
     return int(np.shape(m.result.blocks[m.run.block][OBSERVERS[NORMS[0]].key])[1])
 
 
+#: A band at most this fraction of the decades its curves span is "thin at this scale".
+THIN = 0.1
+
+
+def _chrono_text(ms: Sequence[Any]) -> list[str]:
+    """"chrono initialisation ($T_{\\max} = 200$)" for the chrono runs among ``ms``, with
+    the T_max they were given."""
+    ts = sorted({m.run.chrono for m in ms if m.run.chrono is not None})
+    if not ts:
+        return []
+    return [f"chrono initialisation ($T_{{\\max}} = "
+            f"{', '.join(given(t, style='latex') for t in ts)}$)"]
+
+
+def _span_decades(ms: Sequence[Any]) -> float:
+    """How many decades the medians of these runs' shown curves span (finite values)."""
+    from gateflow.analysis._analysis import summarize
+
+    key = OBSERVERS[NORMS[0]].key
+    meds = [summarize(m.result.blocks[m.run.block][key], m.result.lags).median for m in ms]
+    values = np.concatenate([v[np.isfinite(v)] for v in meds])
+    return float(values.max() - values.min()) if values.size else 0.0
+
+
 def _band_text(ms: Sequence[Any]) -> str:
-    return (f"Solid: median over the {_batch(ms)} sequences; band: their interquartile range "
-            f"(at most {_iqr_decades(ms):.2g} decade wide, so it is thin at this scale)")
+    """What the solid line and the band are, with the band's widest width (and "thin at
+    this scale" only when it is at most :data:`THIN` of the decades the curves span)."""
+    B = _batch(ms)
+    if B == 1:
+        return "Solid: the one sequence measured (no band: one sequence has no spread)"
+    w = _iqr_decades(ms)
+    thin = ", thin at this scale" if w <= THIN * _span_decades(ms) else ""
+    return (f"Solid: median over the {B} sequences; band: their interquartile range, at most "
+            f"{sig(w)} decades wide{thin}")
 
 
 def _write(fig, folder: Path, name: str, formats: Sequence[str]) -> tuple[str, tuple[str, ...]]:
@@ -251,7 +283,7 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
                f"initialisation. {_band_text(cells)}. "
                f"Dashed: the gate-only products {gates}. Dotted: the RNN's mean-field rate; "
                rf"dash-dotted: the Pascanu upper bound, $\sqrt{{n}}\,(\gamma \|U\|_2)^k$ "
-               rf"with $\gamma = 1$ ($\tanh' \leq 1$) and $\|U\|_2 = {u:.2f}$"
+               rf"with $\gamma = 1$ ($\tanh' \leq 1$) and $\|U\|_2 = {sig(u, style='latex')}$"
                + _off_axis_text(off, {o.label: "the bound" for o in ovs if "Pascanu" in o.label})
                + _off_axis_text(off, {o.label: "the mean-field line" for o in ovs
                                       if "mean field" in o.label}) + ".")
@@ -272,13 +304,14 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
                          {shown[m.run.label]: m.run.block for m in ms}, ovs, direct=False,
                          colors=colors, title=title)
         clipped = _off_axis_text(off_axis(ovs, fig.axes[0].get_ylim()), {
-            o.label: f"the ${tex} = {m.run.gate_bias:g}$ line"
+            o.label: f"the ${tex} = {given(m.run.gate_bias, style='latex')}$ line"
             for o, m in zip(ovs, [m for m in ms if m.run.gate_bias is not None])})
-        values = ", ".join(f"{m.run.gate_bias:g}" for m in ms if m.run.gate_bias is not None)
+        values = ", ".join(given(m.run.gate_bias) for m in ms if m.run.gate_bias is not None)
         block = ms[0].run.block
-        caption = (f"The {cell}'s ${norm_tex(NORMS[0], lag_tex(block))}$ with the {gate}-gate "
-                   f"bias ${tex}$ set to {values} on every unit, or chrono initialisation "
-                   f"($T_{{\\max}} = {steps}$). {_band_text(ms)}. "
+        set_to = [f"the {gate}-gate bias ${tex}$ set to {values} on every unit"] if values \
+            else []
+        caption = (f"The {cell}'s ${norm_tex(NORMS[0], lag_tex(block))}$ with "
+                   + ", or ".join(set_to + _chrono_text(ms)) + f". {_band_text(ms)}. "
                    rf"Dotted, same colour: $\sqrt{{n}}\,\sigma({tex})^k$, the exact norm when "
                    f"all weights are zero{clipped}.")
         figs.append(ReportFigure(name, title.replace("$", ""), caption,
@@ -305,7 +338,7 @@ def _spectra_caption(counts: Mapping[tuple[str, int], int], results: Mapping,
             f"${lag_tex()}$ (each cell's memory block) for the first sequence, at lags "
             f"{', '.join(str(k) for k in lags)}. ")
     cut = [(label, k, c) for (label, k), c in counts.items() if c]
-    floor = f"$10^{{{NOISE_DECADES:g}}}\\,\\sigma_1$"
+    floor = f"${given(10.0 ** NOISE_DECADES, style='latex')}\\,\\sigma_1$"
     if not cut:
         return text + (f"Every value lies above {floor}, what float64 resolves, so every "
                        f"one is drawn.")
@@ -350,8 +383,8 @@ def sweep_heatmap(cs: Any, grid: Any):
                 text = f"≥ {T}" if h is None else str(h)
                 color = "black" if H[i, j] > 0.6 * T else "white"
             else:
-                factor = cs.factor[i][j] if cs.factor else float("nan")
-                text = {"exploding": f"↑×{factor:.3g}", "neutral": "flat",
+                per = cs.factor[i][j] if cs.factor else float("nan")
+                text = {"exploding": f"↑×{factor(per)}", "neutral": "flat",
                         "non-monotone": "turns"}.get(r, str(r))
                 color = "darkred" if r == "exploding" else "black"
                 if r == "exploding":
@@ -360,12 +393,13 @@ def sweep_heatmap(cs: Any, grid: Any):
             box = None if memory[i][j] else {"boxstyle": "round,pad=0.15", "fc": "white",
                                              "ec": "none", "alpha": 0.85}
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color, bbox=box)
-    ax.set_xticks(range(len(cs.sigma_w)), [f"{v:g}" for v in cs.sigma_w])
-    ax.set_yticks(range(len(cs.y.values)), [f"{v:g}" for v in cs.y.values])
+    ax.set_xticks(range(len(cs.sigma_w)), [given(v) for v in cs.sigma_w])
+    ax.set_yticks(range(len(cs.y.values)), [given(v) for v in cs.y.values])
     ax.set_xlabel(r"recurrent weight scale $\sigma_w$  ($U \sim \mathcal{N}(0,\ \sigma_w^2/n)$)")
     ax.set_ylabel(cs.y.label)
     ax.set_title(f"{cs.cell}: first lag $k$ (steps) with median {norm_label(NORMS[0], cs.block)}"
-                 f" < {grid.threshold:g}\n($n = {grid.n}$, $T = {T}$, $B = {grid.B}$; "
+                 f" $< {given(grid.threshold, style='latex')}$\n"
+                 f"($n = {grid.n}$, $T = {T}$, $B = {grid.B}$; "
                  f"≥ {T}: never within $T$)", fontsize=10)
     ax.legend(handles=[Patch(facecolor="0.85", hatch="///", edgecolor="darkred",
                              label="exploding: the norm grows (↑ per-step factor)"),

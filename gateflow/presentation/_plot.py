@@ -27,7 +27,6 @@ writes ``path.png`` and ``path.svg``.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from gateflow.analysis._analysis import FROBENIUS, Summary, summarize
 from gateflow.cells._library import get_cell
 from gateflow.numeric._observers import NORMS, OBSERVERS
 from gateflow.presentation._labels import block_tex, direct_label, norm_label
+from gateflow.presentation._numbers import given, log_ticks, power, sig
 
 #: Okabe & Ito (2008), without yellow (too faint on white paper).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -147,6 +147,34 @@ def figure_bytes(fig, fmt: str) -> bytes:
 
 
 # -- shared by the figures ------------------------------------------------------------------
+def log_axis(ax) -> None:
+    """A log y axis with gateflow's ticks (:func:`gateflow.presentation._numbers.log_ticks`):
+    a labelled tick at every decade, or every 2, 5, 10, 20, … decades over a wide range,
+    the decades between as minor ticks; 1, 2, 5 × 10^k under two decades. Labels are powers
+    of ten. The ticks follow the limits, however they are set later."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(_log_locator(False))
+    ax.yaxis.set_minor_locator(_log_locator(True))
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda v, pos: f"$\\mathdefault{{{power(v)}}}$" if v > 0 else ""))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _log_locator(minor: bool):
+    from matplotlib.ticker import Locator
+
+    class LogTicks(Locator):
+        def __call__(self):
+            return self.tick_values(*self.axis.get_view_interval())
+
+        def tick_values(self, vmin, vmax):
+            return log_ticks(vmin, vmax)[1 if minor else 0]
+
+    return LogTicks()
+
+
 def _pow10(v):
     v = np.asarray(v, dtype=np.float64)
     return np.power(10.0, np.clip(v, _LOG10_MIN, None))
@@ -314,12 +342,13 @@ def rnn_overlays(params: Mapping, lags, *, norm: str = NORMS[0], mean_field: boo
     if mean_field and norm == FROBENIUS:
         mf = mean_field_from_params(params, input_second_moment=input_second_moment)
         out.append(Overlay(rf"{name} mean field: $\sqrt{{n}}\,\chi_1^{{k/2}}$, "
-                           rf"$\chi_1={mf.chi1:.3f}$", lags, mf.log10_norm(lags, n),
+                           rf"$\chi_1={sig(mf.chi1, style='latex')}$", lags,
+                           mf.log10_norm(lags, n),
                            color="#444444", linestyle=":"))
     if pascanu:
         u = float(np.linalg.norm(np.asarray(params["U"], dtype=np.float64), 2))
         out.append(Overlay(rf"{name} Pascanu bound: ${_sqrt_n(norm)}(\gamma\|U\|_2)^k$, "
-                           rf"$\gamma=1$, $\|U\|_2={u:.2f}$", lags,
+                           rf"$\gamma=1$, $\|U\|_2={sig(u, style='latex')}$", lags,
                            pascanu_bound(params["U"], lags, norm=norm), color="#888888",
                            linestyle="-."))
     return out
@@ -332,10 +361,10 @@ def gate_overlay(lags, bias: float, n: int, *, norm: str = NORMS[0], tex: str = 
     there; with ``timescale`` the label adds the chrono timescale 1 + e^b steps."""
     from gateflow.analysis._analysis import chrono_timescale, gate_path
 
-    label = rf"{prefix}: ${_sqrt_n(norm)}\sigma({tex}={bias:g})^k$"
+    label = rf"{prefix}: ${_sqrt_n(norm)}\sigma({tex}={given(bias, style='latex')})^k$"
     if timescale:
         ts = float(chrono_timescale(bias))
-        value = f"{ts:.3g}" if math.isfinite(ts) else r"\infty"
+        value = sig(ts, style="latex")
         label += ",\n" + rf"timescale $1+e^{{{tex}}}={value}$ steps"
     return Overlay(label, np.asarray(lags), gate_path(lags, bias, n, norm), color=color,
                    linestyle=linestyle)
@@ -380,7 +409,7 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
     _check_legend(legend)
     with house_style():
         fig, ax = _axes(ax, legend)
-        ax.set_yscale("log")
+        log_axis(ax)
         drawn = []
         for i, (label, res) in enumerate(results.items()):
             color = _color(colors, label, i)
@@ -455,7 +484,7 @@ def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None 
               else choose_many(blocks, tuple(dict.fromkeys(names)), "input block"))
     with house_style():
         fig, ax = _axes(ax, legend)
-        ax.set_yscale("log")
+        log_axis(ax)
         drawn = []
         for i, (label, res) in enumerate(results.items()):
             for b in (b for b in wanted if b in res.inputs):
@@ -468,8 +497,12 @@ def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None 
                                  label=f"{label}: " + norm_label(norm, b))
                 drawn += [s.median, s.q25, s.q75]
         _frame(ax, drawn)
+        # "X/y_lj" (a stack's layer output, what a hook sees) sits beside "X/x"
+        source = {b.split("/")[1][:1] for b in wanted}
         _finish(fig, ax, [r.input_lags for r in measured.values()], "input lag k (steps)",
-                f"input sensitivity {norm_label(norm, 's/x')}",
+                f"input sensitivity {norm_label(norm, 's/x')}" if source == {"x"} else
+                f"layer-output sensitivity {norm_label(norm, 's/y')}" if source == {"y"} else
+                "sensitivity to inputs and layer outputs",
                 title or "Input sensitivity (median, band: interquartile range)", legend, path)
     return fig
 
@@ -531,7 +564,7 @@ def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
         axes = fig.subplots(1, len(lags), sharey=True, squeeze=False)[0]
         marked = False
         for ax, k in zip(axes, lags):
-            ax.set_yscale("log")
+            log_axis(ax)
             floors = []
             for i, (label, res) in enumerate(results.items()):
                 color = _color(colors, label, i)
@@ -566,7 +599,8 @@ def _spectra_legend(fig, ax, legend: str | None, marked: bool) -> None:
     if marked:
         handles.append(Line2D([], [], linestyle="none", marker="v", markerfacecolor="none",
                               markeredgecolor="#555555"))
-        labels.append(rf"below $10^{{{NOISE_DECADES:g}}}\,\sigma_1$ (float64 cannot resolve "
+        labels.append(rf"below ${given(10.0 ** NOISE_DECADES, style='latex')}\,\sigma_1$ "
+                      "(float64 cannot resolve "
                       "them): drawn at that floor")
     if legend == "below":
         legends_below(fig, [(ax, handles, labels)])

@@ -18,8 +18,14 @@ Layout of ``templates/``::
     md/page.j2         the Markdown shell
     md/macros.j2       the same macros, as Markdown
 
-:func:`narrative` tells the story with the numbers; :func:`report_context` builds what
-the templates show; :func:`render_report` renders both pages.
+:func:`narrative` tells the story with the numbers and :func:`verdict` gives the answer
+(the headline): every number, comparison and verdict is computed from the fits and curves
+of the data, none is asserted from a default; a curve that never crosses the threshold
+"stays above 10⁻⁶ over all T lags measured", and nothing is said of the lags beyond.
+``tests/test_report_claims.py`` checks every claim against data.json over a grid of
+settings. Numbers are formatted by the one policy of :mod:`._numbers`.
+:func:`report_context` builds what the templates show; :func:`render_report` renders both
+pages.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
-from gateflow.presentation._console import fmt
 from gateflow.presentation._labels import (
     direct_coefficient,
     direct_label,
@@ -38,8 +43,9 @@ from gateflow.presentation._labels import (
     norm_tex,
     run_label,
 )
+from gateflow.presentation._numbers import factor, given, r2, sig, steps
 
-__all__ = ["narrative", "render_report", "report_context"]
+__all__ = ["narrative", "render_report", "report_context", "verdict"]
 
 #: The cells the report compares, by run label.
 CELLS = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -56,59 +62,76 @@ def shown_fit(run: Mapping) -> Mapping:
     return run["fits"][run["block"]]
 
 
-def tex_number(x: float) -> str:
-    """A threshold as LaTeX: ``1e-06`` -> ``10^{-6}``, ``2.5e-07`` -> ``2.5 \\times
-    10^{-7}``, ``0.01`` -> ``0.01``."""
-    text = f"{x:g}"
-    if "e" not in text:
-        return text
-    mant, _, exp = text.partition("e")
-    power = f"10^{{{int(exp)}}}"
-    return power if mant == "1" else rf"{mant} \times {power}"
-
-
 def _norm(block: str | None = None) -> str:
     """``$\\|\\partial c_T/\\partial c_{T-k}\\|_F$`` for the report's norm."""
     return f"${norm_tex('frobenius', lag_tex(block))}$"
 
 
-def horizon(fit: Mapping, T: int) -> str:
-    """A fit's memory horizon; ``"> T"`` when a vanishing curve has not reached the
-    threshold yet, ``"never within T"`` for a curve that does not vanish."""
+def _thr(data: Mapping) -> str:
+    """The memory-horizon threshold as LaTeX: ``10^{-6}``."""
+    return given(data["config"]["threshold"], style="latex")
+
+
+def _lags(data: Mapping) -> int:
+    """How many lags were measured (k = 1, …, T: T of them)."""
+    return len(data["lags"])
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _r2(fit: Mapping) -> str:
+    return "$R^2$ undefined" if fit["r2"] is None else f"$R^2 = {r2(fit['r2'])}$"
+
+
+def horizon(fit: Mapping, data: Mapping) -> str:
+    """A memory horizon for a table: the first lag below the threshold, or "not reached"
+    with the lags it was not reached in (never "> T": nothing is said beyond them)."""
+    h = fit["memory_horizon"]
+    return str(h) if h is not None else f"not reached ($k \\leq {data['lags'][-1]}$)"
+
+
+def fate(fit: Mapping, data: Mapping) -> str:
+    """What a curve does against the threshold, over the lags measured."""
     h = fit["memory_horizon"]
     if h is not None:
-        return f"{h}"
-    return f"> {T}" if fit.get("regime", "vanishing") == "vanishing" else "never within T"
-
-
-def r2_text(fit: Mapping) -> str:
-    return "—" if fit.get("r2") is None else f"{fit['r2']:.3f}"
+        return f"first drops below ${_thr(data)}$ at lag {h}"
+    return f"stays above ${_thr(data)}$ over all {_lags(data)} lags measured"
 
 
 def trend(fit: Mapping) -> str:
     """What a fitted curve does, in words, with its numbers: an e-folding lag only for a
     vanishing curve; an exploding, neutral or non-monotone curve is called so."""
-    regime, factor = fit.get("regime", "vanishing"), fit["per_step_factor"]
-    r2 = f"$R^2 = {r2_text(fit)}$"
+    from gateflow.analysis._analysis import NEUTRAL_DECADES, TURN_DECADES
+
+    regime, per = fit["regime"], factor(fit["per_step_factor"])
     if regime == "vanishing":
-        return (f"decays by a factor {factor:.3f} per step (e-folding lag "
-                f"{fmt(fit['efold_lag'], '.2f')} steps, {r2})")
+        return (f"decays by ×{per} per step (e-folding lag {steps(fit['efold_lag'])} steps, "
+                f"{_r2(fit)})")
     if regime == "exploding":
-        return (f"grows by a factor {factor:.3f} per step (exploding, {r2}: no e-folding lag, "
-                "and no memory)")
+        return f"grows by ×{per} per step (exploding, {_r2(fit)}: no e-folding lag, no memory)"
     if regime == "neutral":
-        return (f"stays within half a decade over the lags measured (factor {factor:.3f} per "
-                f"step, {r2}: neutral, no e-folding lag)")
+        return (f"is neutral: its fitted line, ×{per} per step ({_r2(fit)}), moves by less "
+                f"than {given(NEUTRAL_DECADES)} decade over the lags measured, so it has no "
+                "e-folding lag")
     if regime == "non-monotone":
-        return (f"falls and then rises again (non-monotone: the best line, factor "
-                f"{factor:.3f} per step, has {r2}, so no e-folding lag)")
-    return "is exactly zero"
+        return (f"is non-monotone: it turns by at least {given(TURN_DECADES)} decade, so the "
+                f"best line, ×{per} per step ({_r2(fit)}), gives no e-folding lag")
+    return "is exactly zero at every lag"
 
 
 def efold_text(fit: Mapping) -> str:
     """The e-folding lag of a vanishing curve; the regime of any other."""
-    if fit.get("regime", "vanishing") == "vanishing":
-        return fmt(fit["efold_lag"], ".3g", "∞")
+    if fit["regime"] == "vanishing":
+        return steps(fit["efold_lag"])
     return f"— ({fit['regime']})"
 
 
@@ -182,96 +205,248 @@ def claim() -> list[str]:
     ]
 
 
+#: Two e-folding lags within this fraction of each other are "about as long".
+SAME = 0.05
+#: A gate-only per-step factor within this of σ(0) = 1/2 is "close to" it.
+NEAR_HALF = 0.05
+
+
+def _versus(a: str, fa: Mapping, b: str, fb: Mapping) -> str:
+    """How long ``a`` keeps the gradient against ``b``, by their e-folding lags (only
+    two vanishing curves have them)."""
+    if fa["regime"] != "vanishing" or fb["regime"] != "vanishing":
+        return (f"{a} ({fa['regime']}) and {b} ({fb['regime']}) have no pair of e-folding "
+                "lags to compare")
+    ea, eb = fa["efold_lag"], fb["efold_lag"]
+    said = f"(e-folding lag {steps(ea)} against {steps(eb)} steps)"
+    if abs(ea / eb - 1) <= SAME:
+        return f"{a} keeps the gradient about as long as {b} {said}"
+    if ea > eb:
+        return f"{a} keeps the gradient {sig(ea / eb, 2)} times as long as {b} {said}"
+    return f"{a} loses the gradient {sig(eb / ea, 2)} times as fast as {b} {said}"
+
+
+def _gates_alone(cell: str, fit: Mapping, rnn: Mapping) -> str:
+    """The gate-only product of ``cell`` against σ(0) = 1/2 and the RNN's factor."""
+    f, g = fit["per_step_factor"], rnn["per_step_factor"]
+    level = ("close to" if abs(f - 0.5) <= NEAR_HALF else "above" if f > 0.5 else "below")
+    return (f"${direct_label(cell, fmt='latex')}$ changes by ×{factor(f)} per step, {level} "
+            f"$\\sigma(0) = 0.5$ and {'above' if f > g else 'below'} the RNN's ×{factor(g)}")
+
+
+def _mean_field(rnn: Mapping, mf: Mapping) -> str:
+    from gateflow.analysis._analysis import GOOD_R2
+
+    text = (f"Mean-field theory predicts ×{factor(mf['per_step_factor'])} per step "
+            f"($\\sqrt{{\\chi_1}}$, $\\chi_1 = {sig(mf['chi1'], style='latex')}$)")
+    if comparable(rnn):
+        rel = rnn["per_step_factor"] / mf["per_step_factor"] - 1
+        return (text + f"; the measured factor is {sig(abs(rel) * 100, 2)}% "
+                f"{'above' if rel > 0 else 'below'} it.")
+    return (text + f"; the measured curve is {rnn['regime']} with {_r2(rnn)}, so the two are "
+            f"not compared (only a curve that does not turn, with $R^2 \\geq {GOOD_R2}$, "
+            "is).")
+
+
+def _pascanu(rnn: Mapping, u: float) -> str:
+    text = f"The Pascanu bound, $\\|U\\|_2 = {sig(u, style='latex')}$ per step, "
+    if u < 1:
+        return text + "is below 1, so it guarantees vanishing."
+    text += "is not below 1, so it guarantees nothing here"
+    if rnn["regime"] == "vanishing":
+        return text + ": the measured vanishing comes from $\\tanh' < 1$ on typical " \
+                      "pre-activations."
+    return text + "."
+
+
 def narrative(data: Mapping) -> list[str]:
     """The paragraphs that tell the story with the numbers of ``data`` (inline markup:
-    text with ``$…$`` LaTeX). Every number is formatted from ``data`` here and nowhere else."""
+    text with ``$…$`` LaTeX). Every number, every comparison and every verdict is
+    computed here from the fits and curves of ``data`` (as data.json holds them): nothing
+    is said that the measurements do not show."""
     cfg = data["config"]
-    T = cfg["steps"]
     runs = _runs(data)
     rnn, lstm, gru = (shown_fit(runs[k]) for k in ("RNN", "LSTM", "GRU"))
-    lstm_d, gru_d = runs["LSTM"]["direct_fit"], runs["GRU"]["direct_fit"]
-    mf = data["theory"]["mean_field"]
-    u_norm = data["theory"]["pascanu"]["U_spectral_norm"]
-    thr = tex_number(cfg["threshold"])
     paras = [
         f"Measured at the same initialisation ({cfg['scheme']}, $n = {cfg['hidden']}$, "
-        f"$d = {cfg['inputs']}$, $T = {T}$, {cfg['batch']} sequences): the RNN's "
-        f"{_norm(runs['RNN']['block'])} {trend(rnn)}; it first drops below ${thr}$ at lag "
-        f"{horizon(rnn, T)}. Mean-field theory predicts $\\sqrt{{\\chi_1}} = "
-        f"{mf['per_step_factor']:.3f}$ per step ($\\chi_1 = {mf['chi1']:.3f}$); the Pascanu "
-        f"bound, with $\\|U\\|_2 = {u_norm:.2f}$, "
-        + ("is above 1 per step and so says nothing here: the bound is loose, the "
-           "vanishing comes from $\\tanh' < 1$ on typical pre-activations."
-           if u_norm >= 1 else "is below 1 per step and guarantees vanishing."),
-        f"The LSTM's cell path {_norm(runs['LSTM']['block'])} {trend(lstm)}, horizon "
-        f"{horizon(lstm, T)}; the GRU's {_norm(runs['GRU']['block'])} {trend(gru)}, horizon "
-        f"{horizon(gru, T)}. The gate-only products ${direct_label('lstm', fmt='latex')}$ "
-        f"and ${direct_label('gru', fmt='latex')}$ (dashed in the first figure) decay at "
-        f"{lstm_d['per_step_factor']:.3f} and {gru_d['per_step_factor']:.3f} per step: with "
-        "default biases near 0 the gates sit near $\\sigma(0) = 0.5$, so gating alone barely "
-        "helps.",
-        lyapunov_paragraph(data),
+        f"$d = {cfg['inputs']}$, $T = {cfg['steps']}$, "
+        f"{_plural(cfg['batch'], 'sequence')}): the RNN's {_norm(runs['RNN']['block'])} "
+        f"{trend(rnn)}, and {fate(rnn, data)}. "
+        + _mean_field(rnn, data["theory"]["mean_field"]) + " "
+        + _pascanu(rnn, data["theory"]["pascanu"]["U_spectral_norm"]),
+        f"At the same initialisation, the LSTM's cell path {_norm(runs['LSTM']['block'])} "
+        f"{trend(lstm)}, and {fate(lstm, data)}; the GRU's {_norm(runs['GRU']['block'])} "
+        f"{trend(gru)}, and {fate(gru, data)}. Against the plain RNN, at the default gate "
+        f"bias: {_versus('the LSTM', lstm, 'the RNN', rnn)}, and "
+        f"{_versus('the GRU', gru, 'the RNN', rnn)}. Along the gates alone (dashed in the "
+        "first figure), "
+        + "; ".join(_gates_alone(r["cell"], r["direct_fit"], rnn)
+                    for r in (runs["LSTM"], runs["GRU"]) if r.get("direct_fit"))
+        + "; $\\sigma(0)$ is the per-step factor of a gate with zero bias and zero weights.",
     ]
-    lstm_b = [r for r in data["runs"] if r["group"] == "lstm-bias"]
-    gru_b = [r for r in data["runs"] if r["group"] == "gru-bias"]
-    if lstm_b and gru_b:
-        paras.append(bias_paragraph(data, lstm_b, gru_b))
+    if all("lyapunov" in runs[k] for k in ("RNN", "LSTM", "GRU")):
+        paras.append(lyapunov_paragraph(data))
+    paras.append(bias_paragraph(data))
     return paras
 
 
-def bias_paragraph(data: Mapping, lstm_b: list, gru_b: list) -> str:
+def _bias_groups(data: Mapping) -> list[tuple[str, str, list[Mapping]]]:
+    """(cell label, the bias's LaTeX name, its runs) per biased group, e.g.
+    ("LSTM", "b_f", [LSTM b_f=0, …, LSTM chrono])."""
+    out = []
+    for group, cell, name in (("lstm-bias", "LSTM", "b_f"), ("gru-bias", "GRU", "b_z")):
+        rs = [r for r in data["runs"] if r["group"] == group]
+        if rs:
+            out.append((cell, name, rs))
+    return out
+
+
+def _item(r: Mapping, data: Mapping) -> str:
+    """One biased run in the bias paragraph: its e-folding lag (or regime) and fate."""
+    fit = shown_fit(r)
+    name = run_label(r["label"]).split(" ", 1)[1]
+    h = fit["memory_horizon"]
+    where = (f"first below ${_thr(data)}$ at lag {h}" if h is not None
+             else f"above ${_thr(data)}$ at all {_lags(data)} lags")
+    if fit["regime"] == "vanishing":
+        return f"{name}: e-folding lag {steps(fit['efold_lag'])} steps ({_r2(fit)}), {where}"
+    return (f"{name}: {fit['regime']}, ×{factor(fit['per_step_factor'])} per step "
+            f"({_r2(fit)}), {where}")
+
+
+def _ordered(rs: list[Mapping]) -> list[Mapping]:
+    """The runs with a gate bias set, by bias."""
+    return sorted((r for r in rs if r["gate_bias"] is not None), key=lambda r: r["gate_bias"])
+
+
+def bias_paragraph(data: Mapping) -> str:
     """What the gate bias does, with each biased run's numbers, and the verdict those
-    numbers give."""
-    T = data["config"]["steps"]
+    numbers give (:func:`verdict`)."""
+    groups = _bias_groups(data)
+    if not groups:
+        return verdict(data)
+    text = ("The gate's bias $b$ sets the timescale $1 + e^{b}$ steps of the memory path "
+            "($\\sigma(b)^k$ exactly when the weights are zero). "
+            + " ".join(f"{cell} — " + "; ".join(_item(r, data) for r in rs) + "."
+                       for cell, _, rs in groups))
+    for cell, name, rs in groups:
+        by_bias = _ordered(rs)
+        if len(by_bias) < 2:
+            continue
+        fs = [shown_fit(r)["per_step_factor"] for r in by_bias]
+        rising = all(b > a for a, b in zip(fs, fs[1:]))
+        text += (f" Raising ${name}$ through {', '.join(given(r['gate_bias']) for r in by_bias)}"
+                 f" {'raises' if rising else 'does not raise'} the {cell}'s per-step factor at "
+                 "every step ("
+                 + ", ".join(f"×{factor(f)}" for f in fs) + " per step).")
+    return text + " " + verdict(data, "So ")
 
-    def line(rs):
-        return "; ".join(f"{run_label(r['label']).split(' ', 1)[1]}: e-fold "
-                         f"{efold_text(shown_fit(r))}, $R^2 = {r2_text(shown_fit(r))}$, "
-                         f"horizon {horizon(shown_fit(r), T)}" for r in rs)
 
-    kept = [r for r in lstm_b + gru_b if shown_fit(r)["memory_horizon"] is None]
-    rnn_h = horizon(shown_fit(_runs(data)["RNN"]), T)
-    text = ("What keeps the gradient alive is the gate's bias, which sets the timescale "
-            "$1 + e^{b}$ steps of the memory path ($\\sigma(b)^k$ exactly when the weights "
-            f"are zero). LSTM — {line(lstm_b)}. GRU — {line(gru_b)}. ")
-    if kept:
-        names = ", ".join(run_label(r["label"]) for r in kept)
-        text += (f"So the claim holds in the form the theory gives it: the additive, gated "
-                 f"path carries the gradient across all $T = {T}$ steps measured, without "
-                 f"falling below ${tex_number(data['config']['threshold'])}$, for {names}; "
-                 f"with the gates at their default bias it does not, and the plain RNN, "
-                 f"which has no such knob, falls below it at lag {rnn_h}.")
+def _fates(subjects: list[tuple[str, Mapping]], too: bool) -> str:
+    """Where each of ``subjects`` ((name, run)) crosses the threshold ("it"): those that
+    drop below it, with their lags, then those that stay above it."""
+    drops = [(s, shown_fit(r)["memory_horizon"]) for s, r in subjects
+             if shown_fit(r)["memory_horizon"] is not None]
+    stays = [s for s, r in subjects if shown_fit(r)["memory_horizon"] is None]
+    parts = []
+    if drops:
+        parts.append(_and([f"{s} first drops below it at lag {h}" if j == 0
+                           else f"{s} at lag {h}" for j, (s, h) in enumerate(drops)]))
+    if stays:
+        parts.append(f"{_and(stays)} {'stays' if len(stays) == 1 else 'stay'} above it"
+                     + (" too" if too else ""))
+    return "; ".join(parts)
+
+
+def verdict(data: Mapping, lead: str = "") -> str:
+    """The report's answer, from the fates of the curves over the lags measured: which
+    biased runs keep the gradient above the threshold, what the default-bias LSTM and GRU
+    and the plain RNN do, and which curve keeps the longest e-folding lag. ``lead``
+    starts the first sentence ("So ")."""
+    runs = _runs(data)
+    thr, n = _thr(data), _lags(data)
+    biased = [r for _, _, rs in _bias_groups(data) for r in rs]
+
+    def above(r):
+        return shown_fit(r)["memory_horizon"] is None
+
+    kept = [r for r in biased if above(r) and shown_fit(r)["regime"] not in ("exploding",
+                                                                              "zero")]
+    grown = [r for r in biased if above(r) and shown_fit(r)["regime"] == "exploding"]
+    subjects = [("the default-bias LSTM", runs["LSTM"]), ("the default-bias GRU", runs["GRU"]),
+                ("the plain RNN", runs["RNN"])]
+    kept_text = (f"with {_and([run_label(r['label']) for r in kept])} the gradient stays "
+                 f"above ${thr}$ over all {n} lags measured" if kept else "")
+    if not biased:
+        text = f"against ${thr}$ over the {n} lags measured, {_fates(subjects, False)}."
+    elif not kept:
+        text = (f"at these settings no gate bias keeps the gradient above ${thr}$ over all "
+                f"{n} lags measured: {_fates(subjects, False)}.")
+    elif not any(above(runs[k]) for k in ("LSTM", "GRU")):
+        text = (f"the claim holds in the form the theory gives it: {kept_text}, while "
+                f"{_fates(subjects, True)}.")
     else:
-        text += (f"So at these settings no gate bias carries the gradient across all "
-                 f"$T = {T}$ steps: the claim holds only in part here (the plain RNN falls "
-                 f"below the threshold at lag {rnn_h}).")
+        text = (f"{kept_text}, but the threshold does not single out the bias here: "
+                f"{_fates(subjects, True)}.")
+    text = lead + text if lead else text[0].upper() + text[1:]
+    if grown:
+        text += (f" ({_and([run_label(r['label']) for r in grown])} "
+                 f"{'stays' if len(grown) == 1 else 'stay'} above it only because the "
+                 "gradient grows: exploding is no memory.)")
+    rnn = shown_fit(runs["RNN"])
+    vanishing = [r for r in data["runs"] if shown_fit(r)["regime"] == "vanishing"]
+    if vanishing:
+        best = max(vanishing, key=lambda r: shown_fit(r)["efold_lag"])
+        text += (f" Among the curves that vanish, the longest e-folding lag is "
+                 f"{run_label(best['label'])}'s, "
+                 f"{steps(shown_fit(best)['efold_lag'])} steps")
+        text += (f"; the plain RNN's is {steps(rnn['efold_lag'])} steps."
+                 if rnn["regime"] == "vanishing" and best is not runs["RNN"] else ".")
     return text
 
 
 def lyapunov_paragraph(data: Mapping) -> str:
-    """What the Lyapunov spectra say, with their numbers (median over the sequences)."""
+    """What the Lyapunov spectra say, with their numbers (median over the sequences), and
+    whether they rank the cells as the fitted decay rates do."""
     runs = _runs(data)
-    lam = {k: runs[k]["lyapunov"]["median"][0] for k in ("RNN", "LSTM", "GRU")}
+    cells = ("RNN", "LSTM", "GRU")
+    lam = {k: runs[k]["lyapunov"]["median"][0] for k in cells}
     mf = data["theory"]["lyapunov_mean_field"]["lambda_1"]
-    biased = [r for r in data["runs"] if r["group"] != "cells" and "lyapunov" in r]
-    best = max(biased, key=lambda r: r["lyapunov"]["median"][0]) if biased else None
 
-    def timescale(v: float) -> str:
-        return "no finite time" if v >= 0 else f"{-1 / v:.3g} steps"
+    def value(v):
+        return sig(v, none="−∞")  # null in data.json: an exactly zero Jacobian, −∞
 
-    text = (f"The Lyapunov spectra say the same thing along the trajectory, with no fit: the "
-            f"largest exponent $\\lambda_1$ (natural log per step) is the rate of the slowest "
-            f"direction, $e^{{\\lambda_1 t}}$ what a generic perturbation of the state keeps "
-            f"after $t$ steps. It is {lam['RNN']:.3f} for the RNN (mean-field theory: "
-            f"$\\frac{{1}}{{2}} \\ln \\chi_1 = {mf:.3f}$), {lam['LSTM']:.3f} for the LSTM and "
-            f"{lam['GRU']:.3f} for the GRU: their slowest direction forgets by a factor $e$ in "
-            f"{timescale(lam['RNN'])}, {timescale(lam['LSTM'])} and {timescale(lam['GRU'])}.")
-    if best is not None:
-        v = best["lyapunov"]["median"][0]
-        text += (f" Opening the gate moves $\\lambda_1$ towards 0: {run_label(best['label'])} "
-                 f"has $\\lambda_1 = {v:.3f}$, "
-                 + ("a direction that no longer contracts (no finite forgetting time)."
-                    if v >= 0 else f"forgetting by $e$ in {timescale(v)}."))
+    def timescale(k):
+        v = lam[k]
+        if v is None:  # −∞: an exactly zero Jacobian
+            return f"at once ({k})"
+        return f"{steps(-1 / v)} steps ({k})" if v < 0 else f"no finite time ({k})"
+
+    text = (f"The Lyapunov spectra measure the same decay along the trajectory, with no fit: "
+            f"the largest exponent $\\lambda_1$ (natural log per step) is the rate of the "
+            f"slowest direction, $e^{{\\lambda_1 t}}$ what a generic perturbation of the state "
+            f"keeps after $t$ steps. It is {value(lam['RNN'])} for the RNN (mean-field theory: "
+            f"$\\frac{{1}}{{2}} \\ln \\chi_1 = {sig(mf, style='latex')}$), "
+            f"{value(lam['LSTM'])} for the LSTM and {value(lam['GRU'])} for the GRU, so a "
+            f"perturbation along the slowest direction shrinks by a factor $e$ in "
+            f"{_and([timescale(k) for k in cells])}.")
+    neg = float("-inf")
+    by_lyap = sorted(cells, key=lambda k: neg if lam[k] is None else lam[k], reverse=True)
+    by_fit = sorted(cells, key=lambda k: shown_fit(runs[k])["per_step_factor"], reverse=True)
+    text += (f" From the slowest to forget to the fastest, the exponents rank the cells "
+             f"{', '.join(by_lyap)}, "
+             + ("as the fitted decay rates do." if by_lyap == by_fit else
+                f"while the fitted decay rates rank them {', '.join(by_fit)}."))
+    for cell, name, rs in _bias_groups(data):
+        by_bias = [r for r in _ordered(rs) if "lyapunov" in r]
+        if len(by_bias) < 2:
+            continue
+        ls = [r["lyapunov"]["median"][0] for r in by_bias]
+        ls = [neg if v is None else v for v in ls]
+        rising = all(b > a for a, b in zip(ls, ls[1:]))
+        text += (f" Raising ${name}$ through {', '.join(given(r['gate_bias']) for r in by_bias)}"
+                 f" {'moves' if rising else 'does not move'} the {cell}'s $\\lambda_1$ up at "
+                 f"every step ({', '.join(value(v) for v in ls)}).")
     return text
 
 
@@ -286,7 +461,6 @@ def _block_label(block: str) -> str:
 
 
 def _fit_rows(data: Mapping) -> list[list[str]]:
-    T = data["config"]["steps"]
     rows = []
     for r in data["runs"]:
         shown = [(_block_label(r["block"]), shown_fit(r))]
@@ -294,35 +468,41 @@ def _fit_rows(data: Mapping) -> list[list[str]]:
             state = r["block"].split("/")[1]
             shown.append((f"${direct_label(r['cell'], state, 'latex')}$", r["direct_fit"]))
         for b, f in shown:
-            rows.append([run_label(r["label"]), b, f.get("regime", "vanishing"),
-                         f"{f['per_step_factor']:.4f}", r2_text(f), efold_text(f),
-                         horizon(f, T)])
+            rows.append([run_label(r["label"]), b, f["regime"], factor(f["per_step_factor"]),
+                         r2(f["r2"]), efold_text(f), horizon(f, data)])
     return rows
 
 
 def _lyapunov_rows(data: Mapping) -> list[list[str]]:
     mf = data["theory"]["lyapunov_mean_field"]["lambda_1"]
-    rows = [["RNN mean field $\\frac{1}{2} \\ln \\chi_1$", f"{mf:.4f}", "—", "—", "—"]]
+    rows = [["RNN mean field $\\frac{1}{2} \\ln \\chi_1$", sig(mf), "—", "—", "—"]]
     for r in data["runs"]:
         if "lyapunov" in r:
             med = list(r["lyapunov"]["median"][:4])  # null in data.json: −inf
-            cells = ["$-\\infty$" if v is None or v == float("-inf") else f"{v:.4f}"
-                     for v in med]
+            cells = [sig(float("-inf") if v is None else v) for v in med]
             rows.append([run_label(r["label"]), *cells, *["—"] * (4 - len(cells))])
     return rows
 
 
-def _measured(fit: Mapping) -> str:
-    """A measured factor as the theory table shows it: only where the line describes the
-    curve (R² ≥ 0.99); otherwise why it is not compared."""
+def comparable(fit: Mapping) -> bool:
+    """Whether a fitted factor is compared with theory: a line that describes the curve
+    (R² ≥ 0.99) of a curve that does not turn."""
     from gateflow.analysis._analysis import GOOD_R2
 
-    r2 = fit.get("r2")
-    if r2 is not None and r2 >= GOOD_R2 and fit.get("regime") != "non-monotone":
-        return f"{fit['per_step_factor']:.4f} ($R^2 = {r2:.3f}$)"
-    why = "undefined" if r2 is None else f"{r2:.3f}"
-    return (f"not compared: $R^2 = {why} < {GOOD_R2}$ ({fit.get('regime')}), not one "
-            "exponential")
+    return (fit["r2"] is not None and fit["r2"] >= GOOD_R2
+            and fit["regime"] in ("vanishing", "exploding", "neutral"))
+
+
+def _measured(fit: Mapping) -> str:
+    """A measured factor as the theory table shows it: only where the line describes the
+    curve (:func:`comparable`); otherwise why it is not compared."""
+    from gateflow.analysis._analysis import GOOD_R2
+
+    if comparable(fit):
+        return f"{factor(fit['per_step_factor'])} ({_r2(fit)})"
+    if fit["regime"] in ("non-monotone", "zero"):
+        return f"not compared: {fit['regime']}, not one exponential"
+    return f"not compared: {_r2(fit)}, below {GOOD_R2} ({fit['regime']})"
 
 
 def _theory_rows(data: Mapping) -> list[list[str]]:
@@ -330,14 +510,14 @@ def _theory_rows(data: Mapping) -> list[list[str]]:
     mf = data["theory"]["mean_field"]
     rnn_factor = _measured(shown_fit(runs["RNN"]))
     rows = [
-        ["RNN mean field $\\sqrt{\\chi_1}$", f"{mf['per_step_factor']:.4f}",
-         fmt(mf["efold_lag"], ".3g", "∞"), rnn_factor],
+        ["RNN mean field $\\sqrt{\\chi_1}$", factor(mf["per_step_factor"]),
+         steps(mf["efold_lag"], none="∞"), rnn_factor],
         ["RNN Pascanu $\\|U\\|_2$ (a bound per step)",
-         f"{data['theory']['pascanu']['U_spectral_norm']:.4f}", "—", rnn_factor],
+         sig(data["theory"]["pascanu"]["U_spectral_norm"]), "—", rnn_factor],
     ]
     for label, g in data["theory"]["gate_path"].items():
         rows.append([f"{run_label(label)}: $\\sigma(b)$ (zero weights)",
-                     f"{g['zero_weight_factor']:.4f}", fmt(g["zero_weight_efold"], ".3g", "∞"),
+                     factor(g["zero_weight_factor"]), steps(g["zero_weight_efold"], none="∞"),
                      _measured(shown_fit(runs[label]))])
     return rows
 
@@ -437,25 +617,35 @@ def _figure(f: Any) -> dict[str, Any]:
             "files": list(f.files), "image": image}
 
 
+def _transient(lyap: Mapping | None) -> str:
+    """"the first 20 steps discarded", in words that fit the count."""
+    if lyap is None:
+        return ""
+    t = lyap["transient"]
+    return ("no step discarded as transient" if t == 0 else "the first step discarded"
+            if t == 1 else f"the first {t} steps discarded")
+
+
 def report_context(data: Mapping[str, Any], figures: Iterable[Any] = ()) -> dict[str, Any]:
     """Everything the templates show, built once for both pages: words (inline markup),
     tables (header and rows of inline markup), figures and formulas (LaTeX)."""
-    from gateflow.analysis._analysis import GOOD_R2
+    from gateflow.analysis._analysis import GOOD_R2, NEUTRAL_DECADES, TURN_DECADES
 
     cfg = data["config"]
-    T = cfg["steps"]
-    thr = tex_number(cfg["threshold"])
+    thr = _thr(data)
     lyap = next((r["lyapunov"] for r in data["runs"] if "lyapunov" in r), None)
+    chrono = sorted({r["chrono"] for r in data["runs"] if r.get("chrono") is not None})
     return {
         "title": "Does gating keep gradients alive? RNN, LSTM and GRU, measured",
         "claim": claim(),
         "story": narrative(data),
+        "verdict": verdict(data),
         "headline": _table(
             ["cell", "block", "regime", "e-folding lag (steps)",
              f"memory horizon (steps, $< {thr}$)"],
-            [[r["label"], _block_label(r["block"]),
-              shown_fit(r).get("regime", "vanishing"), efold_text(shown_fit(r)),
-              horizon(shown_fit(r), T)] for r in data["runs"] if r["group"] == "cells"]),
+            [[r["label"], _block_label(r["block"]), shown_fit(r)["regime"],
+              efold_text(shown_fit(r)), horizon(shown_fit(r), data)]
+             for r in data["runs"] if r["group"] == "cells"]),
         "figures": [_figure(f) for f in figures],
         "fits": _table(["configuration", "block", "regime", "per-step factor", "$R^2$",
                         "e-folding lag (steps)", "memory horizon (steps)"], _fit_rows(data)),
@@ -466,16 +656,19 @@ def report_context(data: Mapping[str, Any], figures: Iterable[Any] = ()) -> dict
         "cells": cells_math(),
         "config": _table(["setting", "value"], [[k, str(v)] for k, v in {
             "hidden size $n$": cfg["hidden"], "input size $d$": cfg["inputs"],
-            "steps $T$": T, "batch $B$ (sequences)": cfg["batch"],
+            "steps $T$": cfg["steps"], "batch $B$ (sequences)": cfg["batch"],
             "initialisation": cfg["scheme"], "weight seed": cfg["seed"],
             "input seed ($x \\sim \\mathcal{N}(0, 1)$)": cfg["input_seed"],
             "norm": cfg["norm"].capitalize(), "memory-horizon threshold": f"${thr}$",
-            "chrono $T_{\\max}$": T, "wall time (s)": f"{data['seconds']:.1f}"}.items()]),
+            "gate biases $b_f$, $b_z$": ", ".join(given(b) for b in cfg["biases"]) or "—",
+            "chrono $T_{\\max}$": ", ".join(given(c) for c in chrono) or "—",
+            "wall time (s)": sig(data["seconds"])}.items()]),
         "versions": _table(["package", "version"],
                            [[k, str(v)] for k, v in data["versions"].items()]),
-        "threshold": thr, "good_r2": GOOD_R2, "steps": T, "norm": _norm(),
+        "threshold": thr, "good_r2": GOOD_R2, "norm": _norm(),
+        "neutral_decades": given(NEUTRAL_DECADES), "turn_decades": given(TURN_DECADES),
         "lyapunov_k": None if lyap is None else lyap["k"],
-        "lyapunov_transient": None if lyap is None else lyap["transient"],
+        "lyapunov_transient": _transient(lyap),
         "data_files": ["data.json", "fits.csv", "curves.csv"],
     }
 
