@@ -1,22 +1,40 @@
-"""ONNX: the ``.onnx`` reader, one :class:`Recurrent` per ``LSTM``, ``GRU`` or ``RNN`` node.
+"""ONNX: the ``.onnx`` reader, one :class:`Recurrent` per ``LSTM``, ``GRU``, ``RNN`` or
+``com.microsoft`` ``DynamicQuantizeLSTM`` node, wherever it sits.
 
 The file is parsed with the ``onnx`` package alone (``onnx.load_model_from_string``, which
-never follows external data); nothing is executed and onnxruntime is not needed. Only the
-top-level graph is searched, in node order: recurrent nodes inside subgraphs (``Loop``,
-``If``, ``Scan`` bodies) and model-local functions are not listed. A node is named by its
-``name``; a node without one is called ``f"{op_type}_{index}"``, and nodes that share a
-name are told apart as ``f"{name}_{index}"``, where ``index`` is the node's position in the
-graph's node list (counting every node, from 0).
+never follows external data); nothing is executed and onnxruntime is not needed.
 
-A weight (``W``, ``R``, ``B``, ``P``) must be stored in the file: a graph initializer or a
-``Constant`` node's ``value``. A weight fed at run time (a graph input without an
-initializer, or any other node's output) and a tensor kept in an external data file are
-refused, naming the node. An absent ``B`` is zeros.
+**Where nodes are looked for.** The top-level graph, and every subgraph below it: the
+branches of ``If`` (``then_branch``, ``else_branch``), the bodies of ``Loop`` and ``Scan``,
+any other node's graph attributes, and the bodies of model-local functions a node calls,
+down to :data:`MAX_NESTING` levels, in graph order (a subgraph's nodes right after the node
+that holds it). ``Recurrent.where`` says where a node sits when it is not the top-level
+graph (``If node '/If', then-branch``; nested levels joined by ``" > "``).
 
-The operators (https://onnx.ai/onnx/operators/) stack gates along the rows, per
-direction: W is [num_directions, G·n, d], R is [num_directions, G·n, n], B is
-[num_directions, 2·G·n] (W's biases, then R's), P is [num_directions, 3n]. Mapped onto
-gateflow's names (a bias named for both W and R is their sum, as the operator adds them):
+**Names** (what ``--module`` takes). A node is named by its ``name``; a node without one is
+``f"{op_type}_{index}"``; nodes of one graph that share a name are ``f"{name}_{index}"``
+(``index``: the node's position in its graph's node list, counting every node from 0). That
+name is the module's when no other recurrent node in the file has it. When several do (the
+two branches of an ``If`` hold the same ``/LSTM``), each of them is qualified by the path to
+it: every enclosing node's name (made unique in its graph the same way) and the attribute
+(or function) holding the next level, joined by ``:`` — ``/If:then_branch:/LSTM``,
+``/Loop:body:/If:else_branch:/GRU``, ``call:MyFunction:lstm``. A top-level node keeps its
+plain name.
+
+**Weights** (``W``, ``R``, ``B``, ``P``) are constants of the file: an initializer or a
+``Constant`` node of the node's graph or of a graph around it (a subgraph sees its outer
+scopes' names), or a value computed from such constants by the operators that exporters put
+in between (``Slice``, ``Concat``, ``Unsqueeze``, ``Squeeze``, ``Reshape``, ``Transpose``,
+``Cast``, ``Gather``, ``Split``, ``Identity``, ``DequantizeLinear``, … see
+:data:`._onnx_fold.OPS`), folded with NumPy (:mod:`._onnx_fold`). A weight that is not such
+a constant (a graph input, a loop-carried value, another operator's output, an external or
+sparse tensor) is not guessed: the node is skipped with one line in ``Found.skipped`` that
+names the input and why. An absent ``B`` is zeros.
+
+The operators (https://onnx.ai/onnx/operators/) stack gates along the rows, per direction:
+W is [num_directions, G·n, d], R is [num_directions, G·n, n], B is [num_directions, 2·G·n]
+(W's biases, then R's), P is [num_directions, 3n]. Mapped onto gateflow's names (a bias
+named for both W and R is their sum, as the operator adds them):
 
 ======  ===============  =================================================================
  node    ONNX gates       gateflow
@@ -26,21 +44,55 @@ gateflow's names (a bias named for both W and R is their sum, as the operator ad
  GRU     z, r, h          W_z, W_r, W_n / U_z, U_r, U_n; b_z, b_r summed; b_in = Wb_h,
                           b_hn = Rb_h; ``linear_before_reset=1``: ``gru`` (reset after the
                           matmul), ``0`` (the default): ``gru-cho`` (reset before it)
- RNN     (one)            W, U, b; activation Tanh: ``rnn``, Relu: ``rnn-relu``
+ RNN     (one)            W, U, b; cell ``rnn`` (``rnn-relu`` with Relu)
 ======  ===============  =================================================================
 
-``direction="reverse"`` is a node whose one direction runs over the time-reversed
-sequence (weights index 0); ``"bidirectional"`` holds the forward direction at index 0 and
-the reverse one at index 1. Only the default activations are read (LSTM Sigmoid, Tanh,
-Tanh; GRU Sigmoid, Tanh; RNN Tanh or Relu); other activations, ``activation_alpha``/``beta``,
-``clip`` and ``input_forget=1`` change the cell's equations and are refused. ``layout=1``
-(batch-first X and Y) leaves the weights as they are and is only noted.
+``DynamicQuantizeLSTM`` (onnxruntime's contrib operator, written by
+``onnxruntime.quantization.quantize_dynamic``) is an LSTM whose W and R are 8-bit integers,
+*transposed* ([num_directions, d, 4n] and [num_directions, n, 4n]), with a scale and a zero
+point per direction ([num_directions]) or per output channel ([num_directions, 4n]). They
+are dequantized exactly, in float64, as (q − zero_point)·scale, transposed back, and read as
+an LSTM; the record's ``assumed`` says ``int8 weights dequantized: the analysis is of the
+dequantized float model`` (at run time onnxruntime also quantizes x and h at each step).
+
+**Activations** come from the node: ``activations`` (LSTM f, g, h → gateflow's roles gate,
+candidate, output; GRU f, g → gate, candidate; RNN f → candidate), with the parameters in
+``activation_alpha``/``activation_beta``, make a cell variant
+(:func:`gateflow.cells._activations.variant_name`, e.g. ``lstm[gate=hard_sigmoid(0.2,0.5)]``).
+The list names every direction's functions (3 or 6 for an LSTM, as the standard and
+onnxruntime require). Parameters are consumed in the order of the activations that take them
+(onnxruntime); where a list with one value per activation, read by position (as ONNX's
+reference evaluator does), gives other functions, or a parameter with no agreed default
+(Affine, ScaledTanh, ThresholdedRelu: the standard's operators and onnxruntime differ) is
+missing, the node is skipped rather than guessed. HardSigmoid, LeakyRelu and Elu without
+parameters take the standard defaults (0.2, 0.5; 0.01; 1), said in ``assumed``. A
+bidirectional node must use the same functions in both directions (it is one cell here);
+one that does not is skipped. ``clip`` (the gates' pre-activations clipped to ±clip)
+changes the function and the node is skipped, unless it is infinite (it never binds);
+``input_forget=1`` (coupled gates) is skipped too. A node that cannot be read is skipped
+with its reason; the other nodes of the file are still read.
+
+``direction="reverse"`` is a node whose one direction runs over the time-reversed sequence
+(weights index 0); ``"bidirectional"`` holds the forward direction at index 0 and the
+reverse one at index 1. ``layout=1`` (batch-major X and Y) leaves the weights as they are;
+``Recurrent.layout`` says ``"batch-major"`` for it, ``"time-major"`` otherwise. Weights
+stored in float16, bfloat16 or an integer type are said once in ``assumed``, and so is an
+``initial_h``/``initial_c`` fixed to nonzero constants (a learned initial state, which a run
+does not start from unless given ``--s0``).
+
+**Skipped**: a recurrent node that cannot be read (with the reason), a subgraph deeper than
+:data:`MAX_NESTING`, an operator of an unknown domain (it could hold a recurrence),
+onnxruntime's other recurrent contrib operators, PyTorch ``ATen`` fallbacks of its RNNs, and
+``Loop``/``Scan`` bodies that carry values from one step to the next through plain operators
+(a recurrence that is not an LSTM/GRU/RNN node) each add one line to ``Found.skipped``; in a
+model with no recurrent node at all, so does each graph input whose exact shape an output
+repeats (a state carried from one call to the next, as in a cell written with Gemm and
+Sigmoid).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +101,20 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow.cells._library import CELLS
+from gateflow.cells._activations import variant_name
+from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
 from gateflow.models._checks import clip, one_line
 from gateflow.models.formats._files import fits, show
-from gateflow.models.formats._recurrent import Recurrent
+from gateflow.models.formats._onnx_fold import Folded, Folder, Scope, Unfoldable
+from gateflow.models.formats._onnx_walk import MAX_NESTING, Candidate, Walk, module_names, opset
+from gateflow.models.formats._recurrent import Found, Recurrent
 
 if TYPE_CHECKING:
-    from onnx import GraphProto, NodeProto, TensorProto
+    from onnx import NodeProto
 
-__all__ = ["EXTENSIONS", "WHAT", "scan", "sniff"]
+__all__ = ["EXTENSIONS", "MAX_NESTING", "WHAT", "scan", "sniff"]
 
 WHAT = "an ONNX model"
 EXTENSIONS = (".onnx",)
@@ -69,13 +124,15 @@ EXTENSIONS = (".onnx",)
 class _Layout:
     """How one operator stacks its gates: gateflow's name of each row block of W (``ih``)
     and R (``hh``), and of each part of B's W half (``bias_w``) and R half (``bias_r``), in
-    ONNX's gate order; ``activations`` are the defaults for one direction (lower case)."""
+    ONNX's gate order; ``roles`` are gateflow's roles of its activations, in ONNX's order,
+    and ``defaults`` the operator's default activations (ONNX spelling)."""
 
     ih: tuple[str, ...]
     hh: tuple[str, ...]
     bias_w: tuple[str, ...]
     bias_r: tuple[str, ...]
-    activations: tuple[str, ...]
+    roles: tuple[str, ...]
+    defaults: tuple[str, ...]
     extra: tuple[str, ...]  # the operator's own attributes besides the common ones
 
     @property
@@ -85,23 +142,28 @@ class _Layout:
 
 _LSTM_B = ("b_i", "b_o", "b_f", "b_g")
 _GRU_B = ("b_z", "b_r")
+_LSTM = _Layout(("W_i", "W_o", "W_f", "W_g"), ("U_i", "U_o", "U_f", "U_g"), _LSTM_B, _LSTM_B,
+                ("gate", "candidate", "output"), ("Sigmoid", "Tanh", "Tanh"),
+                ("input_forget", "layout"))
 _LAYOUTS = {
-    "LSTM": _Layout(("W_i", "W_o", "W_f", "W_g"), ("U_i", "U_o", "U_f", "U_g"), _LSTM_B, _LSTM_B,
-                    ("sigmoid", "tanh", "tanh"), ("input_forget",)),
+    "LSTM": _LSTM,
     "GRU": _Layout(("W_z", "W_r", "W_n"), ("U_z", "U_r", "U_n"), (*_GRU_B, "b_in"),
-                   (*_GRU_B, "b_hn"), ("sigmoid", "tanh"), ("linear_before_reset",)),
-    "RNN": _Layout(("W",), ("U",), ("b",), ("b",), ("tanh",), ()),
+                   (*_GRU_B, "b_hn"), ("gate", "candidate"), ("Sigmoid", "Tanh"),
+                   ("linear_before_reset", "layout")),
+    "RNN": _Layout(("W",), ("U",), ("b",), ("b",), ("candidate",), ("Tanh",), ("layout",)),
 }
+_QLSTM = _Layout(_LSTM.ih, _LSTM.hh, _LSTM.bias_w, _LSTM.bias_r, _LSTM.roles, _LSTM.defaults,
+                 ("input_forget",))
 _PEEPHOLES = ("p_i", "p_o", "p_f")  # P's order
 _COMMON = ("activation_alpha", "activation_beta", "activations", "clip", "direction",
-           "hidden_size", "layout", "output_sequence")  # output_sequence: opset 1 only
+           "hidden_size", "output_sequence")  # output_sequence: opset 1 only
 _DIRECTIONS = {"forward": ("forward",), "reverse": ("reverse",),
                "bidirectional": ("forward", "reverse")}
 _WEIGHTS = {"W": 1, "R": 2, "B": 3, "P": 7}  # input slots; P is LSTM's only
-_DOMAINS = ("", "ai.onnx")
-# TensorProto data types read as weights: FLOAT, DOUBLE, FLOAT16, BFLOAT16
-_FLOATS = {1: "float32", 11: "float64", 10: "float16", 16: "bfloat16"}
-_EXTERNAL = 1  # TensorProto.EXTERNAL
+_QUANT = {"W_scale": 8, "W_zero_point": 9, "R_scale": 10, "R_zero_point": 11}
+_FLOATS = ("float32", "float64", "float16", "bfloat16")
+_PRECISION = {"float16": "float16 weights (11 significant bits)",
+              "bfloat16": "bfloat16 weights (8 significant bits)"}
 
 # ModelProto's fields after ir_version (field number -> wire type), for sniff
 _MODEL_FIELDS = {2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -135,189 +197,329 @@ def sniff(head: bytes, members: Sequence[str] | None) -> str | None:
     return WHAT
 
 
-# -- where a weight comes from --------------------------------------------------------------
-@dataclass(frozen=True)
-class _Sources:
-    """What defines each value name in the top-level graph."""
-
-    stored: dict[str, TensorProto]  # initializers and Constant nodes' values
-    made: dict[str, tuple[str, str]]  # output of another node -> (its label, its op_type)
-    inputs: frozenset[str]  # graph inputs
-    sparse: frozenset[str]  # sparse initializers
-    odd_constants: dict[str, str]  # Constant outputs without a tensor ``value``: attribute
-
-
-def _sources(graph: GraphProto) -> _Sources:
-    stored: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
-    made: dict[str, tuple[str, str]] = {}
-    odd: dict[str, str] = {}
-    for i, node in enumerate(graph.node):
-        if node.op_type == "Constant" and node.domain in _DOMAINS and len(node.output) == 1:
-            value = next((a for a in node.attribute if a.name == "value"), None)
-            if value is not None and value.HasField("t"):
-                stored[node.output[0]] = value.t
-            else:
-                odd[node.output[0]] = ", ".join(a.name for a in node.attribute) or "none"
-            continue
-        for out in node.output:
-            if out:
-                made[out] = (node.name or f"{node.op_type}_{i}", node.op_type)
-    return _Sources(stored, made, frozenset(i.name for i in graph.input),
-                    frozenset(s.values.name for s in graph.sparse_initializer), odd)
-
-
-@dataclass(frozen=True)
-class _Node:
-    """A recurrent node being read: for messages and for its weights."""
-
-    path: Path
-    label: str
-    op: str
-
-    def refuse(self, what: str) -> GateflowError:
-        return GateflowError(f"cannot read {show(self.path)}: {self.op} node "
-                             f"{clip(repr(self.label), 80)} {what}")
-
-
-def _tensor(src: _Sources, node: _Node, role: str, name: str) -> TensorProto:
-    """The stored tensor that feeds input ``role`` of ``node``; refuse any other source."""
-    shown_name = clip(repr(name), 60)
-    stored_only = "gateflow reads only weights stored in the file (initializers or Constant nodes)"
-    if name in src.made:
-        label, op = src.made[name]
-        raise node.refuse(f"takes its weight {role} ({shown_name}) from node "
-                          f"{clip(repr(label), 60)} ({clip(op, 40)}), computed at run time; "
-                          f"{stored_only}")
-    if name in src.odd_constants:
-        raise node.refuse(f"takes its weight {role} ({shown_name}) from a Constant node "
-                          f"without a tensor value (attributes: "
-                          f"{clip(src.odd_constants[name], 60)}); {stored_only}")
-    if name in src.stored:
-        return _check_tensor(src.stored[name], node, role)
-    if name in src.sparse:
-        raise node.refuse(f"takes its weight {role} ({shown_name}) from a sparse initializer, "
-                          "which gateflow does not read; store it dense")
-    if name in src.inputs:
-        raise node.refuse(f"takes its weight {role} ({shown_name}) from a graph input, fed at "
-                          f"run time; {stored_only}")
-    raise node.refuse(f"takes its weight {role} from {shown_name}, which the top-level graph "
-                      "does not define; re-export the model")
-
-
-def _check_tensor(t: TensorProto, node: _Node, role: str) -> TensorProto:
-    if t.data_location == _EXTERNAL:
-        where = next((e.value for e in t.external_data if e.key == "location"), "?")
-        raise node.refuse(f"keeps its weights in an external file ({clip(repr(where), 60)}, "
-                          f"weight {role}); re-export with the weights inside, e.g. "
-                          "onnx.save_model(model, path, save_as_external_data=False)")
-    if t.data_type not in _FLOATS:
-        raise node.refuse(f"has weight {role} of ONNX data type {t.data_type} "
-                          f"({_type_name(t.data_type)}); weights must be float32/64/16 or "
-                          "bfloat16")
-    return t
-
-
-def _type_name(code: int) -> str:
-    from onnx import TensorProto
-
-    try:
-        return str(TensorProto.DataType.Name(code))
-    except ValueError:
-        return "unknown"
+# -- one node -------------------------------------------------------------------------------
+class _Skip(Exception):
+    """A node gateflow does not read; ``str(exc)`` completes "<op> node '<name>' ..."."""
 
 
 # -- attributes -----------------------------------------------------------------------------
-def _attributes(node: NodeProto) -> dict[str, Any]:
+def _attributes(node: NodeProto, scope: Scope) -> dict[str, Any]:
     from onnx import helper
 
     out: dict[str, Any] = {}
-    for a in node.attribute:
+    for attr in node.attribute:
+        a = attr
+        if attr.ref_attr_name:
+            ref = scope.attributes.get(attr.ref_attr_name)
+            if ref is None:
+                continue  # the function's caller leaves it out: the operator's default
+            a = ref
         value = helper.get_attribute_value(a)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         elif isinstance(value, list):
             value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
-        out[a.name] = value
+        out[attr.name] = value
     return out
 
 
-def _activations(node: _Node, layout: _Layout, given, nd: int) -> str:
-    """The activation of an RNN node ("tanh" or "relu"; the default for LSTM, GRU) after
-    checking ``given`` is the default, once or once per direction."""
-    k = len(layout.activations)
-    if given is None:
-        return layout.activations[0]
-    if not isinstance(given, list):
-        given = [given]
-    acts = [str(a).lower() for a in given]
-    listed = clip(", ".join(map(str, given)), 80)
-    per = [acts[j:j + k] for j in range(0, len(acts), k)]
-    if len(acts) not in (k, k * nd):
-        raise node.refuse(f"has {len(acts)} activations ({listed}); "
-                          f"expected {k} per direction")
-    allowed = [list(layout.activations)] + ([["relu"]] if node.op == "RNN" else [])
-    if any(p not in allowed for p in per) or any(p != per[0] for p in per):
-        want = " or ".join("(" + ", ".join(a.title() for a in p) + ")" for p in allowed)
-        raise node.refuse(f"has activations={listed}; gateflow reads only "
-                          f"the default activations {want}, the same in every direction")
-    return per[0][0]
+#: ONNX activation (lower case) -> (gateflow's name, parameters it takes, their standard
+#: defaults or None where the standard and onnxruntime disagree on a missing value).
+_ACTIVATIONS: dict[str, tuple[str, int, tuple[float, ...] | None]] = {
+    "sigmoid": ("sigmoid", 0, ()), "tanh": ("tanh", 0, ()), "relu": ("relu", 0, ()),
+    "softsign": ("softsign", 0, ()), "softplus": ("softplus", 0, ()),
+    "hardsigmoid": ("hard_sigmoid", 2, (0.2, 0.5)), "leakyrelu": ("leaky_relu", 1, (0.01,)),
+    "elu": ("elu", 1, (1.0,)), "thresholdedrelu": ("thresholded_relu", 1, None),
+    "affine": ("affine", 2, None), "scaledtanh": ("scaled_tanh", 2, None),
+}
 
 
-def _check_attributes(node: _Node, layout: _Layout, attrs: dict[str, Any]) -> list[str]:
+def _float32(v: float) -> str:
+    return str(np.float32(v))
+
+
+def _read_params(names: list[str], alphas: list[float], betas: list[float], *,
+                 by_position: bool) -> list[tuple[str, tuple[float | None, ...]]]:
+    """Each activation's (gateflow name, parameters; None where not given): alpha and beta
+    taken in order by the activations that use them, or (``by_position``, for a list with
+    one value per activation) the value at the activation's own position."""
+    out = []
+    ia = ib = 0
+    alpha_at = by_position and len(alphas) == len(names)
+    beta_at = by_position and len(betas) == len(names)
+    for k, raw in enumerate(names):
+        name, count, _ = _ACTIVATIONS[raw.lower()]
+        params: list[float | None] = []
+        if count >= 1:
+            j = k if alpha_at else ia
+            params.append(alphas[j] if j < len(alphas) else None)
+            ia += 1
+        if count >= 2:
+            j = k if beta_at else ib
+            params.append(betas[j] if j < len(betas) else None)
+            ib += 1
+        out.append((name, tuple(params)))
+    return out
+
+
+def _resolve(names: list[str], specs: list[tuple[str, tuple[float | None, ...]]]
+             ) -> list[tuple[str, tuple[float | None, ...], bool]]:
+    """Each activation with the standard defaults filled in where it has them (and whether
+    one was), None left where it has none."""
+    out = []
+    for raw, (name, params) in zip(names, specs):
+        defaults = _ACTIVATIONS[raw.lower()][2]
+        filled = tuple(d if p is None else p for p, d in zip(params, defaults)) \
+            if defaults is not None else params
+        out.append((name, filled, any(p is None for p in params) and defaults is not None))
+    return out
+
+
+def _activations(layout: _Layout, attrs: dict[str, Any], nd: int
+                 ) -> tuple[dict[str, tuple], list[str]]:
+    """The node's activations as role -> (gateflow name, *parameters), the same for every
+    direction, and the lines of what was assumed; _Skip where they cannot be read."""
+    k = len(layout.roles)
+    given = attrs.get("activations")
+    names = [str(a) for a in (given if isinstance(given, list) else [given])] \
+        if given is not None else list(layout.defaults)
+    listed = clip(", ".join(names), 80)
+    if given is not None and len(names) != k * nd:
+        raise _Skip(f"has {len(names)} activations ({listed}); the operator expects {k} per "
+                    f"direction, {k * nd} in all")
+    names = names * (nd if given is None else 1)
+    unknown = [a for a in names if a.lower() not in _ACTIVATIONS]
+    if unknown:
+        raise _Skip(f"has activation {clip(repr(unknown[0]), 40)}, which the ONNX operators "
+                    "do not define")
+    alphas = [float(a) for a in attrs.get("activation_alpha", [])]
+    betas = [float(b) for b in attrs.get("activation_beta", [])]
+    readings = [_resolve(names, _read_params(names, alphas, betas, by_position=False)),
+                _resolve(names, _read_params(names, alphas, betas, by_position=True))]
+    if readings[0] != readings[1]:
+        raise _Skip(f"has activations={listed} with activation_alpha={alphas} and "
+                    f"activation_beta={betas}, which the standard lets be read two ways "
+                    "(a value for each activation that takes one, as onnxruntime does, or "
+                    "one value per activation, by position, as ONNX's reference does) giving "
+                    "different functions; gateflow does not guess")
+    assumed = []
+    resolved = []
+    for raw, (name, params, defaulted) in zip(names, readings[0]):
+        if any(p is None for p in params):
+            raise _Skip(f"has activation {raw} without its parameters "
+                        "(activation_alpha/activation_beta), for which the ONNX standard and "
+                        "onnxruntime give different defaults; give them explicitly")
+        if defaulted:
+            line = (f"activation {raw} without activation_alpha/activation_beta: the ONNX "
+                    f"defaults ({', '.join(_float32(p) for p in params if p is not None)})")
+            if line not in assumed:
+                assumed.append(line)
+        resolved.append((name, *(np.float32(p) for p in params)))
+    per = [tuple(resolved[j:j + k]) for j in range(0, len(resolved), k)]
+    if any(p != per[0] for p in per):
+        raise _Skip(f"has activations={listed}, different in its two directions; gateflow "
+                    "reads a bidirectional node as one cell")
+    return dict(zip(layout.roles, per[0])), assumed
+
+
+def _check_attributes(op: str, layout: _Layout, attrs: dict[str, Any]) -> list[str]:
     """Refuse attributes that change the cell; the notes the others call for."""
     for name in attrs:
         if name not in _COMMON and name not in layout.extra:
-            raise node.refuse(f"has attribute {clip(repr(name), 40)}, which the ONNX {node.op} "
-                              "operator does not define; re-export the model")
-    for name in ("activation_alpha", "activation_beta"):
-        if name in attrs:
-            raise node.refuse(f"has attribute {name}, which only parametrised activations "
-                              "use; gateflow reads only the default activations")
+            raise _Skip(f"has attribute {clip(repr(name), 40)}, which the {op} operator does "
+                        "not define; re-export the model")
     if "clip" in attrs:
-        raise node.refuse(f"has clip={attrs['clip']!r}: the gate inputs are clipped, which "
-                          "gateflow's cells do not model; re-export without clip")
+        value = float(attrs["clip"])
+        if not (math.isinf(value) or value >= float(np.finfo(np.float32).max)):
+            raise _Skip(f"has clip={value:g}: its gates' and cell's pre-activations are "
+                        f"clipped to [-{value:g}, {value:g}], which changes the cell's function "
+                        "wherever they reach it; gateflow reads cells without clipping, "
+                        "re-export without clip")
     if attrs.get("input_forget", 0) != 0:
-        raise node.refuse(f"has input_forget={attrs['input_forget']!r} (coupled input and "
-                          "forget gates), which gateflow does not read; re-export with "
-                          "input_forget=0")
+        raise _Skip(f"has input_forget={attrs['input_forget']!r} (coupled input and forget "
+                    "gates), which gateflow does not read; re-export with input_forget=0")
     notes = []
     layout_attr = attrs.get("layout", 0)
     if layout_attr not in (0, 1):
-        raise node.refuse(f"has layout={layout_attr!r}; the ONNX operator defines 0 and 1")
+        raise _Skip(f"has layout={layout_attr!r}; the ONNX operator defines 0 and 1")
     if layout_attr == 1:
-        notes.append("layout=1: X and Y are batch-first; the weights do not depend on it")
+        notes.append("layout=1: X and Y are batch-major (batch, time, features)")
     return notes
 
 
-# -- one node -------------------------------------------------------------------------------
-def _shape_check(node: _Node, tensors: dict[str, TensorProto], layout: _Layout, nd: int,
-                 hidden: int | None) -> tuple[int, int]:
-    """(n, d) from R and W; refuse shapes that do not fit the operator or each other."""
-    shapes = {role: tuple(int(x) for x in t.dims) for role, t in tensors.items()}
+def _shapes(op: str, weights: dict[str, Folded], layout: _Layout, nd: int,
+            hidden: int | None) -> tuple[int, int]:
+    """(n, d) from R and W (a quantized node's W and R are transposed); _Skip for shapes that
+    do not fit the operator or each other."""
     g = layout.gates
-    r = shapes["R"]
-    if len(r) != 3 or r[0] != nd or r[2] < 1 or r[1] != g * r[2]:
-        raise node.refuse(f"has R of shape {list(r)}; expected [num_directions={nd}, "
-                          f"{g}*hidden, hidden]")
-    n = r[2]
-    w = shapes["W"]
-    if len(w) != 3 or w[:2] != (nd, g * n) or w[2] < 1:
-        raise node.refuse(f"has W of shape {list(w)}; expected [{nd}, {g * n}, input] for "
-                          f"hidden {n}")
+    quantized = op == "DynamicQuantizeLSTM"
+    r = weights["R"].shape
+    w = weights["W"].shape
+    if quantized:
+        if len(r) != 3 or r[0] != nd or r[1] < 1 or r[2] != g * r[1]:
+            raise _Skip(f"has R of shape {list(r)}; expected [num_directions={nd}, hidden, "
+                        f"{g}*hidden]")
+        n = r[1]
+        if len(w) != 3 or w[0] != nd or w[2] != g * n or w[1] < 1:
+            raise _Skip(f"has W of shape {list(w)}; expected [{nd}, input, {g * n}] for "
+                        f"hidden {n}")
+        d = w[1]
+    else:
+        if len(r) != 3 or r[0] != nd or r[2] < 1 or r[1] != g * r[2]:
+            raise _Skip(f"has R of shape {list(r)}; expected [num_directions={nd}, "
+                        f"{g}*hidden, hidden]")
+        n = r[2]
+        if len(w) != 3 or w[:2] != (nd, g * n) or w[2] < 1:
+            raise _Skip(f"has W of shape {list(w)}; expected [{nd}, {g * n}, input] for "
+                        f"hidden {n}")
+        d = w[2]
     want = {"B": (nd, 2 * g * n), "P": (nd, 3 * n)}
     for role in ("B", "P"):
-        if role in shapes and shapes[role] != want[role]:
-            raise node.refuse(f"has {role} of shape {list(shapes[role])}; expected "
-                              f"{list(want[role])} for hidden {n}")
+        if role in weights and weights[role].shape != want[role]:
+            raise _Skip(f"has {role} of shape {list(weights[role].shape)}; expected "
+                        f"{list(want[role])} for hidden {n}")
+    if quantized:
+        for m in ("W", "R"):
+            s, z = weights[f"{m}_scale"], weights[f"{m}_zero_point"]
+            if s.shape not in ((nd,), (nd, g * n)) or z.shape != s.shape:
+                raise _Skip(f"has {m}_scale of shape {list(s.shape)} and {m}_zero_point of "
+                            f"shape {list(z.shape)}; expected both [{nd}] (per direction) or "
+                            f"[{nd}, {g * n}] (per channel)")
     if hidden is not None and hidden != n:
-        raise node.refuse(f"has hidden_size={hidden!r} but R has shape {list(r)} (hidden {n}); "
-                          "the node is inconsistent, re-export it")
-    return n, w[2]
+        raise _Skip(f"has hidden_size={hidden!r} but R has shape {list(r)} (hidden {n}); the "
+                    "node is inconsistent, re-export it")
+    return n, d
 
 
-def _cell_of(op: str, attrs: dict[str, Any], activation: str, node: _Node,
-             peepholes: bool) -> tuple[str, list[str]]:
-    if op == "LSTM":
+def _type_name(dtype: str) -> str:
+    from onnx import TensorProto, helper
+
+    try:
+        code = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        return f"ONNX data type {code} ({TensorProto.DataType.Name(code)})"
+    except Exception:  # a type NumPy or ONNX cannot name
+        return dtype
+
+
+def _weights_in(folder: Folder, node: NodeProto, scope: Scope,
+                roles: dict[str, int]) -> dict[str, Folded]:
+    inputs = list(node.input)
+    out: dict[str, Folded] = {}
+    for role, slot in roles.items():
+        name = inputs[slot] if slot < len(inputs) else ""
+        if not name:
+            if role in ("W", "R") or role in _QUANT:
+                raise _Skip(f"has no input {role}; re-export the model")
+            continue
+        try:
+            out[role] = folder.value(scope, name)
+        except Unfoldable as exc:
+            raise _Skip(f"takes its weight {role} from {clip(repr(name), 60)}, which is not "
+                        f"a constant gateflow can fold: {exc}") from None
+    return out
+
+
+def _describe(path: Path, folder: Folder, c: Candidate, module: str) -> Recurrent:
+    node = c.node
+    op = node.op_type
+    quantized = op == "DynamicQuantizeLSTM"
+    layout = _QLSTM if quantized else _LAYOUTS[op]
+    attrs = _attributes(node, c.scope)
+    notes = _check_attributes(op, layout, attrs)
+    direction = attrs.get("direction", "forward")
+    if not isinstance(direction, str) or direction not in _DIRECTIONS:
+        raise _Skip(f"has direction={clip(repr(direction), 40)}; the ONNX operator defines "
+                    "forward, reverse and bidirectional")
+    directions = _DIRECTIONS[direction]
+    if direction == "reverse":
+        notes.append("direction=reverse: runs over the time-reversed sequence")
+    roles, assumed = _activations(layout, attrs, len(directions))
+    slots = {r: s for r, s in _WEIGHTS.items() if r != "P" or op in ("LSTM", "DynamicQuantizeLSTM")}
+    if quantized:
+        slots.update(_QUANT)
+    weights = _weights_in(folder, node, c.scope, slots)
+    for role in ("W", "R", "B", "P"):
+        if role not in weights:
+            continue
+        dtype = weights[role].dtype
+        ints = quantized and role in ("W", "R")
+        if dtype not in (("int8", "uint8") if ints else _FLOATS):
+            must = "int8 or uint8" if ints else "float32/64/16 or bfloat16"
+            raise _Skip(f"has weight {role} of {_type_name(dtype)}; weights must be {must}")
+    if quantized:
+        for m in ("W", "R"):
+            if weights[f"{m}_zero_point"].dtype != weights[m].dtype:
+                raise _Skip(f"has {m} of type {weights[m].dtype} but {m}_zero_point of type "
+                            f"{weights[f'{m}_zero_point'].dtype}")
+            if weights[f"{m}_scale"].dtype not in _FLOATS:
+                raise _Skip(f"has {m}_scale of {_type_name(weights[f'{m}_scale'].dtype)}")
+    n, d = _shapes(op, weights, layout, len(directions), attrs.get("hidden_size"))
+    peepholes = "P" in weights
+    base, cell_notes = _base_cell(op, attrs, peepholes)
+    try:
+        name = variant_name(base, **roles)
+        cell = get_cell(name)
+    except GateflowError as exc:
+        raise _Skip(f"has activations gateflow cannot build: {one_line(exc, 160)}") from None
+    marks: set[str] = set()
+    for role in ("W", "R", "B", "P"):
+        if role in weights:
+            marks |= weights[role].marks
+    folded = sorted({o for f in weights.values() for o in f.ops})
+    if folded:
+        notes.append(f"weights folded from constants ({', '.join(folded)})")
+    if quantized:
+        per = {m: "channel" if len(weights[f"{m}_scale"].shape) == 2 else "direction"
+               for m in ("W", "R")}
+        how = f"per {per['W']}" if per["W"] == per["R"] else \
+            f"W per {per['W']}, R per {per['R']}"
+        notes.append(f"8-bit W and R dequantized as (q - zero_point)*scale, {how}")
+    assumed += _precision(marks)
+    assumed += _initial_states(folder, node, c.scope)
+    return Recurrent(
+        module=module, framework="ONNX", kind=f"{op} node", cell=cell.name, cells=(cell.name,),
+        layers=1, directions=directions, hidden=n, input=d,
+        weights=_weights_of(path, folder, op, module, cell, directions, weights, n),
+        note="; ".join([*cell_notes, *notes]),
+        layout="batch-major" if attrs.get("layout", 0) == 1 else "time-major",
+        where=c.where, assumed=tuple(assumed))
+
+
+def _initial_states(folder: Folder, node: NodeProto, scope: Scope) -> list[str]:
+    """A line for each initial state the file fixes to nonzero constants (a learned initial
+    state), which gateflow's runs do not start from unless told (``--s0``)."""
+    out = []
+    for state, slot in (("initial_h", 5), ("initial_c", 6)):
+        name = node.input[slot] if slot < len(node.input) else ""
+        if not name or (state == "initial_c" and node.op_type not in ("LSTM",
+                                                                      "DynamicQuantizeLSTM")):
+            continue
+        try:
+            value = folder.value(scope, name)
+            array = folder.load(value, state)
+        except Unfoldable:
+            continue  # computed at run time, as the inputs are
+        if array.dtype.kind == "f" and np.any(array != 0):
+            out.append(f"{state} is a nonzero constant of the file (a learned initial state); "
+                       "runs start from zeros unless --s0 gives it")
+    return out
+
+
+def _precision(marks: set[str]) -> list[str]:
+    out = []
+    for mark in sorted(marks):
+        if mark in _PRECISION:
+            out.append(f"{_PRECISION[mark]}: the analysis is of these values, in float64")
+        elif mark.startswith("float"):
+            out.append(f"{mark} weights: the analysis is of these values, in float64")
+        else:
+            out.append(f"{mark} weights dequantized: the analysis is of the dequantized float "
+                       "model")
+    return out
+
+
+def _base_cell(op: str, attrs: dict[str, Any], peepholes: bool) -> tuple[str, list[str]]:
+    if op in ("LSTM", "DynamicQuantizeLSTM"):
         if peepholes:
             return "lstm-peephole", ["peepholes P read as p_i, p_o, p_f"]
         return "lstm", []
@@ -329,59 +531,22 @@ def _cell_of(op: str, attrs: dict[str, Any], activation: str, node: _Node,
         if lbr == 0:
             return "gru-cho", ["linear_before_reset=0: reset gate before the recurrent matmul "
                                "(Cho et al. 2014), cell gru-cho"]
-        raise node.refuse(f"has linear_before_reset={lbr!r}; the ONNX operator defines 0 and 1")
-    return ("rnn-relu" if activation == "relu" else "rnn"), []
-
-
-def _describe(path: Path, graph_node: NodeProto, label: str, src: _Sources) -> Recurrent:
-    op = graph_node.op_type
-    node = _Node(path, label, op)
-    layout = _LAYOUTS[op]
-    attrs = _attributes(graph_node)
-    notes = _check_attributes(node, layout, attrs)
-    direction = attrs.get("direction", "forward")
-    if not isinstance(direction, str) or direction not in _DIRECTIONS:
-        raise node.refuse(f"has direction={clip(repr(direction), 40)}; the ONNX operator "
-                          "defines forward, reverse and bidirectional")
-    directions = _DIRECTIONS[direction]
-    if direction == "reverse":
-        notes.append("direction=reverse: runs over the time-reversed sequence")
-    activation = _activations(node, layout, attrs.get("activations"), len(directions))
-    inputs = list(graph_node.input)
-    tensors: dict[str, TensorProto] = {}
-    for role, slot in _WEIGHTS.items():
-        if role == "P" and op != "LSTM":
-            continue
-        name = inputs[slot] if slot < len(inputs) else ""
-        if not name:
-            if role in ("W", "R"):
-                raise node.refuse(f"has no input {role}; re-export the model")
-            continue
-        tensors[role] = _tensor(src, node, role, name)
-    n, d = _shape_check(node, tensors, layout, len(directions), attrs.get("hidden_size"))
-    cell, cell_notes = _cell_of(op, attrs, activation, node, "P" in tensors)
-    return Recurrent(
-        module=label, framework="ONNX", kind=f"{op} node", cell=cell, cells=(cell,), layers=1,
-        directions=directions, hidden=n, input=d,
-        weights=_weights_of(node, layout, CELLS[cell], directions, tensors, n),
-        note="; ".join([*cell_notes, *notes]),
-    )
+        raise _Skip(f"has linear_before_reset={lbr!r}; the ONNX operator defines 0 and 1")
+    return "rnn", []
 
 
 # -- weights --------------------------------------------------------------------------------
-def _array(node: _Node, role: str, t: TensorProto) -> np.ndarray:
-    from onnx import numpy_helper
-
-    try:
-        a = numpy_helper.to_array(t)
-        out = np.asarray(a).astype(np.float64)
-    except Exception as exc:  # a damaged tensor: data that does not fit its dims
-        raise node.refuse(f"has a damaged weight {role} ({one_line(exc, 100)}); "
-                          "re-export the model") from None
-    if out.shape != tuple(t.dims):
-        raise node.refuse(f"has a damaged weight {role} (data of shape {out.shape} for dims "
-                          f"{list(t.dims)}); re-export the model")
-    return out
+def _dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """(q − zero_point)·scale in float64, transposed to [num_directions, G·n, columns]:
+    ``q`` is [num_directions, columns, G·n], ``scale`` and ``zero`` [num_directions] or
+    [num_directions, G·n]."""
+    s = scale.astype(np.float64)
+    z = zero.astype(np.float64)
+    if s.ndim == 1:
+        s, z = s[:, None, None], z[:, None, None]
+    else:
+        s, z = s[:, None, :], z[:, None, :]
+    return np.transpose((q.astype(np.float64) - z) * s, (0, 2, 1))
 
 
 def _map(layout: _Layout, arrays: dict[str, np.ndarray], k: int, n: int,
@@ -407,56 +572,53 @@ def _map(layout: _Layout, arrays: dict[str, np.ndarray], k: int, n: int,
     return out
 
 
-def _weights_of(node: _Node, layout: _Layout, cell: Cell, directions: tuple[str, ...],
-                tensors: dict[str, TensorProto], n: int
+def _weights_of(path: Path, folder: Folder, op: str, module: str, cell: Cell,
+                directions: tuple[str, ...], weights: dict[str, Folded], n: int
                 ) -> Callable[[str, int, str], dict[str, np.ndarray]]:
-    def weights(want: str, layer: int, direction: str) -> dict[str, np.ndarray]:
+    label = f"ONNX {op} node {clip(repr(module), 80)}"
+    layout = _QLSTM if op == "DynamicQuantizeLSTM" else _LAYOUTS[op]
+
+    def weights_for(want: str, layer: int, direction: str) -> dict[str, np.ndarray]:
         name = want.name if isinstance(want, Cell) else want
         if name != cell.name:
-            raise GateflowError(f"ONNX {node.op} node {clip(repr(node.label), 80)} is cell "
-                                f"{cell.name!r}; its weights cannot be read as "
-                                f"{clip(repr(name), 40)}")
+            raise GateflowError(f"{label} is cell {cell.name!r}; its weights cannot be read "
+                                f"as {clip(repr(name), 40)}")
         if isinstance(layer, bool) or layer != 0:
-            raise GateflowError(f"ONNX {node.op} node {clip(repr(node.label), 80)} has one "
-                                f"layer; layer must be 0, got {clip(repr(layer), 40)}")
+            raise GateflowError(f"{label} has one layer; layer must be 0, got "
+                                f"{clip(repr(layer), 40)}")
         if direction not in directions:
-            raise GateflowError(f"ONNX {node.op} node {clip(repr(node.label), 80)} runs "
-                                f"{' and '.join(directions)}; direction must be "
+            raise GateflowError(f"{label} runs {' and '.join(directions)}; direction must be "
                                 f"{' or '.join(map(repr, directions))}, got "
                                 f"{clip(repr(direction), 40)}")
-        count = sum(math.prod(t.dims) for t in tensors.values())
-        fits(node.path, 8 * count, count)
-        arrays = {role: _array(node, role, t) for role, t in tensors.items()}
-        mapped = _map(layout, arrays, directions.index(direction), n, "P" in tensors)
+        count = sum(f.size for f in weights.values())
+        fits(path, 8 * count, count)
+        try:
+            raw = {role: folder.load(f, f"weight {role}") for role, f in weights.items()}
+        except Unfoldable as exc:
+            raise GateflowError(f"cannot read {show(path)}: {label} has a damaged weight: "
+                                f"{exc}; re-export the model") from None
+        arrays = {role: a.astype(np.float64) for role, a in raw.items()
+                  if role in ("B", "P") or op != "DynamicQuantizeLSTM"}
+        if op == "DynamicQuantizeLSTM":
+            for m in ("W", "R"):
+                arrays[m] = _dequantized(raw[m], raw[f"{m}_scale"], raw[f"{m}_zero_point"])
+        mapped = _map(layout, arrays, directions.index(direction), n, "P" in weights)
         params = {p: np.ascontiguousarray(mapped[p], dtype=np.float64) for p in cell.params}
         try:
             check_params(cell, params)
         except GateflowError as exc:
-            raise node.refuse(f"has unusable weights: {one_line(exc, 160)}") from None
+            raise GateflowError(f"cannot read {show(path)}: {label} has unusable weights: "
+                                f"{one_line(exc, 160)}") from None
         return params
 
-    return weights
+    return weights_for
 
 
 # -- the file -------------------------------------------------------------------------------
-def _labels(nodes: list[tuple[int, NodeProto]]) -> list[str]:
-    """Each node's name; ``op_type_index`` when it has none; ``name_index`` when shared."""
-    base = [node.name or f"{node.op_type}_{i}" for i, node in nodes]
-    counts = Counter(base)
-    taken: set[str] = set()
-    out = []
-    for (i, _), name in zip(nodes, base):
-        label = name if counts[name] == 1 else f"{name}_{i}"
-        while label in taken or (label != name and label in counts):
-            label = f"{label}_{i}"
-        taken.add(label)
-        out.append(label)
-    return out
-
-
-def scan(fh: BinaryIO, size: int, path: Path) -> tuple[Recurrent, ...]:
-    """Every ``LSTM``, ``GRU`` and ``RNN`` node of the top-level graph, in graph order (an
-    empty tuple when there is none). Weights are converted when asked for."""
+def scan(fh: BinaryIO, size: int, path: Path) -> Found:
+    """Every ``LSTM``, ``GRU``, ``RNN`` and ``DynamicQuantizeLSTM`` node of the model, in
+    graph order, subgraphs and functions included, and one line for each thing skipped.
+    Weights are converted when asked for (those computed from constants are folded here)."""
     fits(path, size, size)
     try:
         import onnx
@@ -475,10 +637,22 @@ def scan(fh: BinaryIO, size: int, path: Path) -> tuple[Recurrent, ...]:
         raise GateflowError(f"{invalid} (it holds no graph); re-export it with onnx.save or "
                             "torch.onnx.export")
     graph = model.graph
-    nodes = [(i, node) for i, node in enumerate(graph.node)
-             if node.op_type in _LAYOUTS and node.domain in _DOMAINS]
-    if not nodes:
-        return ()
-    src = _sources(graph)
-    return tuple(_describe(path, node, label, src)
-                 for (_, node), label in zip(nodes, _labels(nodes)))
+    scope = Scope.of(list(graph.node), initializers=graph.initializer,
+                     sparse=graph.sparse_initializer,
+                     inputs={v.name: "a graph input, fed at run time" for v in graph.input},
+                     opset=opset(model.opset_import))
+    walk = Walk(model)
+    walk.graph(list(graph.node), scope, (), (), 0)
+    folder = Folder(path)
+    modules: list[Recurrent] = []
+    skipped: list[str] = []
+    for c, module in zip(walk.found, module_names(walk.found)):
+        try:
+            modules.append(_describe(path, folder, c, module))
+        except _Skip as exc:
+            where = f" ({c.where})" if c.where else ""
+            skipped.append(f"{clip(c.node.op_type, 40)} node {clip(repr(module), 80)}{where} "
+                           f"{exc}")
+    states = walk.state_lines(graph) if not walk.found else []
+    return Found(tuple(modules),
+                 tuple([*skipped, *walk.skipped, *walk.unknown_lines(), *states]))
