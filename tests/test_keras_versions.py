@@ -335,13 +335,15 @@ def test_cli_takes_the_cell_it_asked_for(tmp_path, sandbox):
     assert json.loads(Path("d.json").read_text())["cell"] == f"lstm[gate={K2}]"
 
 
-@pytest.mark.xfail(reason="models._model._cell_for accepts only Recurrent.cells; a file that "
-                          "records no activations fits any (the reader's weights() takes them)")
 def test_a_weights_only_file_takes_any_declared_activations(tmp_path):
     write_keras2(tmp_path / "w.h5", keras2_layers(), config=False)
     want = "lstm[candidate=softsign,output=softsign]"
     cell, _ = load_model(tmp_path / "w.h5", "lstm_1", cell=want)
     assert cell.name == want
+    # A file whose config declares the activations fits only those: another is refused.
+    write_keras2(tmp_path / "c.h5", keras2_layers(), config=True)
+    with pytest.raises(GateflowError, match="contradicts the file"):
+        load_model(tmp_path / "c.h5", "lstm_1", cell=want)
 
 
 def test_precision_is_said(tmp_path):

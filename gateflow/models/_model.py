@@ -83,10 +83,12 @@ class Selection:
         return f"{self.model.kind}{name}, {layer}, {self.direction}"
 
 
-def find_models(path) -> Found:
+def find_models(path, *, rename=None) -> Found:
     """Every recurrent module, node or layer in the file at ``path``, and one line for each
-    thing that was skipped (a :class:`Found`: it iterates over the modules)."""
-    return read_models(as_path(path, "model"))
+    thing that was skipped (a :class:`Found`: it iterates over the modules). ``rename``
+    maps an array file's names first: ``{"enc_w_ih": "weight_ih_l0", ...}``, or patterns
+    with one ``*`` on each side, ``{"enc_*": "rnn.*"}`` (``--map OLD=NEW``)."""
+    return read_models(as_path(path, "model"), rename=rename)
 
 
 def skipped_summary(skipped: tuple[str, ...], most: int = 3) -> str:
@@ -121,12 +123,28 @@ def _cell_for(model: Recurrent, cell) -> Cell:
             raise GateflowError(f"{where}: {model.note or 'the file does not say which cell'}")
         return as_cell(model.cell)
     chosen = as_cell(cell)
-    if chosen.name not in model.cells:
+    if chosen.name not in model.cells and not _same_equations(model, chosen):
         says = (f"cell {model.cell!r}" if model.cell else
                 f"one of the cells {', '.join(map(repr, model.cells))}")
         raise GateflowError(f"--cell {chosen.name} contradicts the file: {where} is "
                             f"{says}; drop --cell or give --cell {model.cells[0]}")
     return chosen
+
+
+def _same_equations(model: Recurrent, chosen: Cell) -> bool:
+    """A file that records no activations fits ``chosen`` when it is a variant (other
+    activations) of a cell family the weights fit."""
+    if model.activations_declared:
+        return False
+    from gateflow.cells._activations import parse_name
+
+    def family(name: str) -> str | None:
+        try:
+            return parse_name(name)[1]
+        except GateflowError:
+            return None
+
+    return family(chosen.name) in {family(c) for c in model.cells} - {None}
 
 
 def layer_of(model: Recurrent, layer) -> int | str:
@@ -172,15 +190,26 @@ def direction_of(model: Recurrent, direction) -> str:
     return direction
 
 
-def _own_names(path, cell) -> Selection:
-    """A file in gateflow's own names (``W_f``, …): the cell it fits."""
-    from gateflow.models._params import load_params
+def _own_names(path, cell, rename=None) -> Selection:
+    """A file in gateflow's own names (``W_f``, …; after ``rename``): the cell it fits."""
+    from gateflow.models._params import load_params, validate_params
 
     if cell is None:
         raise GateflowError(f"{label(path)} holds no PyTorch, ONNX or Keras recurrent module; "
                             "if it holds gateflow parameters, give --cell")
     chosen = as_cell(cell)
-    params = load_params(path, chosen)
+    if rename is None:
+        params = load_params(path, chosen)
+    else:
+        from gateflow.models.formats import read_arrays
+        from gateflow.models.formats._foreign import rename as renamed
+
+        raw = renamed(read_arrays(path), rename, repr(label(path)))
+        params = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in raw.items()}
+        try:
+            validate_params(chosen, params)
+        except GateflowError as exc:
+            raise GateflowError(f"{label(path)}: {exc}") from None
     n = next(iter(params.values())).shape[0]
     d = next((params[p].shape[1] for p, k in chosen.matrices.items() if k == "input"), 0)
     model = Recurrent(module="", framework="gateflow", kind=f"{chosen.name} parameters",
@@ -191,13 +220,13 @@ def _own_names(path, cell) -> Selection:
 
 
 def select_model(path, *, module=None, layer=None, direction=None, cell=None,
-                 dtype=np.float64) -> Selection:
+                 dtype=np.float64, rename=None) -> Selection:
     """One module of the file at ``path`` as a cell and its parameters (see the module
     docstring for ``layer`` and ``direction``). ``cell`` may be omitted when the file says
     what the module is; a ``cell`` that contradicts the file is an error."""
     path = as_path(path, "model")
     dt = float_dtype(dtype)
-    found = read_models(path, "params")
+    found = read_models(path, "params", rename=rename)
     models = found.modules
     if not models and found.skipped:
         raise GateflowError(f"{label(path)}: found no recurrent module gateflow can read; "
@@ -210,7 +239,7 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
         if extra:
             raise GateflowError(f"{label(path)} holds one cell's parameters in gateflow's own "
                                 f"names, not a model: {', '.join(extra)} do not apply")
-        return _own_names(path, cell)
+        return _own_names(path, cell, rename)
     model = _pick(models, module, path)
     base = _cell_for(model, cell)
     layer = layer_of(model, layer)
@@ -233,7 +262,7 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
 
 
 def load_model(path, module=None, layer=None, direction=None, *, cell=None,
-               dtype=np.float64) -> tuple[Cell, Params]:
+               dtype=np.float64, rename=None) -> tuple[Cell, Params]:
     """The cell and parameters of one recurrent module of a model file.
 
     Args:
@@ -248,11 +277,16 @@ def load_model(path, module=None, layer=None, direction=None, *, cell=None,
             the reverse direction reads the time-reversed inputs: feed it ``x[::-1]``).
         cell: the gateflow cell, when the file cannot say (PyTorch ``nn.RNN``: ``"rnn"``
             or ``"rnn-relu"``); one that contradicts the file is an error.
+        rename: new names for an array file's arrays, read before anything else:
+            exact (``{"enc_w_ih": "weight_ih_l0"}``) or a pattern with one ``*`` on each
+            side standing for the same text (``{"enc_*": "*"}`` drops a prefix). Arrays
+            with the usual suffixes (``enc_w_ih``, ``lstm/kernel:0``) are recognised
+            without it (``gateflow inspect`` says how they were read).
 
     Returns:
         ``(cell, params)``, ready for :func:`gateflow.all_lags` and :func:`gateflow.decay`.
     """
     sel = select_model(path, module=module, layer=layer, direction=direction, cell=cell,
-                       dtype=dtype)
+                       dtype=dtype, rename=rename)
     return sel.cell, sel.params
 

@@ -61,6 +61,10 @@ class Recurrent:
     #: of Keras 2.2.0 that wrote the file", "int8 weights dequantized: the analysis is of
     #: the dequantized float model", "float16 weights: 11 significant bits")
     assumed: tuple[str, ...] = ()
+    #: False when the file records no activations (a weights-only Keras file): then any
+    #: activations on the same equations fit (``--cell 'lstm[gate=...]'``), and ``cell``
+    #: is only the writer's default
+    activations_declared: bool = True
 
     @property
     def bidirectional(self) -> bool:
