@@ -9,11 +9,16 @@ Conventions, for every command:
 * data (``--json -``, ``--csv -``, derivations, the listings of ``cells`` and ``inspect``,
   the path of a written report) goes to stdout; progress bars, tables of results and
   messages go to stderr;
-* a fixed set of values is an Enum built from the registry that owns it (cells, init
-  schemes, input distributions, dtypes, backends, directions), so ``--help`` lists the
-  choices and shell completion (``--install-completion``) offers them; names are
-  case-insensitive (``derive LSTM``); comma-separated lists (``--cell rnn,lstm``,
-  ``--norms``) complete item by item;
+* a fixed set of values is an Enum built from the registry that owns it (init schemes,
+  input distributions, dtypes, backends, directions), so ``--help`` lists the choices and
+  shell completion (``--install-completion``) offers them; names are case-insensitive
+  (``derive LSTM``); comma-separated lists (``--cell rnn,lstm``, ``--norms``) complete item
+  by item;
+* ``--help`` groups options into panels (model, inputs, generated weights, outputs, run),
+  one line per option where it fits; an option that several commands take is defined once
+  (``_Weights``, ``_Inputs``, ``_Json``, ...), so it has one type and one wording;
+* how an ``--inputs`` file's axes are read follows the model unless ``--batch-first`` or
+  ``--time-major`` says it, and the run says so in one ``note:`` line;
 * ``NO_COLOR`` (set and not empty) turns off colour everywhere (rich honours it), and in
   help and the command line's own tables every other text style too.
 
@@ -370,32 +375,103 @@ def _listed(names: Iterable[str]) -> str:
     return ", ".join(names)
 
 
-#: ``decay --norms``: each registered norm with what it costs, then what the default costs.
-_NORMS_HELP = (
-    "Comma-separated norms measured at every lag: "
-    + "; ".join(f"[bold]{o.name}[/], {o.description.replace('[', chr(92) + '[')}"
-                for o in OBSERVERS.values())
+# -- help panels, and the options several commands share (one definition each) ---------------
+#: ``--help`` groups a command's options into these panels, in this order.
+MODEL, INPUTS, GENERATED, OUTPUTS, RUN = "Model", "Inputs", "Generated weights", "Outputs", \
+    "Run"
+
+
+def _or(names: Iterable[str]) -> str:
+    """``a, b or c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+#: ``decay --norms``: the registered norms, and what the default costs (each norm's own
+#: description is in ``decay --help``'s closing paragraph, :data:`_NORMS_EPILOG`).
+_NORMS_HELP = f"Norms at every lag: {_listed(NORMS)} (spectral: ~6× slower)."
+_NORMS_EPILOG = ("Norms: " + "; ".join(
+    f"[bold]{o.name}[/], {o.description.replace('[', chr(92) + '[')}"
+    for o in OBSERVERS.values())
     + ". The default includes the spectral norm, which makes a run about 6× slower than "
-    "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500): [bold]--norms frobenius[/] "
-    "is the fast choice.")
+    "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500).")
 
-
-#: ``--sizes``: a cell's sizes other than n and d.
-_SIZES_HELP = ("Generated weights: the cell's other sizes, e.g. [bold]p=16[/] for lstm-proj "
-               "(h has p units)." + " \\[default: n // 2]")
-
-
-#: Options of generated weights and inputs that decay and lyapunov share.
-_Hidden = Annotated[int, typer.Option("--hidden", help="Generated weights: hidden size n.")]
-_Sizes = Annotated[str | None, typer.Option("--sizes", help=_SIZES_HELP, show_default=False)]
-_Steps = Annotated[int, typer.Option("--steps", help="Generated inputs: sequence length T.")]
-_Batch = Annotated[int, typer.Option("--batch", help="Generated inputs: sequences B.")]
+_Cell = Annotated[str | None, typer.Option(
+    "--cell", "-c", metavar="NAME", help="Cell name, any case (see [bold]gateflow cells[/]); "
+    "optional with a model file.", rich_help_panel=MODEL,
+    autocompletion=_complete_list(CELLS), show_default=False)]
+_Weights = Annotated[str | None, typer.Option(
+    "--weights", "-w", metavar="FILE", help="Weights or model file (see [bold]gateflow "
+    "inspect[/])."
+    + _default("generated"), rich_help_panel=MODEL, show_default=False)]
+_Module = Annotated[str | None, typer.Option(
+    "--module", metavar="NAME", help="Module of --weights (see [bold]gateflow inspect[/]).",
+    rich_help_panel=MODEL, show_default=False)]
+_Layer = Annotated[str | None, typer.Option(
+    "--layer", metavar="L", help="Layer index of a stack, or [bold]all[/] (one "
+    "recurrence).", rich_help_panel=MODEL, show_default=False)]
+_Direction = Annotated[Direction | None, typer.Option(
+    "--direction", metavar="DIR", help=f"{_or(DIRECTIONS)}, of a bidirectional module.",
+    case_sensitive=False, rich_help_panel=MODEL, show_default=False)]
+_Map = Annotated[list[str] | None, typer.Option(
+    "--map", metavar="OLD=NEW", help="Rename an array (repeatable); [bold]'enc_*=rnn.*'[/] "
+    "renames many.", rich_help_panel=MODEL,
+    show_default=False)]
+_Inputs = Annotated[str | None, typer.Option(
+    "--inputs", "-x", metavar="FILE", help="Inputs .npy, axes as the model reads them."
+    + _default("generated"), rich_help_panel=INPUTS, show_default=False)]
+_BatchFirst = Annotated[bool, typer.Option(
+    "--batch-first", help="--inputs is (B, T, d), batch-major.", rich_help_panel=INPUTS)]
+_TimeMajor = Annotated[bool, typer.Option(
+    "--time-major", help="--inputs is (T, B, d), time-major.", rich_help_panel=INPUTS)]
+_Steps = Annotated[int, typer.Option(
+    "--steps", metavar="T", help="Time steps T of generated inputs.",
+    rich_help_panel=INPUTS)]
+_Batch = Annotated[int, typer.Option(
+    "--batch", metavar="B", help="Sequences B of generated inputs.", rich_help_panel=INPUTS)]
+_Hidden = Annotated[int, typer.Option(
+    "--hidden", metavar="N", help="Hidden size n.", rich_help_panel=GENERATED)]
+_InputSize = Annotated[int | None, typer.Option(
+    "--input-size", metavar="D", help="Input size d." + _default("n, or the inputs' d"),
+    rich_help_panel=GENERATED, show_default=False)]
+_Sizes = Annotated[str | None, typer.Option(
+    "--sizes", metavar="K=V", help="Other sizes of the cell, e.g. [bold]p=16[/] (lstm-proj)."
+    + _default("n // 2"), rich_help_panel=GENERATED, show_default=False)]
 _InitOption = Annotated[Init, typer.Option(
-    "--init", help="Generated weights: initialisation.", case_sensitive=False)]
+    "--init", metavar="SCHEME", help=f"Initialisation: {_listed(SCHEMES)}.",
+    case_sensitive=False, rich_help_panel=GENERATED)]
 _SigmaW = Annotated[float, typer.Option(
-    "--sigma-w", help="Recurrent weight scale (gaussian/orthogonal).")]
+    "--sigma-w", metavar="X", help="Recurrent weight scale (gaussian, orthogonal).",
+    rich_help_panel=GENERATED)]
+_GateBias = Annotated[float | None, typer.Option(
+    "--gate-bias", metavar="X", help="The memory gate's bias (LSTM b_f, GRU b_z, ...).",
+    rich_help_panel=GENERATED, show_default=False)]
 _Seed = Annotated[int, typer.Option(
-    "--seed", help="Seed of generated weights (inputs use seed + 1).")]
+    "--seed", metavar="S", help="Seed of generated weights (inputs: seed + 1).",
+    rich_help_panel=GENERATED)]
+_Json = Annotated[str | None, typer.Option(
+    "--json", metavar="FILE", help="Write the results as JSON; [bold]-[/] writes to stdout.",
+    rich_help_panel=OUTPUTS, show_default=False)]
+_Plot = Annotated[str | None, typer.Option(
+    "--plot", metavar="FILE", help="Write the figure (.svg, .png or .pdf).",
+    rich_help_panel=OUTPUTS, show_default=False)]
+_Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace existing output files or --out folders.",
+    rich_help_panel=OUTPUTS)]
+_Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress bar, no tables; notes still print.",
+    rich_help_panel=RUN)]
+_Out = Annotated[str | None, typer.Option(
+    "--out", "-o", metavar="DIR", help="Folder to write (refused if it exists, unless "
+    "--overwrite).", rich_help_panel=OUTPUTS, show_default=False)]
+
+
+def _order(batch_first: bool, time_major: bool) -> bool | None:
+    """The inputs' axis order the user gave: True (--batch-first), False (--time-major), or
+    None (not given: the job follows the model and says so)."""
+    if batch_first and time_major:
+        raise GateflowError("--batch-first and --time-major contradict each other; give one")
+    return True if batch_first else False if time_major else None
 
 
 def _show_version(value: bool) -> None:
@@ -425,7 +501,10 @@ def cells() -> None:
     from gateflow._io import write_stdout
 
     write_stdout(b"")  # refuses a closed stdout before drawing anything
-    table = Table(title="gateflow cells", show_lines=False)
+    table = Table(title="gateflow cells", show_lines=False, caption=(
+        "A family may carry its activations: lstm\\[gate=hard_sigmoid(0.2,0.5)], "
+        "gru\\[gate=hard_sigmoid(1/6,0.5),candidate=relu], rnn\\[candidate=elu(1)]; roles gate, "
+        "candidate, output (see gateflow derive --help)."))
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("summary", overflow="fold")
     table.add_column("reference", overflow="fold", style="dim")
@@ -437,26 +516,45 @@ def cells() -> None:
 @app.command()
 def inspect(
     path: Annotated[str, typer.Argument(
-        help="A model file: PyTorch (.pt/.pth/.ckpt, .safetensors, .npz), ONNX (.onnx) or "
-        "Keras (.keras, .weights.h5, .h5).", metavar="FILE", show_default=False)],
-    json_out: Annotated[str | None, typer.Option(
-        "--json", help="Also write the list as JSON; [bold]-[/] writes to stdout.",
-        show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --json file.")] = False,
+        help="A model file: PyTorch, TorchScript, ONNX, Keras, .npz.", metavar="FILE",
+        show_default=False)],
+    map_: _Map = None,
+    json_out: _Json = None,
+    overwrite: _Overwrite = False,
 ) -> None:
     """List every recurrent module, node or layer of a model file: its --module name, kind,
-    gateflow cell, layers, directions, sizes, and the gateflow decay command for it."""
+    gateflow cell, layers, directions, sizes, where it sits, what gateflow assumes about
+    it, and the gateflow decay command for it (one line each, shell-quoted)."""
     from gateflow.jobs._inspect import inspect_model
+    from gateflow.models.formats._foreign import parse_map
 
-    inspect_model(path, json_path=json_out, overwrite=overwrite)
+    inspect_model(path, json_path=json_out, overwrite=overwrite, rename=parse_map(map_))
+
+
+def _cell_name(ctx: typer.Context, value: str) -> str:
+    """derive's CELL: a declared cell (any case), or a family with its activations
+    (``lstm[gate=hard_sigmoid(0.2,0.5)]``); a wrong name is a usage error."""
+    if ctx.resilient_parsing or value is None:
+        return value
+    from gateflow.cells._library import get_cell
+
+    head, bracket, rest = value.partition("[")
+    name = _canonical(head, CELLS) + bracket + rest
+    try:
+        get_cell(name)
+    except GateflowError as exc:
+        raise UsageError(str(exc), ctx=ctx) from None
+    return name
 
 
 @app.command()
 def derive(
-    cell: Annotated[CellName, typer.Argument(
-        help="Cell name (any case), e.g. [bold]lstm[/]; see [bold]gateflow cells[/].",
-        metavar="CELL", case_sensitive=False, show_default=False)],
+    cell: Annotated[str, typer.Argument(
+        help=f"Cell name (any case), one of <{'|'.join(CELLS)}>, or a family with its "
+        "activations, e.g. [bold]lstm\\[gate=hard_sigmoid(0.2,0.5)][/] or "
+        "[bold]gru\\[gate=hard_sigmoid(1/6,0.5),candidate=relu][/]; see [bold]gateflow "
+        "cells[/].", metavar="CELL", show_default=False, callback=_cell_name,
+        autocompletion=_complete_list(CELLS))],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.",
                                         case_sensitive=False)] = Format.text,
     block: Annotated[str | None, typer.Option(
@@ -465,40 +563,52 @@ def derive(
     steps: Annotated[int, typer.Option(
         "--steps", "-k", min=1, help="Also chain K steps: ∂s_t/∂s_{t−K} as a sum of products "
         "of one-step blocks, plus its n = 1 closed form (shown when K > 1).")] = 1,
+    layers: Annotated[int, typer.Option(
+        "--layers", "-L", min=1, max=64, help="The cell stacked L deep as one recurrence, as "
+        "--layer all analyses it: carried blocks [bold]h_l1/h_l0[/] and what a hook on a "
+        "layer's output sees, [bold]h_l1/y_l0[/], both defined.")] = 1,
 ) -> None:
     """Print the cell's equations and its exact one-step Jacobians, derived with SymPy."""
     from gateflow._io import write_stdout
     from gateflow.cells._library import get_cell
+    from gateflow.cells._stack import stack
     from gateflow.symbolic._printing import render
 
-    write_stdout((render(get_cell(_value(cell)), fmt.value, block, steps) + "\n").encode())
+    chosen = get_cell(_value(cell))
+    chosen = stack(chosen, layers) if layers > 1 else chosen
+    write_stdout((render(chosen, fmt.value, block, steps) + "\n").encode())
 
 
 @app.command()
 def sweep(
-    out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Folder to write (must not exist unless [bold]--overwrite[/])."
-        + _default("a new reports/sweep-<date>-<time>"), show_default=False)] = None,
-    scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help="Address of a running dask scheduler, e.g. "
-        "[bold]tcp://127.0.0.1:8786[/]. Default: start a local cluster of 2 worker "
-        "processes and close it afterwards.", show_default=False)] = None,
     cells: Annotated[str, typer.Option(
-        "--cells", help=f"Comma-separated cell names (any case), from: {_listed(CELLS)}.",
-        autocompletion=_complete_list(CELLS))] = "rnn,lstm,gru",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --out folder.")] = False,
+        "--cells", metavar="NAME,...", help="Cell names, any case, comma-separated "
+        "([bold]gateflow cells[/] lists them).", autocompletion=_complete_list(CELLS),
+        rich_help_panel=MODEL)] = "rnn,lstm,gru",
+    steps: Annotated[int, typer.Option(
+        "--steps", metavar="T", min=1, help="Time steps T of generated inputs.",
+        rich_help_panel=INPUTS)] = 200,
+    batch: Annotated[int, typer.Option(
+        "--batch", metavar="B", min=1, help="Sequences B of generated inputs.",
+        rich_help_panel=INPUTS)] = 4,
     points: Annotated[int, typer.Option(
-        "--points", min=1, help="Values per axis: σ_w in [0.5, 3], gate bias in [−2, 4] "
-        "(σ_b in [0, 2] for cells without a gate).")] = 6,
-    hidden: Annotated[int, typer.Option("--hidden", min=1, help="Hidden size n.")] = 32,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Sequence length T.")] = 200,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences per point.")] = 4,
+        "--points", metavar="P", min=1, help="Values per axis: σ_w in [0.5, 3], gate bias in "
+        "[−2, 4] (σ_b in [0, 2] without a gate).", rich_help_panel=GENERATED)] = 6,
+    hidden: Annotated[int, typer.Option(
+        "--hidden", metavar="N", min=1, help="Hidden size n.",
+        rich_help_panel=GENERATED)] = 32,
+    out: _Out = None,
+    overwrite: _Overwrite = False,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", metavar="URL", help="A running dask scheduler, e.g. "
+        "[bold]tcp://127.0.0.1:8786[/]." + _default("a local cluster of 2 workers, closed "
+        "afterwards"), rich_help_panel=RUN, show_default=False)] = None,
+    quiet: _Quiet = False,
 ) -> None:
     """Phase diagram per cell: weight scale σ_w × gate bias → memory horizon (first lag
-    where the median ‖∂s_T/∂s_{T−k}‖_F < 1e−6), one dask task per grid point; writes
-    heatmaps, JSON and CSV. Cells without a gate (rnn) use the bias scale σ_b instead."""
+    where the median ‖∂s_T/∂s_{T−k}‖_F < 1e−6), one dask task per grid point (B sequences
+    each); writes heatmaps, JSON and CSV in a new folder reports/sweep-<date>-<time> unless
+    --out says where. Cells without a gate (rnn) use the bias scale σ_b instead."""
     from gateflow.jobs._sweep import SweepGrid
     from gateflow.jobs._sweep import sweep as run_sweep
 
@@ -508,220 +618,190 @@ def sweep(
     typer.echo(str(folder))
 
 
-@app.command()
+@app.command(epilog=_NORMS_EPILOG)
 def decay(
     ctx: typer.Context,
     cell: Annotated[str | None, typer.Option(
-        "--cell", "-c", help="Cell name (any case), e.g. [bold]lstm[/], or several, e.g. "
-        "[bold]rnn,lstm,gru[/] (all on the same generated config or --inputs file), from: "
-        f"{_listed(CELLS)}. Optional with a --weights model file that says its cell.",
-        autocompletion=_complete_list(CELLS), show_default=False)] = None,
-    weights: Annotated[str | None, typer.Option(
-        "--weights", "-w", help="Weights or model file: PyTorch (.pt/.pth/.ckpt, "
-        ".safetensors, .npz; nn.RNN/LSTM/GRU and *Cell keys, or gateflow names), ONNX "
-        "(.onnx), Keras (.keras, .weights.h5, .h5); see [bold]gateflow inspect FILE[/]. With "
-        "several cells a pattern with [bold]{cell}[/], e.g. [bold]w-{cell}.safetensors[/]."
-        + _default("generated from the init options"), show_default=False)] = None,
-    module: Annotated[str | None, typer.Option(
-        "--module", help="Which recurrent module of --weights (a PyTorch key prefix such as "
-        "[bold]encoder.rnn[/], an ONNX node or Keras layer name).",
-        show_default=False)] = None,
-    layer: Annotated[str | None, typer.Option(
-        "--layer", help="Layer of a stacked module: an index, or [bold]all[/] for the whole "
-        "stack as one recurrence (blocks h_l1/h_l0, ...).", show_default=False)] = None,
-    direction: Annotated[Direction | None, typer.Option(
-        "--direction", help="Which direction of a bidirectional module (reverse runs over "
-        "the time-reversed inputs).", case_sensitive=False, show_default=False)] = None,
-    inputs: Annotated[str | None, typer.Option(
-        "--inputs", "-x", help="Inputs .npy of shape (T, B, d), time-major (see "
-        "--batch-first)." + _default("generated from the input options"),
-        show_default=False)] = None,
-    batch_first: Annotated[bool, typer.Option(
-        "--batch-first", help="--inputs is (B, T, d), as batch_first=True modules take it.")
-    ] = False,
+        "--cell", "-c", metavar="NAME", help="Cell name, any case (see [bold]gateflow "
+        "cells[/]), or several: [bold]rnn,lstm,gru[/]; optional with a model file.",
+        rich_help_panel=MODEL, autocompletion=_complete_list(CELLS), show_default=False)
+    ] = None,
+    weights: _Weights = None,
+    module: _Module = None,
+    layer: _Layer = None,
+    direction: _Direction = None,
+    map_: _Map = None,
+    inputs: _Inputs = None,
+    batch_first: _BatchFirst = False,
+    time_major: _TimeMajor = False,
     s0: Annotated[str | None, typer.Option(
-        "--s0", help="Initial state (.npz or .safetensors), one (n,) or (B, n) array per state "
-        "block (h, c; h_l0, ... for --layer all; n is the block's size, p for lstm-proj's h)."
-        + _default("zeros"),
-        show_default=False)] = None,
-    json_out: Annotated[str | None, typer.Option(
-        "--json", help="Write the log10 norms (JSON; an exactly zero Jacobian is null); "
-        "[bold]-[/] writes to stdout. With several cells the path must contain "
-        "[bold]{cell}[/] (one file per cell).",
-        show_default=False)] = None,
-    csv_out: Annotated[str | None, typer.Option(
-        "--csv", help=f"Write {_CSV_COLUMNS} rows (and a column per other norm measured; direct "
-        "products as block [bold]<s>|direct[/]; exact zero = -inf); [bold]-[/] writes to "
-        "stdout. With several cells the path must contain [bold]{cell}[/].",
-        show_default=False)] = None,
-    plot: Annotated[str | None, typer.Option(
-        "--plot", help="Write a figure (.svg, .png or .pdf): each cell's memory block (c/c for "
-        "LSTMs, else h/h) against lag k, median and interquartile band, its cell-path-only "
-        "product (∏ diag(f_t) for the LSTM, ∏ diag(z_t) for the GRU, ...) dashed, theory "
-        "overlays where they apply.", show_default=False)] = None,
-    spectra: Annotated[str | None, typer.Option(
-        "--spectra", help="Write a figure (.svg, .png or .pdf) of the singular values of each "
-        "cell's memory block at --spectra-lags.", show_default=False)] = None,
-    spectra_lags: Annotated[str, typer.Option(
-        "--spectra-lags", help="Comma-separated lags for --spectra, clipped to T.")
-    ] = ",".join(map(str, SPECTRA_LAGS)),
-    threshold: Annotated[float, typer.Option(
-        "--threshold", help="Memory horizon: first lag where the median norm of the memory "
-        "block falls below this.")] = 1e-6,
-    norms: Annotated[str, typer.Option(
-        "--norms", help=_NORMS_HELP, autocompletion=_complete_list(NORMS))
-    ] = ",".join(DEFAULT_NORMS),
-    blocks: Annotated[str | None, typer.Option(
-        "--blocks", help="Comma-separated blocks X/Y (∂X_T/∂Y_{T−k}), e.g. [bold]h/h,c/c[/]; "
-        "input blocks X/x (∂X_T/∂x_{T−k}, k = 0..T−1: input sensitivity), e.g. [bold]h/x[/]."
-        + _default("all"), autocompletion=_complete_blocks, show_default=False)] = None,
-    hidden: _Hidden = 64,
-    input_size: Annotated[int | None, typer.Option(
-        "--input-size", help="Generated weights: input size d."
-        + _default("n, or the inputs' d"), show_default=False)] = None,
-    sizes: _Sizes = None,
+        "--s0", metavar="FILE", help="Initial state .npz, an array per state block."
+        + _default("zeros"), rich_help_panel=INPUTS, show_default=False)] = None,
     steps: _Steps = 100,
     batch: _Batch = 4,
+    input_dist: Annotated[InputDist, typer.Option(
+        "--input-dist", metavar="DIST", help=f"Generated inputs: {_or(DISTS)}.",
+        case_sensitive=False, rich_help_panel=INPUTS)] = DISTS[0],
+    input_scale: Annotated[float, typer.Option(
+        "--input-scale", metavar="X", help="Generated inputs' scale.",
+        rich_help_panel=INPUTS)] = 1.0,
+    hidden: _Hidden = 64,
+    input_size: _InputSize = None,
+    sizes: _Sizes = None,
     init: _InitOption = SCHEMES[0],
     sigma_w: _SigmaW = 1.0,
     sigma_v: Annotated[float, typer.Option(
-        "--sigma-v", help="Input weight scale (gaussian/orthogonal).")] = 1.0,
+        "--sigma-v", metavar="X", help="Input weight scale (gaussian, orthogonal).",
+        rich_help_panel=GENERATED)] = 1.0,
     sigma_b: Annotated[float, typer.Option(
-        "--sigma-b", help="Bias scale (gaussian/orthogonal).")] = 0.0,
-    gate_bias: Annotated[float | None, typer.Option(
-        "--gate-bias", help="Set the memory gate's bias (LSTM b_f, GRU b_z, ...); with several "
-        "cells, of those that have one. --plot then overlays σ(b)^k.",
-        show_default=False)] = None,
+        "--sigma-b", metavar="X", help="Bias scale (gaussian, orthogonal).",
+        rich_help_panel=GENERATED)] = 0.0,
+    gate_bias: _GateBias = None,
     chrono: Annotated[float | None, typer.Option(
-        "--chrono", help="Chrono init of the memory gate with this T_max.",
-        show_default=False)] = None,
+        "--chrono", metavar="T_MAX", help="Chrono init of the memory gate.",
+        rich_help_panel=GENERATED, show_default=False)] = None,
     seed: _Seed = 0,
-    input_dist: Annotated[InputDist, typer.Option(
-        "--input-dist", help="Generated inputs: distribution.", case_sensitive=False)
-    ] = DISTS[0],
-    input_scale: Annotated[float, typer.Option(
-        "--input-scale", help="Generated inputs: scale.")] = 1.0,
+    json_out: _Json = None,
+    csv_out: Annotated[str | None, typer.Option(
+        "--csv", metavar="FILE", help="Write one row per block, norm, lag (CSV); [bold]-[/] "
+        "writes to stdout.", rich_help_panel=OUTPUTS, show_default=False)] = None,
+    plot: _Plot = None,
+    spectra: Annotated[str | None, typer.Option(
+        "--spectra", metavar="FILE", help="Write singular values at --spectra-lags "
+        "(.svg, .png or .pdf).", rich_help_panel=OUTPUTS,
+        show_default=False)] = None,
+    spectra_lags: Annotated[str, typer.Option(
+        "--spectra-lags", metavar="K,...", help="Lags for --spectra, clipped to T.",
+        rich_help_panel=OUTPUTS)] = ",".join(map(str, SPECTRA_LAGS)),
+    overwrite: _Overwrite = False,
+    blocks: Annotated[str | None, typer.Option(
+        "--blocks", metavar="X/Y,...", help="Blocks X/Y = ∂X_T/∂Y_{T−k}: "
+        "[bold]c/c[/], [bold]h/x[/], [bold]h_l1/y_l0[/], …" + _default("all"),
+        autocompletion=_complete_blocks,
+        rich_help_panel=RUN, show_default=False)] = None,
+    norms: Annotated[str, typer.Option(
+        "--norms", metavar="NAME,...", help=_NORMS_HELP, autocompletion=_complete_list(NORMS),
+        rich_help_panel=RUN)] = ",".join(DEFAULT_NORMS),
+    threshold: Annotated[float, typer.Option(
+        "--threshold", metavar="X", help="Memory horizon: first lag with median norm below "
+        "it.", rich_help_panel=RUN)] = 1e-6,
     dtype: Annotated[DType, typer.Option(
-        "--dtype", help="Floating-point type of the run.", case_sensitive=False)] = "float64",
+        "--dtype", metavar="DTYPE", help=f"Floating-point type: {_or(DTYPES)}.",
+        case_sensitive=False, rich_help_panel=RUN)] = "float64",
     backend: Annotated[BackendName, typer.Option(
-        "--backend", help="Array backend (cupy: an NVIDIA GPU, the [bold]gpu[/] extra).",
-        case_sensitive=False)] = "numpy",
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No progress bar and no summary table.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace existing output files (regular files only).")] = False,
+        "--backend", metavar="NAME", help=f"Arrays: {_or(BACKENDS)} (NVIDIA GPU: the "
+        "[bold]gpu[/] extra).", case_sensitive=False, rich_help_panel=RUN)] = "numpy",
+    quiet: _Quiet = False,
 ) -> None:
     """Gradient decay over lag: log10 norms of every block ∂X_T/∂Y_{T−k}, k = 1..T, per
     sequence, exact, in one backward sweep; for one cell or several, with fitted decay
-    (per-step factor, e-folding lag, memory horizon) and optional figures.
+    (per-step factor, e-folding lag, memory horizon) and optional figures (--plot: the
+    memory block against lag, median and interquartile band, its cell-path-only product
+    dashed, theory overlays; an exactly zero Jacobian is null in JSON, -inf in CSV).
 
-    Progress goes to stderr. The tables go to stdout, or to stderr when data does
-    ([bold]--json -[/], [bold]--csv -[/]: then stdout holds only the file)."""
+    Several cells share one generated config or --inputs file; then --weights,
+    --json and --csv name one file per cell with [bold]{cell}[/]: [bold]w-{cell}.npz[/].
+    Progress and notes go to stderr; the tables go to stdout, or to stderr
+    when data does ([bold]--json -[/], [bold]--csv -[/])."""
     from gateflow.jobs._decay import run_decays
+    from gateflow.models.formats._foreign import parse_map
 
     options = _given(ctx, spectra_lags=spectra_lags, norms=_canonical(norms, NORMS),
                      hidden=hidden, steps=steps, batch=batch, init=_value(init),
                      sigma_w=sigma_w, sigma_v=sigma_v, sigma_b=sigma_b, seed=seed,
                      input_dist=_value(input_dist), input_scale=input_scale)
-    if batch_first:
-        options["batch_first"] = True
+    order = _order(batch_first, time_major)
+    if order is not None:
+        options["batch_first"] = order
     run_decays(cell and _canonical(cell, CELLS), json_path=json_out, csv_path=csv_out,
                plot_path=plot, spectra_path=spectra, threshold=threshold, blocks=blocks,
                dtype=_value(dtype), backend=_value(backend), quiet=quiet, weights=weights,
                inputs=inputs, input_size=input_size, gate_bias=gate_bias, chrono=chrono,
                overwrite=overwrite, module=module, layer=layer, direction=_value(direction),
-               s0=s0, sizes=sizes, **options)
+               s0=s0, sizes=sizes, rename=parse_map(map_), **options)
 
 
 @app.command()
 def lyapunov(
     ctx: typer.Context,
-    cell: Annotated[CellName | None, typer.Option(
-        "--cell", "-c", help="Cell name (any case); optional with a --weights model file "
-        "that says it.", case_sensitive=False, show_default=False)] = None,
-    weights: Annotated[str | None, typer.Option(
-        "--weights", "-w", help="Weights or model file, as for [bold]gateflow decay[/].",
-        show_default=False)] = None,
-    module: Annotated[str | None, typer.Option(
-        "--module", help="Which recurrent module of --weights.", show_default=False)] = None,
-    layer: Annotated[str | None, typer.Option(
-        "--layer", help="Layer index, or [bold]all[/] for the stack.",
-        show_default=False)] = None,
-    direction: Annotated[Direction | None, typer.Option(
-        "--direction", help="Which direction of a bidirectional module.",
-        case_sensitive=False, show_default=False)] = None,
-    inputs: Annotated[str | None, typer.Option(
-        "--inputs", "-x", help="Inputs .npy (T, B, d), time-major." + _default("generated"),
-        show_default=False)] = None,
-    batch_first: Annotated[bool, typer.Option(
-        "--batch-first", help="--inputs is (B, T, d).")] = False,
-    k: Annotated[int | None, typer.Option(
-        "--k", help="How many exponents." + _default("all, the state dimension N"),
-        show_default=False)] = None,
-    transient: Annotated[int | None, typer.Option(
-        "--transient", help="Steps T0 not accumulated." + _default("T/10"),
-        show_default=False)] = None,
-    json_out: Annotated[str | None, typer.Option(
-        "--json", help="Write the spectrum (JSON); [bold]-[/] writes to stdout.",
-        show_default=False)] = None,
-    plot: Annotated[str | None, typer.Option(
-        "--plot", help="Write the spectrum and its convergence (.svg, .png or .pdf).",
-        show_default=False)] = None,
-    hidden: _Hidden = 64,
-    input_size: Annotated[int | None, typer.Option(
-        "--input-size", help="Generated weights: input size d." + _default("n"),
-        show_default=False)] = None,
-    sizes: _Sizes = None,
+    cell: _Cell = None,
+    weights: _Weights = None,
+    module: _Module = None,
+    layer: _Layer = None,
+    direction: _Direction = None,
+    map_: _Map = None,
+    inputs: _Inputs = None,
+    batch_first: _BatchFirst = False,
+    time_major: _TimeMajor = False,
     steps: _Steps = 100,
     batch: _Batch = 4,
+    hidden: _Hidden = 64,
+    input_size: _InputSize = None,
+    sizes: _Sizes = None,
     init: _InitOption = SCHEMES[0],
     sigma_w: _SigmaW = 1.0,
-    gate_bias: Annotated[float | None, typer.Option(
-        "--gate-bias", help="Set the memory gate's bias.", show_default=False)] = None,
+    gate_bias: _GateBias = None,
     seed: _Seed = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace existing output files.")] = False,
+    json_out: _Json = None,
+    plot: _Plot = None,
+    overwrite: _Overwrite = False,
+    k: Annotated[int | None, typer.Option(
+        "--k", metavar="K", help="How many exponents." + _default("all N"),
+        rich_help_panel=RUN, show_default=False)] = None,
+    transient: Annotated[int | None, typer.Option(
+        "--transient", metavar="T0", help="Steps not accumulated." + _default("T/10"),
+        rich_help_panel=RUN, show_default=False)] = None,
+    quiet: _Quiet = False,
 ) -> None:
     """Lyapunov spectrum of the driven state dynamics: exact structured Jacobians applied to
     K tangent vectors, re-orthonormalised by QR every step; λ_i in natural log per step,
-    the sum of the positive ones and the Kaplan–Yorke dimension."""
+    the sum of the positive ones and the Kaplan–Yorke dimension (--plot: the spectrum and
+    its convergence)."""
     from gateflow.jobs._lyapunov import run_lyapunov
+    from gateflow.models.formats._foreign import parse_map
 
     options = _given(ctx, hidden=hidden, steps=steps, batch=batch, init=_value(init),
                      sigma_w=sigma_w, seed=seed)
-    if batch_first:
-        options["batch_first"] = True
-    run_lyapunov(_value(cell), weights=weights, inputs=inputs, module=module, layer=layer,
-                 direction=_value(direction), k=k, transient=transient, json_path=json_out,
-                 plot_path=plot, overwrite=overwrite, quiet=quiet, input_size=input_size,
-                 gate_bias=gate_bias, sizes=sizes, **options)
+    order = _order(batch_first, time_major)
+    if order is not None:
+        options["batch_first"] = order
+    run_lyapunov(cell and _canonical(cell, CELLS), weights=weights, inputs=inputs,
+                 module=module, layer=layer, direction=_value(direction),
+                 rename=parse_map(map_), k=k,
+                 transient=transient, json_path=json_out, plot_path=plot, overwrite=overwrite,
+                 quiet=quiet, input_size=input_size, gate_bias=gate_bias, sizes=sizes,
+                 **options)
 
 
 @app.command()
 def report(
-    out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Folder to write (refused if it exists, unless "
-        "[bold]--overwrite[/])." + _default("a new reports/<date>_n<N>-T<T>-seed<S>"),
-        show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --out folder.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    steps: Annotated[int, typer.Option(
+        "--steps", metavar="T", min=2, help="Time steps T of generated inputs.",
+        rich_help_panel=INPUTS)] = 200,
+    batch: Annotated[int, typer.Option(
+        "--batch", metavar="B", min=1, help="Sequences B of generated inputs.",
+        rich_help_panel=INPUTS)] = 16,
+    hidden: Annotated[int, typer.Option(
+        "--hidden", metavar="N", min=1, help="Hidden size n.",
+        rich_help_panel=GENERATED)] = 64,
+    input_size: Annotated[int, typer.Option(
+        "--input-size", metavar="D", min=1, help="Input size d.",
+        rich_help_panel=GENERATED)] = 16,
+    init: _InitOption = SCHEMES[0],
     seed: Annotated[int, typer.Option(
-        "--seed", min=0, help="Weight seed (inputs use seed + 1).")] = 0,
-    hidden: Annotated[int, typer.Option("--hidden", min=1, help="Hidden size n.")] = 64,
-    steps: Annotated[int, typer.Option("--steps", min=2, help="Sequence length T.")] = 200,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences B.")] = 16,
-    input_size: Annotated[int, typer.Option("--input-size", min=1, help="Input size d.")] = 16,
-    init: Annotated[Init, typer.Option(
-        "--init", help="Initialisation of every cell.", case_sensitive=False)] = SCHEMES[0],
+        "--seed", metavar="S", min=0, help="Seed of generated weights (inputs: seed + 1).",
+        rich_help_panel=GENERATED)] = 0,
+    out: _Out = None,
+    overwrite: _Overwrite = False,
     fmt: Annotated[str, typer.Option(
-        "--format", "-f", help="Figure files written next to the pages: svg, png and/or pdf, "
-        "comma-separated. index.html carries SVG renderings inline whatever is chosen, so it "
-        "works sent alone.")] = "png,svg",
+        "--format", "-f", metavar="FMT,...", help="Figure files next to the pages: svg, png "
+        "and/or pdf (index.html carries SVG inline whatever is chosen, so it works sent "
+        "alone).", rich_help_panel=OUTPUTS)] = "png,svg",
+    quiet: _Quiet = False,
 ) -> None:
     """RNN vs LSTM vs GRU, and the forget/update-gate bias: figures, fitted decay rates,
-    theory overlays and data, as index.md and a self-contained index.html.
+    theory overlays and data, as index.md and a self-contained index.html, in a new folder
+    reports/<date>_n<N>-T<T>-seed<S> unless --out says where.
 
     The path of index.html goes to stdout, the progress bar to stderr."""
     from gateflow.jobs._report import ReportConfig, write_report

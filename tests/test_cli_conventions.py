@@ -9,8 +9,10 @@ import os
 import re
 import subprocess
 import sys
+from enum import Enum
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -99,7 +101,9 @@ def _cells(prefix: str, before: str = "", skip: tuple[str, ...] = ()) -> list[st
 
 @pytest.mark.parametrize(("line", "expected"), [
     ("derive ls", _cells("ls")),
-    ("derive LS", _cells("ls")),
+    # derive's CELL also takes a family with activations (free text): completion is by
+    # prefix as typed, like decay --cell
+    ("derive lstm-p", _cells("lstm-p")),
     ("decay --init o", ["orthogonal"]),
     ("decay --dtype f", ["float64", "float32"]),
     ("decay --input-dist u", ["uniform"]),
@@ -127,20 +131,21 @@ def test_choices_are_listed_in_help():
     def choices(values) -> str:
         return "<" + "|".join(values) + ">"
 
+    def listed(values, row: str) -> bool:
+        """Every value, in order, in the option's text (``a, b or c``, ``a, b, c``)."""
+        return re.search(r"(?:,\s*|\s+or\s+)".join(map(re.escape, values)), row) is not None
+
     decay = rows(help_of("decay"))
-    assert choices(SCHEMES) in decay["--init"]
-    assert choices(DISTS) in decay["--input-dist"]
-    assert choices(DTYPES) in decay["--dtype"]
-    assert choices(BACKENDS) in decay["--backend"]
-    assert choices(DIRECTIONS) in decay["--direction"]
-    for name in CELLS:  # a comma-separated list: its choices are in the text
-        assert name in decay["--cell"]
-    for name in OBSERVERS:
-        assert name in decay["--norms"]
+    for option, values in (("--init", SCHEMES), ("--input-dist", DISTS), ("--dtype", DTYPES),
+                           ("--backend", BACKENDS), ("--direction", DIRECTIONS),
+                           ("--norms", tuple(OBSERVERS))):
+        assert listed(values, decay[option]), decay[option]
+    # the cells are many: --cell names the command that lists them (completion offers them)
+    assert "gateflow cells" in decay["--cell"]
     assert choices(CELLS) in rows(help_of("derive"))["CELL"]
     lyap = rows(help_of("lyapunov"))
-    assert choices(CELLS) in lyap["--cell"] and choices(SCHEMES) in lyap["--init"]
-    assert choices(SCHEMES) in rows(help_of("report"))["--init"]
+    assert "gateflow cells" in lyap["--cell"] and listed(SCHEMES, lyap["--init"])
+    assert listed(SCHEMES, rows(help_of("report"))["--init"])
     assert choices(["text", "latex", "markdown"]) in rows(help_of("derive"))["--format"]
 
 
@@ -162,8 +167,8 @@ def test_decay_help_shows_each_default(option):
 
 @pytest.mark.parametrize(("option", "default"), [
     ("--hidden", "64"), ("--steps", "100"), ("--batch", "4"), ("--init", "pytorch"),
-    ("--seed", "0"), ("--sigma-w", "1.0"), ("--k", "all, the state dimension N"),
-    ("--transient", "T/10"), ("--input-size", "n"),
+    ("--seed", "0"), ("--sigma-w", "1.0"), ("--k", "all N"),
+    ("--transient", "T/10"), ("--input-size", "n, or the inputs' d"),
 ])
 def test_lyapunov_help_shows_each_default(option, default):
     assert f"[default: {default}]" in rows(help_of("lyapunov"))[option]
@@ -212,12 +217,15 @@ def test_an_option_given_at_its_default_value_is_still_given(sandbox):
 
 
 def test_spectral_norm_cost_is_in_the_help():
-    row = rows(help_of("decay"))["--norms"]
+    """--norms says the spectral norm's cost in a line; the closing paragraph of decay
+    --help gives each norm's description and the measured cost."""
+    text = help_of("decay")
+    assert "(spectral: ~6× slower)" in rows(text)["--norms"]
+    paragraph = " ".join(text.split("Norms: ", 1)[1].split())
     assert ("The default includes the spectral norm, which makes a run about 6× slower than "
-            "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500): --norms frobenius is "
-            "the fast choice.") in row
+            "Frobenius alone (36.6 s against 5.8 s at n = 128, T = 500).") in paragraph
     for observer in OBSERVERS.values():  # each norm with what it costs
-        assert f"{observer.name}, {observer.description}" in row
+        assert f"{observer.name}, {observer.description}" in paragraph
 
 
 @pytest.mark.parametrize("command", [(), *((c,) for c in COMMANDS)])
@@ -225,8 +233,8 @@ def test_flags_have_no_type(command):
     text = help_of(*command)
     assert "<bool>" not in text
     listed = rows(text)
-    for flag in ("--help", "--quiet", "--overwrite", "--batch-first", "--version",
-                 "--install-completion"):
+    for flag in ("--help", "--quiet", "--overwrite", "--batch-first", "--time-major",
+                 "--version", "--install-completion"):
         if flag in listed:
             assert "<" not in listed[flag], listed[flag]
 
@@ -344,3 +352,138 @@ def test_upper_case_typo_gets_a_suggestion():
     """The suggestion ignores case too: LSTN is one letter from lstm."""
     p = gateflow_child("decay", "--cell", "LSTN")
     assert p.returncode == 2 and "did you mean 'lstm'" in p.stderr, p.stderr
+
+
+# -- help: panels, length, one wording per option ---------------------------------------------
+#: The panels of the commands that read a model, and which options each holds.
+PANELS = {
+    "Model": {"--cell", "--weights", "--module", "--layer", "--direction", "--map",
+              "--cells"},
+    "Inputs": {"--inputs", "--batch-first", "--time-major", "--s0", "--steps", "--batch",
+               "--input-dist", "--input-scale"},
+    "Generated weights": {"--hidden", "--input-size", "--sizes", "--init", "--sigma-w",
+                          "--sigma-v", "--sigma-b", "--gate-bias", "--chrono", "--seed",
+                          "--points"},
+    "Outputs": {"--json", "--csv", "--plot", "--spectra", "--spectra-lags", "--overwrite",
+                "--out", "--format"},
+    "Run": {"--blocks", "--norms", "--threshold", "--dtype", "--backend", "--quiet", "--k",
+            "--transient", "--scheduler"},
+}
+
+
+def panels(text: str) -> dict[str, set[str]]:
+    """The options of each help panel (``╭─ Model ───╮``), by panel title."""
+    found: dict[str, set[str]] = {}
+    title = None
+    for line in text.splitlines():
+        m = re.match(r"╭─ (.+?) ─", line)
+        if m:
+            title = m.group(1)
+            found[title] = set()
+        elif title is not None:
+            opt = re.match(r"│\s+(--[\w-]+)", line)
+            if opt:
+                found[title].add(opt.group(1))
+    return found
+
+
+@pytest.mark.parametrize("command", ["decay", "lyapunov", "inspect", "report", "sweep"])
+def test_help_is_grouped_into_panels(command):
+    found = panels(help_of(command))
+    titles = [t for t in found if t not in ("Options", "Arguments")]
+    assert titles == [t for t in PANELS if found.get(t)], titles  # in this order
+    for title in titles:
+        assert found[title] <= PANELS[title], (title, found[title] - PANELS[title])
+    assert found["Options"] <= {"--help"}
+    every = {o for t in titles for o in found[t]}
+    if command in ("decay", "lyapunov"):
+        assert {"--cell", "--weights", "--inputs", "--time-major", "--batch-first", "--json",
+                "--hidden", "--seed", "--quiet"} <= every
+
+
+def _help_at(width: int, monkeypatch, *command: str) -> str:
+    """``gateflow COMMAND --help`` rendered ``width`` columns wide (typer reads the width
+    once, when it is first imported: set it where it is kept)."""
+    import typer.rich_utils as rich_utils
+
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", width)
+    r = runner.invoke(app, [*command, "--help"])
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def test_decay_help_is_short_at_80_columns(monkeypatch):
+    """Was ~205 lines in one panel at 80 columns; most options now take one line."""
+    lines = _help_at(80, monkeypatch, "decay").splitlines()
+    assert max(map(len, lines)) == 80
+    assert len(lines) <= 110, len(lines)
+    # at 100 columns (the docs' width) all options but a few fit on one line each
+    wide = _help_at(100, monkeypatch, "decay")
+    assert max(map(len, wide.splitlines())) == 100
+    long = [o for o, row in rows(wide).items() if len(row) > 100]  # a wrapped row, joined
+    assert len(long) <= 4, long
+
+
+def _options(command: str) -> dict[str, Any]:
+    import typer
+
+    params = typer.main.get_command(app).commands[command].params
+    return {p.opts[0]: p for p in params if p.opts[0].startswith("--")}
+
+
+def _shape(param) -> tuple:
+    """What a user sees of an option in every command: its flags, its type (its annotation;
+    an integer with a range is still an integer: report refuses T < 2 with click's range),
+    metavar, choices, panel, and its help text without the default (defaults differ:
+    report's n is 64, sweep's 32)."""
+    kind = param.type_descriptor.annotation
+    choices = tuple(m.value for m in kind) if isinstance(kind, type) and issubclass(kind, Enum) \
+        else ()
+    text = re.sub(r"\s*\\?\[default: [^\]]*\]", "", param.help or "")
+    return (tuple(param.opts), tuple(param.secondary_opts), getattr(kind, "__name__", kind),
+            param.metavar, choices, param.rich_help_panel, param.is_flag, text)
+
+
+#: Options that share a name but not a meaning, and why.
+DIFFERENT = {
+    ("derive", "--steps"): "derive chains K one-step Jacobians; elsewhere T is a length",
+    ("derive", "--format"): "derive's page format (text, latex, markdown)",
+    ("report", "--format"): "report's figure files (svg, png, pdf)",
+    ("decay", "--cell"): "decay takes several cells, comma-separated",
+}
+
+
+def test_shared_options_have_one_type_and_wording():
+    """An option that several commands take (--weights, --inputs, --json, --hidden, --seed,
+    --quiet, --overwrite, ...) has the same flags, type, metavar, panel and help text in
+    every one of them."""
+    seen: dict[str, dict[tuple, list[str]]] = {}
+    for command in COMMANDS:
+        for name, param in _options(command).items():
+            if name in ("--help",) or (command, name) in DIFFERENT:
+                continue
+            seen.setdefault(name, {}).setdefault(_shape(param), []).append(command)
+    shared = {name: shapes for name, shapes in seen.items()
+              if sum(map(len, shapes.values())) > 1}
+    assert {"--weights", "--inputs", "--batch-first", "--time-major", "--json", "--plot",
+            "--hidden", "--steps", "--batch", "--seed", "--init", "--quiet",
+            "--overwrite", "--out", "--module", "--layer", "--direction",
+            "--map"} <= set(shared)
+    differ = {name: {cmds[0]: shape for shape, cmds in shapes.items()}
+              for name, shapes in shared.items() if len(shapes) > 1}
+    assert not differ, differ
+    # and --cell, where decay takes several, still has lyapunov's flags, type and metavar
+    decay, lyap = _shape(_options("decay")["--cell"]), _shape(_options("lyapunov")["--cell"])
+    assert decay[:6] == lyap[:6]
+
+
+def test_batch_first_and_time_major_together_are_refused(sandbox):
+    np = pytest.importorskip("numpy")
+    np.save("x.npy", np.zeros((3, 2, 4)))
+    for command in ("decay", "lyapunov"):
+        assert_clean_error(run_cli(command, "--cell", "rnn", "--inputs", "x.npy",
+                                   "--batch-first", "--time-major"),
+                           "--batch-first and --time-major contradict each other")
+        assert_clean_error(run_cli(command, "--cell", "rnn", "--time-major"),
+                           "--time-major applies to an --inputs file")
+    assert list(sandbox.iterdir()) == [sandbox / "x.npy"]

@@ -149,7 +149,9 @@ def test_files_as_sources_and_zero_jacobian_is_null(tmp_path):
     assert doc["seed"] is None
     for key, path in (("weights", w), ("input_data", x)):
         model = {"module": "", "kind": "nn.RNN", "framework": "PyTorch", "layer": 0,
-                 "direction": "forward"} if key == "weights" else {}
+                 "direction": "forward"} if key == "weights" else {
+            "batch_first": False, "layout": "time-major",
+            "layout_from": "time-major: the file does not say"}
         assert doc[key] == {"source": "file", "path": str(path),
                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **model}
     assert all(r.endswith(",-inf,-inf") for r in out_csv.read_text().splitlines()[1:])
@@ -313,7 +315,7 @@ BAD_MESSAGE = {
     "n=0": "hidden size n must be a positive integer, got 0",
     "pickled module": "pickles torch.nn.modules.rnn.LSTM",
     "pt list": "holds a list, not a state_dict",
-    "pt checkpoint": "entry 'step' is a int, not a tensor",
+    "pt checkpoint": "the state_dict misses 'weight_hh_l0'",
     "missing weights file": "'nope.safetensors' not found",
     "unknown block": "unknown block 'c/y' (did you mean",
     "block of another cell": "unknown block 'c/c' (valid: h/h, h/x)",
@@ -447,3 +449,163 @@ def test_library_decay_refuses_memory(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda backend: 1)
     with pytest.raises(gateflow.GateflowError, match="needs about"):
         decay("lstm", init_params("lstm", 3, 2), make_inputs(4, 1, 2))
+
+
+# -- assumptions said: the inputs' axis order, what a model file did not say ------------------
+def _notes(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith(("note:", "warning:"))]
+
+
+def test_inputs_axis_order_is_said_and_recorded(tmp_path):
+    """A (B=50, T=4, d) file given without an order is read time-major, as T=4 × B=50, and
+    the run says so in one line, with a warning that it looks transposed; --batch-first
+    reads it as 4 sequences of 50 steps (the JSON equals all_lags on the transposed array)
+    and says nothing; --time-major says the time-major order, and nothing either."""
+    w, x = tmp_path / "w.npz", tmp_path / "x b.npy"
+    params = init_params("rnn", 3, 2, seed=1)
+    save_params(w, "rnn", params)
+    xb = make_inputs(50, 4, 2, seed=2).swapaxes(0, 1)  # (B=4, T=50, d=2), batch-first
+    np.save(x, xb)
+    common = ("--cell", "rnn", "--weights", w, "--inputs", x, "--norms", "frobenius", "-q")
+
+    said = _ok(invoke(*common, "--json", tmp_path / "a.json"))
+    assert _notes(said.stderr) == [
+        "note: inputs x b.npy read as T=4 steps × B=50 sequences × d=2 (time-major: the file "
+        "does not say; --batch-first if not)",
+        "warning: inputs x b.npy: B=50 sequences of T=4 steps looks transposed; if the file is "
+        "(B, T, d), add --batch-first"]
+    assert said.stderr.count("\n") == 2  # nothing else
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["shapes"]["T"] == 4 and doc["shapes"]["B"] == 50
+    assert {k: doc["input_data"][k] for k in ("batch_first", "layout", "layout_from")} == {
+        "batch_first": False, "layout": "time-major",
+        "layout_from": "time-major: the file does not say"}
+
+    quiet = _ok(invoke(*common, "--batch-first", "--json", tmp_path / "b.json"))
+    assert quiet.stderr == ""
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["shapes"]["T"] == 50 and doc["shapes"]["B"] == 4
+    assert {k: doc["input_data"][k] for k in ("batch_first", "layout", "layout_from")} == {
+        "batch_first": True, "layout": "batch-major", "layout_from": "--batch-first"}
+    ref = all_lags("rnn", params, np.ascontiguousarray(xb.swapaxes(0, 1)), norms=("frobenius",))
+    got = np.array(doc["blocks"]["h/h"]["log10_frobenius"], dtype=float)
+    np.testing.assert_allclose(got, ref.blocks["h/h"]["log10_frobenius"], rtol=0, atol=1e-12)
+
+    tm = _ok(invoke(*common, "--time-major", "--json", tmp_path / "c.json"))
+    assert tm.stderr == ""
+    assert json.loads((tmp_path / "c.json").read_text())["input_data"]["layout_from"] == \
+        "--time-major"
+
+
+def test_an_ordinary_shape_gets_the_note_and_no_warning(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, make_inputs(12, 3, 2, seed=0))
+    r = _ok(invoke("--cell", "gru", "--hidden", 3, "--inputs", x, "--norms", "frobenius",
+                   "-q"))
+    assert _notes(r.stderr) == [
+        "note: inputs x.npy read as T=12 steps × B=3 sequences × d=2 (time-major: the file "
+        "does not say; --batch-first if not)"]
+    several = _ok(invoke("--cell", "rnn,gru,lstm", "--hidden", 3, "--inputs", x, "--norms",
+                         "frobenius", "-q"))
+    assert several.stderr == r.stderr  # said once, not once per cell
+
+
+def _onnx_gru(path, layout: int, n: int = 3, d: int = 2, seed: int = 0):
+    """One ONNX GRU node (linear_before_reset=1: gateflow's gru) with the given layout."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = {"W": rng.normal(0, 0.6, (1, 3 * n, d)), "R": rng.normal(0, 0.6, (1, 3 * n, n)),
+         "B": rng.normal(0, 0.3, (1, 6 * n))}
+    node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y"], name="enc", hidden_size=n,
+                            linear_before_reset=1, layout=layout)
+    shape = ["B", "T", d] if layout else ["T", "B", d]
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, shape)],
+        [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, None)],
+        [numpy_helper.from_array(a, name=k) for k, a in w.items()])
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]),
+                    str(path))
+    return w
+
+
+def test_inputs_follow_the_models_layout(tmp_path):
+    """An ONNX node with layout=1 reads (B, T, d): a file given without an order is read so,
+    and the note says why; --time-major, which contradicts the model, is obeyed with a
+    warning; --batch-first, which agrees, is silent."""
+    model = tmp_path / "m.onnx"
+    _onnx_gru(model, layout=1)
+    x = tmp_path / "x.npy"
+    xb = make_inputs(7, 2, 2, seed=4).swapaxes(0, 1)  # (B=2, T=7, d=2)
+    np.save(x, xb)
+    args = ("--weights", model, "--inputs", x, "--norms", "frobenius", "-q")
+
+    r = _ok(invoke(*args, "--json", tmp_path / "a.json"))
+    assert _notes(r.stderr) == [
+        "note: inputs x.npy read as T=7 steps × B=2 sequences × d=2 (batch-major, as the ONNX "
+        "GRU node 'enc' reads them; --time-major if not)"]
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["shapes"]["T"] == 7 and doc["input_data"]["layout"] == "batch-major"
+    assert doc["input_data"]["layout_from"] == "batch-major, as the ONNX GRU node 'enc' reads them"
+
+    agree = _ok(invoke(*args, "--batch-first", "--json", tmp_path / "b.json"))
+    assert agree.stderr == ""
+    assert json.loads((tmp_path / "b.json").read_text())["blocks"] == doc["blocks"]
+
+    against = _ok(invoke(*args, "--time-major", "--json", tmp_path / "c.json"))
+    assert _notes(against.stderr) == [
+        "warning: --time-major reads inputs x.npy time-major, but batch-major, as the ONNX GRU "
+        "node 'enc' reads them"]
+    assert json.loads((tmp_path / "c.json").read_text())["shapes"]["T"] == 2
+
+
+def _fake_model(monkeypatch, **fields):
+    """``select_model`` and ``inspect`` see one LSTM module with these Recurrent fields."""
+    from gateflow.models import _model
+    from gateflow.models.formats._recurrent import Found, Recurrent
+
+    params = init_params("lstm", 3, 2, seed=5)
+    rec = Recurrent(module="enc", framework="Keras", kind="LSTM", cell="lstm", cells=("lstm",),
+                    layers=1, directions=("forward",), hidden=3, input=2,
+                    weights=lambda cell, layer, direction: params, **fields)
+    monkeypatch.setattr(_model, "read_models", lambda path, *args, **kwargs: Found((rec,)))
+    return params
+
+
+def test_each_assumption_is_said_once(tmp_path, monkeypatch):
+    """What a model file did not say (Recurrent.assumed) is one note: line each, once, in
+    decay and lyapunov, after the run worked; quiet or not."""
+    _fake_model(monkeypatch, layout="batch-major", assumed=(
+        "recurrent_activation: hard_sigmoid, the default of Keras 2.2.0 that wrote the file",
+        "float16 weights: 11 significant bits"))
+    f = tmp_path / "m.h5"
+    f.write_bytes(b"not read: the reader is replaced")
+    want = ["note: recurrent_activation: hard_sigmoid, the default of Keras 2.2.0 that wrote "
+            "the file", "note: float16 weights: 11 significant bits"]
+    for command, extra in (("decay", ("--norms", "frobenius")), ("lyapunov", ())):
+        r = runner.invoke(app, [command, "--weights", str(f), "--steps", "5", "--batch", "1",
+                                "-q", *extra])
+        assert r.exit_code == 0, r.output
+        assert _notes(r.stderr) == want, (command, r.stderr)
+    # a refused run says its one error line and nothing else
+    r = runner.invoke(app, ["decay", "--weights", str(f), "--steps", "5", "--json",
+                            str(tmp_path / "no" / "o.json")])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error:")
+
+
+def test_analyze_says_each_assumption_once(monkeypatch, capsys):
+    """gf.analyze on a live model: each assumed line of each module, once, on stderr."""
+    torch = pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from gateflow.jobs._analyze import analyze
+    from gateflow.models._capture import Captured
+
+    plain = Captured.record
+    monkeypatch.setattr(Captured, "record", property(
+        lambda self: replace(plain.fget(self), assumed=("weights dequantized",) * 2)))
+    lstm = torch.nn.LSTM(2, 3, num_layers=2).double()
+    table = analyze(lstm, torch.zeros(4, 1, 2, dtype=torch.float64))
+    assert len(table.table) == 3  # layers 0, 1 and the stack: said once all the same
+    assert capsys.readouterr().err.splitlines() == ["note: weights dequantized"]

@@ -38,6 +38,7 @@ def test_notebook_is_stripped(path):
                 f"{path.name}: outputs are committed; clear them before saving")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateflow.jobs._contract import DecayResult
 from gateflow.jobs._decay import decay
+from gateflow.jobs._inputs import tell
 
 __all__ = ["COLUMNS", "Analysis", "analyze"]
 
@@ -92,12 +93,20 @@ def analyze(model, *example_inputs, threshold: float = 1e-6, norms=("frobenius",
     Returns an :class:`Analysis`: ``table`` (rows with the module, layer, direction, cell,
     T, B, the memory block, its fitted per-step factor, e-folding lag — ``"grows"`` when the
     factor is above 1 — and memory horizon, ``None`` when the norm stays above
-    ``threshold`` for every lag up to T), ``results`` and ``fits``.
+    ``threshold`` for every lag up to T), ``results`` and ``fits``. What gateflow assumed
+    that the model did not say (:attr:`Recurrent.assumed`) is printed on stderr first, one
+    ``note:`` line each.
     """
     from gateflow.analysis._analysis import fit_chain
     from gateflow.models._capture import capture
 
     captured = capture(model, *example_inputs, **kwargs)
+    said = []  # what gateflow assumed that the model did not say: one line each, once
+    for cap in captured:
+        assumed = getattr(cap, "assumed", None) or cap.record.assumed
+        name = f"{cap.module!r}: " if cap.module and len(captured) > 1 else ""
+        said += [f"note: {name}{line}" for line in assumed]
+    tell(said)
     table: list[dict[str, Any]] = []
     results: dict[tuple[str, int | str, str], DecayResult] = {}
     fits: dict[tuple[str, int | str, str], Any] = {}

@@ -12,6 +12,11 @@ JSON contract (``gateflow decay --json``), one object:
 * ``"inputs"``: ``{"X/x": {...same keys...}}``, the log10 norms of ∂X_T/∂x_{T−k}, the
   input sensitivity (empty unless asked for with ``--blocks h/x``): index ``i`` is input
   lag ``k = i`` (``"input_lags"``: ``[0, ..., T−1]``; x_T, the last input, is lag 0).
+  A stack's output-gradient blocks ``"X/y_lj"`` (``--blocks h_l1/y_l0``) sit here too, at
+  the same lags: ∂X_T/∂y⁽ʲ⁾_{T−k} for the output y⁽ʲ⁾ layer j emits at step T−k, which
+  layer j + 1 reads at that step and layer j carries (what a hook on that output sees;
+  ``"blocks"``' ``"X/h_lj"`` is the carried part alone: see
+  :mod:`gateflow.cells._stack`).
 * ``"direct"``: ``{"s": {...same keys...}}``, the cell-path-only product ∏ diag(direct
   coefficient of ∂s_t/∂s_{t−1}) for each state block that has one (LSTM ``"c"``: ∏ diag(f);
   GRU ``"h"``: ∏ diag(z)).
@@ -132,7 +137,9 @@ class DecayResult:
             "norms": list(self.norms),
             "layout": "blocks[X/Y][norm][k-1][b] = log10 of the norm of dX_T/dY_{T-k} "
                       "for batch element b; inputs[X/x][norm][k][b] = log10 of the norm of "
-                      "dX_T/dx_{T-k} (input lag k = 0..T-1)",
+                      "dX_T/dx_{T-k} (input lag k = 0..T-1); inputs[X/y_lj] likewise for "
+                      "the output layer j of a stack emits at step T-k (read by layer j+1 "
+                      "at that step and carried: what a hook on it sees)",
             "blocks": {b: {k: dd[k] for k in self.keys} for b, dd in self.chain.blocks.items()},
             "input_lags": [int(k) for k in self.chain.input_lags],
             "inputs": {b: {k: dd[k] for k in self.keys} for b, dd in self.chain.inputs.items()},

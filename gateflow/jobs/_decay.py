@@ -27,6 +27,7 @@ import numpy as np
 from gateflow._io import STDOUT, write_files
 from gateflow._validate import choose_many
 from gateflow.cells._library import get_cell
+from gateflow.cells._stack import input_lag_blocks
 from gateflow.jobs._contract import (
     DEFAULT_NORMS,
     DecayResult,
@@ -36,7 +37,7 @@ from gateflow.jobs._contract import (
     write_json,
     write_outputs,
 )
-from gateflow.jobs._inputs import file_source, generate, run_bytes
+from gateflow.jobs._inputs import assumed_notes, file_source, generate, run_bytes, tell
 from gateflow.jobs._spec import PLOT, SPECTRA, DecaySpec, decay_spec, per_cell
 from gateflow.numeric._observers import NORMS
 
@@ -82,7 +83,7 @@ def decay(cell, params: dict, x, *, blocks=None, norms=DEFAULT_NORMS, dtype: str
 
     cell = get_cell(cell)
     if isinstance(blocks, str):
-        blocks = choose_many(blocks, (*cell.blocks, *cell.input_blocks), "block")
+        blocks = choose_many(blocks, (*cell.blocks, *input_lag_blocks(cell)), "block")
     norms = choose_many(norms, NORMS, "norm")  # a name list or a comma string, at least one
     res = all_lags(cell, params, x, blocks=blocks, norms=norms, dtype=dtype, backend=backend,
                    progress=progress, **chain_opts)
@@ -106,10 +107,21 @@ class DecayRun:
 
 
 # -- the stages -------------------------------------------------------------------------------
-def load(spec: DecaySpec) -> dict[str, tuple[dict, np.ndarray, dict]]:
+def load(spec: DecaySpec, notes: list[str] | None = None
+         ) -> dict[str, tuple[dict, np.ndarray, dict]]:
     """Every cell's (params, inputs, provenance) before any computing: a bad file for the
-    last cell costs nothing."""
-    return {c: generate(c, **spec.data_options(c)) for c in spec.cells}
+    last cell costs nothing. What the run assumed — how an inputs file's axes were read
+    (unless given), what the model file did not say (:attr:`Recurrent.assumed`) — is added
+    to ``notes``, one line each; without a list it is said on stderr at once."""
+    said: list[str] = []
+    data = {c: generate(c, notes=said, **spec.data_options(c)) for c in spec.cells}
+    if spec.selection is not None:
+        said += assumed_notes(spec.selection.model)
+    if notes is None:
+        tell(said)
+    else:
+        notes += said
+    return data
 
 
 def measure(spec: DecaySpec, data: dict) -> dict[str, DecayResult]:
@@ -193,9 +205,10 @@ def show(spec: DecaySpec, results: dict, fits: dict, written: list[Path]) -> Non
 
     to_stdout = any(STDOUT in d.values() for d in spec.files.values())
     out = console(stderr=to_stdout)
-    for r in results.values():
-        out.print(summary_table(r))
-    out.print(fit_table(fits, {c: r.shapes["T"] for c, r in results.items()}, spec.threshold))
+    for r in results.values():  # tables never cut a number: wider than the screen if need be
+        out.print(summary_table(r, width=out.width), crop=False)
+    out.print(fit_table(fits, {c: r.shapes["T"] for c, r in results.items()}, spec.threshold,
+                        width=out.width), crop=False)
     for p in written:
         out.print(f"wrote {p}", highlight=False, soft_wrap=True)
 
@@ -207,7 +220,8 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
                **data_opts) -> DecayRun:
     """``gateflow decay`` for one cell or several (``"rnn,lstm,gru"``), all on the same
     generated config or the same ``--inputs`` file: spec → load → measure → analyse →
-    draw → write → show.
+    draw → write → show. What the run assumed (how it read the inputs' axes, what the
+    model file did not say) is said on stderr, one ``note:`` line each, once it succeeded.
 
     With several cells ``json_path``, ``csv_path`` and ``weights`` must contain ``{cell}``.
     ``gate_bias``/``chrono`` (in ``data_opts``) apply to the cells with a memory gate and
@@ -218,11 +232,13 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
                       threshold=threshold, blocks=blocks, norms=norms, dtype=dtype,
                       backend=backend, quiet=quiet, weights=weights, overwrite=overwrite,
                       **data_opts)
-    data = load(spec)
+    notes: list[str] = []
+    data = load(spec, notes)
     results = measure(spec, data)
     fits, overlays = analyse(spec, results, data)
     figures = draw(spec, results, overlays)
     written = write(spec, results, figures)
+    tell(notes)  # once it worked: a refused run says one error line and nothing else
     show(spec, results, fits, written)
     return DecayRun(results=results, fits=fits, overlays=overlays, figure=figures.get(PLOT),
                     spectra=figures.get(SPECTRA), written=written)

@@ -19,9 +19,15 @@ from gateflow._memory import check_fits
 from gateflow._validate import whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import param_shapes, sizes_for
+from gateflow.cells._stack import input_lag_blocks
 from gateflow.numeric._observers import NORMS
 
-__all__ = ["check_run", "file_source", "generate", "run_bytes"]
+__all__ = ["assumed_notes", "axes_notes", "check_run", "file_source", "generate",
+           "input_layout", "run_bytes", "tell"]
+
+#: A shape read as (T, B, d) looks transposed when B > TRANSPOSED·T and T <= SHORT: a few
+#: "steps" of many "sequences" is more often a batch-first file read time-major.
+TRANSPOSED, SHORT = 4, 32
 
 
 def file_source(path) -> dict:
@@ -54,7 +60,8 @@ def run_bytes(cell, n: int, d: int, T: int, B: int, dtype: str = "float64", bloc
     workspace = singular or bool(set(norms) - set(NORMS[:1]))
     need = estimate_bytes(cell_, big, d, T, B, big * len(outs), len(blocks) * len(norms) + 4,
                           get_dtype(dtype).itemsize, workspace,
-                          inputs=any(b in cell_.input_blocks for b in blocks))
+                          inputs=len({b.split("/")[1] for b in blocks
+                                      if b in input_lag_blocks(cell_)}))
     shapes = param_shapes(cell_, n, d, sizes)
     return need + 8 * T * B * d + 8 * sum(math.prod(s) for s in shapes.values())
 
@@ -94,6 +101,70 @@ def _count(value, what: str, why: str) -> int:
         raise GateflowError(f"{exc}{why}") from None
 
 
+def input_layout(batch_first: bool | None, model=None) -> tuple[bool, str]:
+    """How an inputs file's axes are read: ``(batch_first, why)``.
+
+    ``batch_first`` True or False is the user's word (``--batch-first``, ``--time-major``);
+    None follows the model's framework (:attr:`Recurrent.layout`: a Keras layer is
+    batch-major, an ONNX node says it with ``layout``, a captured module with
+    ``batch_first``), and time-major when the model does not say (a PyTorch state dict, a
+    file of gateflow parameters, generated weights). ``why`` is that choice in words, with
+    the flag that says the other order."""
+    if batch_first is not None and not isinstance(batch_first, (bool, np.bool_)):
+        raise GateflowError(f"batch_first must be True, False or None, got {batch_first!r}")
+    if batch_first is not None:
+        return bool(batch_first), "--batch-first" if batch_first else "--time-major"
+    layout = getattr(model, "layout", "unknown")
+    if layout in ("time-major", "batch-major"):
+        name = f" {model.module!r}" if model.module else ""
+        other = "--time-major" if layout == "batch-major" else "--batch-first"
+        return layout == "batch-major", (f"{layout}, as the {model.framework} {model.kind}"
+                                         f"{name} reads them; {other} if not")
+    return False, "time-major: the file does not say; --batch-first if not"
+
+
+def axes_notes(inputs, x: np.ndarray, batch_first: bool | None, model=None) -> list[str]:
+    """What a run says about how it read an inputs file (``x`` as read, time-major): one
+    ``note:`` line when the axis order was not given, and a ``warning:`` line when the
+    shape looks transposed (B > 4·T with T <= 32) or the order given contradicts the
+    model's."""
+    read_bf, why = input_layout(batch_first, model)
+    T, B, d = x.shape
+    name = Path(str(inputs)).name
+    out = []
+    if batch_first is None:
+        out.append(f"note: inputs {name} read as T={T} steps × B={B} sequences × d={d} "
+                   f"({why})")
+        if B > TRANSPOSED * T and T <= SHORT:
+            flip = "--time-major" if read_bf else "--batch-first"
+            out.append(f"warning: inputs {name}: B={B} sequences of T={T} steps looks "
+                       f"transposed; if the file is {'(T, B, d)' if read_bf else '(B, T, d)'}"
+                       f", add {flip}")
+    else:
+        layout = getattr(model, "layout", "unknown")
+        said = "batch-major" if batch_first else "time-major"
+        if layout in ("time-major", "batch-major") and layout != said:
+            out.append(f"warning: {why} reads inputs {name} {said}, but "
+                       f"{input_layout(None, model)[1].split(';')[0]}")
+    return out
+
+
+def assumed_notes(model, prefix: str = "") -> list[str]:
+    """``note:`` lines for what gateflow assumed about ``model`` that its file did not say
+    (:attr:`Recurrent.assumed`), one each; ``prefix`` names the module when a run reads
+    several."""
+    return [f"note: {prefix}{line}" for line in getattr(model, "assumed", ())]
+
+
+def tell(lines) -> None:
+    """Print each line once, in order, on stderr (one line each, however narrow the
+    terminal)."""
+    from gateflow.presentation._console import say
+
+    for line in dict.fromkeys(lines):
+        say(line)
+
+
 def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
              input_size: int | None = None, steps: int | None = None, batch: int | None = None,
              init: str | None = None, sigma_w: float | None = None, sigma_v: float | None = None,
@@ -102,7 +173,8 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
              input_dist: str | None = None, input_scale: float | None = None,
              dtype: str = "float64", backend: str = "numpy", blocks=None,
              norms=NORMS[:2], selection=None,
-             batch_first: bool = False, sizes=None) -> tuple[dict, np.ndarray, dict]:
+             batch_first: bool | None = None, sizes=None,
+             notes: list[str] | None = None) -> tuple[dict, np.ndarray, dict]:
     """Weights and inputs of a run: read from files, or generated from the options.
 
     Returns ``(params, x, provenance)`` with provenance keys ``seed``, ``weights_source`` and
@@ -117,7 +189,10 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     layers 0..L−1 first (:meth:`~gateflow.models._model.Selection.layer_inputs`), so that
     the layer sees what it sees in the model; its reverse direction gets them
     time-reversed. Both are recorded in the provenance (``"layer_inputs"``,
-    ``"time_reversed"``). ``batch_first`` reads ``inputs`` as (B, T, d). ``sizes`` (a
+    ``"time_reversed"``). ``batch_first``: True reads ``inputs`` as (B, T, d), False as
+    (T, B, d), None as the model reads them (:func:`input_layout`); the provenance records
+    the order used (``"layout"``, ``"layout_from"``), and ``notes`` (a list) gets the lines
+    that say it (:func:`axes_notes`). ``sizes`` (a
     dict, or ``"p=16"``) gives generated weights a cell's other sizes (the projected
     LSTM's p; default n // 2); they are recorded with the weights' provenance.
     """
@@ -148,10 +223,12 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
     seed0 = 0 if seed is None else int(seed)
 
     x = None
-    if batch_first and generated_inputs:
-        raise GateflowError("--batch-first applies to an --inputs file; drop it or give --inputs")
+    if batch_first is not None and generated_inputs:
+        flag = "--batch-first" if batch_first else "--time-major"
+        raise GateflowError(f"{flag} applies to an --inputs file; drop it or give --inputs")
+    read_bf, why = input_layout(batch_first, None if selection is None else selection.model)
     if not generated_inputs and generated_weights and input_size is None:
-        x = load_inputs(inputs, batch_first=batch_first)  # d comes from the file
+        x = load_inputs(inputs, batch_first=read_bf)  # d comes from the file
     if generated_weights:
         n = 64 if hidden is None else hidden
         d = input_size if input_size is not None else x.shape[2] if x is not None else n
@@ -194,8 +271,13 @@ def generate(cell, *, weights=None, inputs=None, hidden: int | None = None,
                  "seed": seed0 + 1}
         used_seed = seed0
     else:
-        x = load_inputs(inputs, d, batch_first=batch_first) if x is None else x
-        x_src = {**file_source(inputs), **({"batch_first": True} if batch_first else {})}
+        x = load_inputs(inputs, d, batch_first=read_bf) if x is None else x
+        x_src = {**file_source(inputs), "batch_first": read_bf,
+                 "layout": "batch-major" if read_bf else "time-major",
+                 "layout_from": why.split(";")[0]}
+        if notes is not None:
+            notes += axes_notes(inputs, x, batch_first,
+                                None if selection is None else selection.model)
     if selection is not None and selection.layer not in (0, "all"):
         x = selection.layer_inputs(x)
         x_src["layer_inputs"] = f"h of layers 0..{int(selection.layer) - 1}, run on these inputs"

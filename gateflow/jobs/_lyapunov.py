@@ -19,9 +19,8 @@ from typing import Any
 
 from gateflow._errors import GateflowError
 from gateflow._io import STDOUT, check_file, write_files
-from gateflow._validate import choose
 from gateflow._version import __version__
-from gateflow.cells._library import CELLS, get_cell
+from gateflow.cells._library import get_cell
 from gateflow.jobs._serialise import json_text
 from gateflow.jobs._spec import check_figure_path, check_model_options
 
@@ -48,19 +47,23 @@ def lyapunov_json(res, provenance: dict) -> dict[str, Any]:
 
 
 def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=None,
-                 direction=None, k: int | None = None, transient: int | None = None,
+                 direction=None, rename=None, k: int | None = None, transient: int | None = None,
                  json_path=None, plot_path=None, overwrite: bool = False,
                  quiet: bool = False, **data_opts):
     """``gateflow lyapunov``: every option checked and every output path planned before
     anything is computed; outputs written all or nothing. Returns the result."""
-    from gateflow.jobs._inputs import generate
+    from gateflow.jobs._inputs import assumed_notes, generate, tell
     from gateflow.models._model import select_model
     from gateflow.numeric._lyapunov import lyapunov
 
     check_model_options(cell, weights, module, layer, direction)
-    out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite)
+    if rename is not None and weights is None:
+        raise GateflowError("--map renames the arrays of a model file; give it with --weights")
+    given = {"--weights": weights, "--inputs": inputs}  # never an output
+    out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite,
+                                                    inputs=given)
     fig = None if plot_path is None else check_figure_path(plot_path, "--plot figure",
-                                                          overwrite=overwrite)
+                                                          overwrite=overwrite, inputs=given)
     if fig is not None and fig[0] == STDOUT:
         raise GateflowError("figures are not written to stdout; give --plot a .png or .svg path")
     if out is not None and fig is not None and Path(out).resolve() == fig[0].resolve():
@@ -68,14 +71,16 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
     selection = None
     if weights is not None and str(weights).strip():
         selection = select_model(weights, module=module, layer=layer, direction=direction,
-                                 cell=cell)
+                                 cell=cell, rename=rename)
         chosen = selection.cell
     elif weights is not None:
         raise GateflowError("the --weights path is empty; give a file name")
     else:
-        chosen = get_cell(CELLS[choose(cell, CELLS, "cell")])
+        chosen = get_cell(cell)  # a declared cell, or a variant: gru[gate=...]
+    notes: list[str] = []
     params, x, prov = generate(chosen, weights=weights, inputs=inputs, selection=selection,
-                               **data_opts)
+                               notes=notes, **data_opts)
+    notes += assumed_notes(selection.model) if selection is not None else []
     T = x.shape[0]
     if transient is None:
         transient = T // 10
@@ -92,11 +97,12 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
 
         payloads[fig[0]] = figure_bytes(lyapunov_figure(res), fig[1])
     write_files(payloads, overwrite=overwrite)
+    tell(notes)  # once it worked: a refused run says one error line and nothing else
     if not quiet:
         from gateflow.presentation._console import console, lyapunov_table
 
         c = console(stderr=out == STDOUT)
-        c.print(lyapunov_table(res))
+        c.print(lyapunov_table(res, width=c.width), crop=False)
         for p in payloads:
             if p != STDOUT:
                 c.print(f"wrote {p}", highlight=False, soft_wrap=True)

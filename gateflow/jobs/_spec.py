@@ -16,7 +16,8 @@ from typing import Any
 from gateflow._errors import GateflowError
 from gateflow._io import STDOUT, check_file
 from gateflow._validate import choose_many
-from gateflow.cells._library import CELLS, get_cell
+from gateflow.cells._library import cell_names, get_cell
+from gateflow.cells._stack import input_lag_blocks
 from gateflow.jobs._contract import DEFAULT_NORMS
 from gateflow.numeric._observers import NORMS
 from gateflow.presentation._plot import FIGURE_FORMATS
@@ -94,9 +95,10 @@ def per_cell(path, cell: str) -> str | None:
     return None if path is None else str(path).replace(CELL_FIELD, cell)
 
 
-def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path, str]:
+def check_figure_path(path, what: str, *, overwrite: bool = False,
+                      inputs=None) -> tuple[Path, str]:
     """An output figure path with a known extension (.svg, .png or .pdf) in an existing
-    folder."""
+    folder, none of the run's ``inputs`` (flag -> path, see :func:`gateflow._io.check_file`)."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
@@ -104,15 +106,21 @@ def check_figure_path(path, what: str, *, overwrite: bool = False) -> tuple[Path
                             f"{path.suffix or '(none)'!r}; use "
                             + ", ".join(f".{f}" for f in FIGURE_FORMATS[:-1])
                             + f" or .{FIGURE_FORMATS[-1]}")
-    return check_file(path, what, overwrite=overwrite), fmt
+    return check_file(path, what, overwrite=overwrite, inputs=inputs), fmt
 
 
 def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra_path,
-                 overwrite: bool = False, weights=None, inputs=None
+                 overwrite: bool = False, weights=None, inputs=None, s0=None
                  ) -> tuple[dict[str, dict[str, Path]], dict[str, tuple[Path, str]]]:
-    """Check every output path (and that no input path is empty) before any work; return
-    (per-cell files, figure files)."""
+    """Check every output path (and that no input path is empty, and that no output is an
+    input file: ``--weights``, ``--inputs``, ``--s0``) before any work; return (per-cell
+    files, figure files)."""
     multi = len(cells) > 1
+
+    def _inputs(c: str) -> dict:  # the run's input files: never an output
+        return {f"--weights of {c}" if multi else "--weights": per_cell(weights, c),
+                "--inputs": inputs, "--s0": s0}
+
     for path, flag in ((json_path, "--json"), (csv_path, "--csv"), (plot_path, "--plot"),
                        (spectra_path, "--spectra"), (weights, "--weights"),
                        (inputs, "--inputs")):
@@ -131,11 +139,13 @@ def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra
         files[c] = {}
         for path, what in ((json_path, "JSON"), (csv_path, "CSV")):
             if path is not None:
-                files[c][what] = check_file(per_cell(path, c), what, overwrite=overwrite)
+                files[c][what] = check_file(per_cell(path, c), what, overwrite=overwrite,
+                                            inputs=_inputs(c))
     figs: dict[str, tuple[Path, str]] = {}
     for path, what in ((plot_path, PLOT), (spectra_path, SPECTRA)):
         if path is not None:
-            figs[what] = check_figure_path(path, what, overwrite=overwrite)
+            figs[what] = check_figure_path(path, what, overwrite=overwrite, inputs={
+                k: v for c in cells for k, v in _inputs(c).items()})
     if any(p == STDOUT for p, _ in figs.values()):
         raise GateflowError("figures are not written to stdout; give --plot/--spectra a .svg, "
                             ".png or .pdf path")
@@ -192,7 +202,7 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
                spectra_lags=None, threshold: float = 1e-6, blocks=None, norms=None,
                dtype: str = "float64", backend: str = "numpy", quiet: bool = False,
                weights=None, overwrite: bool = False, module=None, layer=None,
-               direction=None, s0=None, **data_opts) -> DecaySpec:
+               direction=None, s0=None, rename=None, **data_opts) -> DecaySpec:
     """Check every option of ``gateflow decay`` (see :func:`~gateflow.jobs._decay.run_decays`)
     and return the :class:`DecaySpec`; nothing is computed or written.
 
@@ -205,12 +215,14 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     from gateflow.numeric._backend import get_dtype, get_xp
 
     given = check_model_options(cells, weights, module, layer, direction)
-    named = None if cells is None else choose_many(cells, tuple(CELLS), "cell")
+    if rename is not None and weights is None:
+        raise GateflowError("--map renames the arrays of a model file; give it with --weights")
+    named = None if cells is None else cell_names(cells)  # variants: lstm[gate=...]
     selection = None
     if weights is not None and str(weights).strip() and (named is None or len(named) == 1) \
             and CELL_FIELD not in str(weights):
         selection = select_model(weights, module=module, layer=layer, direction=direction,
-                                 cell=None if named is None else named[0])
+                                 cell=None if named is None else named[0], rename=rename)
         cells = (selection.cell.name,)
     elif given:
         raise GateflowError(f"{_picks(given)} of one model file, with one --cell or none")
@@ -224,7 +236,7 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
         raise GateflowError(f"--weights {str(weights)!r} is one cell's file; with several cells "
                             f"give a pattern with {CELL_FIELD}, e.g. w-{CELL_FIELD}.safetensors")
     files, figs = plan_outputs(cells, json_path, csv_path, plot_path, spectra_path, overwrite,
-                               weights, data_opts.get("inputs"))
+                               weights, data_opts.get("inputs"), s0)
     threshold = _threshold(threshold)
     if spectra_lags is not None and spectra_path is None:
         raise GateflowError("--spectra-lags applies only with --spectra FILE")
@@ -236,7 +248,7 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     for c in cells:
         cell = get_cell(c)
         chosen = None if blocks is None else choose_many(
-            blocks, (*cell.blocks, *cell.input_blocks), "block")
+            blocks, (*cell.blocks, *input_lag_blocks(cell)), "block")
         block_t[c] = chosen
         mb = cell.memory_block
         if figs and chosen is not None and mb not in chosen:

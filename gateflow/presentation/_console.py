@@ -6,6 +6,7 @@ stderr, so stdout carries only data (``--json -``) or the path written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -13,34 +14,31 @@ from typing import Any
 import numpy as np
 
 from gateflow.analysis._analysis import EXPLODING, VANISHING
+from gateflow.presentation import _numbers as num
 from gateflow.presentation._labels import direct_label
 
-__all__ = ["Bar", "console", "fit_table", "fmt", "fmt_efold", "fmt_horizon", "fmt_r2",
-           "lyapunov_table", "modules_table", "progress",
-           "summary_table"]
-
-
-def fmt(v, spec: str = ".3g", none: str = "never") -> str:
-    """``format(v, spec)``, or ``none`` for a value that is not there (``None``)."""
-    return none if v is None else format(v, spec)
+__all__ = ["Bar", "console", "fit_table", "fmt_efold", "fmt_horizon", "fmt_r2",
+           "lyapunov_table", "modules_report", "progress", "say", "skipped_lines",
+           "summary_table", "whole_numbers"]
 
 
 def fmt_horizon(fit, T: int) -> str:
-    """A memory horizon: the lag; ``"> T"`` when a *vanishing* curve has not reached the
-    threshold yet; ``"not reached"`` for a curve that does not vanish (an exploding curve
-    is never long memory)."""
+    """A memory horizon: the lag; when the curve stays above the threshold at every lag
+    measured (k ≤ T), ``"none"`` for a vanishing curve and ``"not reached"`` for one that
+    does not vanish (an exploding curve is never long memory). Never ``"> T"``: nothing is
+    said of the lags beyond T; the table's caption says what these mean."""
     if fit.horizon is not None:
         return f"{fit.horizon}"
-    return f"> {T}" if fit.regime == VANISHING else "not reached"
+    return "none" if fit.regime == VANISHING else "not reached"
 
 
 def fmt_efold(fit) -> str:
     """An e-folding lag, for a vanishing curve only; what the curve does otherwise."""
-    return fmt(fit.efold, ".3g") if fit.efold is not None else f"— ({fit.regime})"
+    return num.steps(fit.efold, style="plain") if fit.efold is not None else f"— ({fit.regime})"
 
 
 def fmt_r2(fit) -> str:
-    return "—" if not np.isfinite(fit.r2) else f"{fit.r2:.3f}"
+    return num.r2(fit.r2, style="plain")
 
 
 def console(*, stderr: bool = True, quiet: bool = False):
@@ -53,6 +51,17 @@ def console(*, stderr: bool = True, quiet: bool = False):
     if os.environ.get("NO_COLOR"):
         return Console(stderr=stderr, quiet=quiet, color_system=None)
     return Console(stderr=stderr, quiet=quiet)
+
+
+def say(line: str) -> None:
+    """One line on stderr (a ``note:`` or ``warning:``), never wrapped or cropped, whatever
+    the terminal's width: a line a person may copy stays one line."""
+    from rich.text import Text
+
+    head, sep, rest = line.partition(": ")
+    style = {"warning": "yellow", "note": "dim"}.get(head) if sep else None
+    text = Text.assemble((head + sep, style or ""), rest) if style else Text(line)
+    console().print(text, soft_wrap=True, highlight=False)
 
 
 class Bar:
@@ -104,98 +113,221 @@ def progress(description: str, total: int, *, quiet: bool = False,
 
 
 # -- gateflow decay's tables ----------------------------------------------------------------
-def summary_table(result: Any, max_lags: int = 6):
-    """A rich Table: batch-mean log10 norms of every block of a DecayResult at a few lags."""
+#: A table's frame: one border left of every column, one at the right end, one space of
+#: padding either side of every cell (rich's default box and padding).
+_FRAME, _PER_COLUMN = 1, 3
+
+
+def _digits(text: str) -> int:
+    """The longest word of ``text`` that holds a digit (a number, ``×0.95``, ``-inf``)."""
+    return max((len(w) for w in str(text).split() if any(c.isdigit() for c in w)
+                or w in ("-inf", "inf", "nan")), default=0)
+
+
+def _plain(cell) -> str:
+    return cell if isinstance(cell, str) else getattr(cell, "plain", "")
+
+
+def whole_numbers(table, width: int | None = None):
+    """``table`` with every number kept whole: text that does not fit folds onto the next
+    line (a header, a long name) instead of being cut with "…", and no column is narrower
+    than the longest number (or name with a digit: ``h_l1/h_l0``) in it. With ``width``
+    (the console's), the columns are narrowed to fit it, widest first, each down to that
+    minimum; a table that cannot fit even so is made wider than the console, to be printed
+    with ``crop=False`` (the terminal folds its lines; nothing is lost). Returns the
+    table."""
+    columns = table.columns
+    least, word, headed, natural = [], [], [], []
+    for column in columns:
+        cells = [_plain(c) for c in column.cells]
+        longest = max((len(w) for c in cells for w in c.split()), default=1)
+        numbers = max((_digits(c) for c in cells), default=0)
+        header = max((len(w) for w in _plain(column.header).split()), default=1)
+        least.append(max(numbers, min(longest, 4), min(header, 3), 1))
+        word.append(max(longest, numbers, min(header, 4), 1))
+        headed.append(max(word[-1], header))
+        natural.append(max([len(_plain(column.header)), *map(len, cells), 1]))
+        column.overflow = "fold"
+        column.min_width = numbers or None
+    if width is None:
+        return table
+    frame = _FRAME + _PER_COLUMN * len(columns)
+    widths = list(natural)
+    if sum(widths) + frame <= width:
+        return table
+    # narrowest first: text wraps between words, then headers fold, then words fold; the
+    # widest column gives way first at each stage
+    for floor in (headed, word, least):
+        while sum(widths) + frame > width:
+            slack = [i for i, w in enumerate(widths) if w > floor[i]]
+            if not slack:
+                break
+            widths[max(slack, key=lambda i: widths[i])] -= 1
+    for column, w in zip(columns, widths):
+        column.width = w
+    table.width = max(width, sum(widths) + frame)
+    return table
+
+
+def _spread(values: list[int], count: int) -> list[int]:
+    """``count`` of ``values``, evenly spread, the first and last always among them."""
+    if count >= len(values):
+        return values
+    if count <= 1:
+        return values[-1:]
+    step = (len(values) - 1) / (count - 1)
+    return sorted({values[round(i * step)] for i in range(count)})
+
+
+#: A block across a stack's layers, "h_l1/h_l0" (or "h_l1/y_l0"): what it means is said.
+_CROSS = re.compile(r"_l(\d+)/\w+_l(?!\1\b)\d+\b")
+
+
+def _caption(inputs: bool, cross: bool) -> str | None:
+    """What the rows mean: the lag convention, the input blocks', and (a stack) which of
+    the two meanings of a cross-layer block each name is."""
+    parts = (["for an input block X/x, ∂X_T/∂x_{T−k} (x_T is k = 0, x_0 does not exist)"]
+             if inputs else [])
+    if cross:
+        parts.append("X/h_lj is carried (h_lj perturbed as it is carried into the next step, "
+                     "as a restart gives); X/y_lj is what a hook on layer j's output at "
+                     "T−k sees (layer j+1's same-step read included, k = 0..T−1)")
+    return "k: ∂X_T/∂Y_{T−k}; " + "; ".join(parts) if parts else None
+
+
+def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
+    """A rich Table: batch-mean log10 norms of every block of a DecayResult at a few lags
+    (at most ``max_lags``, spread from k = 1 to T; fewer when ``width`` columns cannot hold
+    them whole: a number is never cut)."""
     from rich.table import Table
 
     T = result.shapes["T"]
     lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
                    if k <= T} | {T})
-    if len(lags) > max_lags:
-        lags = lags[:max_lags - 1] + [T]
-    sizes = ", ".join(f"{k}={v}" for k, v in result.shapes.items() if k not in ("T", "B", "d"))
     inputs = set(result.chain.inputs)
+    series = list(result.series())
+
+    def shown(name: str, a, k: int) -> str:
+        first = 0 if name in inputs else 1  # an input block's index is its lag
+        if k - first >= len(a):
+            return ""
+        row = a[k - first]
+        return "-inf" if np.isneginf(row).all() else f"{np.mean(row[np.isfinite(row)]):.3f}"
+
+    count = min(max_lags, len(lags))
+    if width is not None:
+        names = max((len(n) for n, _, _ in series), default=5)
+        norms = max((len(nm) for _, nm, _ in series), default=4)
+        number = max((len(shown(n, a, k)) for n, _, a in series for k in lags), default=6)
+        number = max(number, len(f"k={T}"))
+        room = width - _FRAME - (max(names, 5) + _PER_COLUMN) - (max(norms, 4) + _PER_COLUMN)
+        count = max(1, min(count, room // (number + _PER_COLUMN)))
+    lags = _spread(lags, count)
+    sizes = ", ".join(f"{k}={v}" for k, v in result.shapes.items() if k not in ("T", "B", "d"))
     table = Table(title=f"{result.cell}: mean log10 norm over the batch "
                         f"(T={T}, B={result.shapes['B']}, {sizes})",
-                  caption="k: ∂X_T/∂Y_{T−k}; for an input block X/x, ∂X_T/∂x_{T−k} (x_T is "
-                          "k = 0, x_0 does not exist)" if inputs else None)
+                  caption=_caption(bool(inputs), any(_CROSS.search(n) for n, _, _ in series)))
     table.add_column("block", style="bold cyan", no_wrap=True)
     table.add_column("norm", no_wrap=True)
     for k in lags:
-        table.add_column(f"k={k}", justify="right")
-    for name, norm, a in result.series():
-        first = 0 if name in inputs else 1  # an input block's index is its lag
-        cells = []
-        for k in lags:
-            if k - first >= len(a):
-                cells.append("")
-                continue
-            row = a[k - first]
-            cells.append("-inf" if np.isneginf(row).all() else
-                         f"{np.mean(row[np.isfinite(row)]):.3f}")
-        table.add_row(name, norm, *cells)
-    return table
+        table.add_column(f"k={k}", justify="right", no_wrap=True)
+    for name, norm, a in series:
+        table.add_row(name, norm, *(shown(name, a, k) for k in lags))
+    return whole_numbers(table, width)
 
 
-def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float):
+def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float,
+              width: int | None = None):
     """A rich Table: per cell, its memory block's and direct product's regime, per-step
     factor, R², e-folding lag (vanishing curves only) and memory horizon, both in steps.
-    ``fits``: cell -> :class:`ChainFits`; ``steps``: cell -> T."""
+    ``fits``: cell -> :class:`ChainFits`; ``steps``: cell -> T. One cell is named in the
+    title, several in a first column. Numbers are never cut (:func:`whole_numbers`)."""
     from rich.table import Table
 
     norms = {f.norm for f in fits.values()}
-    table = Table(title=f"fitted decay of the batch median ({'/'.join(sorted(norms))} norm; "
-                        f"e-folding lag and memory horizon in steps; memory horizon: first "
-                        f"lag below {threshold:g})")
-    table.add_column("cell", style="bold cyan", no_wrap=True)
-    table.add_column("block", no_wrap=True)
+    one = next(iter(fits)) if len(fits) == 1 else None
+    table = Table(title=f"{one + ': ' if one else ''}fitted decay of the batch median "
+                        f"({'/'.join(sorted(norms))} norm; e-folding lag and memory horizon "
+                        f"in steps; memory horizon: first lag below "
+                        f"{num.given(threshold, style='plain')})")
+    if one is None:
+        table.add_column("cell", style="bold cyan")
+    table.add_column("block")
     for h in ("regime", "factor/step", "R²", "e-folding", "horizon"):
-        table.add_column(h, justify="right", no_wrap=h in ("factor/step", "R²"))
+        table.add_column(h, justify="right")
     for cell, cf in fits.items():
+        head = () if one else (cell,)
         rows = [*cf.blocks.items(), *((direct_label(cell, s), f) for s, f in cf.direct.items())]
         if not cf.blocks:
-            table.add_row(cell, "(memory block not measured)", "—", "—", "—", "—", "—")
+            table.add_row(*head, "(memory block not measured)", "—", "—", "—", "—", "—")
         for name, f in rows:
             style = "bold red" if f.regime == EXPLODING else None
-            table.add_row(cell, name, f.regime, f"×{f.factor:.4g}", fmt_r2(f), fmt_efold(f),
+            table.add_row(*head, name, f.regime, f"×{num.factor(f.factor, style='plain')}",
+                          fmt_r2(f), fmt_efold(f),
                           fmt_horizon(f, steps[cell]), style=style)
     table.caption = ("lines fitted over every lag with a finite norm; exploding, neutral and "
-                     "non-monotone curves get no e-folding lag")
-    return table
+                     "non-monotone curves get no e-folding lag; horizon none (or not reached): "
+                     "above the threshold at every lag measured")
+    return whole_numbers(table, width)
 
 
-def modules_table(name: str, rows: list[dict]):
-    """``gateflow inspect``'s table (one row per recurrent module of a file), followed by
-    the ``gateflow decay`` command for each, one per line so that it can be copied."""
-    from rich.console import Group
+def skipped_lines(skipped) -> Any:
+    """``skipped: ...``, one line for each thing a model file's reader skipped."""
+    from rich.text import Text
+
+    return Text("\n".join(f"skipped: {line}" for line in skipped), style="yellow")
+
+
+def modules_report(name: str, rows: list[dict], skipped=(), width: int | None = None
+                   ) -> list:
+    """``gateflow inspect``'s output, as renderables to print one after the other: a table
+    (one row per recurrent module of a file; numbers never cut), then for each module a
+    ``#`` line (what and where it is, how it reads its inputs) and its ``gateflow decay``
+    command alone on the next line, then notes: what gateflow assumed about a module
+    (:attr:`Recurrent.assumed`), what the reader skipped. Every line but the table's is
+    meant to be printed with ``soft_wrap=True``: one line at any width, so that a command
+    pasted runs as printed."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=f"{name}: {len(rows)} recurrent module(s)")
     for col in ("module", "kind", "cell", "layers", "directions", "n", "d", "proj"):
-        table.add_column(col, style="bold cyan" if col == "module" else None, overflow="fold",
+        table.add_column(col, style="bold cyan" if col == "module" else None,
                          justify="right" if col in ("layers", "n", "d", "proj") else "left")
-    lines = []
+    out: list = [table]
     for r in rows:
         cell = r["cell"] or " or ".join(r["cells"]) + " (give --cell)"
         table.add_row(r["module"] or "''", f"{r['framework']} {r['kind']}", cell,
                       str(r["layers"]), ", ".join(r["directions"]), str(r["hidden"]),
                       str(r["input"]), str(r["proj"] or "-"))
         what = r["module"] or r["kind"]
-        lines.append(Text(f"# {what}: " + (r["command"] or f"not analysed: {r['note']}"),
-                          style="green" if r["command"] else "yellow"))
+        layout = r.get("layout", "unknown")
+        about = [f"{r['framework']} {r['kind']}"]
+        if r.get("where"):
+            about.append(r["where"])
+        about.append({"time-major": "inputs (T, B, d)", "batch-major": "inputs (B, T, d)"}
+                     .get(layout, "inputs: the file does not say (read as (T, B, d))"))
+        out.append(Text(f"# {what}: {'; '.join(about)}", style="dim"))
+        out.append(Text(r["command"], style="green") if r["command"]
+                   else Text(f"# not analysed: {r['note']}", style="yellow"))
     if not rows:
         table.caption = "no nn.RNN/LSTM/GRU, *Cell, ONNX or Keras recurrent module found"
-    notes = [Text(f"note ({r['module'] or r['kind']}): {r['note']}", style="dim")
-             for r in rows if r["note"] and r["command"]]
-    if any(r["framework"] == "PyTorch" for r in rows):
-        notes.append(Text("note: a state_dict does not record batch_first; give --inputs "
-                          "time-major (T, B, d), or add --batch-first for (B, T, d)",
-                          style="dim"))
-    return Group(table, *lines, *notes)
+    for r in rows:
+        label = r["module"] or r["kind"]
+        if r["note"] and r["command"]:
+            out.append(Text(f"note ({label}): {r['note']}", style="dim"))
+        out += [Text(f"note ({label}): {line}", style="dim") for line in r.get("assumed", ())]
+    if any(r.get("layout", "unknown") == "unknown" for r in rows):
+        out.append(Text("note: where the file does not say the inputs' axis order, gateflow "
+                        "decay reads --inputs time-major (T, B, d) and says so; add "
+                        "--batch-first for (B, T, d)", style="dim"))
+    if skipped:
+        out.append(skipped_lines(skipped))
+    whole_numbers(table, width)
+    return out
 
 
-def lyapunov_table(res):
+def lyapunov_table(res, width: int | None = None):
     """The largest Lyapunov exponents (median over the batch), the sum of the positive ones
     and the Kaplan–Yorke dimension."""
     from rich.table import Table
@@ -214,4 +346,4 @@ def lyapunov_table(res):
                      f"sum of positive exponents {np.median(res.positive_sum):.4g}; "
                      f"Kaplan–Yorke dimension {np.median(res.kaplan_yorke):.4g}"
                      + (f"; {res.k - 8} more in --json" if res.k > 8 else ""))
-    return table
+    return whole_numbers(table, width)
