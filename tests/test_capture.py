@@ -595,3 +595,118 @@ def test_without_torch_capture_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
     one_line_error(r"pip install 'gateflow\[torch\]'", lambda: gf.capture(object()))
     one_line_error(r"pip install 'gateflow\[torch\]'", lambda: gf.analyze(object()))
+
+
+# -- (e) TorchScript models: their recurrent ops tapped in the graph ---------------------------
+class Scriptable(torch.nn.Module):
+    """Every kind a TorchScript graph calls: a batch-first LSTM stack from a given state, a
+    bidirectional GRU, a relu RNN, a GRUCell stepped in a loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Module()
+        self.encoder.rnn = torch.nn.LSTM(D, N, num_layers=2, batch_first=True)
+        self.bi = torch.nn.GRU(D, N, bidirectional=True)
+        self.act = torch.nn.RNN(D, N, nonlinearity="relu")
+        self.decoder = torch.nn.GRUCell(D, N)
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.encoder.rnn(x, (h0, c0))
+        z, _ = self.bi(x.transpose(0, 1))
+        a, _ = self.act(x.transpose(0, 1))
+        h_dec = h[-1]
+        for t in range(5):  # STEPS decoder steps (TorchScript reads no globals)
+            h_dec = self.decoder(x[:, t], h_dec)
+        return out[:, -1] + z[-1, :, :4] + a[-1] + h_dec
+
+
+def _quiet_jit(fn, *args):
+    import warnings
+
+    with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13
+        warnings.simplefilter("ignore")
+        return fn(*args)
+
+
+def _same(a, b):
+    assert (a.module, a.kind, a.cell, a.layers, a.directions, a.layout, a.calls, a.carried) \
+        == (b.module, b.kind, b.cell, b.layers, b.directions, b.layout, b.calls, b.carried)
+    assert a.params.keys() == b.params.keys() and a.inputs.keys() == b.inputs.keys()
+    for key in a.params:
+        for p in a.params[key]:
+            np.testing.assert_array_equal(a.params[key][p], b.params[key][p])
+        np.testing.assert_array_equal(a.inputs[key], b.inputs[key])
+        for s in a.s0[key]:
+            np.testing.assert_array_equal(a.s0[key][s], b.s0[key][s])
+
+
+def test_script_module_captured_like_the_eager_model():
+    """capture on torch.jit.script(model): modules found by their original names, each
+    call's inputs and states tapped in the graph (the GRUCell inside a loop too): the same
+    records as the eager model's hooks give, bit for bit; batch_first gives the layout."""
+    torch.manual_seed(4)
+    model = Scriptable().double().eval()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    h0, c0 = (0.5 * torch.randn(2, B, N, dtype=torch.float64) for _ in range(2))
+    eager = gf.capture(model, x, h0, c0)
+    scripted = gf.capture(_quiet_jit(torch.jit.script, model), x, h0, c0)
+    assert [c.module for c in scripted] == ["encoder.rnn", "bi", "act", "decoder"]
+    assert [c.layout for c in scripted] == ["batch-major", "time-major", "time-major",
+                                            "unknown"]
+    assert scripted[2].cell == "rnn-relu" and scripted[3].calls == STEPS
+    for a, b in zip(eager, scripted, strict=True):
+        _same(a, b)
+    assert scripted[0].record.layout == "batch-major"
+    ta = gf.analyze(model, x, h0, c0).table
+    tb = gf.analyze(_quiet_jit(torch.jit.script, model), x, h0, c0).table
+    assert ta == tb
+
+
+def test_traced_module_captured_like_the_eager_model():
+    """A traced model has no constants: batch_first, bidirectional and the layers come from
+    the op's flags, the nonlinearity from the op (rnn_relu)."""
+    torch.manual_seed(5)
+    model = Scriptable().double().eval()
+    model.decoder = None  # a traced cell is recorded as elementary ops: see below
+
+    def forward(x, h0, c0):
+        out, _ = model.encoder.rnn(x, (h0, c0))
+        z, _ = model.bi(x.transpose(0, 1))
+        a, _ = model.act(x.transpose(0, 1))
+        return out[:, -1] + z[-1, :, :N] + a[-1]
+
+    model.forward = forward
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    h0, c0 = (0.5 * torch.randn(2, B, N, dtype=torch.float64) for _ in range(2))
+    traced = _quiet_jit(torch.jit.trace, model, (x, h0, c0))
+    for a, b in zip(gf.capture(model, x, h0, c0), gf.capture(traced, x, h0, c0), strict=True):
+        _same(a, b)
+
+
+def test_traced_cells_and_script_submodules_are_refused_with_the_reason():
+    cell = torch.nn.GRUCell(D, N).double()
+    traced = _quiet_jit(torch.jit.trace, cell, torch.randn(B, D, dtype=torch.float64))
+    with pytest.raises(GateflowError, match=r"has no nn.RNN/LSTM/GRU or \*Cell op in its "
+                                            r"graph"):
+        gf.capture(traced, torch.randn(B, D, dtype=torch.float64))
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = _quiet_jit(torch.jit.script, torch.nn.GRU(D, N).double())
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    with pytest.raises(GateflowError, match=r"module 'rnn' is a TorchScript module inside an "
+                                            r"eager model, which capture cannot hook"):
+        gf.capture(Outer(), torch.randn(T, B, D, dtype=torch.float64))
+
+
+def test_captured_layout_follows_batch_first():
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    for batch_first, layout in ((False, "time-major"), (True, "batch-major")):
+        gru = torch.nn.GRU(D, N, batch_first=batch_first).double()
+        (cap,) = gf.capture(gru, x.transpose(0, 1) if batch_first else x)
+        assert cap.layout == cap.record.layout == layout
+        np.testing.assert_array_equal(cap.inputs[(0, "forward")], x.numpy())

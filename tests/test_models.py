@@ -229,7 +229,8 @@ def test_inspect_lists_every_module_and_its_command(tmp_path, sandbox):
     assert rows["encoder.rnn"] | {"command": None} == {
         "module": "encoder.rnn", "framework": "PyTorch", "kind": "nn.LSTM", "cell": "lstm",
         "cells": ["lstm"], "layers": 2, "directions": ["forward"], "hidden": N, "input": D,
-        "proj": 0, "note": "", "layout": "unknown", "where": "", "assumed": [],
+        "proj": 0, "note": "", "layout": "unknown",
+        "where": "state dict under key 'state_dict'", "assumed": [],
         "command": None}
     assert rows["decoder"]["command"] == "gateflow decay --weights m.ckpt --module decoder"
 
@@ -367,3 +368,200 @@ def test_model_options_on_a_gateflow_params_file_are_refused(args, match, sandbo
 def test_cell_pattern_without_cells_is_one_line(sandbox):
     assert_clean_error(run_cli("decay", "--weights", "w_{cell}.npz", "--steps", 3),
                        r"names one file per cell with \{cell\}; give the cells with --cell")
+
+
+# -- foreign names: recognised from their suffixes and shapes, or renamed -------------------
+def _keras_norms(kind: str, arrays: dict, x, reset_after: bool,
+                 gate=torch.sigmoid) -> dict[str, np.ndarray]:
+    """block -> (T, B) Frobenius norms of ∂X_T/∂Y_{T−k}, written from Keras's own equations
+    (keras/src/layers/rnn/{lstm,gru}.py) over the Keras arrays, in float64 autograd, with
+    ``gate`` as the recurrent_activation."""
+    k, r = (torch.from_numpy(arrays[n]) for n in ("kernel", "recurrent_kernel"))
+    b = torch.from_numpy(arrays["bias"])
+    n = r.shape[0]
+
+    def step(xt, h, c):
+        if kind == "lstm":
+            i, f, g, o = torch.split(xt @ k + h @ r + b, n, dim=-1)
+            c = gate(f) * c + gate(i) * torch.tanh(g)
+            return gate(o) * torch.tanh(c), c
+        if reset_after:
+            xz, xr, xh = torch.split(xt @ k + b[0], n, dim=-1)
+            rz, rr, rh = torch.split(h @ r + b[1], n, dim=-1)
+            z, rg = gate(xz + rz), gate(xr + rr)
+            hh = torch.tanh(xh + rg * rh)
+        else:
+            xz, xr, xh = torch.split(xt @ k + b, n, dim=-1)
+            z = gate(xz + h @ r[:, :n])
+            rg = gate(xr + h @ r[:, n:2 * n])
+            hh = torch.tanh(xh + (rg * h) @ r[:, 2 * n:])
+        return z * h + (1 - z) * hh, c
+
+    names = ("h", "c") if kind == "lstm" else ("h",)
+    out = {f"{a}/{c}": np.zeros((T, B)) for a in names for c in names}
+    for lag in range(1, T + 1):
+        h = c = torch.zeros(B, n, dtype=torch.float64)
+        with torch.no_grad():
+            for t in range(T - lag):
+                h, c = step(x[t], h, c)
+        leaves = {"h": h.clone().requires_grad_(), "c": c.clone().requires_grad_()}
+        s = (leaves["h"], leaves["c"])
+        for t in range(T - lag, T):
+            s = step(x[t], *s)
+        for a, final in zip(names, s):
+            for c_name in names:
+                rows = [torch.autograd.grad(final[:, u].sum(), leaves[c_name], retain_graph=True,
+                                            allow_unused=True)[0] for u in range(n)]
+                jac = np.stack([np.zeros((B, n)) if g is None else g.numpy() for g in rows], 1)
+                out[f"{a}/{c_name}"][lag - 1] = np.linalg.norm(jac, axis=(1, 2))
+    return out
+
+
+def test_foreign_pytorch_suffixes_read_as_shipped(tmp_path):
+    """An .npz GRU under its own names (enc_w_ih, ...): exactly nn.GRU, found without help,
+    what was inferred said; every lag equals autograd through the nn.GRU itself."""
+    gru = _module("GRU")
+    sd = {k: v.detach().numpy() for k, v in gru.state_dict().items()}
+    np.savez(tmp_path / "g.npz", enc_w_ih=sd["weight_ih_l0"], enc_w_hh=sd["weight_hh_l0"],
+             enc_b_ih=sd["bias_ih_l0"], enc_b_hh=sd["bias_hh_l0"], vocab=np.arange(5),
+             emb_weight=np.zeros((5, D)))
+    found = find_models(tmp_path / "g.npz")
+    assert found.skipped == ()
+    (model,) = found
+    assert (model.module, model.kind, model.cell, model.layout) == ("enc", "nn.GRU", "gru",
+                                                                     "unknown")
+    assert model.assumed == ("arrays 'enc_w_ih', 'enc_w_hh', 'enc_b_ih', 'enc_b_hh' read as "
+                             "PyTorch nn.GRU weights (gate order r, z, n) from their suffixes "
+                             "and shapes; the activations are not in the file: PyTorch's "
+                             "(sigmoid gates, tanh) assumed; give --cell FAMILY[...] for "
+                             "others",)
+    cell, params = load_model(tmp_path / "g.npz")
+    x = _x()
+    _assert_matches(all_lags(cell, params, x.numpy(), norms=("frobenius",)), _reference(gru, x))
+
+
+@pytest.mark.parametrize(("kind", "gates", "bias_shape", "cell"), [
+    ("lstm", 4, (4 * N,), "lstm"), ("gru", 3, (2, 3 * N), "gru"), ("gru", 3, (3 * N,), "gru-cho"),
+])
+def test_foreign_keras_variables_read_as_shipped(kind, gates, bias_shape, cell, tmp_path):
+    """TensorFlow-style names (lstm/lstm_cell/kernel:0 ...) in Keras's layout: the kind from
+    the shapes, a GRU's reset_after from its bias; every block at every lag equals Keras's
+    own equations in float64 autograd."""
+    rng = np.random.default_rng(zlib.crc32(repr(bias_shape).encode()))
+    arrays = {"kernel": rng.normal(0, 0.8, (D, gates * N)),
+              "recurrent_kernel": rng.normal(0, 0.8, (N, gates * N)),
+              "bias": rng.normal(0, 0.5, bias_shape)}
+    np.savez(tmp_path / "k.npz", **{f"rnn/{kind}_cell/{k}:0": v for k, v in arrays.items()},
+             **{"dense/kernel:0": np.zeros((N, 2)), "dense/bias:0": np.zeros(2)})
+    (model,) = find_models(tmp_path / "k.npz")
+    assert (model.module, model.framework, model.cell) == (f"rnn/{kind}_cell", "Keras", cell)
+    (said,) = model.assumed
+    assert said.startswith(f"arrays 'rnn/{kind}_cell/kernel:0', 'rnn/{kind}_cell/"
+                           "recurrent_kernel:0', 'rnn/")
+    assert "sigmoid gates and tanh assumed" in said
+    if kind == "gru":
+        assert f"reset_after={cell == 'gru'} from the bias shape" in said
+    got_cell, params = load_model(tmp_path / "k.npz")
+    assert got_cell.name == cell
+    x = _x()
+    _assert_matches(all_lags(got_cell, params, x.numpy(), norms=("frobenius",)),
+                    _keras_norms(kind, arrays, x, reset_after=cell == "gru"))
+    # the file records no activations: Keras 2's hard_sigmoid gates, given with --cell
+    assert f"give --cell '{cell}[gate=hard_sigmoid(0.2,0.5)]' for those" in said
+    variant, params = load_model(tmp_path / "k.npz", cell=f"{cell}[gate=hard_sigmoid(0.2,0.5)]")
+    _assert_matches(all_lags(variant, params, x.numpy(), norms=("frobenius",)),
+                    _keras_norms(kind, arrays, x, reset_after=cell == "gru",
+                                 gate=lambda v: torch.clamp(0.2 * v + 0.5, 0.0, 1.0)))
+
+
+def test_unmatched_arrays_are_skipped_and_rename_reads_them(tmp_path, sandbox):
+    """Arrays no vocabulary knows: skipped, named, exit 2 (never "no module"); --map (exact
+    or a pattern) and rename= read them; inspect's command carries the --map words and
+    runs as printed."""
+    lstm = _module("LSTM")
+    sd = {k: v.detach().numpy() for k, v in lstm.state_dict().items()}
+    own = {"Wx": "weight_ih_l0", "Wh": "weight_hh_l0", "bx": "bias_ih_l0", "bh": "bias_hh_l0"}
+    np.savez("m.npz", **{f"p {k}": sd[v] for k, v in own.items()})
+    found = find_models("m.npz")
+    assert found.modules == () and found.skipped == (
+        "4 array(s) ('p Wx', 'p Wh', 'p bx', 'p bh') match no recurrent module's names "
+        "(PyTorch's weight_ih_l0, …, Keras's kernel, …, or gateflow's W_f, …); name them "
+        "with --map OLD=NEW (rename= in the API)",)
+    assert_clean_error(run_cli("decay", "-w", "m.npz", "-q"),
+                       r"found no recurrent module gateflow can read; skipped 4 array\(s\)")
+    rename = {f"p {k}": v for k, v in own.items()}
+    cell, params = load_model("m.npz", rename=rename)
+    x = _x()
+    _assert_matches(all_lags(cell, params, x.numpy(), norms=("frobenius",)),
+                    _reference(lstm, x))
+    np.savez("v.npz", **{f"enc.{k}.value": v for k, v in sd.items()})
+    (model,) = find_models("v.npz", rename={"*.value": "*"})
+    assert (model.module, model.kind) == ("enc", "nn.LSTM")
+    maps = [a for k, v in rename.items() for a in ("--map", f"{k}={v}")]
+    out = run_cli("inspect", "m.npz", *maps, "--json", "i.json")
+    assert out.exit_code == 0, out.stderr
+    (row,) = json.loads(Path("i.json").read_text())["modules"]
+    command = row["command"]
+    assert command.startswith("gateflow decay --weights m.npz --map 'p Wx=weight_ih_l0' ")
+    import shlex
+
+    res = run_cli(*shlex.split(command)[1:], "--steps", 5, "--batch", 2, "--json", "d.json",
+                  "-q")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(Path("d.json").read_text())["cell"] == "lstm"
+    res = run_cli("lyapunov", "-w", "m.npz", *maps, "--steps", 5, "--batch", 1, "-q",
+                  "--json", "l.json")
+    assert res.exit_code == 0, res.stderr
+
+
+@pytest.mark.parametrize(("rename", "match"), [
+    ({"nope": "weight_ih_l0"}, r"rename 'nope' matches no array of 'm.npz'; its arrays are "
+                               r"'a', 'b'"),
+    ({"a": "x", "b": "x"}, r"gives arrays 'a' and 'b' of 'm.npz' the same name 'x'"),
+    ({"a": "b"}, r"gives arrays 'a' and 'b' of 'm.npz' the same name 'b'"),
+    ({"a*": "**"}, r"a pattern has one \* on each side"),
+    ({"a*": "x"}, r"a pattern has one \* on each side"),
+    ({"a": ""}, r"both names must be non-empty \(to drop a prefix, map 'enc_\*' to '\*'\)"),
+    (["a=b"], r"rename must be a mapping of old to new array names, got list"),
+])
+def test_bad_rename_is_one_line(rename, match, sandbox):
+    np.savez("m.npz", a=np.zeros((4, 3)), b=np.zeros((4, 4)))
+    with pytest.raises(GateflowError, match=match):
+        find_models("m.npz", rename=rename)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--map", "ab"], r"--map 'ab' is not OLD=NEW; e\.g\. --map enc_w_ih=weight_ih_l0"),
+    (["--map", "a=x", "--map", "a=y"], r"--map gives 'a' twice \('x' and 'y'\)"),
+    (["--map", "zz=x"], r"rename 'zz' matches no array"),
+])
+def test_bad_map_options_one_line(args, match, sandbox):
+    np.savez("m.npz", a=np.zeros((4, 3)), b=np.zeros((4, 4)))
+    for command in (("inspect", "m.npz"), ("decay", "-w", "m.npz", "-q")):
+        assert_clean_error(run_cli(*command, *args), match)
+    assert_clean_error(run_cli("decay", "--cell", "lstm", "--map", "a=b", "-q"),
+                       r"--map renames the arrays of a model file; give it with --weights")
+
+
+def test_foreign_suffixes_that_fit_nothing_are_skipped_with_the_reason(sandbox):
+    np.savez("m.npz", enc_w_ih=np.zeros((12, 3)), enc_w_hh=np.zeros((10, 5)),
+             dec_w_ih=np.zeros((12, 3)), dec_weight_ih=np.zeros((12, 3)),
+             dec_w_hh=np.zeros((12, 4)))
+    found = find_models("m.npz")
+    assert found.modules == ()
+    assert found.skipped == (
+        "arrays 'enc_w_ih', 'enc_w_hh' end like PyTorch recurrent weights but fit no "
+        "nn.RNN/LSTM/GRU (module 'enc': weight_hh_l0 is 10x5, not G*n x n for G = 1, 3 or 4 "
+        "gates (nn.RNN, GRU, LSTM)); name them with --map OLD=NEW",
+        "arrays 'dec_w_ih', 'dec_weight_ih', 'dec_w_hh' end like PyTorch recurrent weights but "
+        "name one weight twice (w_ih and weight_ih); name them with --map OLD=NEW")
+
+
+def test_narrow_npz_weights_are_said(tmp_path):
+    gru = _module("GRU")
+    np.savez(tmp_path / "h.npz", **{k: v.detach().numpy().astype(np.float16)
+                                    for k, v in gru.state_dict().items()})
+    (model,) = find_models(tmp_path / "h.npz")
+    assert model.assumed == ("the state dict: float16 (11 significant bits) weights in the "
+                             "file, analysed exactly as stored, in float64 arithmetic (the "
+                             "model itself computes in lower precision)",)

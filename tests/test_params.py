@@ -341,15 +341,17 @@ def test_saved_names(tmp_path, name, ext):
 def test_formats_registry():
     from gateflow.models.formats import READERS, VOCABULARIES, reader_for
 
-    assert [r.name for r in READERS] == ["safetensors", "npz", "pytorch", "onnx", "keras"]
+    assert [r.name for r in READERS] == ["safetensors", "npz", "pytorch", "torchscript", "onnx",
+                                         "keras"]
     assert reader_for(Path("w.PTH")).name == "pytorch"
     assert reader_for(Path("w.ckpt")).name == "pytorch"
     assert reader_for(Path("m.onnx")).name == "onnx"
     assert reader_for(Path("m.weights.h5")).name == "keras"
+    assert reader_for(Path("m.jit")).name == "torchscript"
     with pytest.raises(GateflowError, match=r"use one of .safetensors, .npz, .pt, .pth, .ckpt, "
-                                            r".onnx, .keras, .h5$"):
+                                            r".jit, .torchscript, .onnx, .keras, .h5$"):
         reader_for(Path("w.tflite"))
-    assert [v.name for v in VOCABULARIES] == ["pytorch"]
+    assert [v.name for v in VOCABULARIES] == ["pytorch", "foreign"]
 
 
 def test_torch_layouts_live_in_the_pytorch_format():
@@ -717,8 +719,10 @@ def test_real_torch_pickles_refused(tmp_path):
         torch.save({key: lstm.state_dict(), "epoch": 3, "lr": 0.1}, tmp_path / "ckpt.pt")
         _assert_same(load_params(tmp_path / "ckpt.pt", "lstm"), want)
     torch.save({"weights": lstm.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
-    with pytest.raises(GateflowError, match=r"entry 'weights' is a \w*Dict, not a tensor, and no "
-                                            r"entry 'state_dict' / 'model_state_dict'"):
+    _assert_same(load_params(tmp_path / "ckpt.pt", "lstm"), want)  # found under any key
+    torch.save({"weights": {}, "epoch": 3}, tmp_path / "ckpt.pt")
+    with pytest.raises(GateflowError, match=r"holds no state dict with recurrent weights .*keys "
+                                            r"looked at: 'weights' \(an empty dict\), 'epoch'"):
         load_params(tmp_path / "ckpt.pt", "lstm")
 
 

@@ -22,6 +22,15 @@ one :class:`Captured` record, in first-call order, with everything
 * ``s0[(layer, direction)]``: the initial states (``h``, and ``c`` for an LSTM), from the
   ``hx`` the module was given (``(L·D, B, n)``, layer-major, then direction), else zeros.
 
+A TorchScript model (``torch.jit.script`` or ``torch.jit.trace``; forward hooks do not
+run inside its graph) is captured from its graph instead: a copy of its inlined graph
+appends each recurrent op's input and states to lists it returns (ops inside loops and
+branches included), the op's module is the one whose weights it reads, and the module is
+read as the nn.<kind> its ``original_name`` says (its hyperparameters from its constants,
+or, traced, from the op's flags). The records are the eager model's, bit for bit. A traced
+``*Cell`` is recorded by the tracer as elementary ops, which capture refuses by name.
+``Captured.layout`` is the module's ``batch_first`` as an axis order.
+
 A module called several times (an ``nn.GRUCell`` in a decoder's Python loop, an ``nn.LSTM``
 fed one step at a time) gives one sequence of all its calls in call order, starting from the
 state of the first call. ``carried`` says whether every call started from exactly the state
@@ -79,6 +88,9 @@ class Captured:
     carried: bool = True
     note: str = ""
     proj: int = 0  # nn.LSTM's proj_size (h has proj units, c has hidden); 0: none
+    #: how the module read its input: "batch-major" (batch_first=True), "time-major", or
+    #: "unknown" for a *Cell (one step per call; the sequence is the caller's)
+    layout: str = "unknown"
 
     @property
     def bidirectional(self) -> bool:
@@ -100,7 +112,7 @@ class Captured:
                          directions=self.directions, hidden=self.hidden, input=self.input,
                          proj=self.proj,
                          weights=lambda cell, layer, direction: self.params[(layer, direction)],
-                         note=self.note)
+                         note=self.note, layout=self.layout)
 
     def describe(self, layer: int | str = 0, direction: str = "forward") -> str:
         """``nn.LSTM 'encoder.rnn', layer 1, forward`` for titles and tables."""
@@ -174,7 +186,7 @@ def _record(module, kind: str, is_cell: bool, args, kwargs, output) -> _Call:
         batched = x.dim() == 3
         if not batched:
             x = x.unsqueeze(1)
-        elif module.batch_first:
+        elif bool(module.batch_first):
             x = x.transpose(0, 1)
         h_out, c_out = output[1] if lstm else (output[1], None)
 
@@ -215,7 +227,10 @@ def _weights(module, layer: int, direction: str, is_cell: bool) -> dict[str, Any
 
 
 def _kind_of(torch, module) -> tuple[str, bool]:
-    """(``"LSTM"``, is a *Cell) of an nn.LSTM/GRU/RNN or *Cell (or a subclass)."""
+    """(``"LSTM"``, is a *Cell) of an nn.LSTM/GRU/RNN or *Cell (or a subclass), or of a
+    TorchScript module's view (:class:`_ScriptView`)."""
+    if isinstance(module, _ScriptView):
+        return _KINDS[module.original_name]
     return next(v for k, v in _KINDS.items() if isinstance(module, getattr(torch.nn, k)))
 
 
@@ -263,7 +278,7 @@ def _layer_inputs(torch, module, base: str, calls: list[_Call]) -> list[list[Any
 
 
 def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
-    cls = type(module).__name__
+    cls = module.original_name if isinstance(module, _ScriptView) else type(module).__name__
     base, is_cell = _kind_of(torch, module)
     kind = f"nn.{base}Cell" if is_cell else f"nn.{base}"
     where = f"module {name!r} ({kind})" if name else kind
@@ -285,6 +300,8 @@ def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
         notes.append(f"the state is not carried from call to call (a call did not start from "
                      f"the state the previous one returned): the {len(calls)} calls, "
                      "concatenated here, are not one recurrence")
+    if isinstance(module, _ScriptView):
+        notes += module.notes
     if layers > 1 and module.training and module.dropout > 0:
         notes.append(f"dropout={module.dropout:g} between layers is active (training mode) "
                      "and is left out of the inputs of layers 1+; call model.eval() first")
@@ -312,7 +329,194 @@ def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
     return Captured(module=name, kind=kind, cell=cell, layers=layers, directions=directions,
                     hidden=int(module.hidden_size), input=int(module.input_size),
                     params=params, inputs=inputs, s0=s0, calls=len(calls), carried=carried,
-                    note="; ".join(notes), proj=int(getattr(module, "proj_size", 0)))
+                    note="; ".join(notes), proj=int(getattr(module, "proj_size", 0)),
+                    layout="unknown" if is_cell else (
+                        "batch-major" if module.batch_first else "time-major"))
+
+
+# -- a TorchScript model: its recurrent ops tapped in its graph ------------------------------
+#: The recurrent ops of a TorchScript graph: (the module's original class, is a *Cell, the
+#: outputs that are the final states).
+_OPS = {"aten::lstm": ("LSTM", (1, 2)), "aten::gru": ("GRU", (1,)),
+        "aten::rnn_tanh": ("RNN", (1,)), "aten::rnn_relu": ("RNN", (1,)),
+        "aten::lstm_cell": ("LSTMCell", (0, 1)), "aten::gru_cell": ("GRUCell", (0,)),
+        "aten::rnn_tanh_cell": ("RNNCell", (0,)), "aten::rnn_relu_cell": ("RNNCell", (0,))}
+
+
+class _ScriptView:
+    """A TorchScript recurrent module (scripted or traced) seen as the nn.<kind> it was made
+    from (``original_name``): its weights are its own attributes; its hyperparameters are
+    its constants when it was scripted, else the literal flags of its op in the graph
+    (``has_biases, num_layers, dropout, train, bidirectional, batch_first``) and its
+    weights' shapes."""
+
+    def __init__(self, module, original_name: str, node) -> None:
+        self._module = module
+        self.original_name = original_name
+        self.training = bool(module.training)
+        self.notes: list[str] = []
+        is_cell = original_name.endswith("Cell")
+        flags = {}
+        if not is_cell:
+            names = ("has_biases", "num_layers", "dropout", "train", "bidirectional",
+                     "batch_first")
+            flags = {k: node.inputsAt(3 + j).toIValue() for j, k in enumerate(names)}
+        suffix = "" if is_cell else "_l0"
+        ih, hh = getattr(module, f"weight_ih{suffix}"), getattr(module, f"weight_hh{suffix}")
+        hr = getattr(module, f"weight_hr{suffix}", None) if not is_cell else None
+
+        def said(name: str, default):
+            value = getattr(module, name, None)  # a scripted module's constant
+            return default if value is None else value
+
+        self.proj_size = int(said("proj_size", 0 if hr is None else hr.shape[0]))
+        self.hidden_size = int(said("hidden_size", hh.shape[1] if hr is None else hr.shape[1]))
+        self.input_size = int(said("input_size", ih.shape[1]))
+        self.bias = bool(said("bias", flags.get("has_biases", True)))
+        self.num_layers = int(said("num_layers", flags.get("num_layers") or 1))
+        self.bidirectional = bool(said("bidirectional", bool(flags.get("bidirectional"))))
+        self.batch_first = said("batch_first", flags.get("batch_first"))
+        self.dropout = float(said("dropout", flags.get("dropout") or 0.0))
+        kind = node.kind()
+        self.nonlinearity = said("nonlinearity", "relu" if "relu" in kind else "tanh")
+        if not is_cell and not isinstance(self.batch_first, bool):
+            raise GateflowError(f"the {original_name} op of the TorchScript graph does not "
+                                "say batch_first as a constant; capture the eager model")
+
+    def __getattr__(self, name: str):  # the weights: weight_ih_l0, ...
+        return getattr(self._module, name)
+
+
+def _all_nodes(block):
+    """Every node of a graph block and of the blocks nested in it (If, Loop)."""
+    for node in block.nodes():
+        yield node
+        for inner in node.blocks():
+            yield from _all_nodes(inner)
+
+
+def _owner(node, self_value) -> str | None:
+    """The name (``enc``, ``encoder.rnn``) of the module whose weights the op ``node``
+    reads, from the ``prim::GetAttr`` chain of its weights; None when they are not a
+    module's attributes."""
+    v = node.inputsAt(2)  # the params list of a sequence op, w_ih of a cell op
+    if v.node().kind() == "prim::ListConstruct" and v.node().inputsSize():
+        v = v.node().inputsAt(0)
+    path = []
+    while v.node().kind() == "prim::GetAttr":
+        path.append(v.node().s("name"))
+        v = v.node().input()
+    if v.unique() != self_value.unique() or not path:
+        return None
+    return ".".join(reversed(path[1:]))  # without the weight's own name
+
+
+def _script_calls(torch, model, example_inputs,
+                  kwargs) -> dict[str, tuple[_ScriptView, list[_Call]]]:
+    """Run the TorchScript ``model`` with every recurrent op of its inlined graph tapped:
+    each call's input, incoming state and outgoing states appended to lists the graph
+    returns, and the order of the calls. Returns {module name: (view, [_Call, ...])}."""
+    graph = model.inlined_graph  # a copy: the model itself is not changed
+    self_value = next(iter(graph.inputs()))
+    modules = {name: m for name, m in model.named_modules()
+               if getattr(m, "original_name", None) in _KINDS}
+    nodes = [(n, _OPS[k]) for k in _OPS for n in graph.findAllNodes(k, True)]
+    first = next(iter(graph.nodes()))
+    tensor = torch._C.TensorType.get()
+
+    def new_list(elem):
+        n = graph.create("prim::ListConstruct")
+        n.output().setType(torch._C.ListType(elem))
+        n.insertBefore(first)
+        return n.output()
+
+    def append(lst, value, after):
+        n = graph.create("aten::append", [lst, value])
+        n.output().setType(lst.type())
+        n.insertAfter(after)
+        return n
+
+    order = new_list(torch._C.IntType.get())
+    taps, views = [], []
+    for j, (node, (original_name, outs)) in enumerate(nodes):
+        name = _owner(node, self_value)
+        where = f"the TorchScript op {node.kind()}"
+        if name is None or name not in modules:
+            raise GateflowError(f"{where} in the model's graph does not read a recurrent "
+                                "module's weights (a functional call?); capture the eager model")
+        if str(node.schema()).startswith(f"{node.kind()}.data("):
+            raise GateflowError(f"module {name!r} ({original_name}) is called with a "
+                                "PackedSequence; capture needs padded tensors")
+        lists = [new_list(tensor), new_list(node.inputsAt(1).type())]
+        lists += [new_list(tensor) for _ in outs]
+        after = node
+        index = graph.insertConstant(j)
+        index.node().moveAfter(after)
+        after = index.node()
+        after = append(order, index, after)
+        after = append(lists[0], node.inputsAt(0), after)
+        after = append(lists[1], node.inputsAt(1), after)
+        for lst, k in zip(lists[2:], outs):
+            after = append(lst, node.outputsAt(k), after)
+        taps.append(lists)
+        views.append((name, _ScriptView(modules[name], original_name, node)))
+    ran = {name for name, _ in views}
+    scopes = {n.scopeName() for n in _all_nodes(graph.block())}
+    for name, m in modules.items():
+        if name not in ran and f"__module.{name}" in scopes:
+            raise GateflowError(f"module {name!r} ({m.original_name}) of the traced model was "
+                                "recorded as elementary ops, where capture cannot find its "
+                                "calls; capture the eager model or torch.jit.script it")
+    if not taps:
+        return {}
+    for lst in (order, *(v for lists in taps for v in lists)):
+        graph.registerOutput(lst)
+    graph.makeMultiOutputIntoTuple()
+    run = torch._C._create_function_from_graph("gateflow_capture", graph)
+    with torch.no_grad():
+        try:
+            out = run(model._c, *example_inputs, **kwargs)
+        except GateflowError:
+            raise
+        except Exception as exc:
+            raise GateflowError(f"the model raised {type(exc).__name__} when called with the "
+                                f"example inputs: {clip(one_line(exc, None), 200)}") from exc
+    values = list(out[1:])
+    seen_order = values.pop(0)
+    per_node, start = [], 0
+    for lists in taps:  # each op's lists, in the order they were registered
+        per_node.append(values[start:start + len(lists)])
+        start += len(lists)
+    cursor = [0] * len(taps)
+    calls: dict[str, tuple[_ScriptView, list[_Call]]] = {}
+    for j in seen_order:
+        name, view = views[j]
+        got = [v[cursor[j]] for v in per_node[j]]
+        cursor[j] += 1
+        calls.setdefault(name, (view, []))[1].append(_script_call(view, got))
+    return calls
+
+
+def _script_call(view: _ScriptView, got: list) -> _Call:
+    """One tapped call as :class:`_Call`: the input time-major (T, B, d), the states
+    (L·D, B, n)."""
+    x, hx, *outs = got
+    is_cell = view.original_name.endswith("Cell")
+    lstm = view.original_name.startswith("LSTM")
+    given = list(hx) if lstm else [hx]
+
+    def as_state(t):
+        t = t.detach()
+        return (t.unsqueeze(0) if is_cell else t).clone()
+
+    x = x.detach()
+    if is_cell:
+        x = x.unsqueeze(0)
+    elif view.batch_first:
+        x = x.transpose(0, 1)
+    names = ("h", "c") if lstm else ("h",)
+    return _Call(x=x.clone(), hx={s: as_state(v) for s, v in zip(names, given)},
+                 out={s: as_state(v) for s, v in zip(names, outs)})
 
 
 def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
@@ -323,7 +527,8 @@ def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
     Returns one :class:`Captured` per module that ran, in the order they first ran; use
     ``captured.selection(layer, direction)`` for ``(cell, params, x, s0)``. The model is
     not changed (its hooks are removed, its mode is kept: call ``model.eval()`` first if
-    it uses dropout).
+    it uses dropout). A TorchScript ``ScriptModule`` (scripted or traced) is captured from
+    a tapped copy of its graph (see the module docstring).
     """
     try:
         import torch
@@ -332,8 +537,21 @@ def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
                             "pip install 'gateflow[torch]'") from None
     if not isinstance(model, torch.nn.Module):
         raise GateflowError(f"capture needs a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        taps = _script_calls(torch, model, example_inputs, kwargs)
+        if not taps:
+            raise GateflowError(f"the TorchScript model ({model.original_name}) has no "
+                                "nn.RNN/LSTM/GRU or *Cell op in its graph")
+        with torch.no_grad():
+            return tuple(_build(torch, name, view, c) for name, (view, c) in taps.items())
     kinds = tuple(getattr(torch.nn, k) for k in _KINDS)
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
+    scripted = [name for name, m in model.named_modules()
+                if isinstance(m, torch.jit.ScriptModule) and m.original_name in _KINDS]
+    if scripted:
+        raise GateflowError(f"module {scripted[0]!r} is a TorchScript module inside an eager "
+                            "model, which capture cannot hook; capture the eager module, or "
+                            "torch.jit.script the whole model")
     calls: dict[str, list[_Call]] = {}  # first-call order
     modules = dict(found)
 

@@ -29,7 +29,15 @@ import numpy as np
 from gateflow._errors import GateflowError
 from gateflow.cells._record import Cell
 from gateflow.models._checks import clip
-from gateflow.models.formats import _keras, _npz, _onnx, _pytorch, _safetensors
+from gateflow.models.formats import (
+    _foreign,
+    _keras,
+    _npz,
+    _onnx,
+    _pytorch,
+    _safetensors,
+    _torchscript,
+)
 from gateflow.models.formats._files import Kind, check_format, open_regular, parsing, recognise
 from gateflow.models.formats._recurrent import Found, Recurrent
 
@@ -84,18 +92,44 @@ READERS: tuple[Reader, ...] = (
     Reader("npz", (".npz",), _npz.WHAT, _npz.sniff, read=_npz.read),
     Reader("pytorch", (".pt", ".pth", ".ckpt"), _pytorch.WHAT, _pytorch.sniff,
            read=_pytorch.read),
+    # a zip with a data.pkl too, but also code/ and constants.pkl (pytorch's sniff leaves it)
+    Reader("torchscript", (".jit", ".torchscript"), _torchscript.WHAT, _torchscript.sniff,
+           read=_torchscript.read, scan=_torchscript.scan),
     Reader("onnx", _onnx.EXTENSIONS, _onnx.WHAT, _onnx.sniff, scan=_onnx.scan),
     Reader("keras", _keras.EXTENSIONS, _keras.WHAT, _keras.sniff, scan=_keras.scan),
 )
 VOCABULARIES: tuple[Vocabulary, ...] = (
     Vocabulary("pytorch", _pytorch.select, _pytorch.from_torch_state_dict, _pytorch.diagnose,
                _pytorch.scan),
+    Vocabulary("foreign", _foreign.select, _foreign.to_params, _foreign.diagnose,
+               _foreign.scan),
 )
 _EXTENSIONS = tuple(ext for r in READERS for ext in r.extensions)
+#: Formats read under any extension (torch.jit.save writes .pt, .jit, .zip, ...), sniffed.
+_ANY_EXTENSION = ("torchscript",)
+
+
+def _sniffed(path: Path) -> Reader | None:
+    """The reader of a format read under any extension (:data:`_ANY_EXTENSION`) when the
+    file at ``path`` is in it; None else, or when it cannot be opened (the usual checks
+    then say why)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open_regular(path, "model") as (fh, _):
+            kind = recognise(fh, READERS)
+    except (GateflowError, OSError):
+        return None
+    return next((r for r in READERS if r.name == kind.label and r.name in _ANY_EXTENSION),
+                None)
 
 
 def reader_for(path: Path, what: str = "params") -> Reader:
-    """The reader of ``path``'s extension; a GateflowError listing the known ones else."""
+    """The reader of ``path``'s extension (of its content, for a TorchScript archive); a
+    GateflowError listing the known ones else."""
+    sniffed = _sniffed(path)
+    if sniffed is not None:
+        return sniffed
     ext = path.suffix.lower()
     for reader in READERS:
         if ext in reader.extensions:
@@ -142,11 +176,19 @@ def _found(*parts: Found | tuple[Recurrent, ...]) -> Found:
     return Found(tuple(modules), tuple(dict.fromkeys(skipped)))
 
 
-def read_models(path: Path, what: str = "model") -> Found:
+def read_models(path: Path, what: str = "model", rename=None) -> Found:
     """Every recurrent module a weights or model file holds (PyTorch modules in any array
     container, ONNX nodes, Keras layers), in the file's order, with one line for each thing
-    that was skipped (:class:`Found`; it iterates over the modules)."""
+    that was skipped (:class:`Found`; it iterates over the modules). ``rename`` maps the
+    arrays' names first (:func:`._foreign.rename`; array containers only)."""
     reader = reader_for(path, what)
+    if rename is not None:
+        if reader.read is None:
+            raise GateflowError(f"--map renames arrays of .npz, .safetensors, .pt files; "
+                                f"{clip(repr(str(path)), 80)} is {reader.what}, whose modules "
+                                "are named by the model itself")
+        renamed = _foreign.rename(read_arrays(path, what), rename, clip(repr(path.name), 60))
+        return _found(*(v.scan(renamed) for v in VOCABULARIES))
     if reader.scan is None:
         raw = read_arrays(path, what)
         return _found(*(v.scan(raw) for v in VOCABULARIES))

@@ -1,8 +1,12 @@
 """PyTorch: the ``.pt``/``.pth``/``.ckpt`` reader and the state_dict vocabulary.
 
 The reader runs ``torch.load(..., weights_only=True)`` only: pickled code is never
-executed, and the refused global is named. A checkpoint that nests the state_dict under
-``state_dict`` (Lightning), ``model_state_dict``, ``model`` or ``net`` is unwrapped.
+executed, and the refused global is named. A training checkpoint is searched (depth first,
+bounded) for the dicts that hold recurrent weights, under any key (``model_state`` next to
+``step`` and ``optimizer_state``, Lightning's ``state_dict``, ``['checkpoint']['model']``);
+optimizer and scheduler states are never searched. Where the state dict was found is said
+in each module's ``where``; when none is found the message lists the keys looked at.
+Weights stored below float32 (float16, bfloat16, quantized) are said in ``assumed``.
 
 The vocabulary is read from every container format (``.pt``, ``.safetensors``, ``.npz``):
 
@@ -26,7 +30,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,6 +42,7 @@ from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
 from gateflow.models._checks import as_cell, clip, float_dtype, names, one_line
 from gateflow.models.formats._files import fits, show
+from gateflow.models.formats._raw import Raw, precision, where_of
 from gateflow.models.formats._recurrent import Recurrent
 
 __all__ = ["LAYOUTS", "WHAT", "TorchLayout", "diagnose", "from_torch_state_dict", "layout_for",
@@ -201,6 +206,16 @@ def _groups(raw: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     return groups
 
 
+def _family(cell: str) -> str:
+    """``gru`` of ``gru[gate=hard_sigmoid(0.2,0.5)]``: a variant weighs what its family does
+    (asked for only of a record whose file declares no activations)."""
+    if "[" not in cell:
+        return cell
+    from gateflow.cells._activations import parse_name
+
+    return parse_name(cell)[1]
+
+
 def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
     """One module's record, from its keys and shapes (checked: every layer and direction
     complete, every shape an nn.<kind>'s with the same sizes)."""
@@ -280,7 +295,7 @@ def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
         s = "" if is_cell else f"_l{layer}" + ("_reverse" if direction == "reverse" else "")
         one = {f"{m}_l0": sd[f"{m}{s}"] for m in ("weight_ih", "weight_hh", "bias_ih",
                                                    "bias_hh", "weight_hr") if f"{m}{s}" in sd}
-        return from_torch_state_dict(cell, one)
+        return from_torch_state_dict(_family(cell), one)
 
     return Recurrent(module=module, framework="PyTorch", kind=torch_kind,
                      cell=None if len(cells) > 1 else cells[0], cells=cells, layers=layers,
@@ -290,9 +305,16 @@ def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
 
 def scan(raw: dict[str, np.ndarray]) -> tuple[Recurrent, ...]:
     """Every PyTorch recurrent module in a file's arrays (keys ``weight_ih_l0`` …, or
-    ``weight_ih`` … for the ``*Cell`` modules, under any prefix), in the file's order."""
-    return tuple(_describe(_module_name(prefix), sd)
-                 for prefix, sd in _groups(raw).items())
+    ``weight_ih`` … for the ``*Cell`` modules, under any prefix), in the file's order, with
+    where the reader found them (a checkpoint's key) and the precision they were stored in
+    when it was below float32 (:mod:`._raw`)."""
+    out = []
+    for prefix, sd in _groups(raw).items():
+        found = _describe(_module_name(prefix), sd)
+        what = f"module {found.module!r}" if found.module else "the state dict"
+        out.append(replace(found, where=where_of(raw, prefix), assumed=(
+            *found.assumed, *precision(raw, [prefix + k for k in sd], what))))
+    return tuple(out)
 
 
 def select(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
@@ -433,6 +455,8 @@ WHAT = "a torch.save file"
 def sniff(head: bytes, members: Sequence[str] | None) -> str | None:
     """A zip archive with a ``data.pkl`` (torch.save), or a bare pickle (legacy torch.save)."""
     if members is not None:
+        if any(m.endswith("constants.pkl") or "/code/" in m for m in members):
+            return None  # a TorchScript archive (torch.jit.save): see _torchscript
         return WHAT if any(m.endswith("data.pkl") for m in members) else None
     return "a pickle (as legacy torch.save writes)" if head.startswith(b"\x80") else None
 
@@ -455,28 +479,125 @@ def _refusal(path: Path, exc: BaseException) -> str:
             "torch.save(model.state_dict(), path)")
 
 
-#: Where checkpoints keep the model's state_dict, in the order they are looked for
-#: (Lightning's ``.ckpt``: ``state_dict``; common training loops: the others).
+#: Where checkpoints commonly keep the model's state_dict (Lightning's ``.ckpt``:
+#: ``state_dict``): a dict of tensors under one of these keys is the parameters file's
+#: state dict when no dict in the checkpoint holds recurrent weights (gateflow names).
 NESTED = ("state_dict", "model_state_dict", "model", "net")
+#: Keys whose values are never searched for the model's state dict: optimizer and scheduler
+#: states (their tensors are keyed by parameter index, or mirror the parameters' names).
+_NOT_MODEL = re.compile(r"optim|^opt(?:_|$)|sched|scaler", re.IGNORECASE)
+_DEPTH = 6  # how deep a checkpoint is searched for state dicts
+_VISITS = 512  # how many containers at most
+_BREADTH = 256  # how many entries of one container are descended into
+_LISTED = 12  # keys named in a message
 
 
-def _unwrap(obj: dict) -> dict:
-    """A checkpoint's state_dict: ``obj`` itself when it is one (every value a tensor), else
-    its first entry of :data:`NESTED` that is a dict."""
-    import torch
+def _recurrent_key(k) -> bool:
+    """A PyTorch recurrent matrix name (``…weight_ih_l0``, ``…weight_hh``)."""
+    m = _KEY.match(k) if isinstance(k, str) else None
+    return m is not None and m["name"] in ("weight_ih", "weight_hh")
 
+
+def _key_path(path: tuple) -> str:
+    """``'model_state'``, ``'checkpoint' → 'model'``, ``'models' → [0]``."""
+    return " → ".join(f"[{k}]" if isinstance(k, int) else repr(k) for k in path)
+
+
+def _kind_of(torch, v) -> str:
+    if isinstance(v, torch.Tensor):
+        return "a tensor"
+    if isinstance(v, dict):
+        return "an empty dict" if not v else f"a dict of {len(v)}"
+    if isinstance(v, (list, tuple)):
+        return f"a {type(v).__name__} of {len(v)}"
+    name = type(v).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def _search(torch, obj) -> tuple[list[tuple[tuple, dict]], list[str]]:
+    """Every dict in the checkpoint ``obj`` that holds PyTorch recurrent weights (a state
+    dict), in the file's order (depth first), with its key path, and the keys looked at
+    (each with what it held), bounded in depth, breadth and count. A state dict is not
+    searched further; optimizer and scheduler states are never searched
+    (:data:`_NOT_MODEL`)."""
+    found: list[tuple[tuple, dict]] = []
+    looked: list[str] = []
+    queue: list[tuple[tuple, object]] = [((), obj)]
+    visits = 0
+    while queue and visits < _VISITS:
+        path, node = queue.pop()
+        visits += 1
+        if isinstance(node, dict):
+            if any(_recurrent_key(k) and isinstance(v, torch.Tensor) for k, v in node.items()):
+                found.append((path, node))
+                continue
+            items = list(node.items())
+        elif isinstance(node, (list, tuple)):
+            items = list(enumerate(node))
+        else:
+            continue
+        below = []
+        for k, v in items[:_BREADTH]:
+            here = (*path, k)
+            if isinstance(k, str) and _NOT_MODEL.search(k):
+                looked.append(f"{_key_path(here)} (not searched: optimizer/scheduler state)")
+                continue
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                continue
+            looked.append(f"{_key_path(here)} ({_kind_of(torch, v)})")
+            if isinstance(v, (dict, list, tuple)) and len(here) < _DEPTH:
+                below.append((here, v))
+        queue += reversed(below)  # a stack: the first entry is searched next
+    return found, looked
+
+
+def _fallback(torch, obj: dict) -> tuple[tuple, dict] | None:
+    """A state dict without recurrent weights (gateflow names): ``obj`` itself when every
+    value is a tensor, else its first entry of :data:`NESTED` that is a dict of tensors."""
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
+        return (), obj
     for key in NESTED:
-        if isinstance(obj.get(key), dict):
-            return obj[key]
-    return obj
+        sub = obj.get(key)
+        if isinstance(sub, dict) and all(isinstance(v, torch.Tensor) for v in sub.values()):
+            return (key,), sub
+    return None
+
+
+def _array(torch, path: Path, k: str, v) -> tuple[np.ndarray, str | None]:
+    """One tensor as a float64 (or integer) array, and its dtype in the file when it was
+    narrower than float32 (None else)."""
+    t = v.detach().cpu()
+    narrow = None
+    if t.is_quantized:
+        narrow = f"{str(t.dtype).removeprefix('torch.')} (quantized)"
+        t = t.dequantize()
+    if t.is_complex() or (t.is_floating_point() and t.element_size() < 2):
+        raise GateflowError(f"{show(path)}: tensor {clip(repr(k), 60)} has dtype "
+                            f"{t.dtype}; weights must be float64/32/16 or bfloat16")
+    if t.is_floating_point() and t.element_size() < 4:
+        narrow = narrow or str(t.dtype).removeprefix("torch.")
+    elif not t.is_floating_point() and t.dtype != torch.bool:
+        narrow = narrow or str(t.dtype).removeprefix("torch.")
+    return (t.to(torch.float64) if t.is_floating_point() else t).numpy(), narrow
+
+
+def _none_found(path: Path, looked: list[str]) -> GateflowError:
+    listed = ", ".join(looked[:_LISTED]) + (f", … ({len(looked) - _LISTED} more)"
+                                             if len(looked) > _LISTED else "")
+    return GateflowError(f"{show(path)} holds no state dict with recurrent weights (no dict of "
+                         f"tensors named weight_ih_l0, weight_hh, …); keys looked at: "
+                         f"{listed or 'none'}; save model.state_dict() with torch.save")
 
 
 def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
     """A state_dict from ``torch.load(weights_only=True)``: pickled code is never run. The
     file size bounds the tensors (torch.save stores zip members, never compresses them, so a
-    compressed member is refused: torch would inflate it); torch's warnings are silenced."""
+    compressed member is refused: torch would inflate it); torch's warnings are silenced.
+
+    A checkpoint is searched (bounded) for the dicts that hold recurrent weights, under any
+    key (``model_state``, Lightning's ``state_dict``, ``['checkpoint']['model']``, …;
+    never an optimizer's state): one is read as it is and said in ``where``; several are
+    all read, each key prefixed by its key path (``ema.rnn.weight_ih_l0``)."""
     if zipfile.is_zipfile(fh):
         with zipfile.ZipFile(fh) as zf:
             packed = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
@@ -501,21 +622,27 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
         if not isinstance(obj, dict):
             raise GateflowError(f"{show(path)} holds a {type(obj).__name__}, not a state_dict; "
                                 "save model.state_dict() (a dict of tensors) with torch.save")
-        obj = _unwrap(obj)
-        out: dict[str, np.ndarray] = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise GateflowError(f"{show(path)} is a dict but its key {clip(repr(k), 60)} is "
-                                    f"a {type(k).__name__}, not a parameter name; save "
-                                    "model.state_dict() (string keys)")
-            if not isinstance(v, torch.Tensor):
-                raise GateflowError(f"{show(path)} is a dict but entry {clip(repr(k), 60)} is "
-                                    f"a {type(v).__name__}, not a tensor, and no entry "
-                                    f"{' / '.join(map(repr, NESTED))} holds the state_dict; "
-                                    "save model.state_dict() with torch.save")
-            t = v.detach().cpu()
-            if t.is_complex() or (t.is_floating_point() and t.element_size() < 2):
-                raise GateflowError(f"{show(path)}: tensor {clip(repr(k), 60)} has dtype "
-                                    f"{t.dtype}; weights must be float64/32/16 or bfloat16")
-            out[k] = (t.to(torch.float64) if t.is_floating_point() else t).numpy()
+        found, looked = _search(torch, obj)
+        if not found:
+            one = _fallback(torch, obj)
+            if one is None:
+                raise _none_found(path, looked)
+            found = [one]
+        several = len(found) > 1
+        out = Raw()
+        for key_path, sd in found:
+            prefix = ".".join(map(str, key_path)) + "." if several else ""
+            if key_path:
+                out.where[prefix] = f"state dict under key {_key_path(key_path)}"
+            for k, v in sd.items():
+                if not isinstance(v, torch.Tensor):
+                    continue  # a step count, a config: not a parameter
+                if not isinstance(k, str):
+                    raise GateflowError(f"{show(path)} is a dict but its key "
+                                        f"{clip(repr(k), 60)} is a {type(k).__name__}, not a "
+                                        "parameter name; save model.state_dict() (string "
+                                        "keys)")
+                out[prefix + k], narrow = _array(torch, path, k, v)
+                if narrow:
+                    out.dtypes[prefix + k] = narrow
         return out

@@ -15,6 +15,7 @@ import numpy as np
 from gateflow._errors import GateflowError
 from gateflow.models._checks import clip
 from gateflow.models.formats._files import fits, show
+from gateflow.models.formats._raw import Raw
 
 __all__ = ["WHAT", "read", "sniff"]
 
@@ -86,7 +87,8 @@ def _entries(header, size: int, what: str) -> list[_Entry]:
 
 def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
     """The tensors of a .safetensors file, read straight from the byte ranges its JSON header
-    gives (sizes checked first); BF16 becomes float32 exactly, like torch's own conversion."""
+    gives (sizes checked first); BF16 becomes float32 exactly, like torch's own conversion,
+    and is said in the result's ``dtypes`` (:class:`._raw.Raw`)."""
     n = int.from_bytes(fh.read(8), "little")
     if n > min(_MAX_HEADER, size - 8):
         raise GateflowError(f"cannot read {show(path)}: it is truncated (its header length is "
@@ -99,7 +101,7 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
     base = 8 + n
     entries = _entries(header, size - base, show(path))
     fits(path, sum(e[4] - e[3] for e in entries), sum(math.prod(e[2]) for e in entries))
-    out = {}
+    out = Raw()
     for key, dtype, shape, begin, end in entries:
         fh.seek(base + begin)
         buf = bytearray(end - begin)
@@ -107,4 +109,6 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
             raise GateflowError(f"cannot read {show(path)}: it changed while being read")
         a = np.frombuffer(buf, dtype=_DTYPES[dtype]).reshape(shape)
         out[key] = _bf16_to_float32(a) if dtype == "BF16" else a
+        if dtype == "BF16":
+            out.dtypes[key] = "bfloat16"
     return out
