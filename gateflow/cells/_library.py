@@ -18,6 +18,13 @@ from __future__ import annotations
 
 from gateflow._errors import GateflowError
 from gateflow._validate import choose, shown
+from gateflow.cells._activations import (
+    FAMILIES,
+    activation_text,
+    parse_name,
+    rewrite_equations,
+    split_top,
+)
 from gateflow.cells._record import Cell
 
 _LSTM_GATES = (
@@ -152,15 +159,64 @@ CELLS: dict[str, Cell] = {c.name: c for c in (
 #: equations (``lstm-stack2`` is ``stack(LSTM, 2)``), so results that name it resolve.
 GENERATED: dict[str, Cell] = {}
 
+#: Cells with declared activations (``lstm[gate=hard_sigmoid(0.2,0.5)]``), by canonical
+#: name, made once per process (see :mod:`gateflow.cells._activations`).
+VARIANTS: dict[str, Cell] = {}
+
+
+def _variant(name: str) -> Cell:
+    """The cell a name with activations stands for: the declared family's equations with
+    the roles' functions replaced (one Cell object per canonical name)."""
+    canonical, base, roles = parse_name(name)
+    if canonical in CELLS:
+        return CELLS[canonical]
+    if canonical not in VARIANTS:
+        family = CELLS[base]
+        said = ", ".join(f"{r} {activation_text(s)} (not {FAMILIES[base][r][0]})"
+                         for r, s in roles.items())
+        VARIANTS[canonical] = Cell(
+            name=canonical, summary=f"{family.summary}, but with {said}",
+            reference=family.reference, state=family.state, params=family.params,
+            equations=rewrite_equations(family.equations, base, roles),
+            memory_bias=family.memory_bias, chrono_partner=family.chrono_partner,
+            notes=family.notes, sizes=family.sizes)
+    return VARIANTS[canonical]
+
 
 def get_cell(name: str | Cell) -> Cell:
-    """The cell called ``name`` (declared, or generated in this process); a
-    :class:`GateflowError` naming the closest declared ones otherwise."""
+    """The cell called ``name``: declared, generated in this process, or a declared family
+    with activations (``"lstm[gate=hard_sigmoid(0.2,0.5)]"``, see
+    :mod:`gateflow.cells._activations`); a :class:`GateflowError` naming the closest
+    declared ones otherwise."""
     if isinstance(name, Cell):
         return name
     if not isinstance(name, str):
         raise GateflowError(f"cell must be a cell name such as 'lstm' or a gateflow Cell, got "
                             f"{shown(name)}; see gateflow.CELLS")
-    if name not in CELLS and name in GENERATED:
+    if name in CELLS:
+        return CELLS[name]
+    if name in GENERATED:
         return GENERATED[name]
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if "[" in name:
+        return _variant(name)
     return CELLS[choose(name, CELLS, "cell")]
+
+
+def cell_names(value, what: str = "cell") -> tuple[str, ...]:
+    """Cell names from a comma-separated string (commas inside a variant's brackets do not
+    split it: ``"rnn,lstm[gate=hard_sigmoid(0.2,0.5)]"``) or an iterable of names, each
+    checked by :func:`get_cell` and given as its canonical name; duplicates dropped."""
+    if isinstance(value, str):
+        items = [v.strip() for v in split_top(value) if v.strip()]
+    elif isinstance(value, (list, tuple, set, frozenset, dict)) or (
+            hasattr(value, "__iter__") and getattr(value, "ndim", 1) == 1):
+        items = list(value)
+    else:
+        raise GateflowError(f"{what}s must be a tuple of names or a comma-separated string, "
+                            f"from {', '.join(CELLS)}; got {shown(value)}")
+    if not items:
+        raise GateflowError(f"no {what} chosen; choose at least one of {', '.join(CELLS)}")
+    return tuple(dict.fromkeys(get_cell(v).name if isinstance(v, str) else
+                               choose(v, CELLS, what) for v in items))

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
 
-from gateflow.cells._functions import MatVec, sigmoid
+from gateflow.cells._activations import number_text
+from gateflow.cells._functions import Activation, MatVec, sigmoid
 from gateflow.cells._symbols import INPUT
 
 if TYPE_CHECKING:
@@ -40,6 +42,27 @@ def _add_order(expr):
 
 def negative(term: sp.Expr) -> bool:
     return term.as_coeff_Mul()[0].is_negative
+
+
+def _number(x) -> str:
+    """An activation's parameter as names spell it: 0.2, 1/6, 1 (exact)."""
+    from fractions import Fraction
+
+    x = sp.nsimplify(x.doit()) if isinstance(x, sp.Basic) else sp.Rational(x)
+    if not x.is_Rational:  # not reached by declared cells; printed as SymPy writes it
+        return str(x)
+    return number_text(Fraction(int(x.p), int(x.q)))
+
+
+def _indicator(printer, expr, ge: str, le: str) -> tuple[str, str, str]:
+    """(left, relation, right) of 1[x > 0] (Heaviside(x, 0)) or 1[x ≥ 0] (Heaviside(x, 1)),
+    written the way a reader would: 1 − o > 0 as o < 1, −n ≥ 0 as n ≤ 0."""
+    arg, at_zero = expr.args[0], expr.args[1] if len(expr.args) > 1 else sp.Integer(0)
+    strict = at_zero == 0
+    const, rest = arg.as_coeff_Add()
+    if negative(rest):
+        return printer._print(-rest), "<" if strict else le, printer._print(const)
+    return printer._print(rest), ">" if strict else ge, printer._print(-const)
 
 
 def _join_terms(printer, terms) -> str:
@@ -79,6 +102,10 @@ class TextPrinter(_Display, StrPrinter):
         return self.names.get(expr.name, expr.name)
 
     def _print_Mul(self, expr):
+        coef, rest = expr.as_coeff_Mul()
+        if coef.is_Rational and coef.q != 1 and rest != 1:  # 0.2 ⊙ 𝟙[i_t > 0], not …/5
+            body = self.parenthesize(rest, precedence(expr), strict=True)
+            return f"{'-' if coef < 0 else ''}{_number(abs(coef))} {self.mul} {body}"
         return super()._print_Mul(expr).replace("*", f" {self.mul} ")
 
     def _print_Pow(self, expr, rational=False):
@@ -93,8 +120,21 @@ class TextPrinter(_Display, StrPrinter):
     def _print_sigmoid(self, expr):
         return f"σ({self._print(expr.args[0])})"
 
+    def _print_Function(self, expr):
+        if isinstance(expr, Activation) and len(expr.args) > 1:  # hard_sigmoid(a; 0.2, 0.5)
+            params = ", ".join(_number(p) for p in expr.args[1:])
+            return f"{type(expr).__name__}({self._print(expr.args[0])}; {params})"
+        return super()._print_Function(expr)
+
     def _print_Heaviside(self, expr):
-        return f"𝟙[{self._print(expr.args[0])} > 0]"
+        left, rel, right = _indicator(self, expr, "≥", "≤")
+        return f"𝟙[{left} {rel} {right}]"
+
+    def _print_Abs(self, expr):
+        return f"|{self._print(expr.args[0])}|"
+
+    def _print_Rational(self, expr):
+        return _number(expr) if expr.q != 1 else str(expr.p)
 
     def _print_MatVec(self, expr):
         w, v = expr.args
@@ -114,7 +154,15 @@ class TeXPrinter(_Display, LatexPrinter):
         return self.names.get(expr.name, expr.name)
 
     def _print_Heaviside(self, expr, exp=None):
-        return rf"\mathbb{{1}}\left[{self._print(expr.args[0])} > 0\right]"
+        left, rel, right = _indicator(self, expr, r"\geq", r"\leq")
+        return rf"\mathbb{{1}}\left[{left} {rel} {right}\right]"
+
+    def _print_Function(self, expr, exp=None):
+        if isinstance(expr, Activation) and len(expr.args) > 1:  # exact parameters
+            name = type(expr).__name__.replace("_", r"\_")
+            params = ", ".join(_number(p) for p in expr.args[1:])
+            return rf"\operatorname{{{name}}}\left({self._print(expr.args[0])};\ {params}\right)"
+        return super()._print_Function(expr, exp)
 
     def _print_MatVec(self, expr, exp=None):
         w, v = expr.args

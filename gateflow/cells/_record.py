@@ -23,6 +23,7 @@ from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
 from gateflow._errors import GateflowError
+from gateflow.cells._activations import ACTIVATIONS
 from gateflow.cells._symbols import INPUT
 
 if TYPE_CHECKING:  # SymPy is imported on first use only (see Cell.system)
@@ -76,7 +77,20 @@ def _weight_class():
     return _Weight
 
 
-_FUNCTIONS = frozenset({"sigmoid", "tanh", "relu"})
+_FUNCTIONS = frozenset(ACTIVATIONS)
+_FUNCTIONS_SPELLED = tuple(a.spelled for a in ACTIVATIONS.values())
+
+
+def _constant(node: ast.AST) -> bool:
+    """A number written in an equation: ``2``, ``-1/6``, ``0.5`` (an activation's
+    parameter)."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _constant(node.operand)
+    return (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Mult, ast.Add,
+                                                                 ast.Sub))
+            and _constant(node.left) and _constant(node.right))
 
 
 def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -84,13 +98,17 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
 
     Every equation is ``name = expression`` over x, previous states, parameters and names
     defined above; ``W @ v`` needs a declared W and is the only use of W; functions are
-    sigmoid, tanh, relu; every state block is updated; every parameter and intermediate is
-    used."""
+    the activations of :mod:`gateflow.cells._activations`, their parameters numbers after
+    the argument (``hard_sigmoid(a, 1/5, 1/2)``); every state block is updated; every
+    parameter and intermediate is used."""
     where = f"cell {cell.name!r}"
     for p in (*cell.state, *cell.params):
         if not p.isidentifier() or keyword.iskeyword(p):
             raise GateflowError(f"{where}: {p!r} is not a valid name for a state block or "
                                 "parameter; use letters, digits and _")
+        if p in _FUNCTIONS:
+            raise GateflowError(f"{where}: {p!r} is the name of an activation; choose another "
+                                "name for the state block or parameter")
     if len(set(cell.params)) != len(cell.params):
         raise GateflowError(f"{where}: a parameter is declared twice in {cell.params}")
     if not cell.state or len(set(cell.state)) != len(cell.state):
@@ -107,9 +125,9 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
         if not sep or not lhs.isidentifier() or keyword.iskeyword(lhs):
             raise GateflowError(f"{where}: equation {line!r} is not of the form "
                                 "'name = expression'")
-        if lhs in known or lhs in params or lhs in defined:
+        if lhs in known or lhs in params or lhs in defined or lhs in _FUNCTIONS:
             raise GateflowError(f"{where}: {lhs!r} is defined twice or shadows an input, "
-                             "previous state or parameter")
+                             "previous state, parameter or activation")
         try:
             tree = ast.parse(rhs.strip(), mode="eval")
         except SyntaxError as exc:
@@ -135,11 +153,15 @@ def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
                                         "state-sized vector")
                 matmul_lefts.add(id(w))
             elif isinstance(node, ast.Call):
-                if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS \
-                        or len(node.args) != 1 or node.keywords:
-                    f = node.func
-                    name = f.id if isinstance(f, ast.Name) else ast.unparse(f)
-                    raise GateflowError(f"{where}: {line!r} uses unsupported functions [{name!r}]")
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else ast.unparse(f)
+                if not isinstance(f, ast.Name) or f.id not in _FUNCTIONS or node.keywords:
+                    raise GateflowError(f"{where}: {line!r} uses unsupported functions "
+                                        f"[{name!r}]; known: {', '.join(_FUNCTIONS_SPELLED)}")
+                takes = len(ACTIVATIONS[f.id].params)
+                if len(node.args) != 1 + takes or not all(_constant(a) for a in node.args[1:]):
+                    raise GateflowError(f"{where}: {line!r}: {name} takes its argument then "
+                                        f"{takes} number(s), {ACTIVATIONS[f.id].spelled}")
             elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name,
                                        ast.Constant, ast.Load, ast.operator, ast.unaryop)):
                 raise GateflowError(f"{where}: cannot parse {line!r}: {type(node).__name__} "
@@ -411,10 +433,16 @@ class Cell:
         Translation only: ``_validate`` has already checked the declaration (it runs in
         ``__post_init__``), so nothing here re-checks it."""
         import sympy as sp
-        from sympy.parsing.sympy_parser import parse_expr, standard_transformations
+        from sympy.parsing.sympy_parser import (
+            parse_expr,
+            rationalize,
+            standard_transformations,
+        )
 
         from gateflow.cells._functions import ACTIVATIONS
 
+        # numbers are exact: 0.2 in an equation is 1/5
+        transformations = (*standard_transformations, rationalize)
         _Weight = _weight_class()
         where = f"cell {self.name!r}"
         params = {p: _Weight(p) for p in self.params}
@@ -432,12 +460,12 @@ class Cell:
             lhs = lhs.strip()
             try:
                 rhs = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
-                                 transformations=standard_transformations)
+                                 transformations=transformations)
             except Exception as exc:  # e.g. a string constant, which ast lets through
                 raise GateflowError(f"{where}: cannot parse {line!r}: "
                                     f"{' '.join(str(exc).split())[:120]}") from None
             pretty[lhs] = parse_expr(rhs_text, local_dict=dict(local), global_dict=global_dict,
-                                     transformations=standard_transformations,
+                                     transformations=transformations,
                                      evaluate=False).xreplace(plain)
             parsed.append((sp.Symbol(lhs), rhs.xreplace(plain)))
             local[lhs] = sp.Symbol(lhs)

@@ -53,7 +53,8 @@ from gateflow.numeric._backend import (  # noqa: F401 - get_xp, DTYPES: for the 
 
 
 def _namespace(xp) -> dict:
-    """Implementations of gateflow's functions for ``xp``, numerically stable."""
+    """Implementations of gateflow's functions for ``xp``, numerically stable. Parameters
+    arrive as Python numbers (the exact rationals of the equations, printed ``1/5``)."""
 
     def sigmoid(a):
         # e = e^{−|a|} never overflows; 1/(1+e) for a ≥ 0 and e/(1+e) for a < 0 keep full
@@ -71,13 +72,51 @@ def _namespace(xp) -> dict:
         return 4 * e / (1 + e) ** 2
 
     def heaviside(a, h0):
-        return (a > 0).astype(a.dtype) if h0 == 0 else xp.heaviside(a, h0)
+        # 1[a > 0] (h0 = 0) or 1[a ≥ 0] (h0 = 1), in a's dtype
+        if h0 == 0:
+            return (a > 0).astype(a.dtype)
+        return (a >= 0).astype(a.dtype) if h0 == 1 else xp.heaviside(a, h0)
 
-    return {"sigmoid": sigmoid, "relu": relu, "sech2": sech2, "Heaviside": heaviside}
+    def linear(a):
+        return +a
+
+    def softsign(a):
+        return a / (1 + xp.abs(a))
+
+    def softplus(a):
+        # log(1 + e^a) = max(a, 0) + log1p(e^{−|a|}): no overflow, full accuracy for a ≪ 0
+        return xp.maximum(a, 0) + xp.log1p(xp.exp(-xp.abs(a)))
+
+    def elu(a, alpha):
+        return xp.where(a > 0, a, alpha * xp.expm1(xp.minimum(a, 0)))
+
+    def leaky_relu(a, alpha):
+        return xp.where(a > 0, a, alpha * a)
+
+    def thresholded_relu(a, alpha):
+        return a * (a > alpha)
+
+    def hard_sigmoid(a, alpha, beta):
+        return xp.clip(alpha * a + beta, 0, 1)
+
+    def affine(a, alpha, beta):
+        return alpha * a + beta
+
+    def scaled_tanh(a, alpha, beta):
+        return alpha * xp.tanh(beta * a)
+
+    return {"sigmoid": sigmoid, "relu": relu, "sech2": sech2, "Heaviside": heaviside,
+            "linear": linear, "softsign": softsign, "softplus": softplus, "elu": elu,
+            "leaky_relu": leaky_relu, "thresholded_relu": thresholded_relu,
+            "hard_sigmoid": hard_sigmoid, "affine": affine, "scaled_tanh": scaled_tanh}
 
 
-#: Names of gateflow's own functions in generated code (see :func:`_namespace`).
-_OWN_FUNCTIONS = ("sigmoid", "relu", "sech2", "Heaviside")
+#: Names of gateflow's own functions in generated code (see :func:`_namespace`), with
+#: how many arguments each takes.
+_OWN_ARITY = {"sigmoid": 1, "relu": 1, "sech2": 1, "Heaviside": 2, "linear": 1,
+              "softsign": 1, "softplus": 1, "elu": 2, "leaky_relu": 2, "thresholded_relu": 2,
+              "hard_sigmoid": 3, "affine": 3, "scaled_tanh": 3}
+_OWN_FUNCTIONS = tuple(_OWN_ARITY)
 
 
 def _source(args: list[str], expr, backend: str, cse: bool = False) -> str:
@@ -207,37 +246,69 @@ def _complements(sys) -> tuple[dict, list]:
     """Accurate complements of saturating gates, for the numerics only.
 
     In floating point σ(50) is exactly 1, so 1 − f is 0 and f(1 − f) would report a
-    saturated-but-alive path as exactly zero (the true value is e^{−50}). Each gate
-    v = σ(a) therefore also gets v̄ = σ(−a), each v = tanh(a) gets sech²(a), and every
-    1 − v, 1 − v², 1 − tanh²(u) in the equations and coefficients is replaced by them.
-    Returns the substitution and the extra forward nodes (name, pre-activation node, fn).
-    """
+    saturated-but-alive path as exactly zero (the true value is e^{−50}). Each node
+    v = F(a) whose activation has complements (``complements`` in
+    :mod:`gateflow.cells._functions`: v = σ(a) gets v̄ = σ(−a) for 1 − v, tanh gets
+    sech²(a) for 1 − v², elu's v + α is α e^{min(a, 0)}, …) gets one forward node per
+    complement, computed from a, and :func:`_accurate` writes every occurrence of the
+    expression (up to a numeric factor) in the equations and coefficients as that node.
+    Returns the table for :func:`_accurate` and the extra forward nodes (name,
+    pre-activation node, function, parameters, complement nodes)."""
     import sympy as sp
 
-    from gateflow.cells._functions import sech2, sigmoid
+    from gateflow.cells._functions import complements
 
-    subs: dict = {}
+    table: dict = {}
     extra: list = []
     for node, rhs in sys.defs:
+        if not isinstance(rhs, sp.Function):
+            continue
         pre = sp.Symbol(f"{node.name}__pre")
-        if isinstance(rhs, sigmoid):
-            bar = sp.Symbol(f"{node.name}__bar")
-            subs[1 - node], subs[node - 1] = bar, -bar
-            extra.append((node.name, pre, rhs.func, (bar, sigmoid(-pre))))
-        elif isinstance(rhs, sp.tanh):
-            sq = sp.Symbol(f"{node.name}__sech2")
-            subs[1 - node**2], subs[node**2 - 1] = sq, -sq
-            extra.append((node.name, pre, rhs.func, (sq, sech2(pre))))
-    return subs, extra
+        params = rhs.args[1:]
+        comps = []
+        for k, (pattern, value) in enumerate(complements(rhs.func, node, pre, *params)):
+            sym = sp.Symbol(f"{node.name}__bar" + (str(k + 1) if k else ""))
+            _enter(table, pattern, sym)
+            comps.append((sym, value))
+        if comps:
+            extra.append((node.name, pre, rhs.func, params, comps))
+    return table, extra
 
 
-def _accurate(expr, subs):
+def _enter(table: dict, pattern, replacement) -> None:
+    """Record ``pattern`` (a sum) -> ``replacement`` by its primitive part: a sum equal to
+    c·pattern for a number c is then found whatever SymPy distributed c into."""
+    content, prim = pattern.primitive()
+    table[prim] = replacement / content
+
+
+def _accurate(expr, table):
+    """``expr`` with every sum that is a numeric multiple of a complement's expression
+    (:func:`_complements`; and, for an activation called inside an equation, such as the
+    LSTM's tanh(c), the same expressions in the call's value) replaced by its accurate
+    form."""
     import sympy as sp
 
-    from gateflow.cells._functions import sech2
+    from gateflow.cells._functions import complements
 
-    w = sp.Wild("w")
-    return expr.xreplace(subs).replace(1 - sp.tanh(w) ** 2, sech2(w))
+    table = dict(table)
+    for call in expr.atoms(sp.Function):
+        for pattern, value in complements(call.func, call, *call.args):
+            _enter(table, pattern, value)
+    if not table:
+        return expr
+
+    def match(e) -> bool:
+        if not e.is_Add:
+            return False
+        prim = e.primitive()[1]
+        return prim in table or -prim in table
+
+    def fix(e):
+        content, prim = e.primitive()
+        return content * table[prim] if prim in table else -content * table[-prim]
+
+    return expr.replace(match, fix)
 
 
 #: Bump when the layout of a cached plan changes (the cache key also hashes the sources
@@ -257,7 +328,7 @@ def _spec(cell: Cell, backend: str, inputs: bool = False) -> dict:
     atoms = sys.matvec_by_symbol
     reverse_products = {m.symbol.name for m in s.products}
     subs, extra = _complements(sys)
-    gated = {name: (pre, func, comp) for name, pre, func, comp in extra}
+    gated = {name: (pre, func, params, comps) for name, pre, func, params, comps in extra}
 
     def source(args, expr, cse=False) -> str:
         return _source(list(args), expr, backend, cse=cse)
@@ -280,12 +351,13 @@ def _spec(cell: Cell, backend: str, inputs: bool = False) -> dict:
             continue
         rhs = _accurate(sys.rhs[name], subs)
         if name in gated:
-            # v = F(a): evaluate a once, then v and its accurate complement from a.
-            pre, func, (comp_sym, comp_expr) = gated[name]
+            # v = F(a): evaluate a once, then v and its accurate complements from a.
+            pre, func, params, comps = gated[name]
             arg = rhs.args[0]
             forward.append(node(pre.name, sorted(x.name for x in arg.free_symbols), arg))
-            forward.append(node(name, [pre.name], func(pre)))
-            forward.append(node(comp_sym.name, [pre.name], comp_expr))
+            forward.append(node(name, [pre.name], func(pre, *params)))
+            for comp_sym, comp_expr in comps:
+                forward.append(node(comp_sym.name, [pre.name], comp_expr))
         else:
             forward.append(node(name, sorted(x.name for x in rhs.free_symbols), rhs))
         i += 1
@@ -370,8 +442,7 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, spec: dict) -> Compiled:
 MAX_ENTRY_BYTES = 8 << 20
 #: What a cached source may call, bare or as ``numpy.f``/``cupy.f``: gateflow's functions and
 #: the array functions SymPy prints for the equations' operations (name -> argument count).
-_CALLS = {"sigmoid": 1, "relu": 1, "sech2": 1, "tanh": 1, "Heaviside": 2, "sqrt": 1,
-          "log": 1, "exp": 1}
+_CALLS = {**_OWN_ARITY, "tanh": 1, "sqrt": 1, "log": 1, "exp": 1, "abs": 1}
 _MODULES = frozenset(BACKENDS)
 #: Every other kind of syntax node a cached source may contain.
 _SYNTAX = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.List, ast.Tuple, ast.Load, ast.Add,
@@ -385,8 +456,8 @@ _warned: set[str] = set()  # folders already warned about in this process
 
 
 #: The sources that generate the cached code: editing any of them invalidates old entries.
-_GENERATORS = ("cells/_record.py", "cells/_functions.py", "symbolic/_derive.py",
-               "numeric/_compile.py")
+_GENERATORS = ("cells/_record.py", "cells/_functions.py", "cells/_activations.py",
+               "symbolic/_derive.py", "numeric/_compile.py")
 
 
 class _Refused(Exception):

@@ -17,8 +17,10 @@ from gateflow.cells._notation import (
     time_name,
 )
 from gateflow.cells._record import Cell
+from gateflow.cells._stack import output_blocks
 from gateflow.cells._symbols import INPUT
 from gateflow.symbolic._derive import Structure, derive, derive_input, linop
+from gateflow.symbolic._layer_outputs import render_outputs
 
 #: What :func:`render` can write.
 FORMATS = ("text", "latex", "markdown")
@@ -37,8 +39,9 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
     if block is None:
         blocks = [*cell.blocks, *cell.input_blocks]
     else:
-        choose(block, (*cell.blocks, *cell.input_blocks), "block")
-        blocks = [block]
+        hooks = output_blocks(cell)  # a stack's "X/y_lj": see render_outputs
+        choose(block, (*cell.blocks, *cell.input_blocks, *hooks), "block")
+        blocks = [] if block in hooks else [block]
     state_blocks = [b for b in blocks if b in cell.blocks]
     if block is not None and not state_blocks and steps != 1:
         raise GateflowError(f"--steps expands state blocks (∂X_t/∂Y_{{t−k}}); {block} is an "
@@ -48,9 +51,11 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
     inputs = derive_input(cell) if any(b in cell.input_blocks for b in blocks) else None
     out: list[str] = []
     header = f"{cell.name} — {cell.summary}"
+    kinks = kink_lines(cell)
     if fmt == "markdown":
         out += [f"## `{cell.name}`: {cell.summary}", "", f"*Reference:* {cell.reference}", ""]
         out += [f"> **Note.** {cell.notes}", ""] if cell.notes else []
+        out += [f"> **Almost everywhere.** {kinks}", ""] if kinks else []
         out += ["Layout: rows = outputs, $(\\partial s_t/\\partial s_{t-1})[a,b] = "
                 "\\partial s_t[a]/\\partial s_{t-1}[b]$; $\\odot$ is elementwise.", "",
                 "### Equations", ""]
@@ -58,12 +63,14 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
         out += ["", "### Jacobians", ""] if state_blocks else []
     elif fmt == "latex":
         out += [f"% {header}", f"% Reference: {cell.reference}",
-                *([f"% Note: {cell.notes}"] if cell.notes else []), r"\begin{aligned}"]
+                *([f"% Note: {cell.notes}"] if cell.notes else []),
+                *([f"% Almost everywhere: {kinks}"] if kinks else []), r"\begin{aligned}"]
         out += [line.replace(" = ", " &= ", 1) + r" \\" for line in equation_lines(cell, "latex")]
         out += [r"\end{aligned}", "", r"\begin{aligned}"]
     else:
         out += [header, f"Reference: {cell.reference}",
                 *([f"Note: {cell.notes}"] if cell.notes else []),
+                *([f"Almost everywhere: {kinks}"] if kinks else []),
                 "Layout: rows = outputs, (∂s_t/∂s_{t−1})[a, b] = ∂s_t[a]/∂s_{t−1}[b]; "
                 "⊙ is elementwise.",
                 "", "Equations"]
@@ -91,9 +98,35 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
             out.append(f"- ${lhs} = " + " = ".join(forms) + "$")
         if steps > 1 and src is s:
             out += _render_steps(s, b, steps, fmt)
+    if block is None or block in output_blocks(cell):  # a stack: both meanings, defined
+        out += render_outputs(cell, fmt, block)
     if fmt == "latex":
         out.append(r"\end{aligned}")
     return "\n".join(out)
+
+
+def kink_lines(cell: Cell) -> str:
+    """What the derivative is at the kinks of the cell's activations (relu, hard_sigmoid,
+    …), one sentence; "" when every activation is differentiable. Derivatives there are
+    one-sided values, the ones PyTorch's autograd uses: exact almost everywhere."""
+    from fractions import Fraction
+
+    import sympy as sp
+
+    from gateflow.cells._activations import ACTIVATIONS, kink_notes
+
+    specs = []
+    for _, rhs in cell.system.defs:
+        for call in sorted(rhs.atoms(sp.Function), key=sp.default_sort_key):
+            name = type(call).__name__
+            if name in ACTIVATIONS:
+                params = tuple(Fraction(int(p.p), int(p.q)) for p in call.args[1:])
+                specs.append((name, params))
+    notes = kink_notes(specs)
+    if not notes:
+        return ""
+    return ("at a kink the derivative is the one-sided value PyTorch's autograd uses: "
+            + "; ".join(notes) + ".")
 
 
 def _input_heading(fmt: str) -> list[str]:
