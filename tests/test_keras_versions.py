@@ -325,8 +325,6 @@ def test_cli_asks_when_the_file_cannot_say(tmp_path, sandbox):
         load_model("w.h5", "lstm_1", cell="gru")
 
 
-@pytest.mark.xfail(reason="the decay command's --cell splits at every comma and takes only "
-                          "declared cells (cli._canonical, jobs._spec), not variant names")
 def test_cli_takes_the_cell_it_asked_for(tmp_path, sandbox):
     write_keras2(Path("w.h5"), keras2_layers(), config=False, version=None)
     out = run_cli("decay", "-w", "w.h5", "--module", "lstm_1", "--steps", 6, "--batch", 2,

@@ -218,7 +218,8 @@ def test_exploding_decay_is_printed_as_exploding(sandbox):
 
     out = run_cli("decay", "--cell", "rnn", "--init", "gaussian", "--sigma-w", 3)
     assert out.exit_code == 0, out.stderr
-    row = next(line for line in out.stdout.splitlines() if line.startswith("│ rnn"))
+    assert "rnn: fitted decay" in out.stdout  # one cell: named in the title
+    row = [line for line in out.stdout.splitlines() if line.startswith("│ h/h")][-1]  # fits
     assert "exploding" in row and "not reached" in row and "> 100" not in row
     assert "∞" not in row and "— (exploding)" in row
 

@@ -2,6 +2,14 @@
 
 All three jobs (``decay``, ``report``, ``sweep``) show progress with :func:`progress`, on
 stderr, so stdout carries only data (``--json -``) or the path written.
+
+Nothing printed here is read as rich markup, and nothing from outside gateflow reaches the
+terminal unescaped: every table cell, title, caption, progress description, note and
+"wrote" line is a ``rich.text.Text`` (never parsed: a module named ``[/]``, a cell
+``lstm[gate=hard_sigmoid(0.2,0.5)]`` or a file ``[red]x.json`` prints as it is), made by
+:func:`text` from :func:`gateflow._text.safe` (control characters as visible escapes) and
+elided in the middle when very long. A pipe that breaks under the console is an error
+(``BrokenPipeError``, one line from the command line), not rich's silent exit 1.
 """
 
 from __future__ import annotations
@@ -13,13 +21,31 @@ from typing import Any
 
 import numpy as np
 
+from gateflow._text import WORD_LIMIT, elide, one_line, safe
 from gateflow.analysis._analysis import EXPLODING, VANISHING
 from gateflow.presentation import _numbers as num
 from gateflow.presentation._labels import direct_label
 
-__all__ = ["Bar", "console", "fit_table", "fmt_efold", "fmt_horizon", "fmt_r2",
+__all__ = ["Bar", "console", "fit_table", "fmt_efold", "fmt_horizon", "fmt_r2", "line",
            "lyapunov_table", "modules_report", "progress", "say", "skipped_lines",
-           "summary_table", "whole_numbers"]
+           "summary_table", "text", "whole_numbers", "wrote"]
+
+
+def text(value, style: str | None = None, limit: int | None = WORD_LIMIT):
+    """``value`` as a rich Text that is never read as markup: control characters escaped
+    (:func:`gateflow._text.safe`), elided in the middle past ``limit`` characters (None:
+    never). For a table cell, a title, a name."""
+    from rich.text import Text
+
+    shown = safe(value)
+    return Text(shown if limit is None else elide(shown, limit), style=style or "")
+
+
+def line(value, style: str | None = None):
+    """``value`` as one printable line (:func:`gateflow._text.one_line`), a rich Text."""
+    from rich.text import Text
+
+    return Text(one_line(value), style=style or "")
 
 
 def fmt_horizon(fit, T: int) -> str:
@@ -41,27 +67,49 @@ def fmt_r2(fit) -> str:
     return num.r2(fit.r2, style="plain")
 
 
-def console(*, stderr: bool = True, quiet: bool = False):
-    """A rich Console (stderr by default); with ``NO_COLOR`` set (https://no-color.org), no
-    colour and no other style either: plain text."""
-    import os
-
+def _console_class():
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would point stdout at the null device and exit 1 without a word: the
+            # command line says it in one line instead (exit 2)
+            self.quiet = True
+            raise BrokenPipeError(32, "broken pipe")
+
+    return _Console
+
+
+def console(*, stderr: bool = True, quiet: bool = False):
+    """A rich Console (stderr by default); with ``NO_COLOR`` set (https://no-color.org), no
+    colour and no other style either: plain text. A broken pipe raises
+    ``BrokenPipeError``."""
+    import os
+
+    cls = _console_class()
     if os.environ.get("NO_COLOR"):
-        return Console(stderr=stderr, quiet=quiet, color_system=None)
-    return Console(stderr=stderr, quiet=quiet)
+        return cls(stderr=stderr, quiet=quiet, color_system=None)
+    return cls(stderr=stderr, quiet=quiet)
 
 
-def say(line: str) -> None:
+def say(message: str) -> None:
     """One line on stderr (a ``note:`` or ``warning:``), never wrapped or cropped, whatever
-    the terminal's width: a line a person may copy stays one line."""
+    the terminal's width: a line a person may copy stays one line. Escaped and bounded
+    (:func:`gateflow._text.one_line`): a note may quote a name read from a file."""
     from rich.text import Text
 
-    head, sep, rest = line.partition(": ")
+    shown = one_line(message)
+    head, sep, rest = shown.partition(": ")
     style = {"warning": "yellow", "note": "dim"}.get(head) if sep else None
-    text = Text.assemble((head + sep, style or ""), rest) if style else Text(line)
-    console().print(text, soft_wrap=True, highlight=False)
+    out = Text.assemble((head + sep, style or ""), rest) if style else Text(shown)
+    console().print(out, soft_wrap=True, highlight=False)
+
+
+def wrote(screen, paths) -> None:
+    """``wrote <path>``, one line per file written, on ``screen`` (a :func:`console`): the
+    path as it is, never markup (``[red]x.json``), its control characters escaped."""
+    for p in paths:
+        screen.print(line(f"wrote {safe(p)}"), soft_wrap=True, highlight=False)
 
 
 class Bar:
@@ -88,6 +136,14 @@ class Bar:
         self.set(self.done + steps, description)
 
 
+class _Described(Bar):
+    """A bar whose descriptions are escaped and bounded like every printed line."""
+
+    def set(self, done: int, description: str | None = None) -> None:
+        super().set(done, None if description is None
+                    else one_line(description, limit=WORD_LIMIT))
+
+
 @contextmanager
 def progress(description: str, total: int, *, quiet: bool = False,
              transient: bool = False) -> Iterator[Bar]:
@@ -105,11 +161,11 @@ def progress(description: str, total: int, *, quiet: bool = False,
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console(),
-                  transient=transient) as bar:
-        task = bar.add_task(description, total=total)
-        yield Bar(bar, task, total)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console(), transient=transient) as bar:
+        task = bar.add_task(one_line(description, limit=WORD_LIMIT), total=total)
+        yield _Described(bar, task, total)
 
 
 # -- gateflow decay's tables ----------------------------------------------------------------
@@ -128,14 +184,15 @@ def _plain(cell) -> str:
     return cell if isinstance(cell, str) else getattr(cell, "plain", "")
 
 
-def whole_numbers(table, width: int | None = None):
+def whole_numbers(table, width: int | None = None, whole: tuple[str, ...] = ()):
     """``table`` with every number kept whole: text that does not fit folds onto the next
     line (a header, a long name) instead of being cut with "…", and no column is narrower
     than the longest number (or name with a digit: ``h_l1/h_l0``) in it. With ``width``
     (the console's), the columns are narrowed to fit it, widest first, each down to that
     minimum; a table that cannot fit even so is made wider than the console, to be printed
-    with ``crop=False`` (the terminal folds its lines; nothing is lost). Returns the
-    table."""
+    with ``crop=False`` (the terminal folds its lines; nothing is lost). Columns whose
+    header is in ``whole`` (labels such as ``∏ diag(1 − f_t)``) keep each cell on one line.
+    Returns the table."""
     columns = table.columns
     least, word, headed, natural = [], [], [], []
     for column in columns:
@@ -147,6 +204,9 @@ def whole_numbers(table, width: int | None = None):
         word.append(max(longest, numbers, min(header, 4), 1))
         headed.append(max(word[-1], header))
         natural.append(max([len(_plain(column.header)), *map(len, cells), 1]))
+        if _plain(column.header) in whole:
+            numbers = max(map(len, cells), default=numbers)
+            least[-1] = word[-1] = headed[-1] = max(numbers, headed[-1])
         column.overflow = "fold"
         column.min_width = numbers or None
     if width is None:
@@ -224,15 +284,15 @@ def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
         count = max(1, min(count, room // (number + _PER_COLUMN)))
     lags = _spread(lags, count)
     sizes = ", ".join(f"{k}={v}" for k, v in result.shapes.items() if k not in ("T", "B", "d"))
-    table = Table(title=f"{result.cell}: mean log10 norm over the batch "
-                        f"(T={T}, B={result.shapes['B']}, {sizes})",
+    table = Table(title=line(f"{result.cell}: mean log10 norm over the batch "
+                             f"(T={T}, B={result.shapes['B']}, {sizes})", "table.title"),
                   caption=_caption(bool(inputs), any(_CROSS.search(n) for n, _, _ in series)))
     table.add_column("block", style="bold cyan", no_wrap=True)
     table.add_column("norm", no_wrap=True)
     for k in lags:
         table.add_column(f"k={k}", justify="right", no_wrap=True)
     for name, norm, a in series:
-        table.add_row(name, norm, *(shown(name, a, k) for k in lags))
+        table.add_row(text(name), norm, *(shown(name, a, k) for k in lags))
     return whole_numbers(table, width)
 
 
@@ -246,36 +306,37 @@ def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float,
 
     norms = {f.norm for f in fits.values()}
     one = next(iter(fits)) if len(fits) == 1 else None
-    table = Table(title=f"{one + ': ' if one else ''}fitted decay of the batch median "
-                        f"({'/'.join(sorted(norms))} norm; e-folding lag and memory horizon "
-                        f"in steps; memory horizon: first lag below "
-                        f"{num.given(threshold, style='plain')})")
+    table = Table(title=line(f"{one + ': ' if one else ''}fitted decay of the batch median "
+                             f"({'/'.join(sorted(norms))} norm; e-folding lag and memory "
+                             f"horizon in steps; memory horizon: first lag below "
+                             f"{num.given(threshold, style='plain')})", "table.title"))
     if one is None:
         table.add_column("cell", style="bold cyan")
     table.add_column("block")
-    for h in ("regime", "factor/step", "R²", "e-folding", "horizon"):
+    for h in ("regime", "factor per step", "R²", "e-folding", "horizon"):
         table.add_column(h, justify="right")
     for cell, cf in fits.items():
-        head = () if one else (cell,)
+        head = () if one else (text(cell),)
         rows = [*cf.blocks.items(), *((direct_label(cell, s), f) for s, f in cf.direct.items())]
         if not cf.blocks:
             table.add_row(*head, "(memory block not measured)", "—", "—", "—", "—", "—")
         for name, f in rows:
             style = "bold red" if f.regime == EXPLODING else None
-            table.add_row(*head, name, f.regime, f"×{num.factor(f.factor, style='plain')}",
+            table.add_row(*head, text(name), f.regime,
+                          f"×{num.factor(f.factor, style='plain')}",
                           fmt_r2(f), fmt_efold(f),
                           fmt_horizon(f, steps[cell]), style=style)
     table.caption = ("lines fitted over every lag with a finite norm; exploding, neutral and "
                      "non-monotone curves get no e-folding lag; horizon none (or not reached): "
                      "above the threshold at every lag measured")
-    return whole_numbers(table, width)
+    return whole_numbers(table, width, whole=("cell", "block"))
 
 
 def skipped_lines(skipped) -> Any:
     """``skipped: ...``, one line for each thing a model file's reader skipped."""
     from rich.text import Text
 
-    return Text("\n".join(f"skipped: {line}" for line in skipped), style="yellow")
+    return Text("\n".join(one_line(f"skipped: {what}") for what in skipped), style="yellow")
 
 
 def modules_report(name: str, rows: list[dict], skipped=(), width: int | None = None
@@ -288,18 +349,17 @@ def modules_report(name: str, rows: list[dict], skipped=(), width: int | None = 
     meant to be printed with ``soft_wrap=True``: one line at any width, so that a command
     pasted runs as printed."""
     from rich.table import Table
-    from rich.text import Text
 
-    table = Table(title=f"{name}: {len(rows)} recurrent module(s)")
+    table = Table(title=line(f"{name}: {len(rows)} recurrent module(s)", "table.title"))
     for col in ("module", "kind", "cell", "layers", "directions", "n", "d", "proj"):
         table.add_column(col, style="bold cyan" if col == "module" else None,
                          justify="right" if col in ("layers", "n", "d", "proj") else "left")
     out: list = [table]
     for r in rows:
         cell = r["cell"] or " or ".join(r["cells"]) + " (give --cell)"
-        table.add_row(r["module"] or "''", f"{r['framework']} {r['kind']}", cell,
-                      str(r["layers"]), ", ".join(r["directions"]), str(r["hidden"]),
-                      str(r["input"]), str(r["proj"] or "-"))
+        table.add_row(text(r["module"] or "''"), text(f"{r['framework']} {r['kind']}"),
+                      text(cell, limit=None), str(r["layers"]), ", ".join(r["directions"]),
+                      str(r["hidden"]), str(r["input"]), str(r["proj"] or "-"))
         what = r["module"] or r["kind"]
         layout = r.get("layout", "unknown")
         about = [f"{r['framework']} {r['kind']}"]
@@ -307,20 +367,22 @@ def modules_report(name: str, rows: list[dict], skipped=(), width: int | None = 
             about.append(r["where"])
         about.append({"time-major": "inputs (T, B, d)", "batch-major": "inputs (B, T, d)"}
                      .get(layout, "inputs: the file does not say (read as (T, B, d))"))
-        out.append(Text(f"# {what}: {'; '.join(about)}", style="dim"))
-        out.append(Text(r["command"], style="green") if r["command"]
-                   else Text(f"# not analysed: {r['note']}", style="yellow"))
+        out.append(line(f"# {what}: {'; '.join(about)}", "dim"))
+        # the command whole (it is shell-quoted: control characters are already \-escapes
+        # inside $'...'), so that it runs as printed
+        out.append(text(r["command"], "green", limit=None) if r["command"]
+                   else line(f"# not analysed: {r['note']}", "yellow"))
     if not rows:
         table.caption = "no nn.RNN/LSTM/GRU, *Cell, ONNX or Keras recurrent module found"
     for r in rows:
         label = r["module"] or r["kind"]
         if r["note"] and r["command"]:
-            out.append(Text(f"note ({label}): {r['note']}", style="dim"))
-        out += [Text(f"note ({label}): {line}", style="dim") for line in r.get("assumed", ())]
+            out.append(line(f"note ({label}): {r['note']}", "dim"))
+        out += [line(f"note ({label}): {said}", "dim") for said in r.get("assumed", ())]
     if any(r.get("layout", "unknown") == "unknown" for r in rows):
-        out.append(Text("note: where the file does not say the inputs' axis order, gateflow "
+        out.append(line("note: where the file does not say the inputs' axis order, gateflow "
                         "decay reads --inputs time-major (T, B, d) and says so; add "
-                        "--batch-first for (B, T, d)", style="dim"))
+                        "--batch-first for (B, T, d)", "dim"))
     if skipped:
         out.append(skipped_lines(skipped))
     whole_numbers(table, width)
@@ -332,7 +394,8 @@ def lyapunov_table(res, width: int | None = None):
     and the Kaplan–Yorke dimension."""
     from rich.table import Table
 
-    table = Table(title=f"{res.cell}: Lyapunov exponents (natural log per step)")
+    table = Table(title=line(f"{res.cell}: Lyapunov exponents (natural log per step)",
+                             "table.title"))
     table.add_column("i", justify="right")
     table.add_column("λ_i", justify="right")
     table.add_column("e-folding (steps)", justify="right")
