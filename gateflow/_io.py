@@ -17,6 +17,10 @@ cache) goes through here, so these promises hold everywhere:
   existing folder only when its content is exactly that manifest; a folder holding anything
   else, the working directory, the home directory, ``/``, any folder above those, and any
   folder holding ``.git`` are always refused.
+* **Never over an input.** An output that is one of the run's input files (the same path
+  once resolved, or the same inode: a hard or symbolic link, ``./w.pt`` and ``w.pt``) is
+  refused, with or without ``--overwrite`` (:func:`refuse_inputs`, ``check_file(...,
+  inputs=...)``).
 * **stdout.** The path ``-`` (:data:`STDOUT`) writes to standard output.
 * Permissions are what ``open`` and ``mkdir`` would give (``mkstemp``/``mkdtemp`` would
   leave 0600/0700), unless a caller forces a mode (the private compile cache).
@@ -32,14 +36,14 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from gateflow._errors import GateflowError
 
-__all__ = ["MANIFEST", "STDOUT", "check_dir", "check_file", "fresh_dir", "staged_dir",
-           "write_files"]
+__all__ = ["MANIFEST", "STDOUT", "check_dir", "check_file", "fresh_dir", "refuse_inputs",
+           "staged_dir", "staged_files", "write_files"]
 
 #: The output path that means standard output.
 STDOUT = Path("-")
@@ -115,9 +119,52 @@ def _check_target(path: Path, what: str, overwrite: bool) -> None:
                             "it or choose another path")
 
 
-def check_file(path, what: str = "output", *, overwrite: bool = False) -> Path:
+def _same_file(a, b) -> bool:
+    """Whether the existing paths ``a`` and ``b`` are one file (device and inode, links
+    followed); False when either does not exist or cannot be looked at."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def refuse_inputs(path, what: str, inputs: Mapping[str, object] | None) -> None:
+    """Refuse to write ``path`` when it is one of the run's input files.
+
+    ``inputs`` maps how each input was given (``"--weights"``, ``"--inputs"``, ``"--s0"``,
+    ``"the model"``) to its path (None, empty and ``-`` are skipped). The same file is the
+    same inode (links followed: ``./x.npy``, ``x.npy``, a symbolic or hard link to it);
+    an output that does not exist yet can replace nothing. Raised whatever ``overwrite``
+    says: an input is never an output of the same run."""
+    if not inputs or path is None or not str(path).strip() or Path(path) == STDOUT:
+        return
+    for flag, given in inputs.items():
+        if given is None or not str(given).strip() or Path(str(given)) == STDOUT:
+            continue
+        if _same_file(path, given):
+            named = "" if str(given) == str(path) else f" ({str(given)!r})"
+            raise GateflowError(f"cannot write {what} {str(path)!r}: it is the {flag} file of "
+                                f"this run{named}, and gateflow never writes over its inputs; "
+                                "choose another path")
+
+
+def _unwritable(folder: Path) -> str:
+    """Why ``os.access`` refused writing into ``folder``: a read-only file system, or
+    permissions."""
+    try:
+        if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return "read-only file system"
+    except (OSError, AttributeError):
+        pass
+    return "permission denied"
+
+
+def check_file(path, what: str = "output", *, overwrite: bool = False,
+               inputs: Mapping[str, object] | None = None) -> Path:
     """An output path that may be written: ``-`` (stdout), a new file in an existing folder,
-    or (only with ``overwrite``) an existing regular file. Checked before any work."""
+    or (only with ``overwrite``) an existing regular file that is none of the run's
+    ``inputs`` (see :func:`refuse_inputs`). Checked before any work."""
     if path is None or (isinstance(path, str) and not path.strip()):
         raise GateflowError(f"the {what} path is empty; give a file name")
     try:
@@ -141,26 +188,45 @@ def check_file(path, what: str = "output", *, overwrite: bool = False) -> Path:
         raise GateflowError(f"cannot write {what} {str(path)!r}: {_reason(exc)}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise GateflowError(f"cannot write {what} {str(path)!r}: {str(folder)!r} is not a folder")
+    refuse_inputs(path, what, inputs)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise GateflowError(f"cannot write {what} {str(path)!r}: permission denied on folder "
-                            f"{str(folder)!r}")
+        raise GateflowError(f"cannot write {what} {str(path)!r}: {_unwritable(folder)} on "
+                            f"folder {str(folder)!r}")
     _check_target(path, what, overwrite)
     return path
 
 
 def write_files(payloads: dict[Path, bytes], *, overwrite: bool = False,
-                mode: int | None = None) -> None:
-    """Write every file or none: stage each next to its target, then move them into place.
+                mode: int | None = None, output: bool = True) -> None:
+    """Write every file or none: stage each next to its target, then move them into place
+    (:func:`staged_files` with nothing in between)."""
+    with staged_files(payloads, overwrite=overwrite, mode=mode, output=output):
+        pass
 
-    A target must be new or, with ``overwrite``, an existing regular file (checked again
-    right before the move). ``mode`` forces the files' permissions (0o600 for the private
-    cache), whatever the umask; by default they get what ``open`` would give. A payload for
-    :data:`STDOUT` is written to standard output after the files.
+
+@contextmanager
+def staged_files(payloads: dict[Path, bytes], *, overwrite: bool = False,
+                 mode: int | None = None, output: bool = True) -> Iterator[None]:
+    """Stage every file next to its target on entering (what a full disk or a folder
+    without permission makes fail), run the block (a job prints its tables there: what
+    is said to be written is written only once everything that can fail has run), then
+    write the :data:`STDOUT` payload and move every file into place: all or none.
+
+    A target must be new or, with ``overwrite``, an existing regular file (checked on
+    entering and again right before the move). ``mode`` forces the files' permissions
+    (0o600 for the private cache), whatever the umask; by default they get what ``open``
+    would give. An error or a signal in the block or before the move removes the staged
+    files. The moves run :func:`gateflow._interrupt.deferred` (a signal is raised once they
+    are done) and, for an ``output`` of the command (not the cache), are recorded
+    (:func:`gateflow._interrupt.committed`) so that an interrupted run says what it wrote.
     """
+    from gateflow import _interrupt
+
     stdout = payloads.get(STDOUT)
     files = {Path(p): data for p, data in payloads.items() if Path(p) != STDOUT}
     staged: list[tuple[str, Path]] = []
     created: list[Path] = []
+    in_block = False
     try:
         for path, data in files.items():
             _check_target(path, "output", overwrite)
@@ -170,22 +236,29 @@ def write_files(payloads: dict[Path, bytes], *, overwrite: bool = False,
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.chmod(tmp, file_mode(path) if mode is None else mode)
+        in_block = True
+        yield
+        in_block = False
         for _, path in staged:  # every target once more, before the first move
             _check_target(path, "output", overwrite)
-        for tmp, path in staged:
-            if _place(tmp, path, overwrite):
-                created.append(path)
+        if stdout is not None:  # data to stdout before the files: a closed pipe leaves none
+            write_stdout(stdout)
+        with _interrupt.deferred():
+            for tmp, path in staged:
+                if _place(tmp, path, overwrite):
+                    created.append(path)
+            if output:
+                _interrupt.committed(*files)
     except BaseException as exc:
         for tmp, _ in staged:
             _unlink(tmp)
         for path in created:  # ours: created by this call a moment ago
             _unlink(path)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not in_block:  # the block's own errors are its own
             name = exc.filename if isinstance(exc.filename, str) else "output"
             raise GateflowError(f"cannot write {name}: {_reason(exc)}") from None
         raise
-    if stdout is not None:
-        write_stdout(stdout)
+    _interrupt.check()  # a signal that came during the moves, now that they are done
 
 
 def write_stdout(data: bytes) -> None:
@@ -372,20 +445,25 @@ def staged_dir(out, overwrite: bool = False) -> Iterator[Path]:
     except OSError as exc:
         _remove_empty(made)
         raise GateflowError(f"cannot create {str(out)!r}: {_reason(exc)}") from None
+    from gateflow import _interrupt
+
     old = None
     try:
         yield tmp
         write_manifest(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
         check_dir(out, overwrite)  # again: it may have appeared or changed meanwhile
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}.", suffix=".old", dir=parent))
-            os.replace(out, old / out.name)
-            why = _foreign(old / out.name)
-            if why is not None:  # changed in the last moment: put it back, untouched
-                os.replace(old / out.name, out)
-                raise GateflowError(f"--overwrite refused for {str(out)!r}: {why}")
-        os.replace(tmp, out)
+        with _interrupt.deferred():  # a signal waits for the swap; then it is said done
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}.", suffix=".old",
+                                            dir=parent))
+                os.replace(out, old / out.name)
+                why = _foreign(old / out.name)
+                if why is not None:  # changed in the last moment: put it back, untouched
+                    os.replace(old / out.name, out)
+                    raise GateflowError(f"--overwrite refused for {str(out)!r}: {why}")
+            os.replace(tmp, out)
+            _interrupt.committed(out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not out.exists() and (old / out.name).exists():
@@ -398,6 +476,7 @@ def staged_dir(out, overwrite: bool = False) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)  # verified above: only gateflow's files
+    _interrupt.check()  # a signal that came during the swap, now that it is done
 
 
 def _remove_empty(folders: list[Path]) -> None:

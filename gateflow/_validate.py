@@ -12,7 +12,13 @@ from numbers import Integral, Real
 
 from gateflow._errors import GateflowError
 
-__all__ = ["choose", "choose_many", "closest", "real", "real_array", "shown", "whole"]
+__all__ = ["MAX_DIGITS", "choose", "choose_many", "closest", "integer_text", "is_integer_text",
+           "real", "real_array", "shown", "whole"]
+
+#: The most digits a number written by a user may have (every 18-digit number fits an
+#: int64; Python's own limit, 4300, gives a traceback-shaped message).
+MAX_DIGITS = 18
+_ASCII_DIGITS = frozenset("0123456789")
 
 
 def shown(value, limit: int = 60) -> str:
@@ -67,6 +73,30 @@ def choose_many(value, valid, what: str, *, allow_empty: bool = False) -> tuple[
     return tuple(dict.fromkeys(choose(v, valid, what) for v in items))
 
 
+def is_integer_text(text) -> bool:
+    """Whether ``text`` is a whole number as gateflow reads one: ASCII digits 0-9 only (an
+    optional leading ``-`` or ``+``), at most :data:`MAX_DIGITS` of them. ``int`` accepts
+    more (fullwidth ``１``, Arabic-Indic digits, ``1_000``, surrounding spaces) and fails
+    past 4300 digits; none of those is a number a user means here."""
+    if not isinstance(text, str):
+        return False
+    body = text[1:] if text[:1] in ("-", "+") else text
+    return 0 < len(body) <= MAX_DIGITS and set(body) <= _ASCII_DIGITS
+
+
+def integer_text(text, what: str, fix: str = "") -> int:
+    """``text`` (see :func:`is_integer_text`) as an int, or a GateflowError
+    ``"{what}: '…' is not an integer (why); {fix}"`` whose quote is bounded."""
+    if is_integer_text(text):
+        return int(text)
+    body = str(text)[1:] if str(text)[:1] in ("-", "+") else str(text)
+    why = (f" (more than {MAX_DIGITS} digits)" if len(body) > MAX_DIGITS
+           and set(body) <= _ASCII_DIGITS
+           else " (digits 0-9 only)" if any(c.isdigit() for c in body) else "")
+    raise GateflowError(f"{what}: {shown(text)} is not an integer{why}"
+                        + (f"; {fix}" if fix else ""))
+
+
 def whole(value, what: str, lo: int = 1, hi: int | None = None) -> int:
     """``value`` as an int in ``lo..hi`` (Python or NumPy integers; not bool, float or str)."""
     span = (f"in {lo}..{hi}" if hi is not None else "a positive integer" if lo == 1
@@ -84,7 +114,11 @@ def real(value, what: str, *, lo: float | None = None, positive: bool = False,
     ``allow_inf``, and ``>= lo`` or ``> 0`` when asked."""
     if isinstance(value, (bool, str, bytes)) or not isinstance(value, Real):
         raise GateflowError(f"{what} must be a real number, got {shown(value)}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int (or Fraction) beyond the float range: 10**400
+        raise GateflowError(f"{what} must be a finite number, got one beyond the float range "
+                            f"({shown(value, 30)})") from None
     if math.isnan(v) or (math.isinf(v) and not allow_inf):
         raise GateflowError(f"{what} must be a finite number, got {v}")
     if (positive and not v > 0) or (lo is not None and v < lo):

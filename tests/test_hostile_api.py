@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from _hostile import assert_clean_error, assert_unchanged, run_cli, snapshot
+from _hostile import assert_clean_error, assert_unchanged, run_cli, run_subprocess, snapshot
 
 import gateflow as g
 from gateflow.jobs._decay import decay
@@ -24,6 +24,15 @@ P_RNN = g.init_params("rnn", 3, 2, seed=0)
 LAGS = np.arange(1, 6.0)
 LOGS = -0.5 * LAGS
 LSTM = g.get_cell("lstm")
+
+
+# finite weights and inputs whose product is not: [10, −10]·[1e308, 1e308] is inf − inf
+OVERFLOW_W = {"W": np.array([[10.0, -10.0]]), "U": np.array([[2.0]]), "b": np.zeros(1)}
+X_HUGE = np.full((5, 1, 2), 1e308)
+HUGE_U = {"W": np.ones((2, 2)), "U": np.diag([1e200, 1e200]), "b": np.zeros(2)}
+LYAP_HUGE = {"W": np.ones((2, 2)), "U": np.full((2, 2), 1.7e308), "b": np.zeros(2)}
+STACK_P = {"W_l0": np.ones((2, 1)), "U_l0": np.zeros((2, 2)), "b_l0": np.zeros(2),
+           "W_l1": np.ones((2, 2)), "U_l1": np.zeros((2, 2)), "b_l1": np.zeros(2)}
 
 
 def chain(**kw):
@@ -212,6 +221,40 @@ CASES = {
                        r"inputs must have shape \(T, B, d\)"),
     "kaplan_yorke text": (lambda: g.kaplan_yorke("abc"), r"exponents must hold real numbers"),
     "analyze not a model": (lambda: g.analyze(object()), r"capture needs"),
+    # -- no silent wrong numbers: finite factors whose products overflow
+    "all_lags W x overflows": (lambda: g.all_lags("rnn", OVERFLOW_W, X_HUGE),
+                               r"^the product W·x overflows float64 at step 1: the weights W "
+                               r"\(\|value\| up to 10\) times the inputs x_1 \(up to 1e\+308\)"),
+    "decay W x overflows": (lambda: decay("rnn", OVERFLOW_W, X_HUGE),
+                            r"the product W·x overflows float64 at step 1"),
+    "all_lags W x overflows float32": (
+        lambda: g.all_lags("rnn", OVERFLOW_W, np.full((3, 1, 2), 1e38), dtype="float32"),
+        r"the product W·x overflows float32 at step 1"),
+    "all_lags U h overflows (s0)": (
+        lambda: g.all_lags("rnn", {**OVERFLOW_W, "W": np.zeros((1, 2))}, np.zeros((3, 1, 2)),
+                           s0={"h": np.array([1e308])}), r"the product U·h overflows float64 at "
+        r"step 1: the weights U \(\|value\| up to 2\) times the state h_0 \(s0\)"),
+    "all_lags stack layer output overflows": (
+        lambda: g.all_lags(g.stack("rnn", 2), {**STACK_P, "W_l1": np.full((2, 2), 1.7e308)},
+                           np.ones((3, 1, 1))), r"the product W_l1·h_l0 overflows float64"),
+    "all_lags backward overflows": (
+        lambda: g.all_lags("rnn", HUGE_U, np.full((2, 1, 2), 1e-300)),
+        r"^the backward sweep overflows float64 at lag 1 \(rows on the state\)"),
+    "all_lags spectral on a huge s0": (
+        lambda: g.all_lags("lstm", P, X, s0={"c": np.full(4, 1.7e308)}, norms=("spectral",)),
+        r"the backward sweep overflows float64 at lag 1 .*a huge s0"),
+    "all_lags pull-back onto x overflows": (
+        lambda: g.all_lags("rnn", {**P_RNN, "W": np.full((3, 2), 1e200)},
+                           np.full((2, 1, 2), 1e-300), blocks=("h/x",)),
+        r"the backward sweep overflows float64 at lag 1 \(rows on x\)"),
+    "lyapunov U h overflows": (
+        lambda: g.lyapunov("rnn", LYAP_HUGE, np.ones((5, 1, 2))),
+        r"the product U·h overflows float64 at step 2"),
+    "lyapunov tangents overflow": (
+        lambda: g.lyapunov("rnn", LYAP_HUGE, np.full((5, 1, 2), 1e-300)),
+        r"the tangent map J_t Q overflows float64 at step 2"),
+    "fit_decay threshold 10**400": (lambda: g.fit_decay(LAGS, LOGS, threshold=10**400),
+                                    r"threshold must be a finite number, got one beyond"),
 }
 
 
@@ -303,3 +346,70 @@ def test_cli_derive_at_and_beyond_the_limit(sandbox, name):
 def test_cli_derive_limit_holds_in_every_format(sandbox, fmt):
     out = run_cli("derive", "gru", "--steps", g.derive("gru").max_steps + 1, "--format", fmt)
     assert_clean_error(out, r"too many to expand symbolically \(limit \d+ for gru")
+
+
+# -- no silent wrong numbers: what overflows is refused, what does not is exact --------------
+def test_large_but_representable_jacobians_are_exact():
+    """U = 1e100·I, W = 0: h stays 0, so tanh' = 1 and ∂h_T/∂h_{T−k} = U^k, whose
+    Frobenius norm √2·10^(100k) is far beyond float64 from k = 4; the renormalised sweep
+    gets it, and no overflow check refuses it."""
+    params = {"W": np.zeros((2, 2)), "U": np.diag([1e100, 1e100]), "b": np.zeros(2)}
+    res = g.all_lags("rnn", params, np.ones((6, 1, 2)))
+    k = np.arange(1, 7)
+    np.testing.assert_allclose(res.blocks["h/h"]["log10_frobenius"][:, 0],
+                               100 * k + np.log10(2) / 2, rtol=1e-13)
+    np.testing.assert_allclose(res.blocks["h/h"]["log10_spectral"][:, 0], 100 * k, rtol=1e-13)
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [("float64", 2.0**1019), ("float32", 2.0**123)])
+def test_cancelling_products_within_range_are_exact(dtype, scale):
+    """[10, −10]·[s, s] = 0 when 10·s is finite (and exact: s a power of two, so that a
+    fused multiply-add leaves no rounding residue): h stays 0, tanh' = 1 and
+    ∂h_T/∂h_{T−k} = 2^k; nothing is refused just for being large."""
+    res = g.all_lags("rnn", OVERFLOW_W, np.full((4, 1, 2), scale), dtype=dtype)
+    np.testing.assert_allclose(res.blocks["h/h"]["log10_frobenius"][:, 0],
+                               np.arange(1, 5) * np.log10(2), rtol=1e-6)
+
+
+def _overflow_files():
+    np.savez("w.npz", **OVERFLOW_W)
+    np.save("x.npy", X_HUGE)
+    np.savez("big.npz", **LYAP_HUGE)
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (("decay", "--cell", "rnn", "--weights", "w.npz", "-x", "x.npy", "--json", "out.json"),
+     r"the product W·x overflows float64 at step 1"),
+    (("decay", "--cell", "rnn", "--weights", "w.npz", "-x", "x.npy", "--csv", "-"),
+     r"the product W·x overflows float64 at step 1"),
+    (("lyapunov", "--cell", "rnn", "--weights", "w.npz", "-x", "x.npy", "--json", "out.json"),
+     r"the product W·x overflows float64 at step 1"),
+    (("lyapunov", "--cell", "rnn", "--weights", "big.npz", "--json", "out.json"),
+     r"the product U·h overflows float64"),
+    (("decay", "--cell", "rnn", "--weights", "big.npz", "--input-scale", "1e-300",
+      "--json", "out.json"), r"overflows float64 at (step|lag)"),
+], ids=["decay-json", "decay-csv-stdout", "lyapunov-inputs", "lyapunov-weights",
+        "decay-huge-weights"])
+def test_cli_overflow_is_one_line_and_writes_nothing(sandbox, args, pattern):
+    """The overflow is an error (never null, "exactly zero", or NaN exponents), said in one
+    line, and no output is written."""
+    _overflow_files()
+    before = snapshot(sandbox)
+    out = run_cli(*args, "-q")
+    assert_clean_error(out, pattern)
+    assert out.stdout == ""
+    assert_unchanged(before, snapshot(sandbox))
+
+
+def test_cli_overflow_prints_no_numpy_warnings(sandbox):
+    """With Python's default warning filters (not the suite's "error"), the spectral norm
+    of overflowing rows is one error line, not a storm of RuntimeWarnings and a
+    LinAlgError."""
+    np.savez("s0.npz", c=np.full(3, 1.7e308))
+    np.savez("big.npz", **LYAP_HUGE)
+    for args in (("--cell", "lstm", "--hidden", "3", "--s0", "s0.npz"),
+                 ("--cell", "rnn", "--weights", "big.npz", "--input-scale", "1e-300")):
+        out = run_subprocess("decay", *args, "--steps", "5", "--batch", "1", "--norms",
+                             "frobenius,spectral", "-q", cwd=sandbox)
+        assert_clean_error(out, r"overflows float64")
+        assert "Warning" not in out.stderr

@@ -319,8 +319,8 @@ WEIGHTS = [
     Case("pt-checkpoint", lambda: torch_file("w.pt", {"model": {}, "epoch": 3}),
          r"'w.pt' holds no arrays"),
     Case("pt-extras", lambda: torch_file("w.pt", {"weights": {}, "epoch": 3}),
-         r"entry 'weights' is a dict, not a tensor, and no entry 'state_dict' / "
-         r"'model_state_dict' / 'model' / 'net' holds the state_dict"),
+         r"'w.pt' holds no state dict with recurrent weights .*keys looked at: 'weights' "
+         r"\(an empty dict\), 'epoch' \(an int\); save model.state_dict\(\)"),
     Case("pt-complex", lambda: torch_file("w.pt", {"W": pytest.importorskip("torch").zeros(
         2, dtype=pytest.importorskip("torch").complex64)}), r"dtype torch\.complex64"),
     Case("pt-float8", lambda: torch_file("w.pt", {"W": pytest.importorskip("torch").zeros(
@@ -544,3 +544,202 @@ def test_16_bit_weights_are_read_alike_in_every_format(dtype, sandbox):
         torch = pytest.importorskip("torch")
         for k, t in st_torch.load_file("w.safetensors").items():
             np.testing.assert_array_equal(t.to(torch.float64).numpy(), sd[k])
+
+
+# -- Keras / HDF5: a model file is self-contained, or refused before any byte is read -------
+SECRET = b"root:x:0:0:root:/root:/bin/bash\n" * 8  # what a pointer outside the file would read
+VARS = "layers/lstm/cell/vars"
+SELF = "gateflow reads only what a model file holds itself"
+
+
+def _h5py():
+    return pytest.importorskip("h5py")
+
+
+def _lstm_vars(f, skip: str | None = None) -> None:
+    """A Keras 3 LSTM's variables (n=3, d=2) under ``layers/lstm/cell/vars``, all but
+    ``skip`` (which the case fills with an indirection)."""
+    g = f.require_group(VARS)
+    shapes = {"0": (D, 4 * N), "1": (N, 4 * N), "2": (4 * N,)}
+    for key, shape in shapes.items():
+        if key != skip:
+            g.create_dataset(key, data=np.full(shape, 0.25, np.float32))
+
+
+def _other_h5(name: str = "other.h5") -> str:
+    """A second HDF5 file an indirection can point at (the secret, as float32s)."""
+    with _h5py().File(name, "w") as f:
+        f.create_dataset("data", data=np.frombuffer(SECRET[:4 * N * 4 * N], np.float32)
+                         .reshape(N, 4 * N))
+    return name
+
+
+def h5_external_storage(target: str) -> Callable[[object], None]:
+    """Variable 1 keeps its bytes in ``target`` (HDF5 external storage)."""
+    def fill(f) -> None:
+        _lstm_vars(f, skip="1")
+        f[VARS].create_dataset("1", shape=(N, 4 * N), dtype=np.float32,
+                               external=[(target, 0, N * 4 * N * 4)])
+    return fill
+
+
+def h5_external_link(target: str) -> Callable[[object], None]:
+    def fill(f) -> None:
+        _lstm_vars(f, skip="1")
+        f[f"{VARS}/1"] = _h5py().ExternalLink(target, "/data")
+    return fill
+
+
+def h5_soft_link(f) -> None:
+    _lstm_vars(f, skip="1")
+    f.create_dataset("elsewhere", data=np.zeros((N, 4 * N), np.float32))
+    f[f"{VARS}/1"] = _h5py().SoftLink("/elsewhere")
+
+
+def h5_virtual(source: str, unlimited: bool = False) -> Callable[[object], None]:
+    """Variable 1 is a virtual dataset mapping ``source``:/data."""
+    def fill(f) -> None:
+        h5py = _h5py()
+        _lstm_vars(f, skip="1")
+        maxshape = (None, 4 * N) if unlimited else (N, 4 * N)
+        layout = h5py.VirtualLayout(shape=(N, 4 * N), dtype="f4", maxshape=maxshape)
+        vsource = h5py.VirtualSource(source, "data", shape=(N, 4 * N), maxshape=maxshape)
+        if unlimited:
+            end = h5py.h5s.UNLIMITED
+            layout[0:end, :] = vsource[0:end, :]
+        else:
+            layout[:, :] = vsource
+        f[VARS].create_virtual_dataset("1", layout, fillvalue=0)
+    return fill
+
+
+def h5_plugin_filter(f) -> None:
+    """Variable 1 compressed with a filter HDF5 does not have built in (zstd's id, marked
+    optional so that h5py writes it): reading it would search the plugin path."""
+    from h5py import h5d, h5p, h5s, h5t, h5z
+
+    _lstm_vars(f, skip="1")
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_chunk((N, 4 * N))
+    dcpl.set_filter(32015, h5z.FLAG_OPTIONAL, ())
+    ds = h5d.create(f[VARS].id, b"1", h5t.IEEE_F32LE, h5s.create_simple((N, 4 * N)), dcpl=dcpl)
+    _h5py().Dataset(ds)[...] = np.zeros((N, 4 * N), np.float32)
+
+
+def h5_link_at_root(target: str) -> Callable[[object], None]:
+    """A legacy Keras 2 .h5 whose model_weights group is an external link."""
+    def fill(f) -> None:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {
+            "name": "s", "layers": [{"class_name": "LSTM", "config": {"name": "lstm",
+                                                                      "units": N}}]}})
+        f["model_weights"] = _h5py().ExternalLink(target, "/")
+    return fill
+
+
+def keras_h5(name: str, fill: Callable[[object], None]) -> str:
+    """An HDF5 file at ``name`` filled by ``fill`` (gets the open h5py.File)."""
+    write("secret.bin", SECRET)
+    with _h5py().File(name, "w") as f:
+        fill(f)
+    return name
+
+
+def keras_archive(name: str, fill: Callable[[object], None]) -> str:
+    """A .keras zip whose model.weights.h5 member is filled by ``fill``."""
+    keras_h5("member.h5", fill)
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "LSTM", "config": {"name": "lstm", "units": N}}]}}
+    data = zip_bytes({"config.json": json.dumps(config).encode(),
+                      "metadata.json": b'{"keras_version": "3.4.1"}',
+                      "model.weights.h5": Path("member.h5").read_bytes()})
+    os.remove("member.h5")
+    return write(name, data)
+
+
+KERAS = [
+    Case("h5-external-storage", lambda: keras_h5("w.weights.h5", h5_external_storage(
+        "secret.bin")), rf"'{VARS}/1' keeps its data in another file, 'secret.bin' "
+        rf"\(HDF5 external storage\); {SELF}$"),
+    Case("h5-external-storage-absolute", lambda: keras_h5("w.weights.h5", h5_external_storage(
+        os.path.abspath("secret.bin"))), r"keeps its data in another file, '/.*/secret.bin'"),
+    Case("h5-external-link", lambda: keras_h5("w.weights.h5", (_other_h5(), h5_external_link(
+        "other.h5"))[1]), rf"'{VARS}/1' is an external link to 'other.h5' \(object '/data'\)"),
+    Case("h5-soft-link", lambda: keras_h5("w.weights.h5", h5_soft_link),
+         rf"'{VARS}/1' is a soft link \(Keras never writes one\); {SELF}$"),
+    Case("h5-virtual", lambda: keras_h5("w.weights.h5", (_other_h5(), h5_virtual(
+        "other.h5"))[1]), rf"'{VARS}/1' is a virtual dataset that maps data from 'other.h5'"),
+    Case("h5-virtual-self", lambda: keras_h5("w.weights.h5", h5_virtual(".")),
+         r"is a virtual dataset that maps data from '\.'"),
+    Case("h5-plugin-filter", lambda: keras_h5("w.weights.h5", h5_plugin_filter),
+         r"is compressed with HDF5 filter 32015, which would be loaded as a plugin"),
+    Case("h5-legacy-linked-weights", lambda: keras_h5("w.h5", (_other_h5(), h5_link_at_root(
+        "other.h5"))[1]), r"'model_weights' is an external link to 'other.h5'"),
+    Case("keras-external-storage", lambda: keras_archive("m.keras", h5_external_storage(
+        "secret.bin")), rf"cannot read 'm.keras': its member model.weights.h5: '{VARS}/1' "
+        r"keeps its data in another file, 'secret.bin'"),
+    Case("keras-external-link", lambda: keras_archive("m.keras", (_other_h5(), h5_external_link(
+        "other.h5"))[1]), r"its member model.weights.h5: '.*' is an external link"),
+    Case("keras-virtual", lambda: keras_archive("m.keras", (_other_h5(), h5_virtual(
+        "other.h5"))[1]), r"its member model.weights.h5: '.*' is a virtual dataset"),
+]
+
+
+@pytest.mark.parametrize(("case", "via"), _cases(KERAS))
+def test_hostile_keras_files(case, via, sandbox, monkeypatch):
+    """An HDF5 indirection to another file is refused, naming the dataset, and nothing of
+    the other file is read: the refusal comes before any dataset is read (h5py's reads are
+    made to fail if attempted)."""
+    path, before = _prepare(case, monkeypatch)
+    h5py = _h5py()
+    real_read = h5py.Dataset.__getitem__
+
+    def no_reading(self, *args, **kwargs):
+        raise AssertionError(f"dataset {self.name} read before the file was checked")
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_reading)
+    try:
+        _check(via, ["--weights", path, "--steps", 2, "--batch", 1],
+               lambda: load_model(path, cell="lstm"), case.match)
+    finally:
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", real_read)
+    assert_unchanged(before, snapshot("."))
+
+
+def test_self_contained_keras_files_still_read(sandbox):
+    """Compression built into HDF5 and h5py (gzip, shuffle, fletcher32, lzf) and chunked
+    storage are the file's own bytes: read, and equal to what was stored."""
+    h5py = _h5py()
+    U = np.arange(N * 4 * N, dtype=np.float32).reshape(N, 4 * N) / 8
+    with h5py.File("w.weights.h5", "w") as f:
+        g = f.require_group(VARS)
+        g.create_dataset("0", data=np.full((D, 4 * N), 0.5, np.float32), chunks=(1, 4 * N),
+                         compression="gzip", shuffle=True, fletcher32=True)
+        g.create_dataset("1", data=U, compression="lzf")
+        g.create_dataset("2", data=np.zeros(4 * N, np.float32))
+    _, params = load_model("w.weights.h5", cell="lstm")
+    np.testing.assert_array_equal(params["U_i"], U[:, :N].T)
+    np.testing.assert_array_equal(params["W_o"], np.full((N, D), 0.5))
+
+
+FIFO_TARGETS = {
+    "external-storage": lambda: keras_h5("w.weights.h5", h5_external_storage("pipe")),
+    "external-link": lambda: keras_h5("w.weights.h5", h5_external_link("pipe")),
+    "virtual": lambda: keras_h5("w.weights.h5", h5_virtual("pipe")),
+    "virtual-unlimited": lambda: keras_h5("w.weights.h5", h5_virtual("pipe", unlimited=True)),
+    "archive-external-storage": lambda: keras_archive("m.keras", h5_external_storage("pipe")),
+}
+
+
+@pytest.mark.parametrize("command", ["decay", "inspect"])
+@pytest.mark.parametrize("case", list(FIFO_TARGETS))
+def test_keras_pointer_to_a_fifo_never_blocks(case, command, sandbox):
+    """Pointed at a FIFO, HDF5 would block in open() forever: gateflow never opens it (a
+    child process, so that a regression times out instead of hanging the suite)."""
+    path = FIFO_TARGETS[case]()
+    make_node(Path("pipe"), "fifo")
+    before = snapshot(".")
+    args = ["decay", "--cell", "lstm", "--weights", path, "--steps", 2, "--batch", 1, "-q"] \
+        if command == "decay" else ["inspect", path]
+    out = run_subprocess(*args, cwd=sandbox, timeout=90)
+    assert_clean_error(out, r"'pipe'")
+    assert_unchanged(before, snapshot("."))

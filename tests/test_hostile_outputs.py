@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from _hostile import (
     snapshot,
     unprivileged_user,
 )
+
+from gateflow import GateflowError
 
 TINY = ("--hidden", "3", "--input-size", "2", "--steps", "4", "--batch", "2", "-q")
 REPORT_TINY = ("--hidden", "4", "--input-size", "2", "--steps", "6", "--batch", "2", "-q")
@@ -602,3 +605,151 @@ def test_a_swallowed_interrupt_prints_no_traceback(capsys):
         _interrupt.reset()
     assert seen == ["ValueError"]
     assert capsys.readouterr().err == ""
+
+
+# -- an output never replaces an input of the same run ------------------------------------------
+def _inputs_here(root: Path) -> None:
+    """x.npy (T=4, B=2, d=2), w.npz (an LSTM, n=3, d=2), s.npz (its initial state), and
+    links to them: a hard link and a folder that is a symbolic link to the sandbox."""
+    import numpy as np
+
+    import gateflow as g
+
+    np.save(root / "x.npy", g.make_inputs(4, 2, 2, seed=1))
+    g.save_params(root / "w.npz", "lstm", g.init_params("lstm", 3, 2, seed=0))
+    np.savez(root / "s.npz", h=np.zeros(3), c=np.zeros(3))
+    os.link(root / "w.npz", root / "hard.npz")
+    os.symlink(".", root / "here")
+
+
+_W, _X = ("--weights", "w.npz"), ("-x", "x.npy")
+INPUT_CASES = {
+    "csv-over-inputs": (("decay", *_X, "--csv", "x.npy", "--overwrite"), "--inputs", "x.npy"),
+    "csv-over-inputs-no-overwrite": (("decay", *_X, "--csv", "x.npy"), "--inputs", "x.npy"),
+    "json-over-weights": (("decay", *_W, "--json", "w.npz", "--overwrite"), "--weights",
+                          "w.npz"),
+    "json-over-weights-hard-link": (("decay", *_W, "--json", "hard.npz", "--overwrite"),
+                                    "--weights", "hard.npz", "w.npz"),
+    "csv-over-inputs-dot-slash": (("decay", *_X, "--csv", "./x.npy", "--overwrite"),
+                                  "--inputs", "x.npy"),  # Path drops the ./
+    "csv-over-inputs-via-link": (("decay", *_X, "--csv", "here/x.npy", "--overwrite"),
+                                 "--inputs", "here/x.npy", "x.npy"),
+    "json-over-s0": (("decay", "--s0", "s.npz", "--json", "s.npz", "--overwrite"), "--s0",
+                     "s.npz"),
+    "multi-cell-json-over-weights": (
+        ("decay", "--cell", "lstm,gru", "--weights", "w-{cell}.npz", "--json", "w-{cell}.npz",
+         "--overwrite"), r"--weights \(lstm\)", "w-lstm.npz", None),
+    "lyapunov-json-over-inputs": (("lyapunov", *_X, "--json", "x.npy", "--overwrite"),
+                                  "--inputs", "x.npy"),
+    "lyapunov-json-over-weights": (("lyapunov", *_W, "--json", "w.npz", "--overwrite"),
+                                   "--weights", "w.npz"),
+}
+
+
+@pytest.mark.parametrize("case", list(INPUT_CASES))
+def test_outputs_never_replace_an_input(sandbox, case):
+    args, flag, name, given = (*INPUT_CASES[case], None)[:4]
+    _inputs_here(sandbox)
+    if "w-{cell}.npz" in args:
+        import gateflow as g
+
+        g.save_params(sandbox / "w-lstm.npz", "lstm", g.init_params("lstm", 3, 2, seed=0))
+        g.save_params(sandbox / "w-gru.npz", "gru", g.init_params("gru", 3, 2, seed=0))
+    command, *rest = args
+    cell = [] if "--cell" in rest else ["--cell", "lstm"]
+    sizes = [] if "--weights" in rest or "-x" in rest else ["--hidden", "3"]
+    before = snapshot(sandbox)
+    out = run_cli(command, *cell, *sizes, *rest, "-q")
+    paren = "" if given is None else rf" \('{re.escape(given)}'\)"
+    assert_clean_error(out, rf"cannot write \S+ '{re.escape(name)}': it is the {flag} file of "
+                            rf"this run{paren}, and gateflow never writes over its inputs; "
+                            "choose another path$")
+    assert_unchanged(before, snapshot(sandbox))
+
+
+def test_refuse_inputs_api(sandbox):
+    """The one check the jobs share: by inode, links followed; a new path or stdout is never
+    an input."""
+    from gateflow._io import check_file, refuse_inputs
+
+    _inputs_here(sandbox)
+    for out in ("w.npz", "hard.npz", "here/w.npz", str(sandbox / "w.npz")):
+        with pytest.raises(GateflowError, match="it is the --weights file of this run"):
+            check_file(out, "JSON", overwrite=True, inputs={"--weights": "w.npz"})
+    refuse_inputs("new.json", "JSON", {"--weights": "w.npz"})
+    refuse_inputs("-", "JSON", {"--inputs": "-"})
+    refuse_inputs("x.npy", "CSV", {"--weights": "w.npz", "--inputs": None, "--s0": ""})
+    assert check_file("x.npy", "CSV", overwrite=True, inputs={"--weights": "w.npz"}).name \
+        == "x.npy"
+
+
+# -- a read-only file system is named as such ----------------------------------------------------
+def test_read_only_file_system_is_named(sandbox, monkeypatch):
+    """EROFS is "read-only file system", not "permission denied", where the folder is
+    checked (os.access) and where a file is placed (os.link)."""
+    import errno
+
+    from gateflow._io import check_file, write_files
+
+    real_access, real_statvfs = os.access, os.statvfs
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == "."
+                        else real_access(p, mode, **kw))
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly() if str(p) == "."
+                        else real_statvfs(p))
+    with pytest.raises(GateflowError, match=r"^cannot write JSON 'r.json': read-only file "
+                                            r"system on folder '\.'$"):
+        check_file("r.json", "JSON")
+    assert_clean_error(_decay("--json", "r.json"), r"read-only file system on folder")
+    monkeypatch.undo()
+
+    def erofs(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "r.json")
+
+    monkeypatch.setattr(os, "link", erofs)
+    monkeypatch.setattr(os, "replace", erofs)
+    with pytest.raises(GateflowError, match=r"^cannot write r.json: read-only file system$"):
+        write_files({Path("r.json"): b"{}"})
+    assert list(sandbox.iterdir()) == []
+
+
+# -- numbers written by the user: ASCII digits, bounded ------------------------------------------
+NUMBER_CASES = {
+    "layer-fullwidth": (("--weights", "w2.npz", "--layer", "１"), r"--layer '１' is out of range"),
+    "layer-arabic-indic": (("--weights", "w2.npz", "--layer", "١"), r"--layer '١' is out of range"),
+    "layer-5000-digits": (("--weights", "w2.npz", "--layer", "1" * 5000),
+                          r"--layer '1{40,}\.\.\. is out of range"),
+    "layer-underscore": (("--weights", "w2.npz", "--layer", "0_1"), r"--layer '0_1' is out of"),
+    "spectra-lags-fullwidth": (("--spectra", "s.svg", "--spectra-lags", "1,２"),
+                               r"--spectra-lags: '２' is not an integer \(digits 0-9 only\)"),
+    "spectra-lags-5000-digits": (("--spectra", "s.svg", "--spectra-lags", "9" * 5000),
+                                 r"--spectra-lags: '9{40,}\.\.\. is not an integer \(more than "
+                                 r"18 digits\)"),
+    "sizes-fullwidth": (("--cell", "lstm-proj", "--sizes", "p=２"),
+                        r"--sizes p must be a positive integer \(digits 0-9\), got '２'"),
+    "sizes-5000-digits": (("--cell", "lstm-proj", "--sizes", "p=" + "7" * 5000),
+                          r"--sizes p must be a positive integer \(digits 0-9\), got '7{40,}"),
+}
+
+
+@pytest.mark.parametrize("case", list(NUMBER_CASES))
+def test_numbers_are_ascii_digits_and_bounded(sandbox, case):
+    import gateflow as g
+    from gateflow.models.formats._pytorch import to_torch_state_dict
+
+    args, message = NUMBER_CASES[case]
+    sd = {**to_torch_state_dict("lstm", g.init_params("lstm", 3, 2, seed=0)),
+          **{k.replace("l0", "l1"): v for k, v in to_torch_state_dict(
+              "lstm", g.init_params("lstm", 3, 3, seed=1)).items()}}
+    import numpy as np
+
+    np.savez(sandbox / "w2.npz", **sd)
+    before = snapshot(sandbox)
+    cell = [] if "--cell" in args else ["--cell", "lstm"]
+    sizes = ["--steps", "4", "--batch", "1"] + ([] if "--weights" in args else ["--hidden", "3"])
+    line = assert_clean_error(run_cli("decay", *cell, *sizes, *args, "-q"), message)
+    assert len(line) < 300, len(line)
+    assert_unchanged(before, snapshot(sandbox))

@@ -16,7 +16,7 @@ import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._memory import check_fits
-from gateflow._validate import whole
+from gateflow._validate import is_integer_text, shown, whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import param_shapes, sizes_for
 from gateflow.cells._stack import input_lag_blocks
@@ -85,11 +85,10 @@ def parse_sizes(text) -> dict[str, int] | None:
         name = name.strip()
         if not sep or not name.isidentifier() or name in out:
             raise GateflowError(f"--sizes takes name=value pairs, e.g. p=16; got {item!r}")
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise GateflowError(f"--sizes {name} must be a positive integer, got "
-                                f"{value.strip()!r}") from None
+        if not is_integer_text(value.strip()):
+            raise GateflowError(f"--sizes {name} must be a positive integer (digits 0-9), got "
+                                f"{shown(value.strip())}")
+        number = int(value.strip())
         out[name] = whole(number, f"--sizes {name}")
     return out
 

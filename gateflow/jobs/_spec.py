@@ -15,7 +15,7 @@ from typing import Any
 
 from gateflow._errors import GateflowError
 from gateflow._io import STDOUT, check_file
-from gateflow._validate import choose_many
+from gateflow._validate import choose_many, integer_text
 from gateflow.cells._library import cell_names, get_cell
 from gateflow.cells._stack import input_lag_blocks
 from gateflow.jobs._contract import DEFAULT_NORMS
@@ -23,7 +23,7 @@ from gateflow.numeric._observers import NORMS
 from gateflow.presentation._plot import FIGURE_FORMATS
 
 __all__ = ["CELL_FIELD", "DecaySpec", "check_figure_path", "check_model_options",
-           "decay_spec", "parse_lags", "per_cell", "plan_outputs"]
+           "decay_spec", "parse_lags", "per_cell", "plan_outputs", "run_start"]
 
 CELL_FIELD = "{cell}"
 SPECTRA_LAGS = (1, 10, 100)
@@ -47,7 +47,11 @@ class DecaySpec:
     weights: Any = None  # a path, with {cell} for several cells
     #: the module of a model file (--weights with one cell, or none): its cell and params
     selection: Any = None
-    s0: dict | None = None  # initial state per block (--s0)
+    #: the initial state per block the run starts from: --s0's, else the one the model file
+    #: fixes (:attr:`Selection.s0`), else None (zeros); see :func:`run_start`
+    s0: dict | None = None
+    s0_source: dict | None = None  # where s0 comes from, for input_data["s0"]; None: zeros
+    s0_notes: list = field(default_factory=list)  # the note: line that says it
     data_opts: dict = field(default_factory=dict)  # generate()'s options shared by all cells
     gate_opts: dict = field(default_factory=dict)  # gate_bias, chrono: cells with a gate
     overwrite: bool = False
@@ -76,11 +80,7 @@ def parse_lags(text: str | None, default=SPECTRA_LAGS) -> tuple[int, ...]:
         s = s.strip()
         if not s:
             continue
-        try:
-            k = int(s)
-        except ValueError:
-            raise GateflowError(f"--spectra-lags: {s!r} is not an integer; give e.g. 1,10,100") \
-                from None
+        k = integer_text(s, "--spectra-lags", "give e.g. 1,10,100")
         if k < 1:
             raise GateflowError(f"--spectra-lags: lag {k} must be >= 1")
         out.add(k)
@@ -118,7 +118,7 @@ def plan_outputs(cells: tuple[str, ...], json_path, csv_path, plot_path, spectra
     multi = len(cells) > 1
 
     def _inputs(c: str) -> dict:  # the run's input files: never an output
-        return {f"--weights of {c}" if multi else "--weights": per_cell(weights, c),
+        return {f"--weights ({c})" if multi else "--weights": per_cell(weights, c),
                 "--inputs": inputs, "--s0": s0}
 
     for path, flag in ((json_path, "--json"), (csv_path, "--csv"), (plot_path, "--plot"),
@@ -186,6 +186,33 @@ def check_model_options(cells, weights, module, layer, direction) -> list[str]:
         raise GateflowError(f"{_picks(given)} of a model file; give the file with "
                             "--weights FILE")
     return given
+
+
+def run_start(selection, s0: dict | None, s0_path=None
+              ) -> tuple[dict | None, dict | None, list[str]]:
+    """The state a run starts from: ``s0`` (``--s0``, read from ``s0_path``) when given,
+    else the initial state the model file fixes (``selection.s0``, an ONNX node's
+    ``initial_h``/``initial_c`` constants), else zeros (None). Returns it, where it comes
+    from (the JSON's ``input_data["s0"]``; None for zeros) and the ``note:`` line that says
+    it (when the file fixes one)."""
+    from gateflow.jobs._inputs import file_source
+
+    fixed = None if selection is None else selection.s0
+    if s0 is not None:
+        source: dict[str, Any] = {"source": "--s0"}
+        if s0_path is not None:
+            source.update({k: v for k, v in file_source(s0_path).items() if k != "source"})
+        if fixed is None:
+            return s0, source, []
+        source["replaces"] = selection.s0_from
+        return s0, source, [f"note: --s0 replaces the initial state the model file fixes "
+                            f"({selection.s0_from})"]
+    if fixed is None:
+        return None, None, []
+    return fixed, {"source": "model file", "from": selection.s0_from,
+                   "blocks": sorted(fixed)}, [
+        f"note: the run starts from the initial state the model file fixes "
+        f"({selection.s0_from}), not zeros; --s0 FILE gives another"]
 
 
 def _threshold(value) -> float:
@@ -267,7 +294,9 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
         if multi:
             raise GateflowError("--s0 gives one cell's initial state; use it with one cell")
         state = load_state(s0, get_cell(cells[0]).state)
+    start, start_source, start_notes = run_start(selection, state, s0)
     return DecaySpec(cells=cells, norms=norm_t, blocks=block_t, dtype=dtype, backend=backend,
                      threshold=threshold, spectra_lags=sv_lags, files=files, figures=figs,
                      weights=weights, data_opts=data_opts, gate_opts=gate_opts,
-                     overwrite=overwrite, quiet=quiet, selection=selection, s0=state)
+                     overwrite=overwrite, quiet=quiet, selection=selection, s0=start,
+                     s0_source=start_source, s0_notes=start_notes)

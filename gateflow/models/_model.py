@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateflow._errors import GateflowError
-from gateflow._validate import shown
+from gateflow._validate import is_integer_text, shown
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import output_block, stack
 from gateflow.models._checks import as_cell, float_dtype
@@ -32,21 +32,30 @@ from gateflow.models.formats import read_models
 from gateflow.models.formats._files import as_path, label
 from gateflow.models.formats._recurrent import DIRECTIONS, Found, Recurrent
 
-__all__ = ["Selection", "direction_of", "find_models", "layer_of", "load_model",
-           "select_model", "skipped_summary"]
+__all__ = ["Selection", "batch_of", "direction_of", "find_models", "initial_state", "layer_of",
+           "load_initial_state", "load_model", "select_model", "skipped_summary"]
 
 Params = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Selection:
-    """One module, layer (or ``"all"``) and direction of a model file, ready to analyse."""
+    """One module, layer (or ``"all"``) and direction of a model file, ready to analyse.
+
+    ``s0`` is the initial state the file fixes for it, by state block of ``cell`` (an ONNX
+    node's ``initial_h``/``initial_c`` constants: ``{"h": (n,) or (B, n), "c": ...}``;
+    ``h_l0``, ``c_l0``, … for a stack), None when the file fixes none (zeros); ``s0_from``
+    says where it comes from. ``gateflow decay`` and ``lyapunov`` start from it unless given
+    ``--s0``; with the Python API pass it on yourself:
+    ``all_lags(sel.cell, sel.params, x, s0=sel.s0)``."""
 
     cell: Cell
     params: Params
     model: Recurrent
     layer: int | str
     direction: str
+    s0: dict[str, np.ndarray] | None = None
+    s0_from: str = ""
 
     @property
     def reverse(self) -> bool:
@@ -60,7 +69,8 @@ class Selection:
     def layer_inputs(self, x: np.ndarray) -> np.ndarray:
         """What this layer reads when the model reads ``x`` (T, B, d), time-major: ``x``
         itself for layer 0 (and ``"all"``); for layer L > 0, the outputs h of layers
-        0..L−1 run on ``x`` from zero states, both directions concatenated (the reverse
+        0..L−1 run on ``x`` from their initial states (zeros unless the file fixes them:
+        :func:`initial_state`), both directions concatenated (the reverse
         one run over the time-reversed sequence and turned back), as the framework
         computes them. Not yet time-reversed for this selection's own direction."""
         from gateflow.numeric._chain import states
@@ -70,8 +80,12 @@ class Selection:
             outs = []
             for direction in self.model.directions:
                 w = self.model.weights(self.cell.name, k, direction)
+                start = initial_state(self.model, self.cell.name, k, direction)
+                if start is not None:
+                    start = batch_of(start, x.shape[1], self.model.initial_from)
                 rev = direction == "reverse"
-                h = states(self.cell, w, x[::-1] if rev else x)[output_block(self.cell)][1:]
+                h = states(self.cell, w, x[::-1] if rev else x,
+                           start)[output_block(self.cell)][1:]
                 outs.append(h[::-1] if rev else h)
             x = np.ascontiguousarray(np.concatenate(outs, axis=2))
         return x
@@ -81,6 +95,29 @@ class Selection:
         name = f" {self.model.module!r}" if self.model.module else ""
         layer = "all layers" if self.layer == "all" else f"layer {self.layer}"
         return f"{self.model.kind}{name}, {layer}, {self.direction}"
+
+
+def initial_state(model: Recurrent, cell: str, layer: int, direction: str
+                  ) -> dict[str, np.ndarray] | None:
+    """The initial state ``model``'s file fixes for ``layer`` in ``direction``, by state
+    block (:attr:`Recurrent.initial`), float64; None when it fixes none (zeros)."""
+    if model.initial is None:
+        return None
+    out = model.initial(cell, layer, direction)
+    return {b: np.asarray(v, dtype=np.float64) for b, v in out.items()} or None
+
+
+def batch_of(s0: dict[str, np.ndarray], B: int, source: str) -> dict[str, np.ndarray]:
+    """A file's initial state ``s0`` checked against a run of ``B`` sequences: a block given
+    per sequence ((B', n)) needs B' = B."""
+    for b, v in s0.items():
+        if v.ndim == 2 and v.shape[0] != B:
+            raise GateflowError(
+                f"the initial state the model file fixes ({source}) holds {v.shape[0]} "
+                f"sequences (block {b!r}) but the run has {B}; give {v.shape[0]} sequences "
+                f"(--batch {v.shape[0]}, or --inputs with {v.shape[0]}), or another initial "
+                "state with --s0 FILE")
+    return s0
 
 
 def find_models(path, *, rename=None) -> Found:
@@ -164,8 +201,8 @@ def layer_of(model: Recurrent, layer) -> int | str:
                 "which depends on the future); analyse one layer with --layer L "
                 "--direction forward|reverse")
         return "all"
-    if isinstance(layer, str) and layer.strip().isdigit():
-        layer = int(layer)
+    if isinstance(layer, str) and is_integer_text(layer.strip()) and layer.strip()[0] != "+":
+        layer = int(layer)  # ASCII digits, bounded: not '１', not 5000 digits
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
             or not 0 <= layer < model.layers:
         raise GateflowError(f"--layer {shown(layer)} is out of range: {where} has "
@@ -251,14 +288,23 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
         except GateflowError as exc:
             raise GateflowError(f"{label(path)}: {exc}") from None
 
+    def initial(k: int) -> Params:
+        try:
+            return initial_state(model, base.name, k, direction) or {}
+        except GateflowError as exc:
+            raise GateflowError(f"{label(path)}: {exc}") from None
+
     if layer == "all" and model.layers > 1:
         chosen = stack(base, model.layers)
         params = {f"{p}_l{k}": v for k in range(model.layers) for p, v in weights(k).items()}
+        s0 = {f"{b}_l{k}": v for k in range(model.layers) for b, v in initial(k).items()}
     else:
         chosen = base
         params = weights(0 if layer == "all" else int(layer))
+        s0 = initial(0 if layer == "all" else int(layer))
     params = {p: np.ascontiguousarray(params[p], dtype=dt) for p in chosen.params}
-    return Selection(chosen, params, model, layer, direction)
+    return Selection(chosen, params, model, layer, direction, s0 or None,
+                     model.initial_from if s0 else "")
 
 
 def load_model(path, module=None, layer=None, direction=None, *, cell=None,
@@ -285,8 +331,37 @@ def load_model(path, module=None, layer=None, direction=None, *, cell=None,
 
     Returns:
         ``(cell, params)``, ready for :func:`gateflow.all_lags` and :func:`gateflow.decay`.
+        A file may also fix the module's initial state (an ONNX node's ``initial_h`` and
+        ``initial_c`` constants; ``gateflow inspect`` says so): it is not among the
+        parameters; :func:`gateflow.load_initial_state` with the same arguments returns it,
+        to pass on as ``all_lags(cell, params, x, s0=...)`` (``gateflow decay`` starts from
+        it unless given ``--s0``).
     """
     sel = select_model(path, module=module, layer=layer, direction=direction, cell=cell,
                        dtype=dtype, rename=rename)
     return sel.cell, sel.params
+
+
+def load_initial_state(path, module=None, layer=None, direction=None, *, cell=None,
+                       rename=None) -> dict[str, np.ndarray] | None:
+    """The initial state a model file fixes for one of its modules, or None when it fixes
+    none (the recurrence then starts from zeros, as the framework's does).
+
+    The arguments are :func:`gateflow.load_model`'s. Returns ``{block: array}`` in the
+    cell's state blocks (``"h"``, ``"c"``; ``"h_l0"``, … for ``layer="all"``), float64,
+    each (n,) — the same for every sequence — or (B, n) when the file gives one state per
+    sequence; a block left out starts from zeros. Pass it to :func:`gateflow.all_lags`
+    (``s0=``) with the cell and parameters of :func:`gateflow.load_model`::
+
+        cell, params = gf.load_model("model.onnx")
+        s0 = gf.load_initial_state("model.onnx")
+        res = gf.all_lags(cell, params, x, s0=s0)
+
+    ONNX ``LSTM``/``GRU``/``RNN`` nodes fix it with constant ``initial_h``/``initial_c``
+    inputs (an initializer, a ``Constant``, or a constant broadcast over the batch by
+    ``Expand``/``ConstantOfShape``); an initial state fed at run time (a graph input) is
+    not the file's: None, and ``gateflow inspect`` says so.
+    """
+    return select_model(path, module=module, layer=layer, direction=direction, cell=cell,
+                        rename=rename).s0
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from gateflow._errors import GateflowError
 from gateflow.numeric._compile import Bound, Compiled, GroupStep, Scatter
+from gateflow.numeric._measure import Step
 
-__all__ = ["Sweep"]
+__all__ = ["Sweep", "check_rows"]
 
 
 class Sweep:
@@ -113,6 +115,23 @@ class Sweep:
             else:
                 adj[g.arg] = contrib
         return adj
+
+
+def check_rows(step: Step, what: str) -> None:
+    """Refuse a backward step whose rows (on ``what``: the state, or what they are pulled
+    back onto) are no longer finite. The rows were renormalised the step before, so only
+    weights or states far beyond any trained model's can make G J_t overflow;
+    measuring such rows would give inf, NaN or a failed eigensolver instead of a norm."""
+    xp, ctx = step.ctx.xp, step.ctx
+    total = sum(step.sq(s) for s in ctx.state)
+    if bool(xp.all(xp.isfinite(total))):
+        return
+    big = float(np.finfo(ctx.dtype).max) ** 0.5
+    raise GateflowError(
+        f"the backward sweep overflows {ctx.dtype} at lag {step.k} (rows on {what}): one "
+        f"step's Jacobian is too large to measure (entries near {big:.0e} or above), so the "
+        "weights, or the states it is taken at (a huge s0), are out of range; rescale them"
+        + (" or use float64" if ctx.dtype == np.float32 else ""))
 
 
 def _rows(c):

@@ -53,8 +53,8 @@ from gateflow.cells._params import check_sizes
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import depends, emitted, input_lag_blocks, needed, restrict
 from gateflow.numeric._backend import get_backend, get_dtype
-from gateflow.numeric._backward import Sweep
-from gateflow.numeric._compile import Bound, Compiled, compile_cell
+from gateflow.numeric._backward import Sweep, check_rows
+from gateflow.numeric._compile import Bound, Compiled, Group, compile_cell
 from gateflow.numeric._measure import BlockNorm, Context, Measure, Renormaliser, Step
 from gateflow.numeric._norms import DirectPath, Probe, SingularValues
 from gateflow.numeric._observers import NORMS, OBSERVERS, resolve
@@ -62,8 +62,8 @@ from gateflow.numeric._pullback import Plan, Pulling
 from gateflow.numeric._pullback import plan as plan_pullbacks
 from gateflow.numeric._renorm import RowScale
 
-__all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "estimate_bytes",
-           "nonzero_blocks", "run", "states"]
+__all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "check_products",
+           "estimate_bytes", "nonzero_blocks", "run", "states"]
 
 #: The norms ``all_lags`` measures unless told otherwise.
 DEFAULT_NORMS = ("frobenius", "spectral")
@@ -191,6 +191,54 @@ def _check_input_shape(x: np.ndarray, n_in: int) -> tuple[int, int]:
     return T, B
 
 
+def _arg_text(arg: str, t: int) -> str:
+    """A product's argument as the message names it: x_t, a state at t − 1, a layer's
+    output at t, or an intermediate of the step."""
+    if arg == "x":
+        return f"the inputs x_{t}"
+    if arg.endswith("_prev"):
+        return f"the state {arg.removesuffix('_prev')}_{t - 1}" + (" (s0)" if t == 1 else "")
+    if arg.startswith("_"):
+        return f"an intermediate of step {t}"
+    return f"{arg}_{t}"
+
+
+def check_products(bound: Bound, vals: dict, t: int) -> None:
+    """Refuse a step whose products W v overflow although W and v are finite.
+
+    A GEMM of finite factors can still give ±inf or NaN: ``[10, −10] · [1e308, 1e308]`` is
+    inf − inf = NaN in floating point (or −inf, with a fused multiply-add), though its true
+    value is 0. Saturating activations then hide it (tanh(−inf) = −1, whose derivative is
+    exactly 0), so every Jacobian would be silently wrong. One finiteness test per product
+    and step; a product of a non-finite argument is left to the divergence check."""
+    xp = bound.xp
+    for g in bound.c.forward:
+        if not isinstance(g, Group):
+            continue
+        parts = [vals[a] for a in g.atoms]
+        whole = parts[0].base  # the group's one GEMM output, when the atoms are its columns
+        if whole is None or any(p.base is not whole for p in parts) \
+                or whole.size != sum(p.size for p in parts):
+            whole = None
+        # a finite sum means every term is finite (an inf or NaN would carry into it); only
+        # a sum that is not (an overflow, or a sum of huge finite values) is looked at closely
+        total = xp.sum(whole) if whole is not None else sum(xp.sum(p) for p in parts)
+        if bool(xp.isfinite(total)):
+            continue
+        bad = [j for j, p in enumerate(parts) if not bool(xp.all(xp.isfinite(p)))]
+        arg = vals[g.arg]
+        if not bad or not bool(xp.all(xp.isfinite(arg))):
+            continue  # fine, or the state itself diverged: the divergence check says so
+        w = g.weights[bad[0]]
+        top_w = float(xp.max(xp.abs(bound.params[w])))
+        top_v = float(xp.max(xp.abs(arg))) if arg.size else 0.0
+        raise GateflowError(
+            f"the product {w}·{g.arg.removesuffix('_prev')} overflows {bound.c.dtype} at step "
+            f"{t}: the weights {w} (|value| up to {top_w:.3g}) times {_arg_text(g.arg, t)} "
+            f"(up to {top_v:.3g}) give ±inf or NaN although both are finite, so every "
+            "Jacobian would be wrong; rescale the weights or the inputs (or s0)")
+
+
 class _Stopped(Exception):
     """Raised in a worker thread once the run was abandoned (see :func:`all_lags`)."""
 
@@ -218,6 +266,7 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None,
         for t in range(1, T + 1):
             _check(stop)
             vals = bound.step(x[t - 1], {b: states[b][t - 1] for b in states})
+            check_products(bound, vals, t)
             for b in states:
                 states[b][t] = vals[b]
             if coefs is not None:
@@ -531,7 +580,9 @@ def _sweep_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: 
                  renorm: Renormaliser, out_blocks, keep: bool, progress, single: bool,
                  stop=None, inputs: tuple[Plan, dict] | None = None) -> dict:
     """Forward pass and backward sweep for one slice of the batch; host arrays out."""
-    with np.errstate(divide="ignore", under="ignore"):  # log 0 = −inf: an exact zero
+    # log 0 = −inf is an exact zero; overflow is checked explicitly (check_products,
+    # check_rows), so NumPy's own warnings would only repeat it, once per array
+    with np.errstate(divide="ignore", under="ignore", over="ignore", invalid="ignore"):
         return _sweep_chunk_body(comp, bound, xd, s0, probe, blocks, measures, renorm,
                                  out_blocks, keep, progress, single, stop, inputs)
 
@@ -606,6 +657,7 @@ def _sweep_chunk_body(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measu
                                                                       dtype=dt)
              for s in cell.state}
         step = Step(ctx, k, A, renorm.logscale, coefs)
+        check_rows(step, "the state")
         for m in measures.values():
             m.observe(step)
         renorm.renormalise(step)  # in place: step.G is A

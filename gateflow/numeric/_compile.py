@@ -737,7 +737,7 @@ def _write_entry(path: Path, spec: dict) -> None:
             os.unlink(path)  # a rejected entry (a link is removed, not followed)
         except FileNotFoundError:
             pass
-        write_files({path: data}, mode=0o600)
+        write_files({path: data}, mode=0o600, output=False)
     except Exception:
         pass
 

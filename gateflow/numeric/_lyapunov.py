@@ -34,7 +34,7 @@ from gateflow._validate import real_array, shown, whole
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_sizes
 from gateflow.cells._record import Cell
-from gateflow.numeric._chain import _check_input_shape, _check_s0, block_dims
+from gateflow.numeric._chain import _check_input_shape, _check_s0, block_dims, check_products
 from gateflow.numeric._compile import Bound, Group, compile_cell
 
 __all__ = ["LyapunovResult", "kaplan_yorke", "lyapunov"]
@@ -113,6 +113,17 @@ def _scaled(coef, tangent: np.ndarray) -> np.ndarray:
     return c * tangent
 
 
+def _overflow(Z: np.ndarray, t: int, vals: dict, blocks) -> None:
+    """J_t Q is not finite: the state diverged (said by the state check), or the tangents
+    overflowed although Q is orthonormal, i.e. one step's Jacobian exceeds the range."""
+    if not all(np.all(np.isfinite(vals[b])) for b in blocks):
+        return
+    raise GateflowError(f"the tangent map J_t Q overflows float64 at step {t}: Q is "
+                        "orthonormal, so one step's Jacobian exceeds the range (weights, or "
+                        "states such as a huge s0, near the largest float) and its Lyapunov "
+                        "exponents would be NaN; rescale them")
+
+
 def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transient: int = 0,
              s0: dict | None = None, progress=None) -> LyapunovResult:
     """The K largest Lyapunov exponents of the state dynamics driven by ``x`` (T, B, d), per
@@ -161,6 +172,7 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
         for t in range(1, T + 1):
             check_interrupt()
             vals = bound.step(xh[t - 1], state)
+            check_products(bound, vals, t)
             coefs = bound.coefficients(vals)
             tan: dict[str, np.ndarray] = {f"{b}_prev": Q[:, first[j]:first[j + 1]]
                                           for j, b in enumerate(blocks)}
@@ -182,6 +194,8 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
                 tan[sink] = acc if acc is not None else np.zeros(
                     (B, bound.sizes[cell.node_sizes.get(sink, "n")], k))
             Z = np.concatenate([tan.get(b, np.zeros((B, dims[b], k))) for b in blocks], axis=1)
+            if not np.all(np.isfinite(Z)):
+                _overflow(Z, t, vals, blocks)
             Q, R = np.linalg.qr(Z)
             diag = np.diagonal(R, axis1=1, axis2=2)
             sign = np.where(diag < 0, -1.0, 1.0)
@@ -199,6 +213,9 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
             if progress is not None:
                 progress(t)
     lam = total / (T - transient)
+    if np.any(np.isnan(lam)):  # cannot happen after the checks above; never returned
+        raise GateflowError("a Lyapunov exponent came out NaN (the QR of J_t Q failed); "
+                            "rescale the weights or the inputs")
     order = np.argsort(-np.where(np.isnan(lam), -np.inf, lam), axis=1, kind="stable")
     lam = np.take_along_axis(lam, order, axis=1)
     return LyapunovResult(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from gateflow.cells._record import INPUT, Cell
 from gateflow.cells._stack import above, emitted, input_lag_blocks
-from gateflow.numeric._backward import Sweep
+from gateflow.numeric._backward import Sweep, check_rows
 from gateflow.numeric._compile import Bound, Compiled, Scatter, compile_cell
 from gateflow.numeric._measure import Context, Step
 
@@ -138,6 +138,7 @@ class Pulling:
             if adj.get(INPUT) is not None:
                 G[a.y] = A[a.carried] + adj[INPUT]
         step = Step(self.ctx, k, G, logscale, [] if in_coefs is None else in_coefs)
+        check_rows(step, " and ".join(self.plan.sources))
         for m in self.measures.values():
             m.observe(step)
 

@@ -54,6 +54,7 @@ from gateflow.models.formats._keras_vars import (
     Layer,
     Side,
     as_text,
+    check_self_contained,
     invalid,
     keras3_inferred,
     legacy_weights,
@@ -103,6 +104,7 @@ def scan(fh: BinaryIO, size: int, path: Path) -> Found:
             layers, writer = _scan_archive(h5py, fh, size, path, skipped)
         elif head.startswith(_HDF5):
             with h5py.File(fh, "r") as f:
+                check_self_contained(f, path, size)
                 layers, writer = _scan_hdf5(f, path, skipped)
         else:
             raise invalid(path, "neither a .keras zip archive nor an HDF5 file")
@@ -140,6 +142,7 @@ def _scan_archive(h5py, fh: BinaryIO, size: int, path: Path,
     version = meta.get("keras_version") if isinstance(meta, dict) else None
     writer = Writer(version if isinstance(version, str) else None, "saving-lib")
     with h5py.File(io.BytesIO(data), "r") as f:
+        check_self_contained(f, path, len(data), f"its member {_WEIGHTS}:")
         if not isinstance(config, dict):
             raise invalid(path, f"{_CONFIG} holds a {type(config).__name__}, not a model")
         return keras3_model(config, f, path, skipped), writer
@@ -245,7 +248,8 @@ def _record(layer: Layer, path: Path, writer: Writer) -> Recurrent:
                      weights=_weights_of(layer, choice.cells),
                      note="; ".join(filter(None, (layer.note, choice.note))),
                      layout="time-major" if time_major else "batch-major",
-                     assumed=tuple(dict.fromkeys(assumed)))
+                     assumed=tuple(dict.fromkeys(assumed)),
+                     activations_declared=layer.config is not None or layer.cudnn)
 
 
 def _family(cell: str) -> str | None:

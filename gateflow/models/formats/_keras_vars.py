@@ -11,6 +11,11 @@ Without a config the shapes fix the family: G = 4 is an LSTM, 3 a GRU, 1 a Simpl
 bias of (2·G·n,) is a cuDNN layer's (input and recurrent rows end to end). What the shapes
 cannot tell (activations, go_backwards) is for :mod:`._keras_config` and the record's
 ``assumed`` lines; groups that fit nothing are listed as skipped.
+
+A file is read only when it holds its own bytes (:func:`check_self_contained`, before any
+dataset is opened by name): HDF5 lets a file point elsewhere (external links, soft links,
+external storage, virtual datasets), and following a pointer would read whatever file it
+names, or block on a FIFO.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from gateflow.models._checks import clip
 from gateflow.models.formats._files import fits, show
 
 __all__ = ["DEPTH", "FIX", "GATES", "INFERRED", "Layer", "Side", "as_text", "cell_vars",
+           "check_self_contained",
            "container_of", "family_of", "halves", "invalid", "keras3_inferred", "legacy_side",
            "legacy_weights", "read_array", "read_side", "read_vars", "shapes_text",
            "stored_dtype", "vars_name", "weight_names"]
@@ -70,6 +76,106 @@ def invalid(path: Path, why: str) -> GateflowError:
 
 def as_text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# -- a file that holds its own bytes -------------------------------------------------------
+_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
+            6: "scaleoffset", 32000: "lzf"}  # built into HDF5 or h5py: no plugin is loaded
+_MAX_LINKS = 1_000_000
+_SAY = "gateflow reads only what a model file holds itself"
+
+
+def check_self_contained(f, path: Path, size: int, member: str = "") -> None:
+    """Refuse an HDF5 file that points at anything outside its own ``size`` bytes.
+
+    Every link is looked at without being followed (``H5Lvisit`` never crosses a soft or
+    external link): an external link or a soft link (or a link of a user-defined class) is
+    refused; every dataset's creation properties are read, never its data: a virtual
+    dataset, external storage, a filter HDF5 would load as a plugin, or storage (contiguous
+    or chunks) that lies past the file's end is refused. Only then is anything read by name,
+    so every name later resolves inside the file. ``member``: the archive member ``f`` is.
+    """
+    from h5py import h5d, h5l, h5o
+
+    where = f"{member} " if member else ""
+
+    def refuse(name: bytes, why: str) -> GateflowError:
+        shown_name = clip(repr(name.decode("utf-8", "replace")), 80)
+        return GateflowError(f"cannot read {show(path)}: {where}{shown_name} {why}; {_SAY}")
+
+    names: list[bytes] = []
+
+    def visit(name: bytes, info) -> tuple[bytes, str] | None:
+        """Returns (name, why) to stop at a link that leaves the file (an exception raised
+        inside h5py's callback would come out mangled)."""
+        if info.type == h5l.TYPE_EXTERNAL:
+            return name, f"is an external link to {_target(f.id.links.get_val(name))}"
+        if info.type == h5l.TYPE_SOFT:
+            return name, "is a soft link (Keras never writes one)"
+        if info.type != h5l.TYPE_HARD:
+            return name, f"is a link of user-defined class {info.type}"
+        names.append(name)
+        return (name, "") if len(names) > _MAX_LINKS else None
+
+    stop = f.id.links.visit(visit, info=True)
+    if stop is not None and stop[1]:
+        raise refuse(*stop)
+    if stop is not None:
+        raise GateflowError(f"cannot read {show(path)}: {where}holds more than {_MAX_LINKS} "
+                            "links; a Keras model holds far fewer")
+    for name in names:
+        if h5o.get_info(f.id, name).type != h5o.TYPE_DATASET:
+            continue
+        ds = h5d.open(f.id, name)
+        try:
+            _check_dataset(ds, name, size, refuse)
+        finally:
+            ds.close()
+
+
+def _target(value) -> str:
+    """An external link's (file, object), quoted for a message."""
+    if isinstance(value, tuple) and len(value) == 2:
+        file, obj = (as_text(v) for v in value)
+        return f"{clip(repr(file), 80)} (object {clip(repr(obj), 40)})"
+    return clip(repr(value), 80)
+
+
+def _check_dataset(ds, name: bytes, size: int, refuse) -> None:
+    """A dataset stored in place: no virtual layout, no external files, no plugin filter,
+    every byte of its storage inside the file (checked from the creation properties and
+    the chunk index; no data is read)."""
+    from h5py import h5d
+
+    dcpl = ds.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5d.VIRTUAL:
+        sources = sorted({as_text(dcpl.get_virtual_filename(i))
+                          for i in range(min(dcpl.get_virtual_count(), 8))})
+        raise refuse(name, "is a virtual dataset that maps data from "
+                     f"{clip(', '.join(map(repr, sources)), 80)}")
+    if dcpl.get_external_count():
+        file = as_text(dcpl.get_external(0)[0])
+        raise refuse(name, f"keeps its data in another file, {clip(repr(file), 80)} "
+                     "(HDF5 external storage)")
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        if code not in _FILTERS:
+            raise refuse(name, f"is compressed with HDF5 filter {code}, which would be "
+                         "loaded as a plugin")
+    if layout == h5d.CONTIGUOUS:
+        offset = ds.get_offset()
+        if offset is not None and offset + ds.get_storage_size() > size:
+            raise refuse(name, f"claims {ds.get_storage_size()} bytes at offset {offset}, "
+                         f"past the end of the file ({size} bytes)")
+    elif layout == h5d.CHUNKED:
+        def chunk(info) -> None:
+            if info.byte_offset is None or info.byte_offset + info.size > size:
+                raise refuse(name, f"claims a chunk of {info.size} bytes at offset "
+                             f"{info.byte_offset}, past the end of the file ({size} bytes)")
+        ds.chunk_iter(chunk)
+    elif layout != h5d.COMPACT:
+        raise refuse(name, f"has HDF5 storage layout {layout}, which gateflow does not read")
 
 
 def stored_dtype(ds) -> str:
