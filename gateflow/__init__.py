@@ -38,6 +38,7 @@ _EXPORTS = {
     "from_torch_state_dict": "models.formats._pytorch",
     "make_inputs": "models._inputs", "load_inputs": "models._inputs",
     "load_model": "models._model", "find_models": "models._model",
+    "load_initial_state": "models._model",
     "capture": "models._capture",
     "DecayFit": "analysis._analysis", "fit_decay": "analysis._analysis",
     "gate_path": "analysis._analysis", "mean_field_tanh": "analysis._analysis",
@@ -88,7 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gateflow.jobs._sweep import SweepGrid, sweep  # noqa: F401
     from gateflow.models._capture import capture  # noqa: F401
     from gateflow.models._inputs import load_inputs, make_inputs  # noqa: F401
-    from gateflow.models._model import find_models, load_model  # noqa: F401
+    from gateflow.models._model import find_models, load_initial_state, load_model  # noqa: F401
     from gateflow.models._params import init_params, load_params, save_params  # noqa: F401
     from gateflow.models.formats._pytorch import (  # noqa: F401
         TorchLayout,
@@ -142,6 +143,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "get_cell",
     "init_params",
     "kaplan_yorke",
+    "load_initial_state",
     "load_inputs",
     "load_model",
     "load_params",

@@ -85,13 +85,18 @@ def onnx_step(op: str, arrays: dict[str, np.ndarray], k: int, acts=None,
     return step
 
 
-def autograd_norms(step, blocks: tuple[str, ...], x: np.ndarray, n: int) -> dict:
-    """block "a/b" -> (T, B) Frobenius norms of ∂a_T/∂b_{T−k}, k = 1..T, from zero states."""
+def autograd_norms(step, blocks: tuple[str, ...], x: np.ndarray, n: int,
+                   start: dict | None = None) -> dict:
+    """block "a/b" -> (T, B) Frobenius norms of ∂a_T/∂b_{T−k}, k = 1..T, from zero states
+    or from ``start`` (block -> (B, n) array; a block left out starts from zeros)."""
     import torch
 
     xs = torch.as_tensor(np.asarray(x, dtype=np.float64))
     T, B = xs.shape[:2]
-    states = [{b: torch.zeros(B, n, dtype=torch.float64) for b in blocks}]
+    start = start or {}
+    states = [{b: torch.as_tensor(np.broadcast_to(np.asarray(start[b], dtype=np.float64),
+                                                  (B, n)).copy())
+               if b in start else torch.zeros(B, n, dtype=torch.float64) for b in blocks}]
     with torch.no_grad():
         for t in range(T):
             states.append(step(xs[t], states[-1]))

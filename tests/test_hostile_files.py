@@ -743,3 +743,112 @@ def test_keras_pointer_to_a_fifo_never_blocks(case, command, sandbox):
     out = run_subprocess(*args, cwd=sandbox, timeout=90)
     assert_clean_error(out, r"'pipe'")
     assert_unchanged(before, snapshot("."))
+
+
+# -- ONNX attributes of the wrong type (issue 18) ---------------------------------------------
+def _onnx():
+    return pytest.importorskip("onnx")
+
+
+def _onnx_lstm(name: str, attrs=(), nodes=(), r_from: str = "R", node_name: str = "rnn") -> str:
+    """An ONNX model with one LSTM node carrying the AttributeProtos ``attrs``; its R comes
+    from ``r_from`` (``nodes`` may compute it from the initializer ``R_src``)."""
+    onnx = _onnx()
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = {"W": rng.normal(size=(1, 4 * N, D)), "R": rng.normal(size=(1, 4 * N, N))}
+    w["R_src"] = w["R"]
+    node = helper.make_node("LSTM", ["X", "W", r_from], ["Y"], name=node_name)
+    node.attribute.extend(attrs)
+    graph = helper.make_graph(
+        [*nodes, node], "g", [helper.make_tensor_value_info("X", 11, ["T", "B", D])],
+        [helper.make_tensor_value_info("Y", 11, None)],
+        [numpy_helper.from_array(v, k) for k, v in w.items()])
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]),
+                    name)
+    return name
+
+
+def _attr(name: str, value):
+    from onnx import helper
+
+    return helper.make_attribute(name, value)
+
+
+def _tensor():
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.arange(200_000, dtype=np.float64))  # 1.6 MB as text
+
+
+def _graph():
+    from onnx import helper
+
+    return helper.make_graph([], "sub\n\x1b]52;c;cHduZWQ=\x07", [], [])
+
+
+ONNX_ATTRIBUTES = {  # case -> (the node's attributes, what the one line says)
+    "tensor-clip": (lambda: [_attr("clip", _tensor())],
+                    "has attribute clip of type TENSOR; the operators define it as FLOAT"),
+    "graph-activations": (lambda: [_attr("activations", _graph())],
+                          "has attribute activations of type GRAPH; the operators define it "
+                          "as STRINGS"),
+    "ints-hidden-size": (lambda: [_attr("hidden_size", list(range(200_000)))],
+                         "has attribute hidden_size of type INTS; the operators define it as "
+                         "INT"),
+    "string-clip": (lambda: [_attr("clip", "1e3\n\x1b[2J")],
+                    "has attribute clip of type STRING"),
+    "float-hidden-size": (lambda: [_attr("hidden_size", 3.0)],
+                          "has attribute hidden_size of type FLOAT"),
+    "tensor-alpha": (lambda: [_attr("activations", ["HardSigmoid", "Tanh", "Tanh"]),
+                              _attr("activation_alpha", _tensor())],
+                     "has attribute activation_alpha of type TENSOR"),
+    "int-direction": (lambda: [_attr("direction", 5)], "has attribute direction of type INT"),
+    "twice": (lambda: [_attr("clip", 1e9), _attr("clip", 2.0)],
+              "has attribute 'clip' twice"),
+    "long-activation": (lambda: [_attr("activations", ["\x1b[2J" + "x" * 200_000] * 3)],
+                        r"has activation '\\x1b\[2Jxxx"),
+}
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+@pytest.mark.parametrize("case", list(ONNX_ATTRIBUTES))
+def test_onnx_attributes_of_the_wrong_type(case, via, sandbox):
+    """An attribute of another type than the operator's is skipped with one bounded line
+    that names its type (never its value: protobuf text has newlines, a TENSOR or a 200k
+    list is megabytes); so is one given twice; names from the file are escaped."""
+    make, says = ONNX_ATTRIBUTES[case]
+    path = _onnx_lstm("m.onnx", make())
+    before = snapshot(".")
+    match = rf"found no recurrent module gateflow can read; skipped LSTM node 'rnn' {says}"
+    if via == "cli":
+        line = assert_clean_error(run_cli("decay", "--weights", path, "--steps", 2, "--batch",
+                                          1, "--quiet"), match)
+    else:
+        with pytest.raises(GateflowError) as info:
+            load_model(path)
+        line = str(info.value)
+        assert re.search(match, line), line
+    assert len(line) < 600 and "\n" not in line and "\x1b" not in line, line[:300]
+    assert "dims" not in line and "raw_data" not in line  # no protobuf text
+    assert_unchanged(before, snapshot("."))
+
+
+def test_onnx_folded_attributes_of_the_wrong_type(sandbox):
+    """The operators folded between a weight and the node check their attributes too: a
+    TENSOR ``axis`` skips the node with one line, the file's other nodes still read."""
+    _onnx()
+    from onnx import helper
+
+    concat = helper.make_node("Concat", ["R_src"], ["R_made"], name="cat")
+    concat.attribute.append(_attr("axis", _tensor()))
+    path = _onnx_lstm("m.onnx", nodes=[concat], r_from="R_made")
+    before = snapshot(".")
+    out = run_cli("decay", "--weights", path, "--steps", 2, "--batch", 1, "--quiet")
+    line = assert_clean_error(out, r"takes its weight R from 'R_made', which is not a constant "
+                                   r"gateflow can fold: node 'cat' \(Concat\) cannot be folded: "
+                                   r"its attribute 'axis' is of type TENSOR; the operator "
+                                   r"defines it as INT")
+    assert len(line) < 600
+    assert_unchanged(before, snapshot("."))

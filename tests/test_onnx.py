@@ -113,6 +113,15 @@ def scan(path):
         return _onnx.scan(fh, path.stat().st_size, path)
 
 
+def fed(op: str) -> tuple[str, ...]:
+    """What a record assumes about build()'s initial states, graph inputs fed at run time:
+    the analysis starts from zeros."""
+    states = ["initial_h"] + (["initial_c"] if op == "LSTM" else [])
+    return tuple(f"{s} is not a constant of the file ('{s}' is a graph input, fed at run "
+                 "time): the analysis starts from zeros unless --s0 gives the initial state"
+                 for s in states)
+
+
 # -- the reference's Jacobian by finite differences ---------------------------------------
 def reference_jacobian(ref, op: str, nd: int, k: int, x, start: dict[str, np.ndarray]):
     """∂(Y_h, Y_c)[k]/∂(initial_h, initial_c)[k] of the node run over ``x`` (t, 1, d) from
@@ -169,7 +178,7 @@ def test_matches_the_onnx_reference(tmp_path, op, cell, attrs, peepholes, direct
         "rnn", "ONNX", f"{op} node", cell, (cell,), 1)
     assert rec.directions == (("forward", "reverse") if nd == 2 else (direction,))
     assert (rec.hidden, rec.input) == (N, D)
-    assert (rec.layout, rec.where, rec.assumed) == ("time-major", "", ())
+    assert (rec.layout, rec.where, rec.assumed) == ("time-major", "", fed(op))
 
     states = ("h", "c") if op == "LSTM" else ("h",)
     x = rng.normal(size=(T, 1, D))
@@ -444,7 +453,7 @@ def test_identity_and_constant_lists_are_folded(tmp_path):
     got = rec.weights("lstm", 0, "forward")
     b = bias.astype(np.float64)
     np.testing.assert_array_equal(got["b_o"], b[N:2 * N] + b[5 * N:6 * N])
-    assert rec.assumed == ()
+    assert rec.assumed == fed("LSTM")
 
 
 @pytest.mark.parametrize(("dtype", "code", "line"), [
@@ -460,7 +469,8 @@ def test_narrow_float_weights_are_read_and_said(tmp_path, dtype, code, line):
     del model.graph.initializer[:]
     model.graph.initializer.extend(tensors.values())
     (rec,) = scan(save(model, tmp_path))
-    assert rec.assumed == (f"{line}: the analysis is of these values, in float64",)
+    assert rec.assumed == (f"{line}: the analysis is of these values, in float64",
+                           *fed("GRU"))
     got = rec.weights("gru", 0, "forward")
     want = numpy_helper.to_array(tensors["R"]).astype(np.float64)
     np.testing.assert_array_equal(got["U_r"], want[0, N:2 * N])
@@ -468,14 +478,21 @@ def test_narrow_float_weights_are_read_and_said(tmp_path, dtype, code, line):
 
 
 def test_a_learned_initial_state_is_said(tmp_path):
+    """A constant initial state is the run's s0 (tests/test_onnx_initial.py checks the
+    numbers), said in the note; zeros for c, which the file fixes to zeros."""
     w = make_weights("LSTM", 1, np.random.default_rng(16))
     h0 = numpy_helper.from_array(np.full((1, 1, N), 0.5), "h0")
     c0 = numpy_helper.from_array(np.zeros((1, 1, N)), "c0")
     model = build("LSTM", w, inputs_from={"initial_h": "h0", "initial_c": "c0"}, check=False)
     model.graph.initializer.extend([h0, c0])
     (rec,) = scan(save(model, tmp_path))
-    assert rec.assumed == ("initial_h is a nonzero constant of the file (a learned initial "
-                           "state); runs start from zeros unless --s0 gives it",)
+    assert rec.assumed == ()
+    assert rec.initial_from == "ONNX LSTM node 'rnn': initial_h 'h0'"
+    assert "initial state fixed by the file (initial_h 'h0'): runs start from it unless " \
+           "--s0 gives another" in rec.note
+    s0 = rec.initial("lstm", 0, "forward")
+    np.testing.assert_array_equal(s0["h"], np.full(N, 0.5))
+    np.testing.assert_array_equal(s0["c"], np.zeros(N))
 
 
 def test_skips_external_data(tmp_path):

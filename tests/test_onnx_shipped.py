@@ -12,6 +12,7 @@ then checks gateflow's decay over the weights the reader returns, every block at
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,14 @@ def test_silero_vad_lstms_match_autograd(name):
     x = np.random.default_rng(0).normal(0, 1.0, (5, 1, 128))
     for rec in found:
         assert (rec.cell, rec.hidden, rec.input, rec.layout) == ("lstm", 128, 128, "time-major")
-        assert rec.assumed == ()
+        # the state is carried from call to call (a graph input, through If nodes): the
+        # analysis starts from zeros, and says so
+        assert len(rec.assumed) == 2 and rec.initial is None
+        for state, line in zip(("initial_h", "initial_c"), rec.assumed):
+            assert re.fullmatch(rf"{state} is not a constant of the file \((the output of \w+ "
+                                r"node '[^']+'|'\w' is a graph input, fed at run time)\): the "
+                                r"analysis starts from zeros unless --s0 gives the initial "
+                                r"state", line), line
         node, chain = nodes[rec.module.split(":")[-1]]
         arrays = raw_weights(model, node, chain)
         assert assert_decay_matches(rec, "LSTM", arrays, x) >= 4 * 5

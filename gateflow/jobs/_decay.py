@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gateflow._io import STDOUT, write_files
+from gateflow._io import STDOUT, staged_files, write_files
 from gateflow._validate import choose_many
 from gateflow.cells._library import get_cell
 from gateflow.cells._stack import input_lag_blocks
@@ -53,6 +53,7 @@ __all__ = [
     "load",
     "measure",
     "memory_block",
+    "outputs",
     "per_cell",
     "run_bytes",
     "run_decays",
@@ -117,6 +118,15 @@ def load(spec: DecaySpec, notes: list[str] | None = None
     data = {c: generate(c, notes=said, **spec.data_options(c)) for c in spec.cells}
     if spec.selection is not None:
         said += assumed_notes(spec.selection.model)
+    if spec.s0_source is not None:  # the initial state: --s0's, or the model file's
+        from gateflow.models._model import batch_of
+
+        for c in spec.cells:
+            _, x, prov = data[c]
+            if spec.s0_source["source"] == "model file":
+                batch_of(spec.s0 or {}, x.shape[1], spec.s0_source["from"])
+            prov["inputs_source"]["s0"] = spec.s0_source
+        said += spec.s0_notes
     if notes is None:
         tell(said)
     else:
@@ -179,9 +189,8 @@ def draw(spec: DecaySpec, results: dict, overlays: list) -> dict[str, Any]:
     return figs
 
 
-def write(spec: DecaySpec, results: dict, figures: dict) -> list[Path]:
-    """Render every output in memory, then write them all or none; returns the files
-    written (not stdout)."""
+def outputs(spec: DecaySpec, results: dict, figures: dict) -> dict[Path, bytes]:
+    """Every output rendered in memory: path -> bytes (``-`` for stdout)."""
     from gateflow.presentation._plot import figure_bytes
 
     payloads = {}
@@ -193,24 +202,33 @@ def write(spec: DecaySpec, results: dict, figures: dict) -> list[Path]:
     for role, fig in figures.items():
         path, fmt = spec.figures[role]
         payloads[path] = figure_bytes(fig, fmt)
+    return payloads
+
+
+def write(spec: DecaySpec, results: dict, figures: dict) -> list[Path]:
+    """Render every output in memory, then write them all or none; returns the files
+    written (not stdout)."""
+    payloads = outputs(spec, results, figures)
     write_files(payloads, overwrite=spec.overwrite)
     return [p for p in payloads if p != STDOUT]
 
 
-def show(spec: DecaySpec, results: dict, fits: dict, written: list[Path]) -> None:
-    """The tables and the files written, unless quiet (on stderr when data went to stdout)."""
+def show(spec: DecaySpec, results: dict, fits: dict, written: list[Path], *,
+         tables: bool = True) -> None:
+    """The tables (unless ``tables`` is False) and the files written, unless quiet (on
+    stderr when data went to stdout)."""
     if spec.quiet:
         return
-    from gateflow.presentation._console import console, fit_table, summary_table
+    from gateflow.presentation._console import console, fit_table, summary_table, wrote
 
     to_stdout = any(STDOUT in d.values() for d in spec.files.values())
     out = console(stderr=to_stdout)
-    for r in results.values():  # tables never cut a number: wider than the screen if need be
-        out.print(summary_table(r, width=out.width), crop=False)
-    out.print(fit_table(fits, {c: r.shapes["T"] for c, r in results.items()}, spec.threshold,
-                        width=out.width), crop=False)
-    for p in written:
-        out.print(f"wrote {p}", highlight=False, soft_wrap=True)
+    if tables:
+        for r in results.values():  # never cut a number: wider than the screen if need be
+            out.print(summary_table(r, width=out.width), crop=False)
+        out.print(fit_table(fits, {c: r.shapes["T"] for c, r in results.items()},
+                            spec.threshold, width=out.width), crop=False)
+    wrote(out, written)
 
 
 def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_path=None,
@@ -237,9 +255,14 @@ def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
     results = measure(spec, data)
     fits, overlays = analyse(spec, results, data)
     figures = draw(spec, results, overlays)
-    written = write(spec, results, figures)
-    tell(notes)  # once it worked: a refused run says one error line and nothing else
-    show(spec, results, fits, written)
+    payloads = outputs(spec, results, figures)
+    # what is said was done: the files are staged, the notes and tables printed, and only
+    # then the files moved into place (a closed pipe or Ctrl-C while printing leaves none)
+    with staged_files(payloads, overwrite=spec.overwrite):
+        tell(notes)  # once it worked: a refused run says one error line and nothing else
+        show(spec, results, fits, [])
+    written = [p for p in payloads if p != STDOUT]
+    show(spec, results, fits, written, tables=False)
     return DecayRun(results=results, fits=fits, overlays=overlays, figure=figures.get(PLOT),
                     spectra=figures.get(SPECTRA), written=written)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateflow._errors import GateflowError
-from gateflow._io import STDOUT, check_file, write_files
+from gateflow._io import STDOUT, check_file, staged_files
 from gateflow._version import __version__
 from gateflow.cells._library import get_cell
 from gateflow.jobs._serialise import json_text
@@ -49,17 +49,24 @@ def lyapunov_json(res, provenance: dict) -> dict[str, Any]:
 def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=None,
                  direction=None, rename=None, k: int | None = None, transient: int | None = None,
                  json_path=None, plot_path=None, overwrite: bool = False,
-                 quiet: bool = False, **data_opts):
+                 quiet: bool = False, s0=None, **data_opts):
     """``gateflow lyapunov``: every option checked and every output path planned before
-    anything is computed; outputs written all or nothing. Returns the result."""
+    anything is computed; outputs written all or nothing. Returns the result.
+
+    The trajectories start from ``s0`` (``--s0``: a ``.npz`` of one array per state block)
+    when given, else from the initial state the model file fixes (an ONNX node's
+    ``initial_h``/``initial_c`` constants), else from zeros; the JSON's ``input_data``
+    records which (``"s0"``)."""
     from gateflow.jobs._inputs import assumed_notes, generate, tell
-    from gateflow.models._model import select_model
+    from gateflow.jobs._spec import run_start
+    from gateflow.models._inputs import load_state
+    from gateflow.models._model import batch_of, select_model
     from gateflow.numeric._lyapunov import lyapunov
 
     check_model_options(cell, weights, module, layer, direction)
     if rename is not None and weights is None:
         raise GateflowError("--map renames the arrays of a model file; give it with --weights")
-    given = {"--weights": weights, "--inputs": inputs}  # never an output
+    given = {"--weights": weights, "--inputs": inputs, "--s0": s0}  # never an output
     out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite,
                                                     inputs=given)
     fig = None if plot_path is None else check_figure_path(plot_path, "--plot figure",
@@ -77,17 +84,29 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
         raise GateflowError("the --weights path is empty; give a file name")
     else:
         chosen = get_cell(cell)  # a declared cell, or a variant: gru[gate=...]
+    state = None
+    if s0 is not None:
+        if not str(s0).strip():
+            raise GateflowError("the --s0 path is empty; give a file name")
+        state = load_state(s0, chosen.state)
     notes: list[str] = []
     params, x, prov = generate(chosen, weights=weights, inputs=inputs, selection=selection,
                                notes=notes, **data_opts)
     notes += assumed_notes(selection.model) if selection is not None else []
+    start, start_source, start_notes = run_start(selection, state, s0)
+    if start_source is not None:  # --s0's, or the model file's: said and recorded
+        if start_source["source"] == "model file":
+            batch_of(start or {}, x.shape[1], start_source["from"])
+        prov["inputs_source"]["s0"] = start_source
+        notes += start_notes
     T = x.shape[0]
     if transient is None:
         transient = T // 10
     from gateflow.presentation._console import progress
 
     with progress("Lyapunov spectrum (QR)", T, quiet=quiet, transient=True) as bar:
-        res = lyapunov(chosen, params, x, k=k, transient=transient, progress=bar.set)
+        res = lyapunov(chosen, params, x, k=k, transient=transient, s0=start,
+                       progress=bar.set)
     payloads: dict[Path, bytes] = {}
     if out is not None:
         payloads[out] = (json_text(lyapunov_json(res, prov)) + "\n").encode()
@@ -96,14 +115,17 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
         from gateflow.presentation._plot import figure_bytes
 
         payloads[fig[0]] = figure_bytes(lyapunov_figure(res), fig[1])
-    write_files(payloads, overwrite=overwrite)
-    tell(notes)  # once it worked: a refused run says one error line and nothing else
-    if not quiet:
-        from gateflow.presentation._console import console, lyapunov_table
+    # what is said was done: the files are staged, the notes and table printed, and only
+    # then the files moved into place (a closed pipe or Ctrl-C while printing leaves none)
+    with staged_files(payloads, overwrite=overwrite):
+        tell(notes)  # once it worked: a refused run says one error line and nothing else
+        if not quiet:
+            from gateflow.presentation._console import console, lyapunov_table
 
-        c = console(stderr=out == STDOUT)
-        c.print(lyapunov_table(res, width=c.width), crop=False)
-        for p in payloads:
-            if p != STDOUT:
-                c.print(f"wrote {p}", highlight=False, soft_wrap=True)
+            c = console(stderr=out == STDOUT)
+            c.print(lyapunov_table(res, width=c.width), crop=False)
+    if not quiet:
+        from gateflow.presentation._console import wrote
+
+        wrote(c, [p for p in payloads if p != STDOUT])
     return res

@@ -72,13 +72,32 @@ changes the function and the node is skipped, unless it is infinite (it never bi
 ``input_forget=1`` (coupled gates) is skipped too. A node that cannot be read is skipped
 with its reason; the other nodes of the file are still read.
 
+**Attributes** are checked against the types the operators define (``clip`` FLOAT,
+``hidden_size`` INT, ``activations`` STRINGS, …) before their values are read: one of
+another type (a TENSOR ``clip``, a GRAPH ``activations``, an INTS ``hidden_size``), or one
+given twice, skips the node with one line that names the type, never the value; names from
+the file are escaped and clipped in every line. The operators folded between a weight and
+the node check theirs the same way (:mod:`._onnx_fold`).
+
 ``direction="reverse"`` is a node whose one direction runs over the time-reversed sequence
 (weights index 0); ``"bidirectional"`` holds the forward direction at index 0 and the
 reverse one at index 1. ``layout=1`` (batch-major X and Y) leaves the weights as they are;
 ``Recurrent.layout`` says ``"batch-major"`` for it, ``"time-major"`` otherwise. Weights
-stored in float16, bfloat16 or an integer type are said once in ``assumed``, and so is an
-``initial_h``/``initial_c`` fixed to nonzero constants (a learned initial state, which a run
-does not start from unless given ``--s0``).
+stored in float16, bfloat16 or an integer type are said once in ``assumed``.
+
+**Initial states.** An ``initial_h``/``initial_c`` that is a constant of the file and
+nonzero somewhere (a learned initial state: an initializer, a ``Constant``, a value folded
+from them, or a constant broadcast to the batch's size at run time by ``Expand`` or
+``ConstantOfShape``, through ``Identity``/``Cast``, as ``torch.onnx.export`` writes one) is
+``Recurrent.initial``: each direction's state by gateflow block (``h``, and ``c`` for an
+LSTM; a block the node leaves out is zeros), (n,) when it is the same for every sequence of
+the batch, (batch, n) otherwise; ``layout=1``'s [batch, num_directions, hidden] is read as
+such. ``Recurrent.initial_from`` and the note say where it comes from; ``decay`` and
+``lyapunov`` start from it unless given ``--s0``. Zeros, however made (the exporters' usual
+``ConstantOfShape`` of the input's batch), are the default and say nothing. An initial state
+that is not a constant (a graph input, a value computed at run time) starts from zeros, and
+``assumed`` says so. One of a non-float type, a shape the operator does not take, or
+non-finite values skips the node.
 
 **Skipped**: a recurrent node that cannot be read (with the reason), a subgraph deeper than
 :data:`MAX_NESTING`, an operator of an unknown domain (it could hold a recurrence),
@@ -107,7 +126,7 @@ from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
 from gateflow.models._checks import clip, one_line
 from gateflow.models.formats._files import fits, show
-from gateflow.models.formats._onnx_fold import Folded, Folder, Scope, Unfoldable
+from gateflow.models.formats._onnx_fold import MAX_DEPTH, Folded, Folder, Scope, Unfoldable
 from gateflow.models.formats._onnx_walk import MAX_NESTING, Candidate, Walk, module_names, opset
 from gateflow.models.formats._recurrent import Found, Recurrent
 
@@ -203,7 +222,34 @@ class _Skip(Exception):
 
 
 # -- attributes -----------------------------------------------------------------------------
+#: The type (``AttributeProto.AttributeType``'s name) each attribute the readers use has in the
+#: operators' definitions; onnxruntime refuses a node whose attribute has another type.
+_TYPES = {"activation_alpha": "FLOATS", "activation_beta": "FLOATS", "activations": "STRINGS",
+          "clip": "FLOAT", "direction": "STRING", "hidden_size": "INT", "input_forget": "INT",
+          "layout": "INT", "linear_before_reset": "INT", "output_sequence": "INT"}
+
+
+def _text(value: str, limit: int) -> str:
+    """A name from the file for a one-line message: unprintable characters escaped, clipped."""
+    if not value.isprintable():
+        value = value.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return clip(value, limit)
+
+
+def _type_of(attr) -> str:
+    from onnx import AttributeProto
+
+    try:
+        return AttributeProto.AttributeType.Name(attr.type)
+    except ValueError:  # a type code the protocol does not define
+        return f"code {int(attr.type)}"
+
+
 def _attributes(node: NodeProto, scope: Scope) -> dict[str, Any]:
+    """The node's attributes by name, each of the type the operator gives it (checked before
+    its value is read: a TENSOR ``clip`` or a GRAPH ``activations`` is skipped with one line,
+    never printed); an attribute the operators do not define is listed with value None (the
+    caller skips the node for it)."""
     from onnx import helper
 
     out: dict[str, Any] = {}
@@ -214,12 +260,23 @@ def _attributes(node: NodeProto, scope: Scope) -> dict[str, Any]:
             if ref is None:
                 continue  # the function's caller leaves it out: the operator's default
             a = ref
+        name = attr.name
+        if name in out:
+            raise _Skip(f"has attribute {_text(repr(name), 40)} twice; re-export the model")
+        want = _TYPES.get(name)
+        if want is None:
+            out[name] = None  # not read: _check_attributes names it
+            continue
+        got = _type_of(a)
+        if got != want:
+            raise _Skip(f"has attribute {name} of type {got}; the operators define it as "
+                        f"{want}; re-export the model")
         value = helper.get_attribute_value(a)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         elif isinstance(value, list):
             value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
-        out[attr.name] = value
+        out[name] = value
     return out
 
 
@@ -283,22 +340,23 @@ def _activations(layout: _Layout, attrs: dict[str, Any], nd: int
     given = attrs.get("activations")
     names = [str(a) for a in (given if isinstance(given, list) else [given])] \
         if given is not None else list(layout.defaults)
-    listed = clip(", ".join(names), 80)
+    listed = _text(", ".join(names[:k * nd + 1]), 80)
     if given is not None and len(names) != k * nd:
         raise _Skip(f"has {len(names)} activations ({listed}); the operator expects {k} per "
                     f"direction, {k * nd} in all")
     names = names * (nd if given is None else 1)
     unknown = [a for a in names if a.lower() not in _ACTIVATIONS]
     if unknown:
-        raise _Skip(f"has activation {clip(repr(unknown[0]), 40)}, which the ONNX operators "
+        raise _Skip(f"has activation {_text(repr(unknown[0]), 40)}, which the ONNX operators "
                     "do not define")
     alphas = [float(a) for a in attrs.get("activation_alpha", [])]
     betas = [float(b) for b in attrs.get("activation_beta", [])]
     readings = [_resolve(names, _read_params(names, alphas, betas, by_position=False)),
                 _resolve(names, _read_params(names, alphas, betas, by_position=True))]
     if readings[0] != readings[1]:
-        raise _Skip(f"has activations={listed} with activation_alpha={alphas} and "
-                    f"activation_beta={betas}, which the standard lets be read two ways "
+        raise _Skip(f"has activations={listed} with activation_alpha="
+                    f"{clip(str(alphas), 80)} and activation_beta={clip(str(betas), 80)}, "
+                    "which the standard lets be read two ways "
                     "(a value for each activation that takes one, as onnxruntime does, or "
                     "one value per activation, by position, as ONNX's reference does) giving "
                     "different functions; gateflow does not guess")
@@ -326,7 +384,7 @@ def _check_attributes(op: str, layout: _Layout, attrs: dict[str, Any]) -> list[s
     """Refuse attributes that change the cell; the notes the others call for."""
     for name in attrs:
         if name not in _COMMON and name not in layout.extra:
-            raise _Skip(f"has attribute {clip(repr(name), 40)}, which the {op} operator does "
+            raise _Skip(f"has attribute {_text(repr(name), 40)}, which the {op} operator does "
                         "not define; re-export the model")
     if "clip" in attrs:
         value = float(attrs["clip"])
@@ -419,7 +477,8 @@ def _weights_in(folder: Folder, node: NodeProto, scope: Scope,
     return out
 
 
-def _describe(path: Path, folder: Folder, c: Candidate, module: str) -> Recurrent:
+def _describe(path: Path, folder: Folder, c: Candidate, module: str,
+              defaults: frozenset[str] = frozenset()) -> Recurrent:
     node = c.node
     op = node.op_type
     quantized = op == "DynamicQuantizeLSTM"
@@ -475,34 +534,202 @@ def _describe(path: Path, folder: Folder, c: Candidate, module: str) -> Recurren
             f"W per {per['W']}, R per {per['R']}"
         notes.append(f"8-bit W and R dequantized as (q - zero_point)*scale, {how}")
     assumed += _precision(marks)
-    assumed += _initial_states(folder, node, c.scope)
+    batch_major = attrs.get("layout", 0) == 1
+    states, sources, unread = _initial_states(folder, node, c.scope, directions, n, batch_major,
+                                              defaults)
+    assumed += unread
+    initial_from = ""
+    if states:
+        initial_from = f"ONNX {op} node {_text(repr(module), 80)}: {', '.join(sources)}"
+        notes.append(f"initial state fixed by the file ({', '.join(sources)}): runs start "
+                     "from it unless --s0 gives another")
     return Recurrent(
         module=module, framework="ONNX", kind=f"{op} node", cell=cell.name, cells=(cell.name,),
         layers=1, directions=directions, hidden=n, input=d,
         weights=_weights_of(path, folder, op, module, cell, directions, weights, n),
         note="; ".join([*cell_notes, *notes]),
-        layout="batch-major" if attrs.get("layout", 0) == 1 else "time-major",
-        where=c.where, assumed=tuple(assumed))
+        layout="batch-major" if batch_major else "time-major",
+        where=c.where, assumed=tuple(assumed),
+        initial=_initial_of(op, module, directions, states) if states else None,
+        initial_from=initial_from)
 
 
-def _initial_states(folder: Folder, node: NodeProto, scope: Scope) -> list[str]:
-    """A line for each initial state the file fixes to nonzero constants (a learned initial
-    state), which gateflow's runs do not start from unless told (``--s0``)."""
-    out = []
-    for state, slot in (("initial_h", 5), ("initial_c", 6)):
-        name = node.input[slot] if slot < len(node.input) else ""
-        if not name or (state == "initial_c" and node.op_type not in ("LSTM",
-                                                                      "DynamicQuantizeLSTM")):
+# -- initial states -------------------------------------------------------------------------
+_STATES = (("initial_h", 5, "h"), ("initial_c", 6, "c"))  # ONNX input, its slot, gateflow's block
+
+
+def _producer(scope: Scope, name: str) -> tuple[NodeProto, Scope, str] | None:
+    """The node (of ``scope`` or a scope around it) whose output ``name`` is, its scope and
+    its label; None for a stored tensor, a Constant, an input or an unknown name."""
+    s: Scope | None = scope
+    for _ in range(MAX_DEPTH + MAX_NESTING):
+        if s is None:
+            return None
+        if name in s.producers:
+            return s.producers[name][0], s, s.producers[name][1]
+        if name in s.stored or name in s.constants or name in s.inputs or name in s.sparse:
+            return None
+        if name in s.bindings:
+            s, name = s.bindings[name]
+            if not name:
+                return None
             continue
+        s = s.parent
+    return None
+
+
+def _broadcast(folder: Folder, scope: Scope, name: str, why: Unfoldable, depth: int = 0
+               ) -> np.ndarray:
+    """An array that ``name`` is at run time broadcast to a shape known at run time only:
+    exporters make an initial state of the batch's size with ``ConstantOfShape`` (zeros, or a
+    fill value) or ``Expand`` of a constant (a learned state), through ``Identity`` and
+    ``Cast``. Anything else raises ``why``, the reason it is not a constant."""
+    from onnx import AttributeProto, helper, numpy_helper
+
+    found = _producer(scope, name) if depth <= MAX_DEPTH else None
+    if found is None or found[0].domain not in ("", "ai.onnx"):
+        raise why
+    node, where, _ = found
+    attrs = {a.name: a for a in node.attribute}
+    if node.op_type == "ConstantOfShape":
+        value = attrs.get("value")
+        if value is None:
+            return np.zeros((), np.float32)  # the operator's default: float32 zeros
+        if value.type != AttributeProto.TENSOR:
+            raise Unfoldable(f"{clip(repr(name), 60)} is made by ConstantOfShape with a value "
+                             f"of type {_type_of(value)}, not a TENSOR")
         try:
-            value = folder.value(scope, name)
-            array = folder.load(value, state)
-        except Unfoldable:
-            continue  # computed at run time, as the inputs are
-        if array.dtype.kind == "f" and np.any(array != 0):
-            out.append(f"{state} is a nonzero constant of the file (a learned initial state); "
-                       "runs start from zeros unless --s0 gives it")
-    return out
+            fill = np.asarray(numpy_helper.to_array(value.t))
+        except Exception as exc:  # a damaged tensor
+            raise Unfoldable(f"{clip(repr(name), 60)} is made by ConstantOfShape with a damaged "
+                             f"value ({one_line(exc, 80)})") from None
+        if fill.size != 1:
+            raise Unfoldable(f"{clip(repr(name), 60)} is made by ConstantOfShape with a value of "
+                             f"{fill.size} elements, not one")
+        return fill.reshape(())
+    if node.op_type not in ("Identity", "Expand", "Cast") or not node.input or not node.input[0]:
+        raise why
+    inner = node.input[0]
+    try:
+        f = folder.value(where, inner)
+    except Unfoldable as exc:
+        a = _broadcast(folder, where, inner, exc, depth + 1)
+    else:
+        a = folder.load(f, clip(repr(inner), 60))
+    if node.op_type == "Cast":
+        to = attrs.get("to")
+        if to is None or to.type != AttributeProto.INT:
+            raise Unfoldable(f"{clip(repr(name), 60)} is made by a Cast without an INT 'to'")
+        try:
+            a = a.astype(helper.tensor_dtype_to_np_dtype(int(to.i)))
+        except Exception as exc:  # an unknown type code
+            raise Unfoldable(f"{clip(repr(name), 60)} is made by a Cast to an unknown type "
+                             f"({one_line(exc, 60)})") from None
+    return a
+
+
+def _initial_states(folder: Folder, node: NodeProto, scope: Scope, directions: tuple[str, ...],
+                    n: int, batch_major: bool, defaults: frozenset[str] = frozenset()
+                    ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """The node's initial states that the file fixes to constants, nonzero somewhere:
+    gateflow's block -> (num_directions, batch, n) float64 (batch 1 when the constant is
+    broadcast over the batch); where each comes from, in words; and a line for each initial
+    state that is not a constant of the file (a graph input, a value computed at run time),
+    which a run takes as zeros. _Skip for one of the wrong type, shape or values.
+    ``defaults``: the top-level graph's inputs that are also initializers (a value a feed
+    may replace at run time), said as such."""
+    nd = len(directions)
+    shape = f"[batch, num_directions={nd}, hidden={n}]" if batch_major else \
+        f"[num_directions={nd}, batch, hidden={n}]"
+    states: dict[str, np.ndarray] = {}
+    sources: list[str] = []
+    unread: list[str] = []
+    lstm = node.op_type in ("LSTM", "DynamicQuantizeLSTM")
+    for state, slot, block in _STATES:
+        name = node.input[slot] if slot < len(node.input) else ""
+        if not name or (block == "c" and not lstm):
+            continue
+        shown = clip(repr(name), 60)
+        exact = True
+        try:
+            f = folder.value(scope, name)
+        except Unfoldable as exc:
+            try:
+                array = _broadcast(folder, scope, name, exc)
+            except Unfoldable as why:
+                made = _producer(scope, name)
+                reason = one_line(why, 160) if made is None else \
+                    f"the output of {_text(made[0].op_type, 40)} node {_text(repr(made[2]), 80)}"
+                unread.append(f"{state} is not a constant of the file ({reason}): the "
+                              "analysis starts from zeros unless --s0 gives the initial state")
+                continue
+            exact = False
+        else:
+            if f.dtype not in _FLOATS:
+                raise _Skip(f"has {state} {shown} of {_type_name(f.dtype)}; it must be of X's "
+                            "float type")
+            try:
+                array = folder.load(f, f"{state} {shown}")
+            except Unfoldable as exc:
+                raise _Skip(f"has {exc}; re-export the model") from None
+        if str(array.dtype) not in _FLOATS:
+            raise _Skip(f"has {state} {shown} of type {array.dtype}; it must be of X's float "
+                        "type")
+        wrong = _Skip(f"has {state} {shown} of shape {list(array.shape)}; the operator expects "
+                      f"{shape}" + ("" if exact else " (after broadcasting)"))
+        if array.ndim > 3 or (exact and array.ndim != 3):
+            raise wrong
+        dims = (1,) * (3 - array.ndim) + tuple(int(x) for x in array.shape)
+        a3 = array.reshape(dims)
+        batch = dims[0] if batch_major else dims[1]
+        target = (batch, nd, n) if batch_major else (nd, batch, n)
+        if batch < 1 or (exact and dims != target):
+            raise wrong
+        try:
+            if np.broadcast_shapes(dims, target) != target:
+                raise wrong
+        except ValueError:
+            raise wrong from None
+        full = np.broadcast_to(a3, target).astype(np.float64)
+        if batch_major:
+            full = np.swapaxes(full, 0, 1)
+        if not np.all(np.isfinite(full)):
+            raise _Skip(f"has {state} {shown} with values that are not finite")
+        if np.any(full != 0):
+            states[block] = np.ascontiguousarray(full)
+            sources.append(f"{state} {shown}" + ("" if exact else " broadcast over the batch")
+                           + (" (a graph input's default)" if name in defaults else ""))
+    if states:  # a block the file leaves zero is its zeros, said with the other
+        for state, _, block in _STATES:
+            if block not in states and (block == "h" or lstm):
+                states[block] = np.zeros((nd, 1, n))
+    return states, sources, unread
+
+
+def _initial_of(op: str, module: str, directions: tuple[str, ...],
+                states: dict[str, np.ndarray]) -> Callable[[str, int, str], dict[str, np.ndarray]]:
+    """``Recurrent.initial``: each direction's initial state by block, (n,) when it is the
+    same for every sequence of the batch, (batch, n) otherwise."""
+    label = f"ONNX {op} node {_text(repr(module), 80)}"
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for k, direction in enumerate(directions):
+        out = {}
+        for block, full in states.items():
+            v = full[k]
+            out[block] = v[0].copy() if np.all(v == v[0]) else v.copy()
+        per[direction] = out if any(np.any(v != 0) for v in out.values()) else {}
+
+    def initial_for(want: str, layer: int, direction: str) -> dict[str, np.ndarray]:
+        if isinstance(layer, bool) or layer != 0:
+            raise GateflowError(f"{label} has one layer; layer must be 0, got "
+                                f"{clip(repr(layer), 40)}")
+        if direction not in per:
+            raise GateflowError(f"{label} runs {' and '.join(directions)}; direction must be "
+                                f"{' or '.join(map(repr, directions))}, got "
+                                f"{clip(repr(direction), 40)}")
+        return {b: v.copy() for b, v in per[direction].items()}
+
+    return initial_for
 
 
 def _precision(marks: set[str]) -> list[str]:
@@ -646,9 +873,11 @@ def scan(fh: BinaryIO, size: int, path: Path) -> Found:
     folder = Folder(path)
     modules: list[Recurrent] = []
     skipped: list[str] = []
+    defaults = frozenset(v.name for v in graph.input) & frozenset(
+        t.name for t in graph.initializer)
     for c, module in zip(walk.found, module_names(walk.found)):
         try:
-            modules.append(_describe(path, folder, c, module))
+            modules.append(_describe(path, folder, c, module, defaults))
         except _Skip as exc:
             where = f" ({c.where})" if c.where else ""
             skipped.append(f"{clip(c.node.op_type, 40)} node {clip(repr(module), 80)}{where} "

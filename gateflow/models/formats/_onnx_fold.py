@@ -241,6 +241,12 @@ class Folder:
         from onnx import helper
 
         attrs = {a.name: a for a in node.attribute}
+        try:
+            for a in attrs.values():
+                _checked(a)
+        except Unfoldable as exc:
+            raise Unfoldable(f"{clip(repr(node.output[0]), 60)} is the output of Constant "
+                             f"node {clip(repr(label), 60)}: {exc}") from None
         if "value" in attrs and attrs["value"].HasField("t"):
             return self._stored(attrs["value"].t, clip(repr(node.output[0]), 60))
         for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
@@ -296,9 +302,37 @@ class Folder:
 
 
 # -- the operators --------------------------------------------------------------------------
+#: The type (``AttributeProto.AttributeType``'s name) of each attribute the folded operators
+#: read, as the operators define it: checked before the value is used.
+_ATTR_TYPES = {"axis": "INT", "axes": "INTS", "perm": "INTS", "to": "INT", "starts": "INTS",
+               "ends": "INTS", "shape": "INTS", "allowzero": "INT", "split": "INTS",
+               "num_outputs": "INT", "start": "INT", "end": "INT", "block_size": "INT",
+               "saturate": "INT", "output_dtype": "INT", "value": "TENSOR",
+               "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT",
+               "value_ints": "INTS"}
+
+
+def _checked(attr: AttributeProto, name: str | None = None) -> AttributeProto:
+    """``attr`` (the value of the node's attribute ``name``, its own name by default) when
+    it has the type the operator gives it; Unfoldable otherwise (its value is never
+    printed: a TENSOR or GRAPH would be pages of protobuf text)."""
+    from onnx import AttributeProto
+
+    name = attr.name if name is None else name
+    want = _ATTR_TYPES.get(name)
+    if want is not None and attr.type != getattr(AttributeProto, want):
+        try:
+            got = AttributeProto.AttributeType.Name(attr.type)
+        except ValueError:  # a type code the protocol does not define
+            got = f"code {int(attr.type)}"
+        raise Unfoldable(f"its attribute {clip(repr(name), 40)} is of type {got}; the "
+                         f"operator defines it as {want}")
+    return attr
+
+
 def _attrs(scope: Scope, node: NodeProto) -> dict[str, Any]:
     """A node's attributes as Python values (references to a calling node's attributes, in a
-    function body, resolved)."""
+    function body, resolved), each of its operator's type (Unfoldable otherwise)."""
     from onnx import helper
 
     out: dict[str, Any] = {}
@@ -309,7 +343,7 @@ def _attrs(scope: Scope, node: NodeProto) -> dict[str, Any]:
             if ref is None:
                 continue  # the caller does not set it: the operator's default
             a = ref
-        out[attr.name] = helper.get_attribute_value(a)
+        out[attr.name] = helper.get_attribute_value(_checked(a, attr.name))
     return out
 
 
@@ -477,7 +511,7 @@ def _constant_of_shape(folder, scope, node, ins):
     shape = tuple(_ints(ins[0], "shape"))
     if any(s < 0 for s in shape):
         raise Unfoldable(f"shape {list(shape)} has a negative size")
-    value = next((a.t for a in node.attribute if a.name == "value"), None)
+    value = next((_checked(a).t for a in node.attribute if a.name == "value"), None)
     fill = numpy_helper.to_array(value).ravel() if value is not None \
         else np.zeros(1, np.float32)
     folder._room(math.prod(shape))

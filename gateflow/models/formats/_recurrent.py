@@ -65,6 +65,16 @@ class Recurrent:
     #: activations on the same equations fit (``--cell 'lstm[gate=...]'``), and ``cell``
     #: is only the writer's default
     activations_declared: bool = True
+    #: (cell name, layer, direction) -> the initial state the file fixes for that layer in
+    #: that direction, by gateflow state block (``{"h": (n,) or (B, n), "c": ...}``,
+    #: float64; a block left out starts from zeros; ``{}``: zeros), or None when the file
+    #: fixes none (an ONNX node's ``initial_h``/``initial_c`` constants). A run starts from
+    #: it unless given another (``--s0``).
+    initial: Callable[[str, int, str], dict[str, np.ndarray]] | None = field(
+        default=None, compare=False, repr=False)
+    #: where ``initial`` comes from, in words: "ONNX LSTM node 'rnn': initial_h from
+    #: initializer 'h0'"; "" when ``initial`` is None
+    initial_from: str = ""
 
     @property
     def bidirectional(self) -> bool:
