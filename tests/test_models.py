@@ -565,3 +565,26 @@ def test_narrow_npz_weights_are_said(tmp_path):
     assert model.assumed == ("the state dict: float16 (11 significant bits) weights in the "
                              "file, analysed exactly as stored, in float64 arithmetic (the "
                              "model itself computes in lower precision)",)
+
+
+@pytest.mark.parametrize("name", ["weights", "m.sdict", "model.bin"])
+def test_a_file_whose_extension_gateflow_does_not_know_is_read_by_its_content(name, tmp_path,
+                                                                              sandbox):
+    """Shipped files are often named ``weights`` or ``*.sdict``: a torch.save archive is
+    read by its content, the same numbers as under ``.pt``, and every module says so."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    m = torch.nn.GRU(3, 4)
+    torch.save({"model": m.state_dict(), "step": 7}, name)
+    torch.save({"model": m.state_dict(), "step": 7}, "same.pt")
+    (found,) = find_models(name)
+    assert found.assumed[0].startswith(f"{name!r} read as a torch.save file by its content (")
+    cell, params = load_model(name)
+    _, same = load_model("same.pt")
+    assert cell.name == "gru" and all(np.array_equal(params[k], same[k]) for k in same)
+    out = run_cli("decay", "-w", name, "--steps", 4, "--batch", 2, "-q", "--json", "d.json")
+    assert out.exit_code == 0, out.stderr
+    assert f"note: {name!r} read as a torch.save file by its content" in out.stderr
+    # a file that is no format gateflow reads is still refused by its extension
+    Path("notes.txt").write_text("hello\n")
+    assert_clean_error(run_cli("inspect", "notes.txt"), r"unknown extension '\.txt'")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,7 +38,14 @@ from gateflow.models.formats import (
     _safetensors,
     _torchscript,
 )
-from gateflow.models.formats._files import Kind, check_format, open_regular, parsing, recognise
+from gateflow.models.formats._files import (
+    Kind,
+    check_format,
+    open_regular,
+    parsing,
+    recognise,
+    show,
+)
 from gateflow.models.formats._recurrent import Found, Recurrent
 
 __all__ = ["READERS", "VOCABULARIES", "Found", "Reader", "Recurrent", "Vocabulary",
@@ -109,10 +116,10 @@ _EXTENSIONS = tuple(ext for r in READERS for ext in r.extensions)
 _ANY_EXTENSION = ("torchscript",)
 
 
-def _sniffed(path: Path) -> Reader | None:
-    """The reader of a format read under any extension (:data:`_ANY_EXTENSION`) when the
-    file at ``path`` is in it; None else, or when it cannot be opened (the usual checks
-    then say why)."""
+def _sniffed(path: Path, any_format: bool = False) -> Reader | None:
+    """The reader of a format read under any extension (:data:`_ANY_EXTENSION`; with
+    ``any_format``, of every format) when the file at ``path`` is in it; None else, or when
+    it cannot be opened (the usual checks then say why)."""
     if not os.path.isfile(path):
         return None
     try:
@@ -120,12 +127,25 @@ def _sniffed(path: Path) -> Reader | None:
             kind = recognise(fh, READERS)
     except (GateflowError, OSError):
         return None
-    return next((r for r in READERS if r.name == kind.label and r.name in _ANY_EXTENSION),
-                None)
+    return next((r for r in READERS if r.name == kind.label
+                 and (any_format or r.name in _ANY_EXTENSION)), None)
+
+
+def by_content(path: Path) -> str | None:
+    """One line saying that ``path`` was read by its content, when its extension is none
+    that gateflow knows (a shipped ``weights``, ``.hdf5``, ``.sdict``); None else."""
+    ext = path.suffix.lower()
+    reader = reader_for(path)
+    if ext in reader.extensions or reader.name in _ANY_EXTENSION:
+        return None
+    why = (f"{ext!r} is not an extension gateflow knows" if ext else
+           "the file has no extension")
+    return f"{show(path)} read as {reader.what} by its content ({why})"
 
 
 def reader_for(path: Path, what: str = "params") -> Reader:
-    """The reader of ``path``'s extension (of its content, for a TorchScript archive); a
+    """The reader of ``path``'s extension (of its content, for a TorchScript archive or a
+    file whose extension gateflow does not know: a shipped ``weights`` or ``.hdf5``); a
     GateflowError listing the known ones else."""
     sniffed = _sniffed(path)
     if sniffed is not None:
@@ -134,6 +154,9 @@ def reader_for(path: Path, what: str = "params") -> Reader:
     for reader in READERS:
         if ext in reader.extensions:
             return reader
+    sniffed = None if ext in _EXTENSIONS else _sniffed(path, any_format=True)
+    if sniffed is not None:
+        return sniffed
     if os.path.isdir(path):
         raise GateflowError(f"cannot read {what} from {clip(repr(str(path)), 80)}: it is a "
                             f"folder; give the {'weights' if what == 'params' else what} file")
@@ -176,11 +199,7 @@ def _found(*parts: Found | tuple[Recurrent, ...]) -> Found:
     return Found(tuple(modules), tuple(dict.fromkeys(skipped)))
 
 
-def read_models(path: Path, what: str = "model", rename=None) -> Found:
-    """Every recurrent module a weights or model file holds (PyTorch modules in any array
-    container, ONNX nodes, Keras layers), in the file's order, with one line for each thing
-    that was skipped (:class:`Found`; it iterates over the modules). ``rename`` maps the
-    arrays' names first (:func:`._foreign.rename`; array containers only)."""
+def _read_models(path: Path, what: str, rename) -> Found:
     reader = reader_for(path, what)
     if rename is not None:
         if reader.read is None:
@@ -197,3 +216,17 @@ def read_models(path: Path, what: str = "model", rename=None) -> Found:
         check_format(path, recognise(fh, READERS), kind, _EXTENSIONS,
                      "export the model again")
         return _found(reader.scan(fh, size, path))
+
+
+def read_models(path: Path, what: str = "model", rename=None) -> Found:
+    """Every recurrent module a weights or model file holds (PyTorch modules in any array
+    container, ONNX nodes, Keras layers), in the file's order, with one line for each thing
+    that was skipped (:class:`Found`; it iterates over the modules). ``rename`` maps the
+    arrays' names first (:func:`._foreign.rename`; array containers only). A file read by
+    its content, its extension unknown, says so in each module's ``assumed``."""
+    found = _read_models(path, what, rename)
+    note = by_content(path)
+    if note is None:
+        return found
+    return Found(tuple(replace(m, assumed=(note, *m.assumed)) for m in found.modules),
+                 found.skipped)
