@@ -70,6 +70,8 @@ nitpick_ignore = [
     ("py:class", "gateflow.cells._record.MatVecAtom"),  # Structure.wrt's annotation
     ("py:class", "gateflow.jobs._sweep.SweepResult"),  # sweep's annotation (no docstring)
     ("py:class", "gateflow.analysis._analysis.ChainFits"),  # Analysis
+    ("py:func", "gateflow.cells._stack.output_blocks"),  # all_lags
+    ("py:func", "gateflow._text.one_line"),  # GateflowError
 ]
 
 # -- MyST and MyST-NB --------------------------------------------------------------------
@@ -156,6 +158,22 @@ def _absolute_values(app, what, name, obj, options, lines: list[str]) -> None:
                            for part in _LITERAL.split(line))
 
 
+#: A lone ``*`` before a name is a glob (``*Cell``: nn.RNNCell, nn.LSTMCell, …), not the
+#: start of an emphasis: no other ``*`` follows it on the line.
+_GLOB = re.compile(r"(?<![\w*`\\])\*(?=\w)(?![^*]*\*)")
+
+
+def _globs(app, what, name, obj, options, lines: list[str]) -> None:
+    """gateflow's docstrings name families of classes with a glob (``*Cell``), which
+    reStructuredText would read as an unterminated emphasis: escape such a ``*`` outside
+    inline literals."""
+    for i, line in enumerate(lines):
+        if "*" not in line:
+            continue
+        lines[i] = "".join(part if part.startswith("``") else _GLOB.sub(r"\\*", part)
+                           for part in _LITERAL.split(line))
+
+
 def _google(app, what, name, obj, options, lines: list[str]) -> None:
     if what not in ("attribute", "property", "data"):
         lines[:] = GoogleDocstring(lines, app.config, app, what, name, obj, options).lines()
@@ -180,4 +198,5 @@ def setup(app):
     app.connect("builder-inited", _kernelspec)
     app.connect("autodoc-process-docstring", _google)
     app.connect("autodoc-process-docstring", _absolute_values)
+    app.connect("autodoc-process-docstring", _globs)
     app.connect("missing-reference", _short_names)

@@ -117,7 +117,7 @@ def load(spec: DecaySpec, notes: list[str] | None = None
     said: list[str] = []
     data = {c: generate(c, notes=said, **spec.data_options(c)) for c in spec.cells}
     if spec.selection is not None:
-        said += assumed_notes(spec.selection.model)
+        said += assumed_notes(spec.selection)
     if spec.s0_source is not None:  # the initial state: --s0's, or the model file's
         from gateflow.models._model import batch_of
 

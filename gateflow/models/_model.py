@@ -90,6 +90,20 @@ class Selection:
             x = np.ascontiguousarray(np.concatenate(outs, axis=2))
         return x
 
+    @property
+    def assumed(self) -> tuple[str, ...]:
+        """What the run assumes that the file did not say (:attr:`Recurrent.assumed`), and,
+        for a layer above the first, that its inputs are the model's inputs run through the
+        layers below."""
+        if self.layer == "all" or int(self.layer) == 0:
+            return self.model.assumed
+        top = int(self.layer)
+        below = "layer 0" if top == 1 else f"layers 0..{top - 1}"
+        both = " (both directions, concatenated)" if self.model.bidirectional else ""
+        return (*self.model.assumed,
+                f"layer {top} reads what {below} emit{'s' if top == 1 else ''}{both}: the "
+                f"inputs are the model's (d={self.model.input}), run through the layers below")
+
     def describe(self) -> str:
         """``nn.LSTM 'encoder.rnn', layer 1, forward`` for titles and messages."""
         name = f" {self.model.module!r}" if self.model.module else ""
