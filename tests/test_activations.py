@@ -997,3 +997,11 @@ def test_cupy_printer_writes_the_same_calls():
     for item in spec["forward"]:
         if "src" in item:
             _check_source(item["src"].replace("numpy.", "cupy."), item["args"])
+
+
+def test_variant_names_are_case_insensitive_in_the_family():
+    """``LSTM[...]`` is ``lstm[...]``, as plain cell names are read case-insensitively."""
+    from gateflow.cells._library import get_cell
+
+    assert get_cell("LSTM[gate=hard_sigmoid(0.2,0.5)]") is \
+        get_cell("lstm[gate=hard_sigmoid(0.2,0.5)]")

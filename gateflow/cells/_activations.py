@@ -393,7 +393,7 @@ def parse_name(name: str) -> tuple[str, str, dict[str, Spec]]:
                             f"got {shown(name)}")
     text = name.strip()
     base, bracket, rest = text.partition("[")
-    base = base.strip()
+    base = base.strip().lower()  # cell names are case-insensitive, as choose() reads them
     if not bracket:
         return canonical(base, {})
     if not rest.endswith("]") or "[" in rest or "]" in rest[:-1]:

@@ -327,8 +327,10 @@ def load_model(path, module=None, layer=None, direction=None, *, cell=None,
 
     Args:
         path: a PyTorch state_dict or checkpoint (``.pt``, ``.pth``, ``.ckpt``: read with
-            ``torch.load(weights_only=True)``; ``.safetensors``, ``.npz``), an ONNX model
-            (``.onnx``) or a Keras model (``.keras``, ``.weights.h5``, legacy ``.h5``).
+            ``torch.load(weights_only=True)``; ``.safetensors``, ``.npz``), a TorchScript
+            archive (any extension; read without running its code), an ONNX model
+            (``.onnx``) or a Keras model (``.keras``, ``.weights.h5``, legacy ``.h5``). A
+            file whose extension gateflow does not know is read by its content, and says so.
         module: which module, node or layer (``gateflow inspect`` lists them); needed
             when the file holds several.
         layer: a layer index, or ``"all"`` for the whole stack as one recurrence (a
