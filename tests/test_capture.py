@@ -710,3 +710,147 @@ def test_captured_layout_follows_batch_first():
         (cap,) = gf.capture(gru, x.transpose(0, 1) if batch_first else x)
         assert cap.layout == cap.record.layout == layout
         np.testing.assert_array_equal(cap.inputs[(0, "forward")], x.numpy())
+
+
+# -- (e) the weights as the modules computed with them ------------------------------------
+def _check_used(cap, kind: str, ref, x, hx) -> None:
+    """``cap`` (a 2-layer module) holds ``ref``'s weights (the ones the module computed
+    with) bit for bit, layer 1's inputs are ``ref``'s layer 0 run on x, and every Jacobian
+    norm matches autograd through an nn.*Cell with ``ref``'s weights."""
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    for layer in range(2):
+        want = gf.from_torch_state_dict(kind.lower(), {
+            f"{m}_l0": sd[f"{m}_l{layer}"] for m in ("weight_ih", "weight_hh", "bias_ih",
+                                                     "bias_hh")})
+        got = cap.params[(layer, "forward")]
+        assert got.keys() == want.keys()
+        for p in want:
+            np.testing.assert_array_equal(got[p], want[p])
+    first = tuple(s[:1] for s in hx) if kind == "LSTM" else hx[0][:1]
+    with torch.no_grad():
+        below, _ = one_layer(kind, ref, 0, D)(x, first)
+    np.testing.assert_allclose(cap.inputs[(1, "forward")], below.numpy(), rtol=1e-13,
+                               atol=1e-15)
+    for layer in range(2):
+        worst = check_layer(cap, layer, "forward", kind, layer_weights(ref, layer))
+        print(f"{kind} layer {layer}: worst relative error {worst:.2e}")
+
+
+def test_weights_changed_after_the_module_ran_are_recorded_as_used():
+    """A forward that adds 2.3 to every weight of its LSTM after the LSTM ran: capture
+    records the weights the LSTM computed with, not the ones the forward left."""
+    torch.manual_seed(7)
+
+    class Changer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(D, N, num_layers=2).double()
+
+        def forward(self, x, hx):
+            out, _ = self.rnn(x, hx)
+            with torch.no_grad():
+                for p in self.rnn.parameters():
+                    p.add_(2.3)
+            return out
+
+    model = Changer().eval()
+    ref = torch.nn.LSTM(D, N, num_layers=2).double()
+    ref.load_state_dict(model.rnn.state_dict())  # the weights the capture's forward uses
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    hx = tuple(0.5 * torch.randn(2, B, N, dtype=torch.float64) for _ in range(2))
+    (cap,) = gf.capture(model, x, hx)
+    assert torch.allclose(model.rnn.weight_hh_l1 - ref.weight_hh_l1, torch.tensor(2.3).double())
+    _check_used(cap, "LSTM", ref, x, hx)
+
+
+def test_functional_call_is_recorded_with_the_parameters_it_swapped_in():
+    """``torch.func.functional_call`` with other parameters (the module's own + 1.15):
+    capture records those, the ones the GRU computed with during the call."""
+    torch.manual_seed(8)
+
+    class Swapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(D, N, num_layers=2).double()
+            self.other = {k: v.detach() + 1.15 for k, v in self.rnn.named_parameters()}
+
+        def forward(self, x, h0):
+            return torch.func.functional_call(self.rnn, self.other, (x, h0))[0]
+
+    model = Swapped().eval()
+    ref = torch.nn.GRU(D, N, num_layers=2).double()
+    ref.load_state_dict(model.other)
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    h0 = 0.5 * torch.randn(2, B, N, dtype=torch.float64)
+    (cap,) = gf.capture(model, x, h0)
+    assert torch.allclose(ref.weight_ih_l0 - model.rnn.weight_ih_l0, torch.tensor(1.15).double())
+    _check_used(cap, "GRU", ref, x, (h0,))
+
+
+def test_weights_that_change_during_the_capture_are_refused():
+    """Weights changed while a module runs (a forward that modifies its own weights before
+    computing), or between two calls of one module, are refused in one line: no single set
+    of parameters is the one used. The hooks are removed all the same."""
+    x = torch.randn(T, B, D, dtype=torch.float64)
+
+    class SelfChanging(torch.nn.GRU):
+        def forward(self, x, hx=None):
+            with torch.no_grad():
+                self.weight_hh_l0.mul_(1.5)
+            return super().forward(x, hx)
+
+    class Drifting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.GRUCell(D, N).double()
+
+        def forward(self, x):
+            h = None
+            for x_t in x:
+                h = self.cell(x_t, h)
+                with torch.no_grad():
+                    self.cell.bias_hh.add_(1.0)
+            return h
+
+    class ScriptChanging(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(D, N).double()
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            self.rnn.weight_hh_l0.add_(1.0)
+            return out
+
+    cases = [
+        (SelfChanging(D, N).double(),
+         r"^nn\.GRU: its weight 'weight_hh_l0' changed while the module ran \(a forward that "
+         r"modifies the weights\?\), so capture cannot tell which values it computed with"),
+        (Drifting(),
+         r"^module 'cell' \(nn\.GRUCell\) ran with other weights in call 2 than in call 1 "
+         r"\('bias_hh' differs\): its calls are not one recurrence"),
+        (_quiet_jit(torch.jit.script, ScriptChanging()),
+         r"^module 'rnn' \(GRU\): its weight 'weight_hh_l0' changed while the TorchScript "
+         r"model ran"),
+    ]
+    for model, match in cases:
+        with pytest.raises(GateflowError, match=match) as info:
+            gf.capture(model, x)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 300
+        for m in model.modules():
+            assert not getattr(m, "_forward_hooks", None)
+            assert not getattr(m, "_forward_pre_hooks", None)
+
+
+def test_capture_sizes_the_weights_it_copies_from_their_shapes(monkeypatch):
+    """The copy of the weights a call used is sized against the budget before it is made:
+    gateflow's one line, the hooks removed."""
+    import gateflow._memory
+
+    gru = torch.nn.GRU(D, 1000).double()  # 3.0M weights: 72 MiB copied and converted
+    monkeypatch.setattr(gateflow._memory, "available_memory", lambda backend="numpy": 16 << 20)
+    with pytest.raises(GateflowError, match=r"^capturing the weights of nn\.GRU needs about "
+                                            r"\d+ MiB but only 16 MiB is free; capture a "
+                                            r"smaller model$"):
+        gf.capture(gru, torch.zeros(2, 1, D, dtype=torch.float64))
+    assert not gru._forward_hooks and not gru._forward_pre_hooks

@@ -16,6 +16,7 @@ import pytest
 from _hostile import assert_clean_error, assert_unchanged, run_cli, run_subprocess, snapshot
 
 import gateflow as g
+from gateflow.cells import param_shapes
 from gateflow.jobs._decay import decay
 
 P = g.init_params("lstm", 4, 2, seed=0)
@@ -72,6 +73,9 @@ CASES = {
                        r"param 'U' has dtype complex128"),
     "params NaN": (lambda: g.all_lags("rnn", {**P_RNN, "b": np.full(3, np.nan)}, X),
                    r"param 'b' has 3 non-finite"),
+    # a broadcast (stride-0) view is checked on the values it holds, counted in full
+    "params broadcast NaN": (lambda: g.all_lags("rnn", {**P_RNN, "U": np.broadcast_to(
+        np.array([[0.1, np.nan, np.inf]]), (3, 3))}, X), r"param 'U' has 6 non-finite"),
     # -- all_lags: names
     "norms None": (lambda: chain(norms=None), r"norms must be a tuple of names.*got None"),
     "norms ()": (lambda: chain(norms=()), r"choose at least one of frobenius, spectral"),
@@ -269,6 +273,59 @@ def test_api_user_error_is_one_line_gateflow_error(name):
     message = str(info.value)
     assert "\n" not in message and "\r" not in message, message
     assert len(message) < 400, message
+
+
+# -- memory from the real size: broadcast views are sized by their shapes ------------------
+BIG = 3000  # a (4n, n) float64 matrix is 288 MB; its broadcast view is 8 bytes
+
+
+def _view(*shape) -> np.ndarray:
+    return np.broadcast_to(np.float64(0.1), shape)
+
+
+RNN_VIEW = {"W": _view(BIG, 2), "U": _view(BIG, BIG), "b": _view(BIG)}
+LSTM_VIEW = {p: _view(*shape) for p, shape in param_shapes("lstm", BIG, 2).items()}
+SD_VIEW = {"weight_ih_l0": _view(4 * BIG, 2), "weight_hh_l0": _view(4 * BIG, BIG),
+           "bias_ih_l0": _view(4 * BIG), "bias_hh_l0": _view(4 * BIG)}
+X_SMALL = np.zeros((3, 1, 2))
+BROADCAST = {
+    "all_lags": (lambda tmp: g.all_lags("rnn", RNN_VIEW, X_SMALL), r"this run needs about"),
+    "decay": (lambda tmp: g.decay("rnn", RNN_VIEW, X_SMALL), r"this run needs about"),
+    "lyapunov": (lambda tmp: g.lyapunov("rnn", RNN_VIEW, X_SMALL),
+                 r"this Lyapunov spectrum needs about"),
+    "save_params": (lambda tmp: g.save_params(tmp / "w.safetensors", "lstm", LSTM_VIEW),
+                    r"saving params to '.*w.safetensors' needs about"),
+    "from_torch_state_dict": (lambda tmp: g.from_torch_state_dict("lstm", SD_VIEW),
+                              r"converting the state_dict to params of cell 'lstm' needs "
+                              r"about"),
+    "to_torch_state_dict": (lambda tmp: g.to_torch_state_dict("lstm", LSTM_VIEW),
+                            r"converting the params of cell 'lstm' to a PyTorch state_dict "
+                            r"needs about"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROADCAST))
+def test_broadcast_views_are_sized_from_their_shapes(name, tmp_path, monkeypatch):
+    """``np.broadcast_to`` weights (8 bytes held, hundreds of MB once copied) are measured
+    by their shapes against the budget before anything is copied or checked element by
+    element: gateflow's one line, and NumPy never allocates more than a few MB."""
+    import tracemalloc
+
+    import gateflow._memory
+
+    monkeypatch.setattr(gateflow._memory, "available_memory", lambda backend="numpy": 16 << 20)
+    call, pattern = BROADCAST[name]
+    tracemalloc.start()
+    try:
+        with pytest.raises(g.GateflowError, match=pattern + r" [\d.]+ [GM]iB but only 16 MiB "
+                                                            r"is free") as info:
+            call(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB allocated before the check"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_exported_function_is_covered():

@@ -18,6 +18,8 @@ import os
 import pickle
 import re
 import socket
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _hostile import (
+    Outcome,
     assert_clean_error,
     assert_unchanged,
     make_node,
@@ -167,6 +170,44 @@ class Evaluator:
 def torch_module(name: str, **kw) -> str:
     torch = pytest.importorskip("torch")
     return torch_file(name, torch.nn.LSTM(D, N, **kw).state_dict())
+
+
+def expanded_pt(name: str, n: int = 2000) -> str:
+    """An nn.LSTM state_dict whose weight_hh_l0 is ``torch.zeros(1).expand(4n, n)``: one
+    float32 on disk, 4n² float64 values once converted (n=2000: 10 KB → 128 MB; n=6000,
+    the issue's file: 194 KB → 1.2 GB)."""
+    torch = pytest.importorskip("torch")
+    sd = {"weight_ih_l0": torch.zeros(1).expand(4 * n, D),
+          "weight_hh_l0": torch.zeros(1).expand(4 * n, n),
+          "bias_ih_l0": torch.zeros(4 * n), "bias_hh_l0": torch.zeros(4 * n)}
+    return torch_file(name, sd)
+
+
+def legacy_lying_pt(name: str) -> str:
+    """A legacy (non-zip) torch.save whose one storage says 2³¹ − 1 float64 elements (16 GB)
+    but holds 300: torch.load would allocate the 16 GB before reading the 2.4 KB."""
+    torch = pytest.importorskip("torch")
+    buf = io.BytesIO()
+    torch.save({"weight_hh_l0": torch.zeros(300, dtype=torch.float64)}, buf,
+               _use_new_zipfile_serialization=False)
+    said = b"X\x03\x00\x00\x00cpuq\x06M\x2c\x01"  # 'cpu', then numel 300 (BININT2)
+    assert buf.getvalue().count(said) == 1
+    return write(name, buf.getvalue().replace(
+        said, b"X\x03\x00\x00\x00cpuq\x06J" + (2**31 - 1).to_bytes(4, "little")))
+
+
+def expanded_torchscript(name: str) -> str:
+    """A scripted nn.LSTM whose weight_hh_l0 is an expanded view of a one-element storage."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13
+        warnings.simplefilter("ignore")
+        m = torch.jit.script(torch.nn.LSTM(D, N))
+        with torch.no_grad():
+            m.weight_hh_l0.set_(torch.zeros(1).expand(4 * N * 1000, N))
+        torch.jit.save(m, name)
+    return name
 
 
 # -- the cases ----------------------------------------------------------------------------
@@ -332,6 +373,15 @@ WEIGHTS = [
     Case("pt-multi-layer", lambda: torch_module("w.pt", num_layers=2), "has 2 layers"),
     Case("pt-truncated", lambda: write("w.pt", Path(torch_module("full.pt")).read_bytes()[:400]),
          "a damaged zip archive"),
+    # sizes from shapes, before torch or NumPy allocates anything
+    Case("pt-expanded", lambda: expanded_pt("w.pt"),
+         r"reading 'w.pt' needs about \d+ MiB but only 16 MiB is free", memory=16 * MIB),
+    Case("pt-legacy-lying-storage", lambda: legacy_lying_pt("w.pt"),
+         r"cannot read 'w.pt': corrupt torch.save file \(its tensors declare 17179869176 bytes "
+         r"of storage, but only \d+ bytes follow\)"),
+    Case("torchscript-expanded", lambda: expanded_torchscript("w.pt"),
+         r"a tensor of size \(12000, 3\) has more elements than its storage \(1\); gateflow "
+         r"reads saved parameters, not expanded views"),
 ]
 
 INPUTS = [
@@ -432,6 +482,33 @@ def test_zip_bomb_is_never_inflated(sandbox, monkeypatch):
     monkeypatch.setattr(np.lib.format, "read_array", no_inflating)
     with pytest.raises(GateflowError, match="needs about 192 MiB but only 16 MiB is free"):
         load_params("w.npz", "lstm")
+
+
+#: ``gateflow ARGS`` with the address space limited to what the interpreter, torch and
+#: gateflow already map plus 1 GiB (``prlimit --as``, measured in the child itself).
+_UNDER_AS_LIMIT = (
+    "import resource, torch, gateflow.cli\n"
+    "mapped = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))\n"
+    "gateflow.cli.app(prog_name='gateflow')\n")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_expanded_tensor_is_refused_under_a_real_memory_limit(sandbox):
+    """The issue's file: 194 KB on disk, ``torch.zeros(1).expand(24000, 6000)``, 1.2 GB of
+    float64 once converted. With 1 GiB of address space left (no patched budget), gateflow
+    refuses it from its shape in one line of its own, not torch's or NumPy's allocator."""
+    expanded_pt("w.pt", n=6000)
+    assert Path("w.pt").stat().st_size < 200_000
+    before = snapshot(".")
+    p = subprocess.run([sys.executable, "-c", _UNDER_AS_LIMIT, "decay", "--weights", "w.pt",
+                        "--cell", "lstm", "--steps", "2", "--batch", "1", "--quiet"],
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    line = assert_clean_error(Outcome(p.returncode, p.stdout, p.stderr),
+                              r"reading 'w.pt' needs about 2.1 GiB but only [\d.]+ (GiB|MiB) "
+                              r"is free; free some memory or use a smaller file")
+    assert "allocat" not in line.lower()
+    assert_unchanged(before, snapshot("."))
 
 
 # -- permissions: in a child process where file modes bind (root drops CAP_DAC_*) ---------

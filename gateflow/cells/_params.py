@@ -144,8 +144,12 @@ def check_sizes(cell, params) -> dict[str, int]:
                                 f"for {given} (inferred from the other params)")
     for p in cell.params:
         a = arrays[p]
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        # the values it holds: a broadcast (stride-0) axis repeats one slice, checked once,
+        # so that the check allocates no more than the array's own memory
+        held = a[tuple(slice(0, 1) if s == 0 and k > 1 else slice(None)
+                       for s, k in zip(a.strides, a.shape))]
+        if a.dtype.kind == "f" and not np.all(np.isfinite(held)):
+            bad = int(held.size - np.count_nonzero(np.isfinite(held))) * (a.size // held.size)
             raise GateflowError(f"param {p!r} has {bad} non-finite value(s) (NaN or inf); "
                                 "fix or re-export the weights")
     return value

@@ -31,6 +31,14 @@ or, traced, from the op's flags). The records are the eager model's, bit for bit
 ``*Cell`` is recorded by the tracer as elementary ops, which capture refuses by name.
 ``Captured.layout`` is the module's ``batch_first`` as an axis order.
 
+``params`` are the weights as each module computed with them: read by a forward pre-hook
+inside the call (so a ``torch.func.functional_call`` is recorded with the parameters it
+swapped in, and a forward that changes the weights after a module ran does not change the
+record). Weights that change while a module runs (a forward that modifies its own
+weights), or between two calls of one module, are refused: the calls would not be one
+recurrence with one set of parameters. A TorchScript model's weights are compared before
+and after its run, and refused the same way when they changed.
+
 A module called several times (an ``nn.GRUCell`` in a decoder's Python loop, an ``nn.LSTM``
 fed one step at a time) gives one sequence of all its calls in call order, starting from the
 state of the first call. ``carried`` says whether every call started from exactly the state
@@ -40,12 +48,14 @@ recurrence, and ``note`` says so.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from gateflow._errors import GateflowError
+from gateflow._memory import check_fits
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import stack
 from gateflow.models._checks import as_cell, clip, one_line
@@ -62,6 +72,7 @@ Key = tuple[int, str]  # (layer, direction)
 _KINDS = {"LSTM": ("LSTM", False), "GRU": ("GRU", False), "RNN": ("RNN", False),
           "LSTMCell": ("LSTM", True), "GRUCell": ("GRU", True), "RNNCell": ("RNN", True)}
 _MATRICES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_WEIGHT = re.compile(r"^(?:weight|bias)_(?:ih|hh|hr)(?:_l\d+(?:_reverse)?)?$")
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,15 +226,57 @@ def _numpy(t) -> np.ndarray:
     return np.array(t.detach().to(device="cpu", dtype=torch.float64).numpy(), copy=True)
 
 
-def _weights(module, layer: int, direction: str, is_cell: bool) -> dict[str, Any]:
-    """One layer and direction's PyTorch tensors, named as a single-layer module's."""
+def _weights(held: dict[str, Any], layer: int, direction: str, is_cell: bool
+             ) -> dict[str, Any]:
+    """One layer and direction's PyTorch tensors (of ``held``, the module's weights as they
+    were when it ran, by attribute name), named as a single-layer module's."""
     suffix = "" if is_cell else f"_l{layer}" + ("_reverse" if direction == "reverse" else "")
     out = {}
     for m in _MATRICES:
-        t = getattr(module, f"{m}{suffix}", None)
+        t = held.get(f"{m}{suffix}")
         if t is not None:
             out[f"{m}_l0"] = t
     return out
+
+
+def _live(module, is_cell: bool) -> dict[str, Any]:
+    """The module's weight tensors by attribute name (``weight_hh_l1_reverse``), as the
+    module sees them now: inside a call, the ones the call computes with (those
+    ``torch.func.functional_call`` swapped in, or a forward changed)."""
+    if is_cell:
+        suffixes = [""]
+    else:
+        directions = ("", "_reverse") if module.bidirectional else ("",)
+        suffixes = [f"_l{k}{r}" for k in range(int(module.num_layers)) for r in directions]
+    out = {}
+    for s in suffixes:
+        for m in _MATRICES:
+            t = getattr(module, f"{m}{s}", None)
+            if t is not None:
+                out[f"{m}{s}"] = t
+    return out
+
+
+def _snapshot(live: dict[str, Any], where: str) -> dict[str, Any]:
+    """A copy of the weights ``live``, sized from their shapes first (an expanded view is
+    a few bytes until copied): the copy, and the float64 arrays made from it later."""
+    check_fits(sum(t.numel() * (t.element_size() + 16) for t in live.values()),
+               f"capturing the weights of {where}", "capture a smaller model")
+    return {k: t.detach().clone() for k, t in live.items()}
+
+
+def _changed(torch, held: dict[str, Any], live: dict[str, Any]) -> str | None:
+    """The first weight of ``live`` whose bits differ from ``held`` (NaN included), or
+    that is new or gone; None when every weight is as it was."""
+    if set(held) != set(live):
+        return next(iter(sorted(set(held) ^ set(live))))
+    for k, t in live.items():
+        a, b = held[k], t.detach()
+        if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+            return k
+        if not torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)):
+            return k
+    return None
 
 
 def _kind_of(torch, module) -> tuple[str, bool]:
@@ -242,8 +295,9 @@ def _cell_name(module, base: str) -> str:
     return "rnn" if module.nonlinearity == "tanh" else "rnn-relu"
 
 
-def _one_layer(torch, module, base: str, layer: int, d: int):
-    """A float64 single-layer nn.<base> with layer ``layer``'s weights (both directions)."""
+def _one_layer(torch, module, held: dict[str, Any], base: str, layer: int, d: int):
+    """A float64 single-layer nn.<base> with layer ``layer``'s weights (both directions),
+    as they were when the module ran (``held``)."""
     extra = {"nonlinearity": module.nonlinearity} if base == "RNN" else {}
     if getattr(module, "proj_size", 0):
         extra["proj_size"] = module.proj_size
@@ -253,19 +307,20 @@ def _one_layer(torch, module, base: str, layer: int, d: int):
     sd = {}
     for direction in (DIRECTIONS if module.bidirectional else DIRECTIONS[:1]):
         tail = "_reverse" if direction == "reverse" else ""
-        for k, t in _weights(module, layer, direction, False).items():
+        for k, t in _weights(held, layer, direction, False).items():
             sd[k + tail] = t.detach().to(device="cpu", dtype=torch.float64)
     one.load_state_dict(sd)
     return one
 
 
-def _layer_inputs(torch, module, base: str, calls: list[_Call]) -> list[list[Any]]:
+def _layer_inputs(torch, module, held: dict[str, Any], base: str,
+                  calls: list[_Call]) -> list[list[Any]]:
     """Per layer, per call: the (T, B, d_l) float64 sequence that layer read (forward time)."""
     D = 2 if module.bidirectional else 1
     xs = [c.x.to(device="cpu", dtype=torch.float64) for c in calls]
     per_layer = [xs]
     for layer in range(1, module.num_layers):
-        one = _one_layer(torch, module, base, layer - 1, per_layer[-1][0].shape[-1])
+        one = _one_layer(torch, module, held, base, layer - 1, per_layer[-1][0].shape[-1])
         below = []
         for c, x in zip(calls, per_layer[-1]):
             rows = slice((layer - 1) * D, layer * D)
@@ -277,7 +332,9 @@ def _layer_inputs(torch, module, base: str, calls: list[_Call]) -> list[list[Any
     return per_layer
 
 
-def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
+def _build(torch, name: str, module, calls: list[_Call], held: dict[str, Any]) -> Captured:
+    """The record of one module from its calls and ``held``, its weights as the calls used
+    them (the same in every call: :func:`capture` refuses weights that change)."""
     cls = module.original_name if isinstance(module, _ScriptView) else type(module).__name__
     base, is_cell = _kind_of(torch, module)
     kind = f"nn.{base}Cell" if is_cell else f"nn.{base}"
@@ -309,14 +366,14 @@ def _build(torch, name: str, module, calls: list[_Call]) -> Captured:
     if is_cell:
         per_layer = [[c.x.to(dtype=torch.float64) for c in calls]]
     else:
-        per_layer = _layer_inputs(torch, module, base, calls)
+        per_layer = _layer_inputs(torch, module, held, base, calls)
     params: dict[Key, Params] = {}
     inputs: dict[Key, np.ndarray] = {}
     s0: dict[Key, dict[str, np.ndarray]] = {}
     for layer in range(layers):
         for j, direction in enumerate(directions):
             key = (layer, direction)
-            sd = {k: _numpy(v) for k, v in _weights(module, layer, direction, is_cell).items()}
+            sd = {k: _numpy(v) for k, v in _weights(held, layer, direction, is_cell).items()}
             try:
                 params[key] = from_torch_state_dict(cell, sd)
             except GateflowError as exc:
@@ -519,6 +576,17 @@ def _script_call(view: _ScriptView, got: list) -> _Call:
                  out={s: as_state(v) for s, v in zip(names, outs)})
 
 
+def _script_weights(module) -> dict[str, Any]:
+    """A TorchScript recurrent module's weight tensors by attribute name."""
+    return {k: t for k, t in module.named_parameters(recurse=False) if _WEIGHT.match(k)}
+
+
+def _changed_while_running(where: str, changed: str, during: str = "the module") -> str:
+    return (f"{where}: its weight {clip(repr(changed), 60)} changed while {during} ran (a "
+            "forward that modifies the weights?), so capture cannot tell which values it "
+            "computed with; keep the weights fixed during the forward")
+
+
 def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
     """Run ``model(*example_inputs, **kwargs)`` once (no gradients) and record every
     ``nn.RNN``/``LSTM``/``GRU``/``RNNCell``/``LSTMCell``/``GRUCell`` that ran: its weights
@@ -538,12 +606,22 @@ def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
     if not isinstance(model, torch.nn.Module):
         raise GateflowError(f"capture needs a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, torch.jit.ScriptModule):
+        before = {name: _snapshot(_script_weights(m), f"module {name!r}")
+                  for name, m in model.named_modules()
+                  if getattr(m, "original_name", None) in _KINDS}
         taps = _script_calls(torch, model, example_inputs, kwargs)
         if not taps:
             raise GateflowError(f"the TorchScript model ({model.original_name}) has no "
                                 "nn.RNN/LSTM/GRU or *Cell op in its graph")
+        for name, m in model.named_modules():
+            changed = _changed(torch, before[name], _script_weights(m)) if name in before \
+                else None
+            if changed is not None:
+                raise GateflowError(_changed_while_running(
+                    f"module {name!r} ({m.original_name})", changed, "the TorchScript model"))
         with torch.no_grad():
-            return tuple(_build(torch, name, view, c) for name, (view, c) in taps.items())
+            return tuple(_build(torch, name, view, c, before[name])
+                         for name, (view, c) in taps.items())
     kinds = tuple(getattr(torch.nn, k) for k in _KINDS)
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
     scripted = [name for name, m in model.named_modules()
@@ -553,17 +631,36 @@ def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
                             "model, which capture cannot hook; capture the eager module, or "
                             "torch.jit.script the whole model")
     calls: dict[str, list[_Call]] = {}  # first-call order
+    held: dict[str, dict[str, Any]] = {}  # each module's weights as its first call saw them
     modules = dict(found)
 
     def hooks_for(name: str, module):
         base, is_cell = _kind_of(torch, module)
         kind = f"nn.{base}Cell" if is_cell else f"nn.{base}"
+        where = f"module {name!r} ({kind})" if name else kind
 
         def before(mod, args, kw):
             _check_call(torch, name, mod, kind, args, kw)
+            # the weights this call computes with: read now, inside the call (a
+            # functional_call's parameters are swapped in for the call's duration)
+            live = _live(mod, is_cell)
+            if name not in held:
+                held[name] = _snapshot(live, where)
+                return None
+            changed = _changed(torch, held[name], live)
+            if changed is not None:
+                k = len(calls.get(name, ())) + 1
+                raise GateflowError(
+                    f"{where} ran with other weights in call {k} than in call 1 "
+                    f"({clip(repr(changed), 60)} differs): its calls are not one recurrence "
+                    "with one set of parameters; keep the weights fixed during the forward, "
+                    "or capture one call at a time")
             return None
 
         def after(mod, args, kw, output):
+            changed = _changed(torch, held[name], _live(mod, is_cell))
+            if changed is not None:
+                raise GateflowError(_changed_while_running(where, changed))
             calls.setdefault(name, []).append(_record(mod, kind, is_cell, args, kw, output))
             return None
 
@@ -593,4 +690,5 @@ def capture(model, *example_inputs, **kwargs) -> tuple[Captured, ...]:
                             f"ran when called with the example inputs ({what}); gateflow "
                             "analyses PyTorch's own recurrent modules")
     with torch.no_grad():
-        return tuple(_build(torch, name, modules[name], c) for name, c in calls.items())
+        return tuple(_build(torch, name, modules[name], c, held[name])
+                     for name, c in calls.items())

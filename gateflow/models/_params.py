@@ -190,6 +190,11 @@ def save_params(path, cell, params: Params, *, overwrite: bool = False) -> None:
         raise GateflowError(f"cannot save params to {path.name!r}: unknown extension "
                             f"{ext or '(none)'!r}; use .safetensors or .npz")
     validate_params(cell, params)
+    # sizes from shapes, before anything is copied (a broadcast view is a few bytes): the
+    # arrays in the file's names, contiguous, and the file's bytes twice while written
+    itemsize = max(np.asarray(a).dtype.itemsize for a in params.values())
+    check_fits(4 * itemsize * sum(np.asarray(a).size for a in params.values()),
+               f"saving params to {show(path)}", "save smaller weights")
     arrays = (to_torch_state_dict(cell, params) if layout_for(cell) is not None
               else {p: np.asarray(params[p]) for p in cell.params})
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}

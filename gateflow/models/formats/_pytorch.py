@@ -26,6 +26,7 @@ tells nn.RNN's tanh from its relu, so that module asks for ``--cell``.
 
 from __future__ import annotations
 
+import pickle
 import re
 import warnings
 import zipfile
@@ -37,6 +38,7 @@ from typing import BinaryIO
 import numpy as np
 
 from gateflow._errors import GateflowError
+from gateflow._memory import check_fits
 from gateflow.cells._library import CELLS
 from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
@@ -354,6 +356,11 @@ def to_torch_state_dict(cell, params: dict[str, np.ndarray]) -> dict[str, np.nda
     check_params(cell, params)
     p = {k: np.asarray(v) for k, v in params.items()}
     dt = np.result_type(*p.values())
+    # sizes from shapes (a broadcast view is a few bytes until it is copied): the
+    # concatenated matrices and their copies in dt
+    check_fits(2 * dt.itemsize * sum(a.size for a in p.values()),
+               f"converting the params of cell {cell.name!r} to a PyTorch state_dict",
+               "use smaller weights")
     in_ih = set(layout.bias_ih)
     return {
         "weight_ih_l0": np.concatenate([p[k] for k in layout.ih], axis=0).astype(dt),
@@ -427,6 +434,11 @@ def from_torch_state_dict(cell, sd: dict[str, np.ndarray], *,
     _gate_check(cell, sd)
     layout = _need_layout(cell)
     _check_state_dict(layout, sd)
+    # sizes from shapes (a broadcast view is a few bytes until it is copied): each block
+    # is copied once into dt
+    check_fits(dt.itemsize * sum(a.size for a in sd.values()),
+               f"converting the state_dict to params of cell {cell.name!r}",
+               "use smaller weights")
     n = sd[_HR].shape[1] if layout.hr else sd["weight_hh_l0"].shape[1]
 
     def block(a, j):
@@ -563,9 +575,100 @@ def _fallback(torch, obj: dict) -> tuple[tuple, dict] | None:
     return None
 
 
+# -- sizes from shapes, before torch or NumPy allocates --------------------------------------
+#: Bytes per element of the storage types a legacy (pre-1.6, non-zip) torch.save names.
+_ELEMENT_BYTES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
+    "BoolStorage": 1, "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8,
+    "QInt8Storage": 1, "QUInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1,
+    "QUInt2x4Storage": 1, "UntypedStorage": 1,
+}
+_WIDEST = 16  # an element of a storage type not listed above, counted generously
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+
+
+class _Inert:
+    """Any global of a legacy pickle during the size pre-scan: built, filled and called
+    as data, never as the class it names (nothing of the file runs)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, *args, **kwargs) -> _Inert:
+        return _Inert()
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+    def append(self, value) -> None:
+        pass
+
+    def extend(self, values) -> None:
+        pass
+
+
+class _StorageKind(_Inert):
+    """A storage type (``torch.FloatStorage``) named in a legacy pickle."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _SizeScan(pickle.Unpickler):
+    """Reads a legacy torch.save pickle as inert data (:class:`_Inert` for every global) to
+    learn the bytes of every storage it declares (``('storage', type, key, location,
+    numel, ...)``), which ``torch.load`` allocates before it reads them."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        super().__init__(fh)
+        self.storages: dict[object, int] = {}
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and name.endswith("Storage"):
+            return _StorageKind(name)
+        return _Inert
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            kind, key, numel = pid[1], pid[2], pid[4]
+            if isinstance(numel, int) and not isinstance(numel, bool) and numel >= 0:
+                each = _ELEMENT_BYTES.get(getattr(kind, "name", ""), _WIDEST)
+                self.storages[key if isinstance(key, (str, int)) else repr(key)] = numel * each
+        return _Inert()
+
+
+def _legacy_storages(fh: BinaryIO, size: int, path: Path) -> None:
+    """Refuse a legacy (non-zip) torch.save whose storages declare more bytes than follow
+    its pickle: ``torch.load`` would allocate them all before noticing (a 2 KB file that
+    asks for 16 GB). A file that is not a legacy torch.save is left to ``torch.load``."""
+    try:
+        if _SizeScan(fh).load() != _LEGACY_MAGIC:
+            return
+        _SizeScan(fh).load()  # the protocol version
+        _SizeScan(fh).load()  # sys_info
+        scan = _SizeScan(fh)
+        scan.load()
+    except Exception:  # not a legacy torch.save: torch.load says why
+        return
+    finally:
+        left = size - fh.tell()
+        fh.seek(0)
+    declared = sum(scan.storages.values())
+    if declared > max(left, 0):
+        raise GateflowError(f"cannot read {show(path)}: corrupt torch.save file (its tensors "
+                            f"declare {declared} bytes of storage, but only {max(left, 0)} "
+                            "bytes follow); re-save it with torch.save(model.state_dict(), "
+                            "path)")
+
+
 def _array(torch, path: Path, k: str, v) -> tuple[np.ndarray, str | None]:
     """One tensor as a float64 (or integer) array, and its dtype in the file when it was
-    narrower than float32 (None else)."""
+    narrower than float32 (None else); an expanded (stride-0) view becomes a real array
+    (its size was checked by :func:`read` from its shape)."""
     t = v.detach().cpu()
     narrow = None
     if t.is_quantized:
@@ -578,7 +681,8 @@ def _array(torch, path: Path, k: str, v) -> tuple[np.ndarray, str | None]:
         narrow = narrow or str(t.dtype).removeprefix("torch.")
     elif not t.is_floating_point() and t.dtype != torch.bool:
         narrow = narrow or str(t.dtype).removeprefix("torch.")
-    return (t.to(torch.float64) if t.is_floating_point() else t).numpy(), narrow
+    t = t.to(torch.float64) if t.is_floating_point() else t
+    return np.ascontiguousarray(t.contiguous().numpy()), narrow
 
 
 def _none_found(path: Path, looked: list[str]) -> GateflowError:
@@ -592,7 +696,10 @@ def _none_found(path: Path, looked: list[str]) -> GateflowError:
 def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
     """A state_dict from ``torch.load(weights_only=True)``: pickled code is never run. The
     file size bounds the tensors (torch.save stores zip members, never compresses them, so a
-    compressed member is refused: torch would inflate it); torch's warnings are silenced.
+    compressed member is refused: torch would inflate it); a legacy (non-zip) file's
+    storages are sized from its pickle before ``torch.load`` allocates them, and every
+    tensor is sized from its shape (an expanded, stride-0 tensor is a few bytes on disk)
+    before it is converted; torch's warnings are silenced.
 
     A checkpoint is searched (bounded) for the dicts that hold recurrent weights, under any
     key (``model_state``, Lightning's ``state_dict``, ``['checkpoint']['model']``, …;
@@ -615,6 +722,10 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
                                 "pip install 'gateflow[torch]' or re-save the weights as "
                                 ".safetensors") from None
         fits(path, size, size // 2)
+        if not zipfile.is_zipfile(fh):
+            fh.seek(0)
+            _legacy_storages(fh, size, path)
+        fh.seek(0)
         try:
             obj = torch.load(fh, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for code, RuntimeError for corrupt files
@@ -628,6 +739,10 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
             if one is None:
                 raise _none_found(path, looked)
             found = [one]
+        # sizes from shapes, not from the file: an expanded (stride-0) tensor is a few
+        # bytes on disk and numel × 8 bytes once converted to float64
+        fits(path, size, sum(v.numel() for _, sd in found for v in sd.values()
+                             if isinstance(v, torch.Tensor)))
         several = len(found) > 1
         out = Raw()
         for key_path, sd in found:
