@@ -32,7 +32,16 @@ app's ``cls``):
   unknown choice names the closest ones;
 * Ctrl-C (SIGINT) and SIGTERM unwind the command like an exception, so staged files and
   folders are removed and nothing partial is left: one line ``error: interrupted`` and exit
-  status 130 (SIGINT) or 143 (SIGTERM).
+  status 130 (SIGINT) or 143 (SIGTERM). The line says what was written when the signal
+  came after an output was committed. Before and after a command (start-up, the
+  interpreter's exit) the handlers of :mod:`gateflow._interrupt`, installed first thing,
+  end the process with the same line and status; a second signal while the first one
+  cleans up is not raised again (see :mod:`gateflow._interrupt`);
+* a closed standard output, or a pipe whose reader has gone, is an error before any work
+  (one line, exit 2), and a pipe that breaks during the run is one too;
+* every line printed is one line of bounded length with every name, path and value that
+  came from outside escaped (:mod:`gateflow._text`): a file's names cannot drive the
+  terminal, and rich never reads them as markup.
 
 A new command needs nothing special: ``@app.command()`` is enough.
 """
@@ -40,6 +49,7 @@ A new command needs nothing special: ``@app.command()`` is enough.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import re
 import signal
@@ -56,6 +66,7 @@ from typer.core import TyperCommand, TyperGroup
 from gateflow import _interrupt
 from gateflow._errors import GateflowError
 from gateflow._interrupt import Terminated
+from gateflow._text import one_line, safe
 from gateflow._validate import closest
 from gateflow._version import __version__
 from gateflow.cells._library import CELLS
@@ -78,10 +89,63 @@ TERMINATE_EXIT = 128 + signal.SIGTERM
 
 
 def fail(message: object, code: int = USAGE_EXIT) -> typer.Exit:
-    """Print ``error: <message>`` as one line on stderr; return the Exit to raise."""
-    line = " ".join(str(message).split()) or type(message).__name__
-    typer.echo(f"error: {line}", err=True)
+    """Print ``error: <message>`` as one line on stderr (escaped and bounded:
+    :func:`gateflow._text.one_line`); return the Exit to raise."""
+    line = one_line(message) or type(message).__name__
+    try:
+        typer.echo(f"error: {line}", err=True)
+    except (OSError, ValueError):  # stderr is gone too: the exit status still says it
+        pass
+    _interrupt.finish(code)
     return typer.Exit(code)
+
+
+def _after_commit(message: str) -> str:
+    """``message``, and what the command had already written when it failed (an error
+    after an output was committed must not read as if nothing was)."""
+    done = _interrupt.written()
+    return f"{message}; already written: {', '.join(done)}" if done else message
+
+
+def _stdout_problem() -> str | None:
+    """Why standard output cannot take what a command prints, or None: closed (``>&-``),
+    or a pipe whose reader has exited (``poll`` reports POLLERR on its writing end)."""
+    out = sys.stdout
+    if out is None or getattr(out, "closed", False):
+        return "standard output is closed"
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # not a file (a test's capture): nothing to look at
+    try:
+        os.fstat(fd)
+    except OSError:
+        return "standard output is closed"
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+        if any(ev & (select.POLLERR | select.POLLNVAL) for _, ev in poller.poll(0)):
+            return "standard output is a pipe whose reader has exited (broken pipe)"
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def _silence_broken_stdout() -> None:
+    """After standard output broke, point it at the null device: the interpreter's last
+    flush of what is still buffered would otherwise add an "Exception ignored" traceback
+    to the one error line (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        if _stdout_problem() is None or sys.stdout is None:
+            return
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 @contextmanager
@@ -89,13 +153,10 @@ def _signals() -> Iterator[None]:
     """While a command runs, SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt
     in the main thread; both are also recorded (:mod:`gateflow._interrupt`), so a signal
     that lands where Python cannot raise is raised again at the next step of the run."""
+    _interrupt.reset()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        _interrupt.request(signum)
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     hook = sys.unraisablehook
 
@@ -103,14 +164,17 @@ def _signals() -> Iterator[None]:
         # Python drops an exception raised in a callback ("Exception ignored in ..."); an
         # interrupt dropped that way is recorded and raised again at the next step, so it
         # needs no traceback of its own.
-        if not isinstance(info.exc_value, (KeyboardInterrupt, Terminated)):
+        if isinstance(info.exc_value, (KeyboardInterrupt, Terminated)):
+            _interrupt.lost()
+        else:
             hook(info)
 
-    _interrupt.reset()
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, _interrupt.on_signal)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     sys.unraisablehook = unraisable
     try:
         yield
+        _interrupt.check()  # one recorded but never raised: the command ends as interrupted
     finally:
         sys.unraisablehook = hook
         for sig, old in previous.items():
@@ -129,7 +193,7 @@ def _quiet_shutdown() -> None:
 def _os_reason(exc: OSError) -> str:
     from gateflow._io import _reason
 
-    where = f"{exc.filename}: " if isinstance(exc.filename, str) else ""
+    where = f"{safe(exc.filename)}: " if isinstance(exc.filename, (str, bytes)) else ""
     return f"{where}{_reason(exc)}"
 
 
@@ -247,6 +311,15 @@ class GateflowGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
+            return self._invoke(ctx)
+        finally:
+            _silence_broken_stdout()
+
+    def _invoke(self, ctx: Any) -> Any:
+        problem = _stdout_problem()
+        if problem is not None:  # before any work: nothing is computed or written
+            raise fail(f"{problem}; nothing was run; redirect it to a file")
+        try:
             with _signals():
                 return super().invoke(ctx)
         except _NoArgsIsHelp:
@@ -254,18 +327,21 @@ class GateflowGroup(TyperGroup):
         except UsageError as err:
             raise _usage(err) from None
         except GateflowError as err:
-            raise fail(err) from None
+            raise fail(_after_commit(str(err))) from None
         except KeyboardInterrupt:
             _quiet_shutdown()
-            raise fail("interrupted (Ctrl-C); nothing was written", INTERRUPT_EXIT) from None
+            raise fail(_interrupt.line(signal.SIGINT), INTERRUPT_EXIT) from None
         except Terminated:
             _quiet_shutdown()
-            raise fail("terminated (SIGTERM); nothing was written", TERMINATE_EXIT) from None
+            raise fail(_interrupt.line(signal.SIGTERM), TERMINATE_EXIT) from None
         except MemoryError:
-            raise fail("out of memory; use fewer steps (T), a smaller batch (B) or a smaller "
-                       "hidden size") from None
+            raise fail(_after_commit("out of memory; use fewer steps (T), a smaller batch (B) "
+                                     "or a smaller hidden size")) from None
         except OSError as err:
-            raise fail(f"cannot complete: {_os_reason(err)}") from None
+            if err.errno == errno.EPIPE:
+                raise fail(_after_commit("cannot write to standard output: its reader has "
+                                         "exited (broken pipe)")) from None
+            raise fail(_after_commit(f"cannot complete: {_os_reason(err)}")) from None
 
 
 class _App(typer.Typer):
@@ -274,6 +350,12 @@ class _App(typer.Typer):
 
     def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
         return super().command(*args, cls=cls or GateflowCommand, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run as a program (the entry points; tests' runners call the command directly):
+        the process-wide signal handlers first (already there from ``gateflow.__main__``)."""
+        _interrupt.install()
+        return super().__call__(*args, **kwargs)
 
 
 app = _App(
@@ -476,7 +558,12 @@ def _order(batch_first: bool, time_major: bool) -> bool | None:
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"gateflow {__version__}")
+        from gateflow._io import write_stdout
+
+        try:
+            write_stdout(f"gateflow {__version__}\n".encode())
+        except GateflowError as err:  # a closed stdout: one line, exit 2, here too
+            raise fail(err) from None
         raise typer.Exit()
 
 
@@ -609,13 +696,14 @@ def sweep(
     where the median ‖∂s_T/∂s_{T−k}‖_F < 1e−6), one dask task per grid point (B sequences
     each); writes heatmaps, JSON and CSV in a new folder reports/sweep-<date>-<time> unless
     --out says where. Cells without a gate (rnn) use the bias scale σ_b instead."""
+    from gateflow._io import write_stdout
     from gateflow.jobs._sweep import SweepGrid
     from gateflow.jobs._sweep import sweep as run_sweep
 
     grid = SweepGrid.make(points, n=hidden, T=steps, B=batch)
     folder, _ = run_sweep(out, scheduler=scheduler, cells=_canonical(cells, CELLS), grid=grid,
                           quiet=quiet, overwrite=overwrite)
-    typer.echo(str(folder))
+    write_stdout(f"{safe(folder)}\n".encode())
 
 
 @app.command(epilog=_NORMS_EPILOG)
@@ -636,7 +724,8 @@ def decay(
     time_major: _TimeMajor = False,
     s0: Annotated[str | None, typer.Option(
         "--s0", metavar="FILE", help="Initial state .npz, an array per state block."
-        + _default("zeros"), rich_help_panel=INPUTS, show_default=False)] = None,
+        + _default("the model file's, or zeros"), rich_help_panel=INPUTS,
+        show_default=False)] = None,
     steps: _Steps = 100,
     batch: _Batch = 4,
     input_dist: Annotated[InputDist, typer.Option(
@@ -733,6 +822,10 @@ def lyapunov(
     inputs: _Inputs = None,
     batch_first: _BatchFirst = False,
     time_major: _TimeMajor = False,
+    s0: Annotated[str | None, typer.Option(
+        "--s0", metavar="FILE", help="Initial state .npz, an array per state block."
+        + _default("the model file's, or zeros"), rich_help_panel=INPUTS,
+        show_default=False)] = None,
     steps: _Steps = 100,
     batch: _Batch = 4,
     hidden: _Hidden = 64,
@@ -770,7 +863,7 @@ def lyapunov(
                  rename=parse_map(map_), k=k,
                  transient=transient, json_path=json_out, plot_path=plot, overwrite=overwrite,
                  quiet=quiet, input_size=input_size, gate_bias=gate_bias, sizes=sizes,
-                 **options)
+                 s0=s0, **options)
 
 
 @app.command()
@@ -804,16 +897,18 @@ def report(
     reports/<date>_n<N>-T<T>-seed<S> unless --out says where.
 
     The path of index.html goes to stdout, the progress bar to stderr."""
+    from gateflow._io import write_stdout
     from gateflow.jobs._report import ReportConfig, write_report
 
     cfg = ReportConfig(hidden=hidden, inputs=input_size, steps=steps, batch=batch, seed=seed,
                        scheme=_value(init))
     folder = write_report(cfg, out, overwrite=overwrite, quiet=quiet, formats=fmt)
-    typer.echo(str(folder / "index.html"))
+    write_stdout(f"{safe(folder / 'index.html')}\n".encode())
 
 
 def main() -> None:
-    """Run the command line (``python -m gateflow``; the ``gateflow`` script runs ``app``)."""
+    """Run the command line (``python -m gateflow`` and the ``gateflow`` script, through
+    :func:`gateflow.__main__.main`, which installs the signal handlers first)."""
     app(prog_name="gateflow")
 
 

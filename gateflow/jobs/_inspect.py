@@ -4,29 +4,61 @@ modules (:func:`gateflow.models._model.find_models`), the console draws the tabl
 
 A printed command is one line at any terminal width, every word shell-quoted
 (:func:`shlex.quote`: a path with spaces, a module or cell name with brackets), so that
-pasting it runs it as printed. A file in which nothing was found but something was skipped
+pasting it runs it as printed. A word with a character a terminal would act on (an escape
+sequence in a node name, a file name that is not UTF-8) is written in ANSI-C quotes,
+``$'evil\\x1b[2J.pt'`` (bash, zsh, ksh): the terminal sees only printable text and the shell
+still gets the very bytes. A file in which nothing was found but something was skipped
 (a subgraph not opened, an unknown op, arrays no vocabulary matched) is an error, exit 2,
 after the skipped lines: "nothing found" is never said when something was skipped.
+
+What is said was done: the JSON (``--json``) is staged first, the table printed next, and
+the file moved into place last, so an interrupted or failing run (a closed pipe, Ctrl-C
+while printing) leaves no file, and "wrote" is printed only for a file that is there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
 from gateflow._errors import GateflowError
-from gateflow._io import STDOUT, check_file, write_files
+from gateflow._io import STDOUT, check_file, staged_files
+from gateflow._text import has_unsafe
 from gateflow.models._model import find_models, skipped_summary
 from gateflow.models.formats._files import label
 from gateflow.models.formats._recurrent import Recurrent
 
-__all__ = ["command_line", "decay_command", "inspect_model"]
+__all__ = ["command_line", "decay_command", "inspect_model", "shell_word"]
+
+
+def shell_word(word) -> str:
+    """``word`` quoted for a POSIX shell (:func:`shlex.quote`), or, when it holds a
+    character a terminal would act on, in ANSI-C quotes with every such byte as ``\\xHH``
+    (undecodable file-name bytes included): printable, and the same bytes to the shell."""
+    word = os.fsdecode(word) if isinstance(word, bytes) else str(word)
+    if not has_unsafe(word):
+        return shlex.quote(word)
+    out = []
+    for ch in word:
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif has_unsafe(ch):
+            try:
+                raw = os.fsencode(ch)  # an undecodable file-name byte is that byte again
+            except UnicodeError:
+                raw = ch.encode("utf-8", "surrogatepass")
+            out += [f"\\x{b:02x}" for b in raw]
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
 
 
 def command_line(*words) -> str:
-    """``words`` as one shell command line, each quoted where the shell needs it."""
-    return " ".join(shlex.quote(str(w)) for w in words)
+    """``words`` as one shell command line, each quoted where the shell needs it
+    (:func:`shell_word`)."""
+    return " ".join(shell_word(w) for w in words)
 
 
 def decay_command(path, model: Recurrent, several: bool, rename=None) -> str | None:
@@ -57,7 +89,8 @@ def inspect_model(path, *, json_path=None, overwrite: bool = False,
     What the reader skipped is listed too (``"skipped"`` in the JSON, ``skipped:`` lines
     after the table); when nothing was found but something was skipped, the skipped lines
     are printed and a :class:`GateflowError` names them (exit 2 on the command line)."""
-    out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite)
+    out = None if json_path is None else check_file(json_path, "JSON", overwrite=overwrite,
+                                                    inputs={"model": path})
     found = find_models(path, rename=rename)
     models = tuple(found)
     skipped = tuple(getattr(found, "skipped", ()))
@@ -71,17 +104,24 @@ def inspect_model(path, *, json_path=None, overwrite: bool = False,
                             f"can read; skipped {skipped_summary(skipped)}")
     rows = [{**m.summary(), "command": decay_command(path, m, len(models) > 1, rename)}
             for m in models]
+    payloads = {}
     if out is not None:
         doc = {"format": "gateflow-inspect", "format_version": 2, "file": str(path),
                "modules": rows, "skipped": list(skipped)}
-        write_files({out: (json.dumps(doc, indent=1) + "\n").encode()}, overwrite=overwrite)
-    if not quiet and out != STDOUT:
-        from gateflow.presentation._console import console, modules_report
+        payloads[out] = (json.dumps(doc, indent=1) + "\n").encode()
+    show = not quiet and out != STDOUT
+    with staged_files(payloads, overwrite=overwrite):  # moved into place after the table
+        if show:
+            from gateflow.presentation._console import console, modules_report
 
-        screen = console(stderr=False)
-        for part in modules_report(Path(str(path)).name, rows, skipped, width=screen.width):
-            table = hasattr(part, "columns")  # lines: one at any width, never cut
-            screen.print(part, soft_wrap=not table, crop=False, highlight=False)
-        if out is not None:  # a message, not data: stderr
-            console().print(f"wrote {out}", highlight=False, soft_wrap=True)
+            screen = console(stderr=False)
+            for part in modules_report(Path(str(path)).name, rows, skipped,
+                                       width=screen.width):
+                table = hasattr(part, "columns")  # lines: one at any width, never cut
+                screen.print(part, soft_wrap=not table, crop=False, highlight=False)
+            screen.file.flush()  # a closed pipe fails here, before the file is placed
+    if show and out is not None:  # a message, not data: stderr
+        from gateflow.presentation._console import console, wrote
+
+        wrote(console(), [out])
     return rows

@@ -502,9 +502,11 @@ def _cache_path(cell: Cell, backend: str, inputs: bool = False) -> Path | None:
 def _warn(folder: Path, message: str) -> None:
     """One line on stderr, at most once per process and folder (not ``warnings.warn``: the
     cache is gateflow's business, and a warning filter must not turn it into an error)."""
+    from gateflow._text import one_line  # the folder's name may hold anything
+
     if str(folder) not in _warned:
         _warned.add(str(folder))
-        print(f"gateflow: warning: {message}", file=sys.stderr, flush=True)
+        print(f"gateflow: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _check_owner(st: os.stat_result) -> None:

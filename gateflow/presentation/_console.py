@@ -149,7 +149,9 @@ def progress(description: str, total: int, *, quiet: bool = False,
              transient: bool = False) -> Iterator[Bar]:
     """One progress bar on stderr: description, bar, done/total, elapsed and remaining
     time. ``transient`` removes it when done; ``quiet`` shows nothing."""
-    if quiet:
+    screen = None if quiet else console()
+    if screen is None or (transient and not screen.is_terminal):
+        # a transient bar off a terminal would leave only a stray empty line behind
         yield Bar(total=total)
         return
     from rich.progress import (
@@ -163,7 +165,7 @@ def progress(description: str, total: int, *, quiet: bool = False,
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console(), transient=transient) as bar:
+                  console=screen, transient=transient) as bar:
         task = bar.add_task(one_line(description, limit=WORD_LIMIT), total=total)
         yield _Described(bar, task, total)
 
