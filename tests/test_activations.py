@@ -646,7 +646,15 @@ def _fd_dense(cell, params, x, eps=1e-6):
     return dense, dims
 
 
-@pytest.mark.parametrize("family,act", cases())
+def fd_cases():
+    """:func:`cases` less the LSTM family with relu in every role: its relu gates start at
+    exactly 0, so c = 0 sits on the kink of the relu output at every sample and central
+    differences cannot see a derivative there (autograd, same convention, covers them:
+    ``test_every_lag_against_torch_autograd``)."""
+    return [c for c in cases() if not (c.values[1] == "relu" and c.values[0].startswith("lstm"))]
+
+
+@pytest.mark.parametrize("family,act", fd_cases())
 def test_every_lag_against_finite_differences(family, act):
     """Central differences of the step (step 1e−7) at a sample whose activations' arguments
     all stay 1e−5 or more away from a kink. Where a kink is hit *exactly* by construction
@@ -661,8 +669,6 @@ def test_every_lag_against_finite_differences(family, act):
         if distances[-1] > 1e-5:
             break
     else:
-        if min(distances) == 0:
-            pytest.skip("every sample hits a kink exactly (see the docstring)")
         pytest.fail(f"no sample away from the kinks: {distances}")
     dense, dims = _fd_dense(cell, params, x, eps=1e-7)
     check_every_lag(name, params, x, dense, dims, atol=1e-7, rtol=1e-5)
