@@ -618,3 +618,16 @@ def test_cli_inspect_and_decay_on_an_onnx_file(tmp_path, sandbox):
     assert_unchanged(before, snapshot("."))
     assert_clean_error(run_cli("decay", "-w", "m.onnx", "--module", "dense", "--direction",
                                "forward"), r"has no recurrent module 'dense'; it holds 'enc'")
+
+
+def test_sequence_lens_is_said_not_applied(tmp_path):
+    """A node fed ``sequence_lens`` may stop some sequences early; gateflow runs every
+    sequence for all T steps, and says so (never a silent assumption)."""
+    w = make_weights("GRU", 1, np.random.default_rng(5))
+    model = build("GRU", w, inputs_from={"sequence_lens": "lens"}, check=False)
+    model.graph.input.append(helper.make_tensor_value_info("lens", TensorProto.INT32, ["B"]))
+    (rec,) = scan(save(model, tmp_path))
+    assert ("sequence_lens ('lens') is not applied: every sequence runs all T steps of the "
+            "inputs (give sequences of one length, or analyse each length apart)") in rec.assumed
+    (plain,) = scan(save(build("GRU", w), tmp_path, "plain.onnx"))
+    assert not any("sequence_lens" in a for a in plain.assumed)

@@ -538,6 +538,11 @@ def _describe(path: Path, folder: Folder, c: Candidate, module: str,
     states, sources, unread = _initial_states(folder, node, c.scope, directions, n, batch_major,
                                               defaults)
     assumed += unread
+    lens = node.input[4] if len(node.input) > 4 else ""  # X, W, R, B, sequence_lens, ...
+    if lens:
+        assumed.append(f"sequence_lens ({_text(repr(lens), 60)}) is not applied: every "
+                       "sequence runs all T steps of the inputs (give sequences of one "
+                       "length, or analyse each length apart)")
     initial_from = ""
     if states:
         initial_from = f"ONNX {op} node {_text(repr(module), 80)}: {', '.join(sources)}"
