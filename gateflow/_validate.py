@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 
 from gateflow._errors import GateflowError
 
 __all__ = ["MAX_DIGITS", "choose", "choose_many", "closest", "integer_text", "is_integer_text",
-           "real", "real_array", "shown", "whole"]
+           "items_of", "real", "real_array", "shown", "whole"]
 
 #: The most digits a number written by a user may have (every 18-digit number fits an
 #: int64; Python's own limit, 4300, gives a traceback-shaped message).
@@ -60,8 +61,17 @@ def choose(value, valid, what: str) -> str:
 def choose_many(value, valid, what: str, *, allow_empty: bool = False) -> tuple[str, ...]:
     """Names from ``valid``: a comma-separated string or an iterable of names, at least one
     unless ``allow_empty``; duplicates are dropped (order kept)."""
+    return tuple(dict.fromkeys(choose(v, valid, what)
+                               for v in items_of(value, valid, what, allow_empty=allow_empty)))
+
+
+def items_of(value, valid, what: str, *, split: Callable[[str], Iterable[str]] | None = None,
+             allow_empty: bool = False) -> list:
+    """The items of ``value``, not yet checked: a string split by ``split`` (at commas by
+    default), blanks dropped, or an iterable of names (a 1-d array too); at least one
+    unless ``allow_empty`` (``valid``, the names, only for the messages)."""
     if isinstance(value, str):
-        items = [v.strip() for v in value.split(",") if v.strip()]
+        items = [v.strip() for v in (split or _commas)(value) if v.strip()]
     elif isinstance(value, (list, tuple, set, frozenset, dict)) or (
             hasattr(value, "__iter__") and getattr(value, "ndim", 1) == 1):
         items = list(value)
@@ -70,7 +80,11 @@ def choose_many(value, valid, what: str, *, allow_empty: bool = False) -> tuple[
                             f"from {', '.join(valid)}; got {shown(value)}")
     if not items and not allow_empty:
         raise GateflowError(f"no {what} chosen; choose at least one of {', '.join(valid)}")
-    return tuple(dict.fromkeys(choose(v, valid, what) for v in items))
+    return items
+
+
+def _commas(text: str) -> list[str]:
+    return text.split(",")
 
 
 def is_integer_text(text) -> bool:

@@ -17,7 +17,7 @@ See :mod:`gateflow.cells._record` for the syntax.
 from __future__ import annotations
 
 from gateflow._errors import GateflowError
-from gateflow._validate import choose, shown
+from gateflow._validate import choose, items_of, shown
 from gateflow.cells._activations import (
     FAMILIES,
     activation_text,
@@ -208,15 +208,6 @@ def cell_names(value, what: str = "cell") -> tuple[str, ...]:
     """Cell names from a comma-separated string (commas inside a variant's brackets do not
     split it: ``"rnn,lstm[gate=hard_sigmoid(0.2,0.5)]"``) or an iterable of names, each
     checked by :func:`get_cell` and given as its canonical name; duplicates dropped."""
-    if isinstance(value, str):
-        items = [v.strip() for v in split_top(value) if v.strip()]
-    elif isinstance(value, (list, tuple, set, frozenset, dict)) or (
-            hasattr(value, "__iter__") and getattr(value, "ndim", 1) == 1):
-        items = list(value)
-    else:
-        raise GateflowError(f"{what}s must be a tuple of names or a comma-separated string, "
-                            f"from {', '.join(CELLS)}; got {shown(value)}")
-    if not items:
-        raise GateflowError(f"no {what} chosen; choose at least one of {', '.join(CELLS)}")
     return tuple(dict.fromkeys(get_cell(v).name if isinstance(v, str) else
-                               choose(v, CELLS, what) for v in items))
+                               choose(v, CELLS, what)
+                               for v in items_of(value, CELLS, what, split=split_top)))

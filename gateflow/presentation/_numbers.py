@@ -59,17 +59,19 @@ def _style(style: str) -> str:
     return style
 
 
-def _missing(x: Any, style: str, none: str) -> str | None:
-    """The text of a value that is not a finite number, or None for a finite one."""
+def _finite(x: Any, style: str, none: str) -> tuple[str | None, float]:
+    """``(text, nan)`` for a value that is not a finite number (``none`` for None or NaN, ``∞``
+    for an infinity), ``(None, float(x))`` for a finite one; ``style`` checked first."""
+    _style(style)
     if x is None:
-        return none
+        return none, math.nan
     v = float(x)
     if math.isnan(v):
-        return none
+        return none, v
     if math.isinf(v):
         inf = {"latex": r"\infty", "text": "∞", "plain": "inf"}[style]
-        return inf if v > 0 else _MINUS[style] + inf
-    return None
+        return (inf if v > 0 else _MINUS[style] + inf), v
+    return None, v
 
 
 def _signed(text: str, style: str) -> str:
@@ -113,11 +115,9 @@ def _round_sig(v: float, digits: int) -> str:
 def sig(x: Any, digits: int = DIGITS, *, style: str = "text", none: str = "—") -> str:
     """A measured number to ``digits`` significant digits (the module's policy): ``none``
     for None or NaN, ``∞`` for an infinity."""
-    style = _style(style)
-    missing = _missing(x, style, none)
+    missing, v = _finite(x, style, none)
     if missing is not None:
         return missing
-    v = float(x)
     if v == 0:
         return "0"
     if LOW <= abs(v) < HIGH:
@@ -144,11 +144,9 @@ def steps(x: Any, *, style: str = "text", none: str = "—") -> str:
 def r2(x: Any, *, style: str = "text", none: str = "—") -> str:
     """A coefficient of determination: three decimals (``0.963``), more if that would
     read 1.000 for a value that is not 1; ``none`` when it is undefined."""
-    style = _style(style)
-    missing = _missing(x, style, none)
+    missing, v = _finite(x, style, none)
     if missing is not None:
         return missing
-    v = float(x)
     decimals = 3
     text = f"{v:.{decimals}f}"
     while abs(float(text)) == 1.0 and abs(v) != 1.0 and decimals < 3 + EXTRA:
@@ -161,11 +159,9 @@ def given(x: Any, *, style: str = "text", none: str = "—") -> str:
     """A number that was given, not measured (a bias, a threshold, a grid value): exact,
     as short as it reads back: ``0``, ``-2`` (``−2``), ``0.2``, ``10⁻⁶``,
     ``2.5 × 10⁻⁷``."""
-    style = _style(style)
-    missing = _missing(x, style, none)
+    missing, v = _finite(x, style, none)
     if missing is not None:
         return missing
-    v = float(x)
     if v == 0:
         return "0"
     if v == int(v) and abs(v) < HIGH:

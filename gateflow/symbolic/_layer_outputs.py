@@ -17,9 +17,9 @@ import re
 from gateflow.cells._notation import partial
 from gateflow.cells._record import INPUT, Cell
 from gateflow.cells._stack import above, emitted, output_blocks
-from gateflow.symbolic._derive import derive_input, linop
+from gateflow.symbolic._derive import Structure, derive_input, linop
 
-__all__ = ["render_outputs"]
+__all__ = ["block_forms", "block_lines", "render_outputs"]
 
 #: x at step t as the printers write it (x_t, x_{t}), not inside a longer name.
 _X = re.compile(rf"(?<![A-Za-z0-9_\\]){INPUT}_(?=t\b|\{{t\}})")
@@ -72,22 +72,32 @@ def render_outputs(cell: Cell, fmt: str, block: str | None = None) -> list[str]:
         up = above(cell, y)
         lhs = _X.sub(f"{y}_", partial(f"{X}/{INPUT}", fmt))
         if up is not None and X in up.state:
-            st = derive_input(up)
-            chained, expanded = st.block(f"{X}/{INPUT}", chained=True), st.block(f"{X}/{INPUT}")
-            forms = [linop(chained, up, fmt)]
-            if chained != expanded:
-                forms.append(linop(expanded, up, fmt))
-            forms = [_X.sub(f"{y}_", f) for f in forms]
+            forms = [_X.sub(f"{y}_", f)
+                     for f in block_forms(derive_input(up), f"{X}/{INPUT}", fmt)]
         elif block is None:
             continue  # print the nonzero same-step Jacobians only
         else:
             forms = ["I" if emitted(cell)[y] == X else "0"]
-        if fmt == "text":
-            out.append(f"  {lhs} = {forms[0]}")
-            out += [f"  {' ' * len(lhs)} = {f}" for f in forms[1:]]
-        elif fmt == "latex":
-            out.append(f"{lhs} &= {forms[0]}" + r" \\")
-            out += [f"&= {f}" + r" \\" for f in forms[1:]]
-        else:
-            out.append(f"- ${lhs} = " + " = ".join(forms) + "$")
+        out += block_lines(lhs, forms, fmt)
     return out
+
+
+def block_forms(s: Structure, block: str, fmt: str) -> list[str]:
+    """Block ``block`` of ``s`` as printed: its chained form, then its expanded form when
+    that differs."""
+    chained, expanded = s.block(block, chained=True), s.block(block)
+    forms = [linop(chained, s.cell, fmt)]
+    if chained != expanded:
+        forms.append(linop(expanded, s.cell, fmt))
+    return forms
+
+
+def block_lines(lhs: str, forms: list[str], fmt: str) -> list[str]:
+    """``lhs = form = form …``, one line per form in text and LaTeX (aligned at ``=``), one
+    line in Markdown."""
+    if fmt == "text":
+        return [f"  {lhs} = {forms[0]}", *(f"  {' ' * len(lhs)} = {f}" for f in forms[1:])]
+    if fmt == "latex":
+        return [f"{lhs} &= {f}" + r" \\" if i == 0 else f"&= {f}" + r" \\"
+                for i, f in enumerate(forms)]
+    return [f"- ${lhs} = " + " = ".join(forms) + "$"]

@@ -19,8 +19,8 @@ from gateflow.cells._notation import (
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import output_blocks
 from gateflow.cells._symbols import INPUT
-from gateflow.symbolic._derive import Structure, derive, derive_input, linop
-from gateflow.symbolic._layer_outputs import render_outputs
+from gateflow.symbolic._derive import Structure, derive, derive_input
+from gateflow.symbolic._layer_outputs import block_forms, block_lines, render_outputs
 
 #: What :func:`render` can write.
 FORMATS = ("text", "latex", "markdown")
@@ -83,19 +83,7 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
             src = inputs
             if b == blocks[0] or blocks[blocks.index(b) - 1] not in cell.input_blocks:
                 out += _input_heading(fmt)
-        chained, expanded = src.block(b, chained=True), src.block(b)
-        forms = [linop(chained, cell, fmt)]
-        if chained != expanded:
-            forms.append(linop(expanded, cell, fmt))
-        lhs = partial(b, fmt)
-        if fmt == "text":
-            out.append(f"  {lhs} = {forms[0]}")
-            out += [f"  {' ' * len(lhs)} = {f}" for f in forms[1:]]
-        elif fmt == "latex":
-            out.append(f"{lhs} &= {forms[0]}" + r" \\")
-            out += [f"&= {f}" + r" \\" for f in forms[1:]]
-        else:
-            out.append(f"- ${lhs} = " + " = ".join(forms) + "$")
+        out += block_lines(partial(b, fmt), block_forms(src, b, fmt), fmt)
         if steps > 1 and src is s:
             out += _render_steps(s, b, steps, fmt)
     if block is None or block in output_blocks(cell):  # a stack: both meanings, defined

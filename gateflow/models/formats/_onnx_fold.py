@@ -21,7 +21,7 @@ Every array made is checked against the memory budget before it is allocated.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,8 @@ from gateflow.models.formats._files import fits
 if TYPE_CHECKING:
     from onnx import AttributeProto, NodeProto, TensorProto
 
-__all__ = ["MAX_DEPTH", "OPS", "Folded", "Folder", "Scope", "Unfoldable", "node_labels"]
+__all__ = ["MAX_DEPTH", "OPS", "Damaged", "Folded", "Folder", "Scope", "Unfoldable",
+           "indexed_labels", "node_labels"]
 
 #: How many nodes deep a weight's computation may go.
 MAX_DEPTH = 64
@@ -52,16 +53,66 @@ class Unfoldable(Exception):
     """A value that is not a constant of the file; ``str(exc)`` says why, in one line."""
 
 
+class Damaged(Unfoldable):
+    """A stored tensor whose data does not hold as many values as its dims say."""
+
+
+# The typed field that holds a tensor's values when it has no raw_data, by TensorProto code,
+# and how many entries one value takes there (complex: 2); 4-bit types (packed) and strings
+# are not checked.
+_FIELDS = {1: ("float_data", 1), 14: ("float_data", 2), 11: ("double_data", 1),
+           15: ("double_data", 2), 7: ("int64_data", 1), 12: ("uint64_data", 1),
+           13: ("uint64_data", 1),
+           **{code: ("int32_data", 1) for code in (2, 3, 4, 5, 6, 9, 10, 16, 17, 18, 19, 20)}}
+_PACKED = (21, 22, 23)  # uint4, int4, float4e2m1: two values a byte
+
+
+def stored_mismatch(t: TensorProto) -> str | None:
+    """Why a stored tensor's data does not fit its dims (how many values it holds against
+    how many its dims need), without decoding it; None when it fits or cannot be told."""
+    dims = [int(x) for x in t.dims]
+    if any(x < 0 for x in dims):
+        return f"negative dims {dims}"
+    count = math.prod(dims)
+    code = int(t.data_type)
+    if t.HasField("raw_data"):
+        if code in _PACKED:
+            need, unit = (count + 1) // 2, "bytes"
+        else:
+            from onnx import helper
+
+            try:
+                size = np.dtype(helper.tensor_dtype_to_np_dtype(code)).itemsize
+            except Exception:  # an unknown or undefined type code: said when it is read
+                return None
+            need, unit = count * size, "bytes"
+        have = len(t.raw_data)
+    elif code in _FIELDS:
+        field_name, per = _FIELDS[code]
+        have, need, unit = len(getattr(t, field_name)), count * per, "values"
+    else:
+        return None
+    if have == need:
+        return None
+    return f"its data holds {have} {unit} where its dims {clip(str(dims), 80)} need {need}"
+
+
 def node_labels(nodes: Sequence[NodeProto]) -> list[str]:
     """Each node's name; ``op_type_index`` when it has none; ``name_index`` when it is shared
     (``index``: the node's position in its graph, counting every node from 0)."""
-    base = [node.name or f"{node.op_type}_{i}" for i, node in enumerate(nodes)]
+    return indexed_labels(list(enumerate(nodes)))
+
+
+def indexed_labels(nodes: Sequence[tuple[int, NodeProto]]) -> list[str]:
+    """:func:`node_labels` of some of a graph's nodes, each given with its index in the
+    graph: unique among these nodes."""
+    base = [node.name or f"{node.op_type}_{i}" for i, node in nodes]
     counts: dict[str, int] = {}
     for name in base:
         counts[name] = counts.get(name, 0) + 1
     taken: set[str] = set()
     out = []
-    for i, name in enumerate(base):
+    for (i, _), name in zip(nodes, base):
         label = name if counts[name] == 1 else f"{name}_{i}"
         while label in taken or (label != name and label in counts):
             label = f"{label}_{i}"
@@ -87,6 +138,16 @@ class Scope:
     parent: Scope | None = None
     bindings: dict[str, tuple[Scope, str]] = field(default_factory=dict)
     attributes: dict[str, AttributeProto] = field(default_factory=dict)
+
+    def attributes_of(self, node: NodeProto) -> Iterator[tuple[str, AttributeProto]]:
+        """Each attribute of ``node`` (in this graph or function body) as (its name, what
+        gives its value): a reference to the calling node's attribute resolved, one the
+        caller does not set left out (the operator's default)."""
+        for attr in node.attribute:
+            if not attr.ref_attr_name:
+                yield attr.name, attr
+            elif (ref := self.attributes.get(attr.ref_attr_name)) is not None:
+                yield attr.name, ref
 
     @classmethod
     def of(cls, nodes: Sequence[NodeProto], *, initializers=(), sparse=(),
@@ -197,6 +258,9 @@ class Folder:
             raise Unfoldable(f"{shown} is kept in an external file ({clip(repr(where), 60)}); "
                              "re-export with the weights inside, e.g. onnx.save_model(model, "
                              "path, save_as_external_data=False)")
+        wrong = stored_mismatch(t)
+        if wrong is not None:
+            raise Damaged(f"{shown} is a damaged tensor ({wrong})")
         mark = _NARROW.get(t.data_type)
         return Folded(tuple(int(x) for x in t.dims), _np_type(t.data_type), tensor=t,
                       marks=frozenset([mark] if mark else ()))
@@ -335,16 +399,8 @@ def _attrs(scope: Scope, node: NodeProto) -> dict[str, Any]:
     function body, resolved), each of its operator's type (Unfoldable otherwise)."""
     from onnx import helper
 
-    out: dict[str, Any] = {}
-    for attr in node.attribute:
-        a = attr
-        if attr.ref_attr_name:
-            ref = scope.attributes.get(attr.ref_attr_name)
-            if ref is None:
-                continue  # the caller does not set it: the operator's default
-            a = ref
-        out[attr.name] = helper.get_attribute_value(_checked(a, attr.name))
-    return out
+    return {name: helper.get_attribute_value(_checked(a, name))
+            for name, a in scope.attributes_of(node)}
 
 
 def _ints(a: np.ndarray | None, what: str) -> list[int]:

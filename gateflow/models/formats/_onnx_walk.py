@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateflow.models._checks import clip
-from gateflow.models.formats._onnx_fold import Scope, node_labels
+from gateflow.models.formats._onnx_fold import Scope, indexed_labels, node_labels
 
 if TYPE_CHECKING:
     from onnx import FunctionProto, ModelProto, NodeProto
@@ -62,24 +62,6 @@ def opset(imports, default: int = 1) -> int:
     return next((int(o.version) for o in imports if o.domain in _DOMAINS), default)
 
 
-def _labels(nodes: list[tuple[int, NodeProto]]) -> list[str]:
-    """Each recurrent node's name; ``op_type_index`` when it has none; ``name_index`` when
-    another recurrent node of the graph shares it."""
-    base = [node.name or f"{node.op_type}_{i}" for i, node in nodes]
-    counts: dict[str, int] = {}
-    for name in base:
-        counts[name] = counts.get(name, 0) + 1
-    taken: set[str] = set()
-    out = []
-    for (i, _), name in zip(nodes, base):
-        label = name if counts[name] == 1 else f"{name}_{i}"
-        while label in taken or (label != name and label in counts):
-            label = f"{label}_{i}"
-        taken.add(label)
-        out.append(label)
-    return out
-
-
 def is_recurrent(node: NodeProto) -> bool:
     return (node.op_type in RECURRENT and node.domain in _DOMAINS) or \
         (node.op_type == "DynamicQuantizeLSTM" and node.domain == _MS)
@@ -109,7 +91,7 @@ class Walk:
             return
         self._ops.update(n.op_type for n in nodes)
         recurrent = [(i, n) for i, n in enumerate(nodes) if is_recurrent(n)]
-        labels = dict(zip((i for i, _ in recurrent), _labels(recurrent)))
+        labels = dict(zip((i for i, _ in recurrent), indexed_labels(recurrent)))
         others = node_labels(nodes)  # containers: unique among all the graph's nodes
         for i, node in enumerate(nodes):
             label = labels.get(i) or others[i]
