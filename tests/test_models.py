@@ -35,8 +35,9 @@ def _module(kind: str, **kw):
     return m
 
 
-def _reference(m, x, direction="forward") -> dict[str, np.ndarray]:
-    """block -> (T, B) Frobenius norms of ∂X_T/∂Y_{T−k} through the module ``m`` itself."""
+def _reference(m, x, direction="forward", h0=None) -> dict[str, np.ndarray]:
+    """block -> (T, B) Frobenius norms of ∂X_T/∂Y_{T−k} through the module ``m`` itself,
+    run from h = ``h0`` (L·dirs, B, P) (zeros by default) and c = zeros."""
     lstm = isinstance(m, torch.nn.LSTM)
     L, dirs = m.num_layers, 2 if m.bidirectional else 1
     j = 0 if direction == "forward" else 1
@@ -49,6 +50,8 @@ def _reference(m, x, direction="forward") -> dict[str, np.ndarray]:
     P = getattr(m, "proj_size", 0) or N  # h's units (a projected LSTM's h has proj_size)
     zero_h = torch.zeros(L * dirs, B, P, dtype=torch.float64)
     zero_c = torch.zeros(L * dirs, B, N, dtype=torch.float64)
+    if h0 is not None:
+        zero_h = h0
     names = {(b, layer): f"{b}_l{layer}" if L > 1 else b for b in blocks for layer in range(L)}
     out_norms = {f"{names[a]}/{names[c]}": np.zeros((T, B)) for a in names for c in names}
     for k in range(1, T + 1):
@@ -588,3 +591,36 @@ def test_a_file_whose_extension_gateflow_does_not_know_is_read_by_its_content(na
     # a file that is no format gateflow reads is still refused by its extension
     Path("notes.txt").write_text("hello\n")
     assert_clean_error(run_cli("inspect", "notes.txt"), r"unknown extension '\.txt'")
+
+
+def test_s0_without_c_starts_c_at_zeros_and_says_so(sandbox):
+    """``--s0`` with ``h`` only for an LSTM: c starts at zeros, as all_lags starts a block
+    s0 leaves out; one note line says it and the record names the blocks. The numbers are
+    autograd's through the module from (h0, zeros), not those from zeros."""
+    m = _module("LSTM")
+    torch.save(m.state_dict(), "m.pt")
+    x = _x()
+    np.save("x.npy", x.numpy())
+    h0 = np.array([0.9, -0.7, 0.5, 0.8])
+    np.savez("s0.npz", h=h0)
+    for job, out_file in (("decay", "d.json"), ("lyapunov", "l.json")):
+        out = run_cli(job, "-w", "m.pt", "-x", "x.npy", "--s0", "s0.npz", "--json", out_file,
+                      "-q", *(("--norms", "frobenius") if job == "decay" else ()))
+        assert out.exit_code == 0, out.stderr
+        assert [line for line in out.stderr.splitlines() if "s0" in line] == [
+            "note: s0.npz gives h only: c starts at zeros"]
+        s0 = json.loads(Path(out_file).read_text())["input_data"]["s0"]
+        assert (s0["source"], s0["blocks"], s0["zeros"]) == ("--s0", ["h"], ["c"])
+    doc = json.loads(Path("d.json").read_text())
+    start = torch.from_numpy(np.broadcast_to(h0, (1, B, N)).copy())
+    want = _reference(m, x, h0=start)
+    from_zeros = _reference(m, x)
+    apart = 0.0
+    for block, ref in want.items():
+        got = 10.0 ** np.array(doc["blocks"][block]["log10_frobenius"], dtype=float)
+        assert np.max(np.abs(got - ref) / ref) < RTOL, block
+        apart = max(apart, float(np.max(np.abs(from_zeros[block] - ref) / ref)))
+    assert apart > 1e-3  # h0 matters: a run that ignored it would fail
+    np.savez("s0.npz", h=h0, c=np.zeros(N))  # both blocks: nothing to say
+    out = run_cli("decay", "-w", "m.pt", "-x", "x.npy", "--s0", "s0.npz", "-q")
+    assert out.exit_code == 0 and "s0.npz" not in out.stderr, out.stderr

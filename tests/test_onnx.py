@@ -528,14 +528,57 @@ def test_refuses_damaged_files(tmp_path):
     refused(empty, r"not a valid ONNX model \(it holds no graph\)")
 
 
-def test_damaged_tensor_is_refused_when_read(tmp_path):
+def _cut_raw(t):
+    t.raw_data = t.raw_data[:-8]
+
+
+def _short_typed(t):
+    values = numpy_helper.to_array(t).ravel().tolist()
+    t.ClearField("raw_data")
+    t.double_data.extend(values[:-1])
+
+
+def _inflated(t):
+    del t.dims[:]
+    t.dims.extend([1, N, 10**6])  # the data holds N * N doubles
+
+
+@pytest.mark.parametrize(("name", "damage", "match"), [
+    ("R", _cut_raw, r"has a damaged weight R: 'R' is a damaged tensor \(its data holds 64 bytes "
+                    r"where its dims \[1, 3, 3\] need 72\); re-export the model$"),
+    ("R", _short_typed, r"has a damaged weight R: 'R' is a damaged tensor \(its data holds 8 "
+                        r"values where its dims \[1, 3, 3\] need 9\)"),
+    ("W", _inflated, r"has a damaged weight W: 'W' is a damaged tensor \(its data holds 48 bytes "
+                     r"where its dims \[1, 3, 1000000\] need 24000000\)"),
+])
+def test_a_damaged_tensor_skips_the_node_when_scanned(name, damage, match, tmp_path, sandbox):
+    """A stored weight whose data does not hold what its dims say is found by the scan
+    (sizes only, nothing decoded): ``inspect`` and ``decay`` say the same skipped line,
+    never the dims' sizes."""
+    from tests._hostile import assert_clean_error, run_cli
+
     model = build("RNN", make_weights("RNN", 1, np.random.default_rng(10)))
-    r = next(t for t in model.graph.initializer if t.name == "R")
-    r.raw_data = r.raw_data[:-8]
-    (rec,) = scan(save(model, tmp_path))
-    with pytest.raises(GateflowError, match=r"^cannot read '.*': ONNX RNN node 'rnn' has a "
-                                            r"damaged weight: weight R is a damaged tensor"):
-        rec.weights("rnn", 0, "forward")
+    damage(next(t for t in model.graph.initializer if t.name == name))
+    path = save(model, tmp_path)
+    line = skipped(path, r"^RNN node 'rnn' " + match)
+    out = run_cli("inspect", str(path))
+    assert out.stdout.splitlines() == [f"skipped: {line}"], out.stdout
+    assert_clean_error(out, r"found no recurrent module gateflow can read; skipped RNN node "
+                            r"'rnn' " + match)
+    assert_clean_error(run_cli("decay", "-w", str(path), "--steps", "3", "-q"),
+                       r"found no recurrent module gateflow can read; skipped RNN node 'rnn' "
+                       + match)
+
+
+def test_a_damaged_initial_state_skips_the_node(tmp_path):
+    w = make_weights("GRU", 1, np.random.default_rng(12))
+    model = build("GRU", w, inputs_from={"initial_h": "h0"}, check=False)
+    h0 = numpy_helper.from_array(np.full((1, 1, N), 0.5), "h0")
+    h0.raw_data = h0.raw_data[:-8]
+    model.graph.initializer.append(h0)
+    skipped(save(model, tmp_path), r"^GRU node 'rnn' has a damaged initial_h: 'h0' is a damaged "
+                                   r"tensor \(its data holds 16 bytes where its dims \[1, 1, 3\] "
+                                   r"need 24\); re-export the model$")
 
 
 def test_skips_non_float_weights(tmp_path):

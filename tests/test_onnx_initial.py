@@ -383,3 +383,56 @@ def test_a_batch_the_file_state_does_not_have_is_refused(sandbox):
     assert_unchanged(before, snapshot("."))
     out = run_cli("decay", "-w", path, "--steps", 3, "--batch", 3, "-q")
     assert out.exit_code == 0, out.stderr
+
+
+def test_a_batch_the_file_state_does_not_have_is_refused_everywhere(sandbox):
+    """Per-sequence states of 3 sequences and a run of 2: ``lyapunov`` and the API refuse
+    it as ``decay`` does (one line each), also when only ``c`` differs by sequence."""
+    row = np.array([0.5, 0.1, 0.2])
+    states = {"initial_h": np.broadcast_to(row, (1, 3, N)).copy(),  # the same for all three
+              "initial_c": np.array([[[0.5, 0.1, 0.2], [0.3, 0.3, 0.3], [0.0, 0.0, 1.0]]])}
+    path = save(model("LSTM", weights("LSTM", 1, 11), states))
+    np.save("x.npy", inputs(2))
+    before = snapshot(".")
+    for job in ("decay", "lyapunov"):
+        out = run_cli(job, "-w", path, "-x", "x.npy", "--json", "o.json", "-q")
+        assert_clean_error(out, r"the initial state the model file fixes \(ONNX LSTM node "
+                                r"'rnn': initial_h 'initial_h_value' \(the same for its 3 "
+                                r"sequences: used for any batch\), initial_c "
+                                r"'initial_c_value'\) holds 3 sequences \(block 'c'\) but the "
+                                r"run has 2; give 3 sequences \(--batch 3, or --inputs with 3 "
+                                r"sequences\), or another initial state with --s0 FILE$")
+    assert_unchanged(before, snapshot("."))
+    s0 = gf.load_initial_state(path)
+    assert s0["h"].shape == (N,) and s0["c"].shape == (3, N)
+    cell, params = gf.load_model(path)
+    with pytest.raises(gf.GateflowError, match=r"s0\['c'\] must be finite, of shape \(3,\) or "
+                                               r"\(2, 3\); got shape \(3, 3\)"):
+        gf.all_lags(cell, params, inputs(2), s0=s0)
+
+
+def test_a_state_the_same_for_its_sequences_serves_any_batch(sandbox):
+    """An initial_h of 3 equal sequences is one state: a run of 2 sequences starts each
+    from it, and the note says so; the numbers are autograd's from that state."""
+    row = np.array([0.9, -0.4, 0.3])
+    states = {"initial_h": np.broadcast_to(row, (1, 3, N)).copy()}
+    w = weights("GRU", 1, 12)
+    path = save(model("GRU", w, states, linear_before_reset=1))
+    x = inputs(2)
+    np.save("x.npy", x)
+    out = run_cli("decay", "-w", path, "-x", "x.npy", "--json", "d.json", "--norms",
+                  "frobenius", "-q")
+    assert out.exit_code == 0, out.stderr
+    source = ("ONNX GRU node 'rnn': initial_h 'initial_h_value' (the same for its 3 "
+              "sequences: used for any batch)")
+    assert [line for line in out.stderr.splitlines() if "initial state" in line] == [
+        f"note: the run starts from the initial state the model file fixes ({source}), not "
+        "zeros; --s0 FILE gives another"]
+    doc = json.loads(Path("d.json").read_text())
+    assert doc["input_data"]["s0"] == {"source": "model file", "from": source,
+                                       "blocks": ["h"]}
+    kw = {"linear_before_reset": 1}
+    want = reference("GRU", w, 0, x, {"h": np.broadcast_to(row, (2, N))}, **kw)
+    zeros = reference("GRU", w, 0, x, None, **kw)
+    got = {b: np.array(doc["blocks"][b]["log10_frobenius"], dtype=float) for b in want}
+    assert assert_matches(got, want, zeros) >= T * 2

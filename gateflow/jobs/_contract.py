@@ -27,7 +27,8 @@ JSON contract (``gateflow decay --json``), one object:
   ``"input_data"`` (``{"source": "file", "path", "sha256"}``, ``{"source": "init",
   ...config}``, ``{"source": "array"}`` for in-memory data); ``"input_data"["s0"]`` says
   where the initial state came from when it is not zeros: ``{"source": "--s0", "path",
-  "sha256"}`` (with ``"replaces"`` when it replaces the model file's), or ``{"source":
+  "sha256", "blocks", "zeros"}`` (the blocks it gives, those it leaves at zeros; with
+  ``"replaces"`` when it replaces the model file's), or ``{"source":
   "model file", "from": "ONNX LSTM node 'rnn': initial_h 'h0'", "blocks": [...]}``.
 * ``"format_version"`` 2: the input sensitivity took the key ``"inputs"``, which version 1
   used for the inputs' provenance (now ``"input_data"``).

@@ -93,7 +93,7 @@ def run_lyapunov(cell=None, *, weights=None, inputs=None, module=None, layer=Non
     params, x, prov = generate(chosen, weights=weights, inputs=inputs, selection=selection,
                                notes=notes, **data_opts)
     notes += assumed_notes(selection) if selection is not None else []
-    start, start_source, start_notes = run_start(selection, state, s0)
+    start, start_source, start_notes = run_start(selection, state, s0, chosen.state)
     if start_source is not None:  # --s0's, or the model file's: said and recorded
         if start_source["source"] == "model file":
             batch_of(start or {}, x.shape[1], start_source["from"])

@@ -188,13 +188,28 @@ def check_model_options(cells, weights, module, layer, direction) -> list[str]:
     return given
 
 
-def run_start(selection, s0: dict | None, s0_path=None
+def _partial(s0: dict, blocks, s0_path) -> list[str]:
+    """The ``note:`` line for an ``--s0`` that leaves some of the cell's state ``blocks``
+    out (those start at zeros, as :func:`gateflow.all_lags` starts them); none otherwise."""
+    missing = [b for b in blocks if b not in s0]
+    if not missing:
+        return []
+    from gateflow.models.formats._files import label
+
+    name = "--s0" if s0_path is None else label(Path(str(s0_path)))
+    given = [b for b in blocks if b in s0]
+    return [f"note: {name} gives {', '.join(given)} only: {', '.join(missing)} "
+            f"start{'s' if len(missing) == 1 else ''} at zeros"]
+
+
+def run_start(selection, s0: dict | None, s0_path=None, blocks=None
               ) -> tuple[dict | None, dict | None, list[str]]:
     """The state a run starts from: ``s0`` (``--s0``, read from ``s0_path``) when given,
     else the initial state the model file fixes (``selection.s0``, an ONNX node's
     ``initial_h``/``initial_c`` constants), else zeros (None). Returns it, where it comes
-    from (the JSON's ``input_data["s0"]``; None for zeros) and the ``note:`` line that says
-    it (when the file fixes one)."""
+    from (the JSON's ``input_data["s0"]``; None for zeros) and the ``note:`` lines that say
+    it (when the file fixes one, and when ``s0`` leaves some of the cell's state ``blocks``
+    out: those start at zeros; the record's ``"blocks"`` and ``"zeros"`` name both)."""
     from gateflow.jobs._inputs import file_source
 
     fixed = None if selection is None else selection.s0
@@ -202,11 +217,18 @@ def run_start(selection, s0: dict | None, s0_path=None
         source: dict[str, Any] = {"source": "--s0"}
         if s0_path is not None:
             source.update({k: v for k, v in file_source(s0_path).items() if k != "source"})
+        if blocks is None and selection is not None:
+            blocks = selection.cell.state
+        notes: list[str] = []
+        if blocks is not None:
+            source["blocks"] = [b for b in blocks if b in s0]
+            source["zeros"] = [b for b in blocks if b not in s0]
+            notes = _partial(s0, blocks, s0_path)
         if fixed is None:
-            return s0, source, []
+            return s0, source, notes
         source["replaces"] = selection.s0_from
         return s0, source, [f"note: --s0 replaces the initial state the model file fixes "
-                            f"({selection.s0_from})"]
+                            f"({selection.s0_from})", *notes]
     if fixed is None:
         return None, None, []
     return fixed, {"source": "model file", "from": selection.s0_from,
@@ -294,7 +316,8 @@ def decay_spec(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_
         if multi:
             raise GateflowError("--s0 gives one cell's initial state; use it with one cell")
         state = load_state(s0, get_cell(cells[0]).state)
-    start, start_source, start_notes = run_start(selection, state, s0)
+    start, start_source, start_notes = run_start(selection, state, s0,
+                                                 get_cell(cells[0]).state)
     return DecaySpec(cells=cells, norms=norm_t, blocks=block_t, dtype=dtype, backend=backend,
                      threshold=threshold, spectra_lags=sv_lags, files=files, figures=figs,
                      weights=weights, data_opts=data_opts, gate_opts=gate_opts,

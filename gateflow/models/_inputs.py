@@ -122,7 +122,9 @@ def load_inputs(path, d: int | None = None, *, dtype=np.float64,
 def load_state(path, blocks: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Initial states by state block (``h``, ``c``; ``h_l0``, … for a stack) from a
     ``.npz`` or ``.safetensors`` file; each array is (n,) or (B, n) (checked against the
-    run by :func:`gateflow.all_lags`)."""
+    run by :func:`gateflow.all_lags`). A block the file leaves out starts at zeros, as
+    :func:`gateflow.all_lags` starts it; ``decay`` and ``lyapunov`` say so in a ``note:``
+    line and record it (``input_data.s0``: ``"blocks"``, ``"zeros"``)."""
     from gateflow.models.formats import read_arrays
 
     path = as_path(path, "initial state")

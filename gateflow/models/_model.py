@@ -129,8 +129,8 @@ def batch_of(s0: dict[str, np.ndarray], B: int, source: str) -> dict[str, np.nda
             raise GateflowError(
                 f"the initial state the model file fixes ({source}) holds {v.shape[0]} "
                 f"sequences (block {b!r}) but the run has {B}; give {v.shape[0]} sequences "
-                f"(--batch {v.shape[0]}, or --inputs with {v.shape[0]}), or another initial "
-                "state with --s0 FILE")
+                f"(--batch {v.shape[0]}, or --inputs with {v.shape[0]} sequences), or another "
+                "initial state with --s0 FILE")
     return s0
 
 

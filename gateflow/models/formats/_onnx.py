@@ -91,13 +91,17 @@ from them, or a constant broadcast to the batch's size at run time by ``Expand``
 ``ConstantOfShape``, through ``Identity``/``Cast``, as ``torch.onnx.export`` writes one) is
 ``Recurrent.initial``: each direction's state by gateflow block (``h``, and ``c`` for an
 LSTM; a block the node leaves out is zeros), (n,) when it is the same for every sequence of
-the batch, (batch, n) otherwise; ``layout=1``'s [batch, num_directions, hidden] is read as
-such. ``Recurrent.initial_from`` and the note say where it comes from; ``decay`` and
-``lyapunov`` start from it unless given ``--s0``. Zeros, however made (the exporters' usual
-``ConstantOfShape`` of the input's batch), are the default and say nothing. An initial state
-that is not a constant (a graph input, a value computed at run time) starts from zeros, and
-``assumed`` says so. One of a non-float type, a shape the operator does not take, or
-non-finite values skips the node.
+the batch (one of several equal sequences serves a run of any batch, and the note says so),
+(batch, n) otherwise, which a run of another batch refuses; ``layout=1``'s [batch,
+num_directions, hidden] is read as such. ``Recurrent.initial_from`` and the note say where
+it comes from; ``decay`` and ``lyapunov`` start from it unless given ``--s0``. Zeros,
+however made (the exporters' usual ``ConstantOfShape`` of the input's batch), are the
+default and say nothing. An initial state that is not a constant (a graph input, a value
+computed at run time) starts from zeros, and ``assumed`` says so. One of a non-float type, a
+shape the operator does not take, or non-finite values skips the node; so does a weight or
+initial state stored as a damaged tensor (data that does not hold as many values as its dims
+say: checked by size when the file is scanned, nothing decoded), so that ``inspect`` never
+shows sizes the data lacks.
 
 **Skipped**: a recurrent node that cannot be read (with the reason), a subgraph deeper than
 :data:`MAX_NESTING`, an operator of an unknown domain (it could hold a recurrence),
@@ -126,7 +130,14 @@ from gateflow.cells._params import check_params
 from gateflow.cells._record import Cell
 from gateflow.models._checks import clip, one_line
 from gateflow.models.formats._files import fits, show
-from gateflow.models.formats._onnx_fold import MAX_DEPTH, Folded, Folder, Scope, Unfoldable
+from gateflow.models.formats._onnx_fold import (
+    MAX_DEPTH,
+    Damaged,
+    Folded,
+    Folder,
+    Scope,
+    Unfoldable,
+)
 from gateflow.models.formats._onnx_walk import MAX_NESTING, Candidate, Walk, module_names, opset
 from gateflow.models.formats._recurrent import Found, Recurrent
 
@@ -253,14 +264,7 @@ def _attributes(node: NodeProto, scope: Scope) -> dict[str, Any]:
     from onnx import helper
 
     out: dict[str, Any] = {}
-    for attr in node.attribute:
-        a = attr
-        if attr.ref_attr_name:
-            ref = scope.attributes.get(attr.ref_attr_name)
-            if ref is None:
-                continue  # the function's caller leaves it out: the operator's default
-            a = ref
-        name = attr.name
+    for name, a in scope.attributes_of(node):
         if name in out:
             raise _Skip(f"has attribute {_text(repr(name), 40)} twice; re-export the model")
         want = _TYPES.get(name)
@@ -471,6 +475,8 @@ def _weights_in(folder: Folder, node: NodeProto, scope: Scope,
             continue
         try:
             out[role] = folder.value(scope, name)
+        except Damaged as exc:
+            raise _Skip(f"has a damaged weight {role}: {exc}; re-export the model") from None
         except Unfoldable as exc:
             raise _Skip(f"takes its weight {role} from {clip(repr(name), 60)}, which is not "
                         f"a constant gateflow can fold: {exc}") from None
@@ -545,7 +551,7 @@ def _describe(path: Path, folder: Folder, c: Candidate, module: str,
                        "length, or analyse each length apart)")
     initial_from = ""
     if states:
-        initial_from = f"ONNX {op} node {_text(repr(module), 80)}: {', '.join(sources)}"
+        initial_from = f"{_node(op, module)}: {', '.join(sources)}"
         notes.append(f"initial state fixed by the file ({', '.join(sources)}): runs start "
                      "from it unless --s0 gives another")
     return Recurrent(
@@ -658,9 +664,14 @@ def _initial_states(folder: Folder, node: NodeProto, scope: Scope, directions: t
         exact = True
         try:
             f = folder.value(scope, name)
+        except Damaged as exc:
+            raise _Skip(f"has a damaged {state}: {exc}; re-export the model") from None
         except Unfoldable as exc:
             try:
                 array = _broadcast(folder, scope, name, exc)
+            except Damaged as why:  # a stored tensor it is broadcast from
+                raise _Skip(f"has a damaged {state}: {shown} is made from {why}; re-export "
+                            "the model") from None
             except Unfoldable as why:
                 made = _producer(scope, name)
                 reason = one_line(why, 160) if made is None else \
@@ -702,8 +713,11 @@ def _initial_states(folder: Folder, node: NodeProto, scope: Scope, directions: t
             raise _Skip(f"has {state} {shown} with values that are not finite")
         if np.any(full != 0):
             states[block] = np.ascontiguousarray(full)
+            # a state of several sequences, all equal, is one state: any batch starts from it
+            same = f" (the same for its {batch} sequences: used for any batch)" \
+                if batch > 1 and np.all(full == full[:, :1]) else ""
             sources.append(f"{state} {shown}" + ("" if exact else " broadcast over the batch")
-                           + (" (a graph input's default)" if name in defaults else ""))
+                           + same + (" (a graph input's default)" if name in defaults else ""))
     if states:  # a block the file leaves zero is its zeros, said with the other
         for state, _, block in _STATES:
             if block not in states and (block == "h" or lstm):
@@ -711,11 +725,28 @@ def _initial_states(folder: Folder, node: NodeProto, scope: Scope, directions: t
     return states, sources, unread
 
 
+def _node(op: str, module: str) -> str:
+    """``ONNX LSTM node 'name'``, for messages."""
+    return f"ONNX {op} node {_text(repr(module), 80)}"
+
+
+def _check_place(label: str, directions: tuple[str, ...], layer: int, direction: str) -> None:
+    """Refuse a layer other than 0 (a node is one layer) or a direction the node does not
+    run, naming the node (``label``)."""
+    if isinstance(layer, bool) or layer != 0:
+        raise GateflowError(f"{label} has one layer; layer must be 0, got "
+                            f"{clip(repr(layer), 40)}")
+    if direction not in directions:
+        raise GateflowError(f"{label} runs {' and '.join(directions)}; direction must be "
+                            f"{' or '.join(map(repr, directions))}, got "
+                            f"{clip(repr(direction), 40)}")
+
+
 def _initial_of(op: str, module: str, directions: tuple[str, ...],
                 states: dict[str, np.ndarray]) -> Callable[[str, int, str], dict[str, np.ndarray]]:
     """``Recurrent.initial``: each direction's initial state by block, (n,) when it is the
     same for every sequence of the batch, (batch, n) otherwise."""
-    label = f"ONNX {op} node {_text(repr(module), 80)}"
+    label = _node(op, module)
     per: dict[str, dict[str, np.ndarray]] = {}
     for k, direction in enumerate(directions):
         out = {}
@@ -725,13 +756,7 @@ def _initial_of(op: str, module: str, directions: tuple[str, ...],
         per[direction] = out if any(np.any(v != 0) for v in out.values()) else {}
 
     def initial_for(want: str, layer: int, direction: str) -> dict[str, np.ndarray]:
-        if isinstance(layer, bool) or layer != 0:
-            raise GateflowError(f"{label} has one layer; layer must be 0, got "
-                                f"{clip(repr(layer), 40)}")
-        if direction not in per:
-            raise GateflowError(f"{label} runs {' and '.join(directions)}; direction must be "
-                                f"{' or '.join(map(repr, directions))}, got "
-                                f"{clip(repr(direction), 40)}")
+        _check_place(label, directions, layer, direction)
         return {b: v.copy() for b, v in per[direction].items()}
 
     return initial_for
@@ -807,7 +832,7 @@ def _map(layout: _Layout, arrays: dict[str, np.ndarray], k: int, n: int,
 def _weights_of(path: Path, folder: Folder, op: str, module: str, cell: Cell,
                 directions: tuple[str, ...], weights: dict[str, Folded], n: int
                 ) -> Callable[[str, int, str], dict[str, np.ndarray]]:
-    label = f"ONNX {op} node {clip(repr(module), 80)}"
+    label = _node(op, module)
     layout = _QLSTM if op == "DynamicQuantizeLSTM" else _LAYOUTS[op]
 
     def weights_for(want: str, layer: int, direction: str) -> dict[str, np.ndarray]:
@@ -815,13 +840,7 @@ def _weights_of(path: Path, folder: Folder, op: str, module: str, cell: Cell,
         if name != cell.name:
             raise GateflowError(f"{label} is cell {cell.name!r}; its weights cannot be read "
                                 f"as {clip(repr(name), 40)}")
-        if isinstance(layer, bool) or layer != 0:
-            raise GateflowError(f"{label} has one layer; layer must be 0, got "
-                                f"{clip(repr(layer), 40)}")
-        if direction not in directions:
-            raise GateflowError(f"{label} runs {' and '.join(directions)}; direction must be "
-                                f"{' or '.join(map(repr, directions))}, got "
-                                f"{clip(repr(direction), 40)}")
+        _check_place(label, directions, layer, direction)
         count = sum(f.size for f in weights.values())
         fits(path, 8 * count, count)
         try:
