@@ -17,6 +17,13 @@ removed, nothing partial is left. Around that:
 * **A second signal while the first unwinds** the command is counted, not raised: the
   cleanup finishes and the exit status stays the first signal's (never -2, the default
   handler's). A third ends the process at once.
+* **The interpreter's last steps.** After the exit handlers ran, CPython puts every signal
+  with a Python handler back to its default action (``_PySignal_Fini``) and then tears the
+  modules down (long after torch, dask or matplotlib): a signal there would kill the
+  process with -2/-15 instead of its status. The last exit handler (:func:`_at_exit`,
+  registered by :func:`install`, so run after every library's) sets SIGINT and SIGTERM to
+  ``SIG_IGN``, which CPython keeps: by then the command has said its last line, every
+  output is committed and the streams are flushed once more by CPython itself.
 * **Commits.** The few statements that move finished outputs into place run
   :func:`deferred`: a signal there is raised when they are done (:func:`check`), and
   :func:`committed`
@@ -26,6 +33,7 @@ removed, nothing partial is left. Around that:
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -52,6 +60,8 @@ class _State:
     count: int = 0
     deferring: int = 0
     finished: int | None = None
+    #: Whether :func:`_at_exit` is registered (once per process).
+    at_exit: bool = False
 
 
 _state = _State()
@@ -194,3 +204,19 @@ def install() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _outside)
+        if not _state.at_exit:
+            _state.at_exit = True
+            atexit.register(_at_exit)  # registered first thing, so it runs last
+
+
+def _at_exit() -> None:
+    """The interpreter's last exit handler: SIGINT and SIGTERM are ignored from here on
+    (CPython keeps ``SIG_IGN`` where it would reset :func:`_outside` to the default action,
+    which kills with -2/-15), so the exit status stays the one the command chose. Only
+    where the handlers are still gateflow's."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(sig) is _outside:
+                signal.signal(sig, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread: nothing to change
+            pass

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import math
 import os
 import re
 import signal
@@ -67,7 +68,7 @@ from gateflow import _interrupt
 from gateflow._errors import GateflowError
 from gateflow._interrupt import Terminated
 from gateflow._text import one_line, safe
-from gateflow._validate import closest
+from gateflow._validate import closest, integer_text, is_integer_text, shown
 from gateflow._version import __version__
 from gateflow.cells._library import CELLS
 from gateflow.jobs._contract import CSV_HEADER, DEFAULT_NORMS
@@ -277,12 +278,75 @@ def _console(**options: Any) -> Any:
     return Console(color_system=None if _no_color() else "auto", **options)
 
 
+#: A real number as the command line reads one: ASCII digits, an optional leading ``-``, a
+#: decimal point, an exponent (``0.5``, ``-2``, ``1e-6``); never ``1_0``, `` 1``, ``+1``,
+#: ``inf``, ``nan``, ``0x10`` or ``１``, all of which Python's ``float`` would take.
+_REAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+#: The most characters a real number written on the command line may have.
+_MAX_REAL_CHARS = 64
+
+
+def _number_problem(text: str, kind: type, name: str) -> str | None:
+    """Why ``text`` is not what option ``name`` takes, or None: for ``int``, ASCII digits
+    with an optional leading ``-`` (the command's own check says whether a negative makes
+    sense), at most :data:`gateflow._validate.MAX_DIGITS` of them; for ``float``, a finite
+    real number (see :data:`_REAL_TEXT`) that float64 does not round to zero."""
+    if kind is int:
+        if is_integer_text(text):
+            return (f"{name}: {shown(text)} is not an integer (digits 0-9 only, no '+')"
+                    if text[:1] == "+" else None)
+        try:
+            integer_text(text, name)  # says why: not digits 0-9, or too many of them
+        except GateflowError as exc:
+            return str(exc)
+        return None
+    if len(text) > _MAX_REAL_CHARS:
+        return f"{name}: {shown(text)} is not a number (more than {_MAX_REAL_CHARS} characters)"
+    if not _REAL_TEXT.fullmatch(text):
+        return (f"{name}: {shown(text)} is not a finite number (digits 0-9, an optional '-', "
+                "'.' and exponent: 0.5, -2, 1e-6)")
+    value = float(text)
+    if not math.isfinite(value):
+        return f"{name}: {shown(text)} is beyond the float range (about 1.8e308)"
+    if value == 0 and any(c in "123456789" for c in text.lower().partition("e")[0]):
+        return f"{name}: {shown(text)} is too small for a float (it rounds to 0)"
+    return None
+
+
+def _strict_numbers(command: Any, ctx: Any, args: list[str]) -> None:
+    """A usage error for a number option whose value is not plain digits (Python's ``int``
+    and ``float``, typer's parsing, take ``1_0``, `` 10``, ``+10``, ``inf``, ``nan`` and
+    any size): the values as the user typed them, before typer converts them."""
+    numbers = {p.name: p for p in command.get_params(ctx)
+               if getattr(getattr(p, "type_descriptor", None), "annotation", None)
+               in (int, float)}
+    if not numbers:
+        return
+    opts, _, _ = command.make_parser(ctx).parse_args(args=list(args))
+    for key, given in opts.items():
+        param = numbers.get(key)
+        if param is None:
+            continue
+        name = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        for text in given if isinstance(given, (list, tuple)) else (given,):
+            problem = (_number_problem(text, param.type_descriptor.annotation, name)
+                       if isinstance(text, str) else None)
+            if problem is not None:
+                raise UsageError(problem, ctx=ctx)
+
+
 class GateflowCommand(TyperCommand):
-    """Every command's class (see :class:`_App`): flags without a type in help and a usage
-    line that writes a required argument as ``CELL`` (not typer's ``{CELL}``)."""
+    """Every command's class (see :class:`_App`): flags without a type in help, a usage
+    line that writes a required argument as ``CELL`` (not typer's ``{CELL}``) and numbers
+    read strictly (:func:`_strict_numbers`)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _plain_flags(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            _strict_numbers(self, ctx, args)
+        return super().parse_args(ctx, args)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p
@@ -506,6 +570,9 @@ _BatchFirst = Annotated[bool, typer.Option(
     "--batch-first", help="--inputs is (B, T, d), batch-major.", rich_help_panel=INPUTS)]
 _TimeMajor = Annotated[bool, typer.Option(
     "--time-major", help="--inputs is (T, B, d), time-major.", rich_help_panel=INPUTS)]
+_S0 = Annotated[str | None, typer.Option(
+    "--s0", metavar="FILE", help="Initial state .npz, an array per state block."
+    + _default("the model file's, or zeros"), rich_help_panel=INPUTS, show_default=False)]
 _Steps = Annotated[int, typer.Option(
     "--steps", metavar="T", help="Time steps T of generated inputs.",
     rich_help_panel=INPUTS)]
@@ -548,12 +615,14 @@ _Out = Annotated[str | None, typer.Option(
     "--overwrite).", rich_help_panel=OUTPUTS, show_default=False)]
 
 
-def _order(batch_first: bool, time_major: bool) -> bool | None:
-    """The inputs' axis order the user gave: True (--batch-first), False (--time-major), or
-    None (not given: the job follows the model and says so)."""
+def _add_order(options: dict[str, Any], batch_first: bool, time_major: bool) -> None:
+    """Put the inputs' axis order the user gave in ``options`` as ``batch_first``: True
+    (--batch-first), False (--time-major); nothing when neither is given (the job follows
+    the model and says so)."""
     if batch_first and time_major:
         raise GateflowError("--batch-first and --time-major contradict each other; give one")
-    return True if batch_first else False if time_major else None
+    if batch_first or time_major:
+        options["batch_first"] = batch_first
 
 
 def _show_version(value: bool) -> None:
@@ -722,10 +791,7 @@ def decay(
     inputs: _Inputs = None,
     batch_first: _BatchFirst = False,
     time_major: _TimeMajor = False,
-    s0: Annotated[str | None, typer.Option(
-        "--s0", metavar="FILE", help="Initial state .npz, an array per state block."
-        + _default("the model file's, or zeros"), rich_help_panel=INPUTS,
-        show_default=False)] = None,
+    s0: _S0 = None,
     steps: _Steps = 100,
     batch: _Batch = 4,
     input_dist: Annotated[InputDist, typer.Option(
@@ -799,9 +865,7 @@ def decay(
                      hidden=hidden, steps=steps, batch=batch, init=_value(init),
                      sigma_w=sigma_w, sigma_v=sigma_v, sigma_b=sigma_b, seed=seed,
                      input_dist=_value(input_dist), input_scale=input_scale)
-    order = _order(batch_first, time_major)
-    if order is not None:
-        options["batch_first"] = order
+    _add_order(options, batch_first, time_major)
     run_decays(cell and _canonical(cell, CELLS), json_path=json_out, csv_path=csv_out,
                plot_path=plot, spectra_path=spectra, threshold=threshold, blocks=blocks,
                dtype=_value(dtype), backend=_value(backend), quiet=quiet, weights=weights,
@@ -822,10 +886,7 @@ def lyapunov(
     inputs: _Inputs = None,
     batch_first: _BatchFirst = False,
     time_major: _TimeMajor = False,
-    s0: Annotated[str | None, typer.Option(
-        "--s0", metavar="FILE", help="Initial state .npz, an array per state block."
-        + _default("the model file's, or zeros"), rich_help_panel=INPUTS,
-        show_default=False)] = None,
+    s0: _S0 = None,
     steps: _Steps = 100,
     batch: _Batch = 4,
     hidden: _Hidden = 64,
@@ -855,9 +916,7 @@ def lyapunov(
 
     options = _given(ctx, hidden=hidden, steps=steps, batch=batch, init=_value(init),
                      sigma_w=sigma_w, seed=seed)
-    order = _order(batch_first, time_major)
-    if order is not None:
-        options["batch_first"] = order
+    _add_order(options, batch_first, time_major)
     run_lyapunov(cell and _canonical(cell, CELLS), weights=weights, inputs=inputs,
                  module=module, layer=layer, direction=_value(direction),
                  rename=parse_map(map_), k=k,

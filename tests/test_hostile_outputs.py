@@ -200,7 +200,7 @@ OPTION_CASES = {
     "bad-figure-ext": (("--plot", "fig.jpg"), "unknown extension"),
     "no-figure-ext": (("--plot", "fig"), "unknown extension"),
     "several-cells-no-pattern": (("--cell", "rnn,gru", "--json", "r.json"), r"must contain"),
-    "threshold-nan": (("--threshold", "nan"), "finite number > 0"),
+    "threshold-nan": (("--threshold", "nan"), "--threshold: 'nan' is not a finite number"),
     "threshold-negative": (("--threshold", "-1"), "finite number > 0"),
     "spectra-lags-alone": (("--spectra-lags", "1,2"), "only with --spectra"),
     "bad-norm": (("--norms", "nuclear"), "nuclear"),
@@ -351,7 +351,8 @@ JOB_CASES = {
     "derive-unknown-cell": (("derive", "LSTN"), "unknown cell"),
     "derive-unknown-block": (("derive", "lstm", "--block", "q/q"), "q/q"),
     "usage-not-an-integer": (("decay", "--cell", "lstm", "--steps", "abc"),
-                             r"Invalid value for '--steps'.*\(see gateflow decay --help\)"),
+                             r"--steps: 'abc' is not an integer \(see gateflow decay "
+                             r"--help\)"),
     "usage-below-range": (("report", "--steps", "0"), r"Invalid value for '--steps'"),
     "usage-unknown-option": (("report", "--bogus"), r"No such option: --bogus"),
     "usage-unknown-command": (("bogus",), r"No such command 'bogus'"),
@@ -753,3 +754,90 @@ def test_numbers_are_ascii_digits_and_bounded(sandbox, case):
     line = assert_clean_error(run_cli("decay", *cell, *sizes, *args, "-q"), message)
     assert len(line) < 300, len(line)
     assert_unchanged(before, snapshot(sandbox))
+
+
+#: Every kind of number option, in the command that has it (the rest of a valid run).
+_INT_OPTIONS = {
+    "decay --steps": ("decay", "--cell", "lstm", "--hidden", "3", "--batch", "1", "--steps"),
+    "decay --seed": ("decay", "--cell", "lstm", *TINY, "--seed"),
+    "lyapunov --k": ("lyapunov", "--cell", "lstm", *TINY, "--k"),
+    "derive -k": ("derive", "lstm", "-k"),
+    "derive --layers": ("derive", "lstm", "--layers"),
+    "sweep --points": ("sweep", "--out", "sw", "--points"),
+    "report --seed": ("report", "--out", "rp", *REPORT_TINY, "--seed"),
+}
+_FLOAT_OPTIONS = {
+    "decay --threshold": ("decay", "--cell", "lstm", *TINY, "--threshold"),
+    "decay --sigma-w": ("decay", "--cell", "lstm", *TINY, "--sigma-w"),
+    "decay --gate-bias": ("decay", "--cell", "lstm", *TINY, "--gate-bias"),
+    "lyapunov --sigma-w": ("lyapunov", "--cell", "lstm", *TINY, "--sigma-w"),
+}
+#: What Python's int() or float() (and so typer) would take, and gateflow refuses.
+_HOSTILE_NUMBERS = {"underscore": "1_0", "space": " 10", "plus": "+10", "expression": "2**70",
+                    "beyond-int64": str(2 ** 70), "fullwidth": "１", "arabic-indic": "١٠",
+                    "nan": "nan", "inf": "inf", "overflow": "1e400", "hex": "0x10",
+                    "5000-digits": "9" * 5000}
+_FLOAT_ONLY = {"underflow": "1e-400", "minus-inf": "-inf", "exponent-overflow": "1e99999"}
+
+
+def _number_cases():
+    for option in _INT_OPTIONS:
+        for what in _HOSTILE_NUMBERS:
+            yield pytest.param(option, what, id=f"{option}={what}")
+    for option in _FLOAT_OPTIONS:
+        for what in {**_HOSTILE_NUMBERS, **_FLOAT_ONLY}:
+            if what == "beyond-int64":  # a real number may be that large
+                continue
+            yield pytest.param(option, what, id=f"{option}={what}")
+
+
+@pytest.mark.parametrize(("option", "what"), list(_number_cases()))
+def test_every_number_option_reads_plain_digits_only(sandbox, option, what):
+    """``int``/``float`` (and typer) take ``1_0``, `` 10``, ``+10``, ``nan``, ``inf``, any
+    size; the command line refuses each, naming the option, before anything runs."""
+    args = {**_INT_OPTIONS, **_FLOAT_OPTIONS}[option]
+    text = {**_HOSTILE_NUMBERS, **_FLOAT_ONLY}[what]
+    flag = args[-1]
+    name = {"-k": "--steps"}.get(flag, flag)
+    before = snapshot(sandbox)
+    line = assert_clean_error(run_cli(*args, text))
+    assert line.startswith(f"error: {name}: "), line
+    if option in _INT_OPTIONS:
+        why = "more than 18 digits" if what in ("beyond-int64", "5000-digits") else (
+            "no '+'" if what == "plus" else "digits 0-9 only" if any(
+                c.isdigit() for c in text) else "")
+        assert re.search(r" is not an integer\b", line), line
+        assert why in line, (why, line)
+    else:
+        why = {"overflow": "beyond the float range", "exponent-overflow":
+               "beyond the float range", "underflow": "rounds to 0", "5000-digits":
+               "more than 64 characters"}.get(what, "is not a finite number")
+        assert why in line, (why, line)
+    assert len(line) < 300, len(line)
+    assert_unchanged(before, snapshot(sandbox))
+
+
+@pytest.mark.parametrize(("option", "text", "value"), [
+    ("--seed", "999999999999999999", 999999999999999999), ("--seed", "0", 0),
+    ("--steps", "007", 7), ("--threshold", "1e-300", 1e-300), ("--threshold", ".5", 0.5),
+    ("--gate-bias", "-2.5", -2.5), ("--sigma-w", "1.5E+0", 1.5), ("--sigma-w", "3.", 3.0),
+    ("--chrono", "12", 12.0)])
+def test_plain_numbers_still_read(monkeypatch, option, text, value):
+    """Digits, a leading '-', '.', an exponent: read as the number they write."""
+    import gateflow.jobs._decay as job
+
+    seen = {}
+    monkeypatch.setattr(job, "run_decays", lambda cell, **kw: seen.update(kw))
+    out = run_cli("decay", "--cell", "lstm", *TINY, option, text)
+    assert out.exit_code == 0, out.stderr
+    got = seen[option[2:].replace("-", "_")]
+    assert got == value and type(got) is type(value), (got, value)
+
+
+def test_negative_numbers_get_the_options_own_range_check():
+    """A '-' is syntax a number may have: the option's own check refuses -3 in its terms."""
+    assert_clean_error(run_cli("decay", "--cell", "lstm", "--hidden", "3", "--batch", "1",
+                               "--steps", "-3", "-q"),
+                       r"^error: --steps \(T\) must be a positive integer, got -3")
+    assert_clean_error(run_cli("decay", "--cell", "lstm", *TINY, "--seed", "-1"),
+                       r"seed must be an integer >= 0, got -1")

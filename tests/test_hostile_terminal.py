@@ -582,7 +582,9 @@ def test_a_sigint_while_the_process_exits(sandbox, tmp_path, first):
     ends the process with 130 and one line that says what was written."""
     torch_file(sandbox / "w.pt", [""])
     exiting, printing = tmp_path / "exiting", tmp_path / "printing"
-    prelude = ("import atexit, time\n"
+    # A library's exit handler: registered after gateflow's handlers are in (as for every
+    # library the command imports), so it runs before gateflow's last one ignores signals.
+    prelude = ("import atexit, time\nfrom gateflow._interrupt import install\ninstall()\n"
                f"atexit.register(lambda: (open({str(exiting)!r}, 'w').close(), "
                "time.sleep(30)))\n")
     if first:
@@ -610,3 +612,35 @@ def test_a_sigint_while_the_process_exits(sandbox, tmp_path, first):
             "wrote o.json",
             "error: interrupted (Ctrl-C) after writing o.json; nothing else was written"]
         assert_unchanged(before, snapshot(sandbox), allow_new=["o.json"])
+
+
+#: Seconds between the first and the second Ctrl-C: during the unwinding, as the last line
+#: is printed, and while the interpreter tears its modules down (where CPython resets a
+#: Python handler to the default action, which kills with -2).
+SECOND_SIGINT_AFTER = (0.0, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.08, 0.12, 0.2)
+
+
+@pytest.mark.slow  # ten report runs, ~50 s on 2 cores
+def test_two_quick_sigints_always_exit_130(sandbox, tmp_path):
+    """Ctrl-C twice in quick succession (a user's double tap) while ``report`` runs, the
+    second one at several delays: 130 every time, one line, nothing left behind."""
+    results = []
+    for i, delay in enumerate(SECOND_SIGINT_AFTER):
+        work = sandbox / f"run{i}"
+        work.mkdir()
+        ready = tmp_path / f"ready{i}"
+        before = snapshot(work)
+        proc = _start(("report", "--steps", "6", "--batch", "2", "--hidden", "4",
+                       "--input-size", "2", "--out", "rp", "-q"), work,
+                      _slow("gateflow.jobs._report", "write_pages", ready))
+        _wait(proc, ready)
+        proc.send_signal(signal.SIGINT)
+        if delay:
+            time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        p = _finish(proc)
+        results.append((delay, p.returncode))
+        check(p, 130, match="interrupted (Ctrl-C); nothing was written")
+        assert_unchanged(before, snapshot(work))
+        no_staging(work)
+    assert [code for _, code in results] == [130] * len(SECOND_SIGINT_AFTER), results
