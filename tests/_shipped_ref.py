@@ -352,8 +352,6 @@ def fold_onnx_weights(model, node_name: str) -> dict[str, np.ndarray]:
     """W, R, B of the ``LSTM`` node ``node_name`` (in any subgraph), computed by ONNX's
     reference evaluator from the constant nodes and initializers that feed them."""
     import onnx
-    from onnx import helper
-    from onnx.reference import ReferenceEvaluator
 
     def find(graph, chain):
         for node in graph.node:
@@ -367,6 +365,17 @@ def fold_onnx_weights(model, node_name: str) -> dict[str, np.ndarray]:
         return None
 
     node, chain = find(model.graph, ())
+    return weights_from_constants(model, node, chain)
+
+
+def weights_from_constants(model, node, chain) -> dict[str, np.ndarray]:
+    """The node's W, R, B as ONNX's reference evaluator computes them from the nodes and
+    initializers that produce them (looked up innermost graph first); ``chain``: the graphs
+    that enclose the node, outermost first."""
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
     wanted = [n for n in node.input[1:4] if n]
     nodes, inits, seen = [], {}, set()
 

@@ -20,11 +20,11 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from onnx import AttributeProto, helper  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
+from onnx import AttributeProto  # noqa: E402
 
 from gateflow.models.formats import _onnx  # noqa: E402
 from tests._onnx_ref import assert_decay_matches  # noqa: E402
+from tests._shipped_ref import weights_from_constants as raw_weights  # noqa: E402
 
 
 def silero_files() -> Path:
@@ -47,42 +47,6 @@ def lstm_nodes(graph, chain=()):
         for a in node.attribute:
             if a.type == AttributeProto.GRAPH:
                 yield from lstm_nodes(a.g, (*chain, graph))
-
-
-def raw_weights(model, node, chain) -> dict[str, np.ndarray]:
-    """The node's W, R, B as ONNX's reference evaluator computes them from the nodes and
-    initializers that produce them (looked up innermost graph first)."""
-    wanted = [name for name in node.input[1:4] if name]
-    nodes, inits, seen = [], [], set()
-
-    def need(name: str) -> None:
-        if name in seen or not name:
-            return
-        seen.add(name)
-        for g in reversed(chain):
-            init = next((t for t in g.initializer if t.name == name), None)
-            if init is not None:
-                inits.append(init)
-                return
-            producer = next((n for n in g.node if name in n.output), None)
-            if producer is not None:
-                for i in producer.input:
-                    need(i)
-                if producer not in nodes:
-                    nodes.append(producer)
-                return
-        raise AssertionError(f"{name!r} is not a constant of the model")
-
-    for name in wanted:
-        need(name)
-    order = {id(n): k for g in chain for k, n in enumerate(g.node)}
-    nodes.sort(key=lambda n: order[id(n)])
-    g = helper.make_graph(nodes, "weights", [],
-                          [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                           for n in wanted], inits)
-    sub = helper.make_model(g, opset_imports=list(model.opset_import))
-    values = ReferenceEvaluator(sub).run(None, {})
-    return dict(zip(("W", "R", "B"), (np.asarray(v, np.float64) for v in values)))
 
 
 MODELS = {  # file -> (its LSTM modules, where the first sits)
