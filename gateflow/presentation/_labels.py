@@ -77,7 +77,16 @@ def lag_tex(block: str | None = None) -> str:
     """LaTeX (and mathtext) of the lag-k Jacobian of ``block`` ("X/Y"), without dollars:
     ``"c/c"`` -> ``\\partial c_T/\\partial c_{T-k}``; the generic ∂s_T/∂s_{T−k} if None."""
     out, inp = block.split("/") if block is not None else ("s", "s")
-    return rf"\partial {out}_T/\partial {inp}_{{T-k}}"
+    return rf"\partial {_at(out, 'T')}/\partial {_at(inp, 'T-k')}"
+
+
+def _at(name: str, time: str) -> str:
+    """``name`` at ``time`` in mathtext: ``c_T``, ``c_{T-k}``; a stack's layer stays in
+    the subscript with the time, ``c_{l1,T}`` (not ``c_l1_T``, which sets "1_T" apart)."""
+    layered = re.fullmatch(r"(.+)_(l\d+)", name)
+    if layered:
+        return f"{layered[1]}_{{{layered[2]},{time}}}"
+    return f"{name}_{time}" if len(time) == 1 else f"{name}_{{{time}}}"
 
 
 def norm_label(norm: str, block: str | None = None) -> str:
