@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from gateflow._errors import GateflowError
 from gateflow.cells._activations import ACTIVATIONS
+from gateflow.cells._block import Block
 from gateflow.cells._symbols import INPUT
 
 if TYPE_CHECKING:  # SymPy is imported on first use only (see Cell.system)
@@ -394,15 +395,15 @@ class Cell:
         return tuple(f"{s}_prev" for s in self.state)
 
     @property
-    def blocks(self) -> tuple[str, ...]:
+    def blocks(self) -> tuple[Block, ...]:
         """Jacobian blocks ``"X/Y"`` = ∂X_t/∂Y_{t−k}, outputs-major in state order."""
-        return tuple(f"{a}/{b}" for a in self.state for b in self.state)
+        return tuple(Block(a, b) for a in self.state for b in self.state)
 
     @property
-    def input_blocks(self) -> tuple[str, ...]:
+    def input_blocks(self) -> tuple[Block, ...]:
         """Input-sensitivity blocks ``"X/x"``, in state order: ∂X_T/∂x_{T−k} at input lag
         k = 0..T−1 (x_T, the last input, is read by step T: lag 0)."""
-        return tuple(f"{s}/{INPUT}" for s in self.state)
+        return tuple(Block(s, INPUT) for s in self.state)
 
     @property
     def memory_state(self) -> str:
@@ -412,10 +413,10 @@ class Cell:
         return "c" if "c" in self.state else self.state[-1]
 
     @property
-    def memory_block(self) -> str:
+    def memory_block(self) -> Block:
         """The Jacobian block of the memory, ``"s/s"`` for :attr:`memory_state` (``c/c``
         for the LSTM family, ``h/h`` otherwise)."""
-        return f"{self.memory_state}/{self.memory_state}"
+        return Block(self.memory_state, self.memory_state)
 
     @cached_property
     def gates(self) -> tuple[str, ...]:

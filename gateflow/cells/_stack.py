@@ -45,6 +45,7 @@ from functools import cache
 
 from gateflow._errors import GateflowError
 from gateflow._validate import shown, whole
+from gateflow.cells._block import Block
 from gateflow.cells._library import GENERATED, get_cell
 from gateflow.cells._record import INPUT, Cell
 
@@ -232,14 +233,14 @@ def emitted(cell: Cell) -> dict[str, str]:
     return out
 
 
-def output_blocks(cell: Cell) -> tuple[str, ...]:
+def output_blocks(cell: Cell) -> tuple[Block, ...]:
     """Output-gradient blocks ``"X/y_lj"`` = ∂X_T/∂y⁽ʲ⁾_{T−k} (what a hook on layer j's
     output sees; k = 0..T−1), outputs-major in state order; ``()`` for a cell that is not
     a stack. See the module docstring for how they differ from the carried ``"X/h_lj"``."""
-    return tuple(f"{s}/{y}" for s in cell.state for y in emitted(cell))
+    return tuple(Block(s, y) for s in cell.state for y in emitted(cell))
 
 
-def input_lag_blocks(cell: Cell) -> tuple[str, ...]:
+def input_lag_blocks(cell: Cell) -> tuple[Block, ...]:
     """Every block measured at input lags k = 0..T−1 (pulled back through a step onto what
     the step reads): the input blocks ``"X/x"``, then a stack's ``"X/y_lj"``."""
     return (*cell.input_blocks, *output_blocks(cell))
