@@ -31,11 +31,10 @@ from gateflow._errors import GateflowError
 from gateflow._interrupt import check as check_interrupt
 from gateflow._memory import check_fits
 from gateflow._validate import real_array, shown, whole
-from gateflow.cells._library import get_cell
-from gateflow.cells._params import check_sizes
 from gateflow.cells._record import Cell
-from gateflow.numeric._chain import _check_input_shape, _check_s0, block_dims, check_products
-from gateflow.numeric._compile import Bound, Group, compile_cell
+from gateflow.numeric._chain import check_products
+from gateflow.numeric._compile import Group
+from gateflow.numeric._prepare import prepare
 
 __all__ = ["LyapunovResult", "kaplan_yorke", "lyapunov"]
 
@@ -51,7 +50,7 @@ class LyapunovResult:
     direction the dynamics annihilate). ``running`` holds the estimate of the first
     min(K, 8) exponents after ``running_steps[j]`` steps: (len, B, min(K, 8))."""
 
-    cell: str
+    cell: Cell
     exponents: np.ndarray
     k: int
     steps: int
@@ -137,26 +136,22 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
         s0: initial state per block (zeros by default).
         progress: called with the step t after each step.
     """
-    cell = get_cell(cell)
-    sizes = check_sizes(cell, params)
-    dims = block_dims(cell, sizes)
-    n, d = sizes["n"], sizes["d"]
-    xh = real_array(x, "inputs").astype(np.float64)
-    T, B = _check_input_shape(xh, d)
+    prep = prepare(cell, params, x, s0)  # NumPy, float64
+    cell, dims, s0, T, B = prep.cell, prep.dims, prep.s0, prep.T, prep.B
+    n, d = prep.sizes["n"], prep.d
+    xh = prep.x
     N = sum(dims.values())
     k = N if k is None else whole(k, "k (number of exponents)", 1, N)
     transient = whole(transient, "transient", 0, T - 1)
     if progress is not None and not callable(progress):
         raise GateflowError(f"progress must be a function of the step t, or None; "
                             f"got {shown(progress)}")
-    s0 = _check_s0(cell, s0, dims, B)
     check_fits(8 * (4 * B * N * k + T * B * d + 4 * B * n * len(cell.equations) * k),
                "this Lyapunov spectrum")
     if not np.all(np.isfinite(xh)):
         raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
 
-    comp = compile_cell(cell, "numpy", "float64")
-    bound = Bound(comp, params)
+    comp, bound = prep.compiled, prep.bound
     sinks, products = _plan(comp)
     blocks = tuple(cell.state)
     Q = np.zeros((B, N, k))
@@ -219,7 +214,7 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
     order = np.argsort(-np.where(np.isnan(lam), -np.inf, lam), axis=1, kind="stable")
     lam = np.take_along_axis(lam, order, axis=1)
     return LyapunovResult(
-        cell=cell.name, exponents=lam, k=k, steps=T, transient=transient, state_dim=N,
+        cell=cell, exponents=lam, k=k, steps=T, transient=transient, state_dim=N,
         blocks=blocks, running_steps=np.asarray(run_steps, dtype=int),
         running=np.asarray(run_vals).reshape(len(run_steps), B, m),
         meta={"n": n, "d": d, "T": T, "B": B})
