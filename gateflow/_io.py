@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 
 __all__ = ["MANIFEST", "STDOUT", "check_dir", "check_file", "fresh_dir", "refuse_inputs",
            "staged_dir", "staged_files", "write_files"]
@@ -115,8 +115,8 @@ def _check_target(path: Path, what: str, overwrite: bool) -> None:
         raise GateflowError(f"cannot write {what} {str(path)!r}: it is {kind}; gateflow "
                             "writes only new paths or regular files")
     if not overwrite:
-        raise GateflowError(f"{what} {str(path)!r} already exists; pass --overwrite to replace "
-                            "it or choose another path")
+        raise GateflowError(f"{what} {str(path)!r} already exists; pass {arg('overwrite')} to "
+                            "replace it or choose another path")
 
 
 def _same_file(a, b) -> bool:
@@ -132,7 +132,7 @@ def _same_file(a, b) -> bool:
 def refuse_inputs(path, what: str, inputs: Mapping[str, object] | None) -> None:
     """Refuse to write ``path`` when it is one of the run's input files.
 
-    ``inputs`` maps how each input was given (``"--weights"``, ``"--inputs"``, ``"--s0"``,
+    ``inputs`` maps how each input was given (its parameter, ``arg("weights")``, or words:
     ``"the model"``) to its path (None, empty and ``-`` are skipped). The same file is the
     same inode (links followed: ``./x.npy``, ``x.npy``, a symbolic or hard link to it);
     an output that does not exist yet can replace nothing. Raised whatever ``overwrite``
@@ -265,7 +265,7 @@ def write_stdout(data: bytes) -> None:
     """``data`` to standard output; a closed stdout or a closed pipe is a GateflowError."""
     if sys.stdout is None or getattr(sys.stdout, "closed", False):
         raise GateflowError("standard output is closed; redirect it to a file (or give "
-                            "--json/--csv a file name instead of -)")
+                            f"{arg('json_path')}/{arg('csv_path')} a file name instead of -)")
     try:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -383,7 +383,7 @@ def _foreign(out: Path) -> str | None:
     return None
 
 
-def out_path(out, what: str = "--out") -> Path:
+def out_path(out, what: str = arg("out")) -> Path:
     """An output folder argument as a Path: not empty, and its existing ancestors are
     folders (``f/r`` where ``f`` is a file is refused here, with that reason)."""
     if out is None or not str(out).strip():
@@ -414,20 +414,22 @@ def check_dir(out, overwrite: bool) -> None:
         return
     if out.is_symlink():
         raise GateflowError(f"refusing to write into {str(out)!r}: it is a symbolic link; "
-                            "choose a new --out")
+                            f"choose a new {arg('out')}")
     why = _protected(out)
     if why is not None:
-        raise GateflowError(f"refusing to write into {str(out)!r}: {why}; choose a new --out")
+        raise GateflowError(f"refusing to write into {str(out)!r}: {why}; choose a new "
+                            f"{arg('out')}")
     if not overwrite:
-        raise GateflowError(f"output folder {str(out)!r} already exists; pass --overwrite "
-                            "to replace it or choose another --out")
+        raise GateflowError(f"output folder {str(out)!r} already exists; pass "
+                            f"{arg('overwrite')} to replace it or choose another {arg('out')}")
     if out.is_symlink() or not out.is_dir():
         raise GateflowError(f"{str(out)!r} exists and is not a folder; "
-                            "remove it or choose another --out")
+                            f"remove it or choose another {arg('out')}")
     why = _foreign(out)
     if why is not None:
-        raise GateflowError(f"--overwrite refused for {str(out)!r}: {why}; gateflow replaces "
-                            "only folders it wrote, unchanged; choose another --out")
+        raise GateflowError(f"{arg('overwrite')} refused for {str(out)!r}: {why}; gateflow "
+                            "replaces only folders it wrote, unchanged; choose another "
+                            f"{arg('out')}")
 
 
 @contextmanager
@@ -461,7 +463,7 @@ def staged_dir(out, overwrite: bool = False) -> Iterator[Path]:
                 why = _foreign(old / out.name)
                 if why is not None:  # changed in the last moment: put it back, untouched
                     os.replace(old / out.name, out)
-                    raise GateflowError(f"--overwrite refused for {str(out)!r}: {why}")
+                    raise GateflowError(f"{arg('overwrite')} refused for {str(out)!r}: {why}")
             os.replace(tmp, out)
             _interrupt.committed(out)
     except BaseException as exc:

@@ -1,8 +1,10 @@
 """How much memory a run may use, and the one check every job makes before allocating.
 
-The budget is the smallest of what the host has free (``MemAvailable``), what the process's
-cgroup still allows (``memory.max`` − ``memory.current`` in cgroup v2, ``memory.limit_in_bytes``
-− ``memory.usage_in_bytes`` in v1) and what ``RLIMIT_AS`` leaves of the address space. On a
+The budget is the smallest of what the host has free (psutil's ``available``: the kernel's
+``MemAvailable``), what the process's cgroup still allows (``memory.max`` −
+``memory.current`` in cgroup v2, ``memory.limit_in_bytes`` − ``memory.usage_in_bytes`` in
+v1: read here, since psutil does not read cgroups) and what ``RLIMIT_AS`` leaves of the
+address space. On a
 GPU it is the device's free memory plus what CuPy's pool holds unused. A run is refused when
 its estimate exceeds :data:`FRACTION` of that budget, with one line that says how to shrink it.
 """
@@ -21,6 +23,10 @@ __all__ = ["FRACTION", "available_memory", "check_fits", "host_available"]
 #: interpreter, libraries and estimation error).
 FRACTION = 0.8
 _UNLIMITED = 1 << 62
+#: Where the process's cgroup is found (module constants, so that tests point them at a
+#: fake hierarchy).
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def _read_int(path: Path) -> int | None:
@@ -36,20 +42,28 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _meminfo() -> int | None:
+def _host_free() -> int | None:
+    """What the host can still give without swapping (psutil's ``available``); where psutil
+    cannot tell (no ``/proc``), the free pages ``sysconf`` counts; None when neither can."""
+    import psutil  # here, not at import: the command line's start-up stays light
+
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
         return None
-    return None
 
 
-def _cgroup_left(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")
-                 ) -> int | None:
-    """Bytes the process's memory cgroup still allows (v2 or v1), or None if unlimited."""
+def _cgroup_left(root: Path | None = None, proc: Path | None = None) -> int | None:
+    """Bytes the process's memory cgroup still allows (v2 or v1), or None if unlimited.
+
+    Read here by hand: psutil reports the host's memory, not a container's limit (a job
+    under ``docker --memory 2g`` on a 64 GB host sees 64 GB there)."""
+    root = _CGROUP_ROOT if root is None else root
+    proc = _PROC_CGROUP if proc is None else proc
     try:
         lines = proc.read_text().splitlines()
     except OSError:
@@ -79,31 +93,29 @@ def _cgroup_left(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/s
 
 
 def _rlimit_left() -> int | None:
-    """Address space ``RLIMIT_AS`` still leaves this process, or None if unlimited."""
+    """Address space ``RLIMIT_AS`` still leaves this process, or None if unlimited: the
+    limit from the standard library's :mod:`resource`, the space in use from psutil
+    (``vms``)."""
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     except (ValueError, OSError):
         return None
     if soft == resource.RLIM_INFINITY or soft < 0:
         return None
-    used = 0
+    import psutil
+
     try:
-        with open("/proc/self/statm") as fh:
-            used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
+        used = int(psutil.Process().memory_info().vms)
+    except (OSError, psutil.Error):
+        used = 0
     return max(0, soft - used)
 
 
 def host_available() -> int:
-    """Bytes this process may still allocate on the host: min(MemAvailable, cgroup, RLIMIT_AS)."""
-    found = [v for v in (_meminfo(), _cgroup_left(), _rlimit_left()) if v is not None]
-    if not found:
-        try:
-            found = [os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
-        except (ValueError, OSError):
-            return _UNLIMITED
-    return min(found)
+    """Bytes this process may still allocate on the host: the smallest of what the host has
+    available (psutil), what the cgroup still allows and what ``RLIMIT_AS`` leaves."""
+    found = [v for v in (_host_free(), _cgroup_left(), _rlimit_left()) if v is not None]
+    return min(found, default=_UNLIMITED)
 
 
 def available_memory(backend: str = "numpy") -> int:

@@ -107,3 +107,92 @@ def test_messages_name_no_private_module():
 def test_public_api_resolves():
     for name in gateflow.__all__:
         assert getattr(gateflow, name) is not None, name
+
+
+def _strings(tree: ast.AST):
+    """Every string constant of ``tree`` that is not a docstring, f-string parts included
+    (``ast`` parses an f-string's literal parts as constants), with its line."""
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef,
+                                    ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+#: A command-line flag in text: ``--`` and a lowercase letter, not inside a word or ``---``.
+_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def _below_the_cli():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] != "cli":
+            yield path, ast.parse(path.read_text())
+
+
+def test_the_cli_detects_a_flag_in_a_string():
+    """The check below finds a flag in a plain string, in an f-string's literal part and in
+    a message built from both, and passes docstrings and ``---``."""
+    code = ('"""Use --cell."""\nA = "give --cell NAME"\nB = f"{x} --layer {y}"\n'
+            'C = "----- rule"\nD = "a-b--c"\n')
+    found = [s for _, s in _strings(ast.parse(code)) if _FLAG.search(s)]
+    assert found == ["give --cell NAME", " --layer "]
+
+
+def test_no_flag_below_the_cli():
+    """Flags are the command line's words: the layers below name parameters
+    (:func:`gateflow._errors.arg`, ``as_given``) and the CLI writes each as its flag, from
+    one table read from its own option declarations. No string below ``gateflow/cli/``
+    (f-string parts included; docstrings, which document the command line, excepted)
+    holds a ``--flag``."""
+    bad = [f"{path.relative_to(ROOT)}:{line}: {text!r}" for path, tree in _below_the_cli()
+           for line, text in _strings(tree) if _FLAG.search(text)]
+    assert not bad, "\n".join(bad)
+
+
+#: Where splitting on "/" is not a block name: Keras variable paths (``lstm/kernel:0``,
+#: ``model/layer/cell/...``) in the Keras readers, and the parsing of ``X/Y`` itself.
+_SPLITS_ALLOWED = {"cells/_block.py", "models/formats/_keras_vars.py",
+                   "models/formats/_keras_layers.py"}
+
+
+def test_blocks_are_parsed_once():
+    """A block ``"X/Y"`` is parsed once, into a :class:`~gateflow.cells._block.Block`, and
+    read below by ``.out``/``.wrt``: no ``.split("/")`` anywhere else in the package."""
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel in _SPLITS_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("split", "rsplit", "partition", "rpartition") \
+                    and node.args and isinstance(node.args[0], ast.Constant) \
+                    and node.args[0].value == "/":
+                bad.append(f"gateflow/{rel}:{node.lineno}")
+    assert not bad, "\n".join(bad)
+
+
+def test_errors_name_parameters_and_the_cli_names_flags():
+    """A library error names the parameter (``layer``); the command line renders the same
+    error with its flag, read from the option declarations (``rename`` is ``--map``,
+    ``json_path`` is ``--json``), never by searching the text."""
+    from typer.main import get_command
+
+    from gateflow._errors import GateflowError, arg
+    from gateflow.cli import app
+    from gateflow.cli._options import flags
+
+    err = GateflowError(f"{arg('layer')} 5 is out of range; see {arg('rename')}")
+    assert str(err) == "layer 5 is out of range; see rename"
+    assert (err.param, err.params) == ("layer", ("layer", "rename"))
+    decay = get_command(app).get_command(None, "decay")  # type: ignore[attr-defined]
+    table = flags(decay)
+    assert {k: table[k] for k in ("layer", "rename", "json_path", "scheme", "dist")} == {
+        "layer": "--layer", "rename": "--map", "json_path": "--json", "scheme": "--init",
+        "dist": "--input-dist"}
+    assert err.render(lambda p: table.get(p, p)) == "--layer 5 is out of range; see --map"

@@ -461,7 +461,7 @@ def test_analyze_encoder_decoder(encdec):
     # the analysis runs on the captured data: the same numbers as all_lags on a selection
     cell, params, xs, s0 = caps[0].selection(1)
     direct = gf.all_lags(cell, params, xs, s0=s0, norms=("frobenius",))
-    np.testing.assert_array_equal(a.results[("encoder.rnn", 1, "forward")].chain.blocks["c/c"][
+    np.testing.assert_array_equal(a.results[("encoder.rnn", 1, "forward")].blocks["c/c"][
         "log10_frobenius"], direct.blocks["c/c"]["log10_frobenius"])
     fit = gf.fit_batch(direct.blocks["c/c"]["log10_frobenius"])
     assert a.table[1]["per-step factor"] == fit.factor

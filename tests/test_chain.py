@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateflow import CELLS, get_cell
+from gateflow.jobs._contract import to_json_dict
 from gateflow.jobs._decay import decay
 from gateflow.models._params import from_torch_state_dict, init_params, load_params, make_inputs
 from gateflow.numeric._chain import all_lags
@@ -382,9 +383,9 @@ def test_rnn_zero_recurrence_is_exactly_zero_and_null_in_json():
     params["U"][:] = 0
     x = make_inputs(50, 3, 2, seed=0)
     out = decay("rnn", params, x)
-    for a in out.chain.blocks["h/h"].values():
+    for a in out.blocks["h/h"].values():
         assert np.isneginf(a).all()
-    doc = out.to_json_dict()
+    doc = to_json_dict(out)
     assert doc["null_means"] == "exactly zero"
     assert doc["blocks"]["h/h"]["log10_frobenius"] == [[None] * 3] * 50
 
@@ -498,8 +499,8 @@ def test_probe_gradient_matches_dense(name):
 def test_same_inputs_give_identical_results(name):
     params = init_params(name, 5, 3, seed=1)
     x = make_inputs(20, 3, 3, seed=2)
-    a = decay(name, params, x).to_json_dict()
-    b = decay(name, params, x).to_json_dict()
+    a = to_json_dict(decay(name, params, x))
+    b = to_json_dict(decay(name, params, x))
     assert a == b
 
 

@@ -182,23 +182,33 @@ def _defaults(command: str) -> dict[str, object]:
 
 
 def test_defaults_in_help_are_the_jobs_defaults():
-    """The command passes None for an option left at its default, so that the job fills in
-    its own: the defaults ``--help`` shows must be those."""
+    """Every default is written once, in the record the job takes (``InitSpec``,
+    ``InputSpec``): the options read theirs from it, so ``--help`` shows what a run made
+    from default records uses."""
+    from dataclasses import fields
+
     from gateflow.jobs._inputs import generate
+    from gateflow.models._specs import InitSpec, InputSpec
 
     d = _defaults("decay")
+    lyap = _defaults("lyapunov")
+    for kind in (InitSpec, InputSpec):
+        for f in fields(kind):
+            for command in (d, lyap):
+                if f.name in command and f.name not in ("given", "path", "batch_first"):
+                    assert command[f.name] == f.default, (kind.__name__, f.name)
     _, _, made = generate("lstm")
     assert made["weights_source"] == {
         "source": "init", "n": d["hidden"], "d": d["hidden"], "seed": d["seed"],
-        "scheme": d["init"], "sigma_w": d["sigma_w"], "sigma_v": d["sigma_v"],
+        "scheme": d["scheme"], "sigma_w": d["sigma_w"], "sigma_v": d["sigma_v"],
         "sigma_b": d["sigma_b"], "gate_bias": None, "chrono": None}
     assert made["inputs_source"] == {
         "source": "init", "T": d["steps"], "B": d["batch"], "d": d["hidden"],
-        "dist": d["input_dist"], "scale": d["input_scale"], "seed": d["seed"] + 1}
-    assert (d["norms"], d["spectra_lags"]) == (",".join(DEFAULT_NORMS),
-                                               ",".join(map(str, SPECTRA_LAGS)))
-    lyap = _defaults("lyapunov")
-    for name in ("hidden", "steps", "batch", "init", "sigma_w", "seed"):
+        "dist": d["dist"], "scale": d["scale"], "seed": d["seed"] + 1}
+    assert (d["norms"], d["spectra_lags"]) == (",".join(DEFAULT_NORMS), None)
+    assert f"[default: {','.join(map(str, SPECTRA_LAGS))}]" in rows(help_of("decay"))[
+        "--spectra-lags"]
+    for name in ("hidden", "steps", "batch", "scheme", "sigma_w", "seed"):
         assert lyap[name] == d[name], name
 
 

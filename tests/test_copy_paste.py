@@ -119,7 +119,12 @@ def test_decay_command_quotes_every_word():
                     layers=2, directions=("forward", "reverse"), hidden=3, input=2,
                     weights=lambda cell, layer, direction: {})
     path = "dir with space/m (1) `x`.h5"
-    line = decay_command(path, rec, several=True)
+    from typer.main import get_command
+
+    from gateflow.cli._options import flags
+
+    decay_flags = flags(get_command(app).get_command(None, "decay"))  # the CLI's own table
+    line = decay_command(path, rec, several=True, flag_of=decay_flags.__getitem__)
     want = ["gateflow", "decay", "--weights", path, "--module", "enc (0)[x]", "--layer", "0",
             "--direction", "forward", "--cell", "gru[gate=hard_sigmoid(0.2,0.5),candidate=relu]"]
     assert "\n" not in line and shlex.split(line) == want

@@ -25,7 +25,7 @@ runner = CliRunner()
 ALL = sorted(CELLS)
 META_KEYS = {"format", "format_version", "gateflow_version", "cell", "lags", "norms", "layout",
              "blocks", "direct", "direct_means", "null_means", "seed", "dtype", "backend",
-             "shapes", "weights", "input_data", "input_lags", "inputs"}
+             "shapes", "weights", "input_data", "input_lags", "inputs", "cell_record"}
 
 
 def invoke(*args):
@@ -47,6 +47,7 @@ def check_contract(doc, cell, T, B, n, d, norms=("frobenius", "spectral"), block
     keys = [f"log10_{nm}" for nm in norms]
     assert set(doc) == META_KEYS
     assert doc["cell"] == cell.name
+    assert doc["cell_record"] == cell.to_record()  # the equations, not only the name
     assert doc["lags"] == list(range(1, T + 1))
     assert doc["null_means"] == "exactly zero"
     assert doc["norms"] == list(norms)
@@ -312,7 +313,7 @@ BAD_MESSAGE = {
     "B=0 file": "B (batch) is 0",
     "T=0": "--steps (T) must be a positive integer, got 0",
     "B=0": "--batch (B) must be a positive integer, got 0",
-    "n=0": "hidden size n must be a positive integer, got 0",
+    "n=0": "--hidden (n) must be a positive integer, got 0",
     "pickled module": "pickles torch.nn.modules.rnn.LSTM",
     "pt list": "holds a list, not a state_dict",
     "pt checkpoint": "the state_dict misses 'weight_hh_l0'",

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateflow.cli import app
-from gateflow.jobs._decay import memory_block, run_decays
+from gateflow.jobs._decay import run_decays
 from gateflow.models._params import init_params, make_inputs, save_params
 
 runner = CliRunner()
@@ -46,7 +46,7 @@ def test_multi_cell_plot_file(ext, tmp_path):
 
 def test_figure_axes_legend_and_overlays(tmp_path):
     run = run_decays("rnn,lstm,gru", hidden=3, input_size=2, steps=12, batch=2,
-                     init="gaussian", gate_bias=2.0, plot_path=tmp_path / "d.png", quiet=True)
+                     scheme="gaussian", gate_bias=2.0, plot_path=tmp_path / "d.png", quiet=True)
     fig = run.figure
     ax = fig.axes[0]
     assert "steps" in ax.get_xlabel() and "gradient norm" in ax.get_ylabel()
@@ -105,14 +105,14 @@ def test_huge_inputs_skip_the_mean_field_overlay(value, tmp_path):
         warnings.simplefilter("error")  # a RuntimeWarning would fail the run
         result = invoke("--cell", "rnn", "--init", "gaussian", "--hidden", 3, "--inputs", x,
                         "--plot", out, "-q")
-        run = run_decays("rnn", init="gaussian", hidden=3, inputs=str(x), quiet=True)
+        run = run_decays("rnn", scheme="gaussian", hidden=3, inputs=str(x), quiet=True)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and "Warning" not in result.output
     assert out.read_bytes().startswith(b"\x89PNG")
     labels = [o.label for o in run.overlays]
     assert any("Pascanu" in t for t in labels) and not any("mean field" in t for t in labels)
     # ordinary inputs keep it
-    run = run_decays("rnn", init="gaussian", hidden=3, input_size=2, steps=4, batch=1,
+    run = run_decays("rnn", scheme="gaussian", hidden=3, input_size=2, steps=4, batch=1,
                      quiet=True)
     assert any("mean field" in o.label for o in run.overlays)
 
@@ -138,11 +138,12 @@ def test_fits_are_the_analysis_fits():
     run = run_decays("lstm,gru", hidden=3, input_size=2, steps=12, batch=2, threshold=0.5,
                      quiet=True)
     for cell, res in run.results.items():
-        b = memory_block(cell)
-        s = summarize(res.chain.blocks[b]["log10_frobenius"])
-        assert run.fits[cell].blocks[b] == fit_decay(res.chain.lags, s.median, threshold=0.5)
-        d = summarize(res.chain.direct[b[0]]["log10_frobenius"])
-        assert run.fits[cell].direct[b[0]] == fit_decay(res.chain.lags, d.median, threshold=0.5)
+        b = res.cell.memory_block
+        s = summarize(res.blocks[b]["log10_frobenius"])
+        assert run.fits[cell].blocks[b] == fit_decay(res.lags, s.median, threshold=0.5)
+        d = summarize(res.direct[b.wrt]["log10_frobenius"])
+        assert run.fits[cell].direct[b.wrt] == fit_decay(res.lags, d.median, threshold=0.5)
+        assert run.fits[cell].cell is res.cell
     assert set(run.fits["lstm"].blocks) == {"c/c"} and set(run.fits["lstm"].direct) == {"c"}
     assert set(run.fits["gru"].blocks) == {"h/h"} and set(run.fits["gru"].direct) == {"h"}
 
@@ -167,12 +168,12 @@ def test_plot_draws_the_batch_median_and_quartiles():
     from gateflow.presentation._plot import plot_decay
 
     run = run_decays("rnn,lstm", hidden=3, input_size=2, steps=9, batch=5, quiet=True)
-    chains = {c: r.chain for c, r in run.results.items()}
+    chains = dict(run.results)
     fig = plot_decay(chains)
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     for cell, res in chains.items():
-        b = memory_block(cell)
+        b = res.cell.memory_block
         logs = res.blocks[b]["log10_frobenius"]
         (solid,) = [ln for lb, ln in lines.items() if lb.startswith(f"{cell}:")
                     and "partial" in lb]
@@ -187,7 +188,7 @@ def test_plot_draws_the_batch_median_and_quartiles():
     bands = ax.collections
     assert len(bands) == len(chains)
     for band, (cell, res) in zip(bands, chains.items()):
-        logs = res.blocks[memory_block(cell)]["log10_frobenius"]
+        logs = res.blocks[res.cell.memory_block]["log10_frobenius"]
         ys = band.get_paths()[0].vertices[:, 1]
         lo, hi = 10 ** np.quantile(logs, 0.25, axis=1), 10 ** np.quantile(logs, 0.75, axis=1)
         assert np.isclose(ys.min(), lo.min()) and np.isclose(ys.max(), hi.max())
@@ -221,7 +222,7 @@ def test_input_panel_only_when_input_blocks_are_measured(tmp_path):
     assert r"\|\partial s_T/\partial x_{T-k}\|_F" in inputs.get_ylabel()
     assert inputs.get_title().startswith("Input sensitivity")
     assert inputs.get_yscale() == "log"
-    chain = run.results["lstm"].chain
+    chain = run.results["lstm"]
     labels = [t.get_text() for t in inputs.get_legend().get_texts()]
     lines = _panel_lines(inputs)
     for b, out in (("h/x", "h"), ("c/x", "c")):
@@ -252,12 +253,12 @@ def test_input_panel_colours_follow_the_cells(tmp_path):
         assert line.get_color() == colour[cell]
         np.testing.assert_allclose(
             line.get_ydata(),
-            10 ** np.median(run.results[cell].chain.inputs["h/x"]["log10_frobenius"], axis=1))
+            10 ** np.median(run.results[cell].inputs["h/x"]["log10_frobenius"], axis=1))
     from gateflow.presentation._plot import PALETTE, plot_input_sensitivity
 
-    chains = {c: r.chain for c, r in run.results.items()}
+    chains = dict(run.results)
     only_gru = {"rnn": run_decays("rnn", hidden=3, input_size=2, steps=7, batch=3,
-                                  quiet=True).results["rnn"].chain, "gru": chains["gru"]}
+                                  quiet=True).results["rnn"], "gru": chains["gru"]}
     (line,) = plot_input_sensitivity(only_gru).axes[0].get_lines()
     assert line.get_color() == PALETTE[1]
 
@@ -374,7 +375,7 @@ def test_figure_bytes_are_reproducible(tmp_path):
     from gateflow.presentation._plot import figure_bytes, plot_decay, save_figure
 
     run = run_decays("rnn,lstm", hidden=3, input_size=2, steps=8, batch=2, quiet=True)
-    fig = plot_decay({c: r.chain for c, r in run.results.items()})
+    fig = plot_decay(dict(run.results))
     for fmt in ("svg", "pdf"):
         assert figure_bytes(fig, fmt) == figure_bytes(fig, fmt)
     assert figure_bytes(fig, "pdf").startswith(b"%PDF")
@@ -409,8 +410,8 @@ def test_shared_inputs_and_weight_pattern(tmp_path):
     run = run_decays("lstm,gru", weights=str(tmp_path / "w-{cell}.npz"),
                      inputs=tmp_path / "x.npy", json_path=tmp_path / "{cell}.json", quiet=True)
     for cell in ("lstm", "gru"):
-        assert run.results[cell].weights_source["path"] == str(tmp_path / f"w-{cell}.npz")
-        assert run.results[cell].inputs_source["path"] == str(tmp_path / "x.npy")
+        assert run.results[cell].provenance.weights["path"] == str(tmp_path / f"w-{cell}.npz")
+        assert run.results[cell].provenance.inputs["path"] == str(tmp_path / "x.npy")
         assert run.results[cell].shapes == {"T": 7, "B": 2, "n": 3, "d": 2}
         assert (tmp_path / f"{cell}.json").exists()
 

@@ -74,6 +74,45 @@ def test_every_public_name_is_in_the_api_reference():
     assert not missing, f"public names missing from docs/api/index.md: {missing}"
 
 
+def _groups_of_the_stub() -> dict[str, set[str]]:
+    """The public API as ``gateflow/__init__.pyi`` declares it: group -> names."""
+    import ast
+
+    groups: dict[str, set[str]] = {}
+    group = None
+    stub = ROOT / "gateflow" / "__init__.pyi"
+    lines = stub.read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        found = re.match(r"# -- (.+?) -+$", line)
+        if found:
+            group = found.group(1)
+        elif line.startswith("from ."):
+            node = ast.parse(line).body[0]
+            assert isinstance(node, ast.ImportFrom) and group is not None, line
+            assert all(a.asname == a.name for a in node.names), f"re-export as itself: {line}"
+            groups.setdefault(group, set()).update(a.name for a in node.names)
+    return groups
+
+
+def test_the_api_reference_groups_names_as_the_one_facade_list_does():
+    """One list (the stub) declares the API; the reference's level sections (## …) hold
+    exactly its groups' names, in its order, and the package exports exactly those."""
+    import gateflow
+
+    stub = _groups_of_the_stub()
+    assert set().union(*stub.values()) == set(gateflow.__all__)
+    text = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
+    sections = re.split(r"(?m)^## ", text)[1:]
+    docs: dict[str, set[str]] = {}
+    for sec in sections:
+        title = sec.splitlines()[0].strip().casefold()
+        names = set(re.findall(r"^\.\. (?:auto\w+|py:data):: (\w+)\s*$", sec, flags=re.M))
+        if names:
+            docs[title] = names
+    assert list(docs) == list(stub), (list(docs), list(stub))
+    assert docs == stub
+
+
 def test_every_notebook_is_rendered():
     notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert notebooks

@@ -581,7 +581,8 @@ def test_a_swallowed_interrupt_prints_no_traceback(capsys):
     import gc
     import weakref
 
-    from gateflow import _interrupt, cli
+    from gateflow import _interrupt
+    from gateflow.cli import _app as cli
 
     class Thing:
         pass
@@ -830,7 +831,9 @@ def test_plain_numbers_still_read(monkeypatch, option, text, value):
     monkeypatch.setattr(job, "run_decays", lambda cell, **kw: seen.update(kw))
     out = run_cli("decay", "--cell", "lstm", *TINY, option, text)
     assert out.exit_code == 0, out.stderr
-    got = seen[option[2:].replace("-", "_")]
+    name = option[2:].replace("-", "_")
+    records = [r for r in (seen.get("init"), seen.get("inputs")) if hasattr(r, name)]
+    got = getattr(records[0], name) if records else seen[name]  # typed records, or as is
     assert got == value and type(got) is type(value), (got, value)
 
 

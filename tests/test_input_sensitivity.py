@@ -16,6 +16,7 @@ import pytest
 from test_chain import numpy_step
 
 from gateflow import CELLS, GateflowError, get_cell
+from gateflow.jobs._contract import csv_rows, to_json_dict
 from gateflow.jobs._decay import decay
 from gateflow.models._params import from_torch_state_dict, init_params, make_inputs
 from gateflow.numeric._chain import all_lags
@@ -168,14 +169,14 @@ def test_decay_json_and_csv_carry_the_inputs(tmp_path):
     p = init_params("lstm", 3, 2, seed=0)
     x = make_inputs(5, 2, 2, seed=0)
     r = decay("lstm", p, x, blocks="c/c,h/x")
-    doc = r.to_json_dict()
+    doc = to_json_dict(r)
     assert doc["format_version"] == 2 and doc["input_lags"] == [0, 1, 2, 3, 4]
     assert list(doc["blocks"]) == ["c/c"] and list(doc["inputs"]) == ["h/x"]
     assert np.allclose(doc["inputs"]["h/x"]["log10_frobenius"],
-                       r.chain.inputs["h/x"]["log10_frobenius"])
+                       r.inputs["h/x"]["log10_frobenius"])
     assert doc["input_data"] == {"source": "array"}
     json.dumps(doc, allow_nan=False)
-    rows = [ln.split(",") for ln in r.csv_rows() and list(map(",".join, r.csv_rows()))]
+    rows = [ln.split(",") for ln in csv_rows(r) and list(map(",".join, csv_rows(r)))]
     lags = sorted({int(row[1]) for row in rows if row[0] == "h/x"})
     assert lags == [0, 1, 2, 3, 4]
     assert sorted({int(row[1]) for row in rows if row[0] == "c/c"}) == [1, 2, 3, 4, 5]

@@ -107,7 +107,7 @@ def test_agrees_with_keras(keras, tmp_path, family, bidirectional):
         assert rec.layout == "batch-major"
         if inferred and family.startswith("rnn"):
             assert rec.cell is None and rec.cells == ("rnn", "rnn-relu")
-            assert "the activation is not in the file: give --cell rnn or --cell rnn-relu" \
+            assert "the activation is not in the file: give cell rnn or cell rnn-relu" \
                 in rec.note
         elif inferred:  # the defaults of every Keras that writes this layout, said
             assert rec.cell == family and rec.cells[0] == family
@@ -313,7 +313,7 @@ def test_legacy_weights_only_h5(tmp_path):
     assert rec.cells == ("gru-cho", "gru-cho[gate=hard_sigmoid(0.2,0.5)]")
     assert rec.note == ("kind inferred from the variable shapes (the file has no config); the "
                         "file does not say which Keras wrote it (no keras_version): give "
-                        "--cell gru-cho or --cell 'gru-cho[gate=hard_sigmoid(0.2,0.5)]'")
+                        "cell gru-cho or cell 'gru-cho[gate=hard_sigmoid(0.2,0.5)]'")
     w = rec.weights("gru-cho", 0, "forward")
     np.testing.assert_array_equal(w["b_in"], b[6:])
     np.testing.assert_array_equal(w["b_z"], b[:3])

@@ -103,7 +103,7 @@ def test_a_file_that_cannot_say_asks(version, why):
     assert choice.cell is None and choice.assumed == ()
     assert choice.cells == ("lstm", f"lstm[gate={K2}]")
     assert choice.note.startswith(why)
-    assert choice.note.endswith(f": give --cell lstm or --cell 'lstm[gate={K2}]'")
+    assert choice.note.endswith(f": give cell lstm or cell 'lstm[gate={K2}]'")  # (--cell)
 
 
 @pytest.mark.parametrize(("version", "cell", "said"), [
@@ -137,7 +137,7 @@ def test_hard_sigmoid_of_an_unknown_keras_asks():
     assert choice.note == (
         "recurrent_activation 'hard_sigmoid' is clip(0.2x + 0.5, 0, 1) in Keras 2 and "
         "relu6(x + 3)/6 in Keras 3, and the file does not say which Keras wrote it: give "
-        f"--cell 'gru-cho[gate={K2}]' or --cell 'gru-cho[gate={K3}]'")
+        f"cell 'gru-cho[gate={K2}]' or cell 'gru-cho[gate={K3}]'")
 
 
 @pytest.mark.parametrize(("given", "spelled"), [

@@ -230,7 +230,7 @@ def test_json_writes_minus_infinity_as_null():
     import json
 
     from gateflow.jobs._lyapunov import lyapunov_json
-    from gateflow.jobs._serialise import json_text
+    from gateflow.jobs._serialize import json_text
 
     params = {k: np.zeros_like(v) for k, v in init_params("lstm", 2, 2).items()}
     doc = json.loads(json_text(lyapunov_json(lyapunov("lstm", params, np.zeros((5, 1, 2))),

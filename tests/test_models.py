@@ -297,6 +297,26 @@ def test_bad_module_options_one_line(args, match, tmp_path, sandbox):
     assert_unchanged(before, snapshot("."))
 
 
+@pytest.mark.parametrize(("options", "match", "param"), [
+    ({"module": "encoder.rnn"}, r"module 'encoder\.rnn' has 2 layers; pick one with layer "
+                                r"0\.\.1, or layer all for the whole stack$", "layer"),
+    ({"module": "encoder.rnn", "layer": 5}, r"^layer 5 is out of range: .* 2 layer", "layer"),
+    ({"module": "encoder.rnn", "layer": -1}, r"^layer -1 is out of range", "layer"),
+    ({"module": "decoder", "cell": "lstm"}, r"^cell lstm contradicts the file: .*; drop cell or "
+                                            r"give cell gru$", "cell"),
+    ({}, r"pick one with module NAME$", "module"),
+])
+def test_api_errors_name_the_parameters_not_flags(options, match, param, tmp_path, sandbox):
+    """The same refusals through gf.load_model name its parameters (layer=5 is "layer 5 is
+    out of range"): no command-line flag reaches a Python caller, and ``param`` says which
+    argument was wrong."""
+    _two_modules("m.ckpt")
+    with pytest.raises(GateflowError, match=match) as info:
+        load_model("m.ckpt", **options)
+    assert "--" not in str(info.value)
+    assert info.value.param == param
+
+
 def test_bidirectional_stack_all_is_refused_with_the_reason(tmp_path):
     m = _module("LSTM", num_layers=2, bidirectional=True)
     torch.save(m.state_dict(), tmp_path / "m.pt")
@@ -308,7 +328,7 @@ def test_bidirectional_stack_all_is_refused_with_the_reason(tmp_path):
 
 def test_rnn_nonlinearity_must_be_given(tmp_path):
     torch.save(_module("RNN").state_dict(), tmp_path / "m.pt")
-    with pytest.raises(GateflowError, match="nonlinearity .* give --cell rnn or --cell rnn-relu"):
+    with pytest.raises(GateflowError, match="nonlinearity .* give cell rnn or cell rnn-relu"):
         load_model(tmp_path / "m.pt")
     assert load_model(tmp_path / "m.pt", cell="rnn-relu")[0].name == "rnn-relu"
     with pytest.raises(GateflowError, match="contradicts the file: nn.RNN is one of the cells"):
@@ -436,8 +456,8 @@ def test_foreign_pytorch_suffixes_read_as_shipped(tmp_path):
     assert model.assumed == ("arrays 'enc_w_ih', 'enc_w_hh', 'enc_b_ih', 'enc_b_hh' read as "
                              "PyTorch nn.GRU weights (gate order r, z, n) from their suffixes "
                              "and shapes; the activations are not in the file: PyTorch's "
-                             "(sigmoid gates, tanh) assumed; give --cell FAMILY[...] for "
-                             "others",)
+                             "(sigmoid gates, tanh) assumed; give cell FAMILY[...] for "
+                             "others",)  # the Python caller's word; --cell on the command line
     cell, params = load_model(tmp_path / "g.npz")
     x = _x()
     _assert_matches(all_lags(cell, params, x.numpy(), norms=("frobenius",)), _reference(gru, x))
@@ -469,8 +489,8 @@ def test_foreign_keras_variables_read_as_shipped(kind, gates, bias_shape, cell, 
     x = _x()
     _assert_matches(all_lags(got_cell, params, x.numpy(), norms=("frobenius",)),
                     _keras_norms(kind, arrays, x, reset_after=cell == "gru"))
-    # the file records no activations: Keras 2's hard_sigmoid gates, given with --cell
-    assert f"give --cell '{cell}[gate=hard_sigmoid(0.2,0.5)]' for those" in said
+    # the file records no activations: Keras 2's hard_sigmoid gates, given with cell=
+    assert f"give cell '{cell}[gate=hard_sigmoid(0.2,0.5)]' for those" in said
     variant, params = load_model(tmp_path / "k.npz", cell=f"{cell}[gate=hard_sigmoid(0.2,0.5)]")
     _assert_matches(all_lags(variant, params, x.numpy(), norms=("frobenius",)),
                     _keras_norms(kind, arrays, x, reset_after=cell == "gru",
@@ -489,9 +509,10 @@ def test_unmatched_arrays_are_skipped_and_rename_reads_them(tmp_path, sandbox):
     assert found.modules == () and found.skipped == (
         "4 array(s) ('p Wx', 'p Wh', 'p bx', 'p bh') match no recurrent module's names "
         "(PyTorch's weight_ih_l0, …, Keras's kernel, …, or gateflow's W_f, …); name them "
-        "with --map OLD=NEW (rename= in the API)",)
+        "with rename OLD=NEW",)  # the Python caller's word for it; the command line's:
     assert_clean_error(run_cli("decay", "-w", "m.npz", "-q"),
-                       r"found no recurrent module gateflow can read; skipped 4 array\(s\)")
+                       r"found no recurrent module gateflow can read; skipped 4 array\(s\) "
+                       r".*; name them with --map OLD=NEW$")
     rename = {f"p {k}": v for k, v in own.items()}
     cell, params = load_model("m.npz", rename=rename)
     x = _x()
@@ -555,9 +576,9 @@ def test_foreign_suffixes_that_fit_nothing_are_skipped_with_the_reason(sandbox):
     assert found.skipped == (
         "arrays 'enc_w_ih', 'enc_w_hh' end like PyTorch recurrent weights but fit no "
         "nn.RNN/LSTM/GRU (module 'enc': weight_hh_l0 is 10x5, not G*n x n for G = 1, 3 or 4 "
-        "gates (nn.RNN, GRU, LSTM)); name them with --map OLD=NEW",
+        "gates (nn.RNN, GRU, LSTM)); name them with rename OLD=NEW",
         "arrays 'dec_w_ih', 'dec_weight_ih', 'dec_w_hh' end like PyTorch recurrent weights but "
-        "name one weight twice (w_ih and weight_ih); name them with --map OLD=NEW")
+        "name one weight twice (w_ih and weight_ih); name them with rename OLD=NEW")
 
 
 def test_narrow_npz_weights_are_said(tmp_path):
@@ -610,7 +631,7 @@ def test_s0_without_c_starts_c_at_zeros_and_says_so(sandbox):
         assert [line for line in out.stderr.splitlines() if "s0" in line] == [
             "note: s0.npz gives h only: c starts at zeros"]
         s0 = json.loads(Path(out_file).read_text())["input_data"]["s0"]
-        assert (s0["source"], s0["blocks"], s0["zeros"]) == ("--s0", ["h"], ["c"])
+        assert (s0["source"], s0["blocks"], s0["zeros"]) == ("s0", ["h"], ["c"])
     doc = json.loads(Path("d.json").read_text())
     start = torch.from_numpy(np.broadcast_to(h0, (1, B, N)).copy())
     want = _reference(m, x, h0=start)

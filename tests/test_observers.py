@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gateflow import GateflowError, all_lags, init_params, make_inputs
+from gateflow.cells._block import Block
 from gateflow.numeric import _chain, _observers
 from gateflow.numeric._measure import BlockNorm, Observer, Step
 from gateflow.numeric._observers import NORMS, OBSERVERS, register, resolve
@@ -47,18 +48,16 @@ class _MaxRow(BlockNorm):
 
     name = "max_row"
 
-    def value(self, step: Step, block: str):
-        out, inp = block.split("/")
-        r = self.ctx.rows[out]
-        return self.ctx.xp.max(0.5 * self.ctx.xp.log(step.sq(inp)[:, r]) + step.logscale[:, r],
-                               axis=1)
+    def value(self, step: Step, block: Block):
+        r = self.ctx.rows[block.out]  # a Block: its parts are attributes
+        return self.ctx.xp.max(0.5 * self.ctx.xp.log(step.sq(block.wrt)[:, r])
+                               + step.logscale[:, r], axis=1)
 
 
 def test_a_plugged_in_observer_is_measured(monkeypatch):
     """Registering an observer is all it takes: all_lags accepts its name and returns it
     under its key, and it agrees with the dense Jacobian product (central differences)."""
     monkeypatch.setattr(_observers, "OBSERVERS", dict(OBSERVERS))
-    monkeypatch.setattr(_chain, "OBSERVERS", _observers.OBSERVERS)
     register(Observer("max_row", "log10_max_row", r"\max_i \|{J}_i\|", "test", _MaxRow))
     p = init_params("gru", 4, 2, seed=1)
     x = make_inputs(30, 2, 2, seed=2)

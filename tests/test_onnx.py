@@ -115,10 +115,10 @@ def scan(path):
 
 def fed(op: str) -> tuple[str, ...]:
     """What a record assumes about build()'s initial states, graph inputs fed at run time:
-    the analysis starts from zeros."""
+    the analysis starts from zeros (to a Python caller, who gives ``s0``)."""
     states = ["initial_h"] + (["initial_c"] if op == "LSTM" else [])
     return tuple(f"{s} is not a constant of the file ('{s}' is a graph input, fed at run "
-                 "time): the analysis starts from zeros unless --s0 gives the initial state"
+                 "time): the analysis starts from zeros unless s0 gives the initial state"
                  for s in states)
 
 
@@ -489,7 +489,7 @@ def test_a_learned_initial_state_is_said(tmp_path):
     assert rec.assumed == ()
     assert rec.initial_from == "ONNX LSTM node 'rnn': initial_h 'h0'"
     assert "initial state fixed by the file (initial_h 'h0'): runs start from it unless " \
-           "--s0 gives another" in rec.note
+           "s0 gives another" in rec.note
     s0 = rec.initial("lstm", 0, "forward")
     np.testing.assert_array_equal(s0["h"], np.full(N, 0.5))
     np.testing.assert_array_equal(s0["c"], np.zeros(N))

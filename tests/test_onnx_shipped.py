@@ -79,7 +79,7 @@ def test_silero_vad_lstms_match_autograd(name):
         for state, line in zip(("initial_h", "initial_c"), rec.assumed):
             assert re.fullmatch(rf"{state} is not a constant of the file \((the output of \w+ "
                                 r"node '[^']+'|'\w' is a graph input, fed at run time)\): the "
-                                r"analysis starts from zeros unless --s0 gives the initial "
+                                r"analysis starts from zeros unless s0 gives the initial "
                                 r"state", line), line
         node, chain = nodes[rec.module.split(":")[-1]]
         arrays = raw_weights(model, node, chain)

@@ -106,9 +106,9 @@ def test_changelog_has_this_version():
     ("reports/benchmarks-gpu.md", False),
     ("reports/benchmarks-lyapunov.md", False),
     ("dist/gateflow-0.1.0-py3-none-any.whl", True),
-    ("build/lib/gateflow/cli.py", True),
+    ("build/lib/gateflow/cli/__init__.py", True),
     (".mypy_cache/3.11/x.json", True),
-    ("gateflow/cli.py", False),
+    ("gateflow/cli/_app.py", False),
 ])
 def test_generated_outputs_are_ignored(path, ignored):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
@@ -198,7 +198,7 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         files = set(z.namelist())
         meta = z.read(f"{name}.dist-info/METADATA").decode()
-    assert {"gateflow/py.typed", "gateflow/__main__.py", "gateflow/cli.py",
+    assert {"gateflow/py.typed", "gateflow/__main__.py", "gateflow/cli/__init__.py",
             f"{name}.dist-info/licenses/LICENSE"} <= files
     assert not any("__pycache__" in f or f.startswith("tests/") for f in files)
     assert "License-Expression: MIT" in meta and "License-File: LICENSE" in meta

@@ -392,7 +392,7 @@ def test_save_is_atomic_and_overwrites(tmp_path):
     path = tmp_path / "w.npz"
     save_params(path, "lstm", init_params("lstm", N, D, seed=1))
     p2 = init_params("lstm", N, D, seed=2)
-    with pytest.raises(GateflowError, match="already exists; pass --overwrite"):
+    with pytest.raises(GateflowError, match="already exists; pass overwrite"):
         save_params(path, "lstm", p2)  # nothing is replaced unless asked
     save_params(path, "lstm", p2, overwrite=True)
     _assert_same(load_params(path, "lstm"), p2)
@@ -436,7 +436,7 @@ def test_load_prefixed_torch_keys(tmp_path):
     sd.update({f"decoder.rnn.{k}": v for k, v in to_torch_state_dict("gru", p).items()})
     np.savez(tmp_path / "two.npz", **sd)
     with pytest.raises(GateflowError, match=r"of 2 modules \('encoder.rnn', 'decoder.rnn'\); "
-                                            "pick one with --module NAME"):
+                                            "pick one with module NAME"):
         load_params(tmp_path / "two.npz", "gru")
 
 

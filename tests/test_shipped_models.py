@@ -370,7 +370,7 @@ def test_npz_found_as_shipped():
         assert m.assumed == (
             f"arrays '{p}_w_ih', '{p}_w_hh', '{p}_b_ih', '{p}_b_hh' read as PyTorch nn.GRU "
             "weights (gate order r, z, n) from their suffixes and shapes; the activations are "
-            "not in the file: PyTorch's (sigmoid gates, tanh) assumed; give --cell "
+            "not in the file: PyTorch's (sigmoid gates, tanh) assumed; give cell "
             "FAMILY[...] for others",)
 
 
@@ -414,9 +414,9 @@ def test_int8_found_as_shipped():
         assert m.assumed == (
             INT8_LINE,
             f"initial_h is not a constant of the file (the output of Slice node '{sh}'): the "
-            "analysis starts from zeros unless --s0 gives the initial state",
+            "analysis starts from zeros unless s0 gives the initial state",
             f"initial_c is not a constant of the file (the output of Slice node '{sc}'): the "
-            "analysis starts from zeros unless --s0 gives the initial state")
+            "analysis starts from zeros unless s0 gives the initial state")
 
 
 def test_int8_printed_command_runs_as_printed(sandbox):

@@ -17,7 +17,11 @@ from tests.test_exact import assert_zero
 
 def test_stack_writes_pytorch_suffixes_and_feeds_h_up():
     s = stack("lstm", 2)
-    assert s.name == "lstm-stack2" and get_cell("lstm-stack2") is s
+    assert s.name == "lstm-stack2"
+    # a value, registered nowhere: the name of a stack is not looked up (results carry it)
+    with pytest.raises(GateflowError, match="unknown cell 'lstm-stack2'"):
+        get_cell("lstm-stack2")
+    assert stack("lstm", 2) == s and stack(get_cell("lstm"), 2) == s
     assert s.state == ("h_l0", "c_l0", "h_l1", "c_l1")
     assert s.params[:3] == ("W_i_l0", "W_f_l0", "W_g_l0") and s.params[-1] == "b_o_l1"
     assert s.equations[0] == "i_l0 = sigmoid(W_i_l0 @ x + U_i_l0 @ h_l0_prev + b_i_l0)"

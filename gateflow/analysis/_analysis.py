@@ -37,8 +37,11 @@ import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._validate import choose, real, real_array, whole
+from gateflow.cells._block import Block
+from gateflow.cells._record import Cell
 from gateflow.numeric._observers import NORMS as MEASURED
 from gateflow.numeric._observers import OBSERVERS
+from gateflow.numeric._result import ChainResult
 
 _LN10 = math.log(10.0)
 #: Below this log10 norm a value counts as "zero" and is left out of fits.
@@ -308,11 +311,13 @@ def fit_batch(log10, lags=None, *, threshold: float = HORIZON) -> DecayFit:
 @dataclass(frozen=True)
 class ChainFits:
     """:func:`fit_batch` of a ChainResult's blocks (``"X/Y"``) and direct products
-    (state ``"s"``: ∏ diag(direct coefficient of ∂s_t/∂s_{t−1})), in one norm."""
+    (state ``"s"``: ∏ diag(direct coefficient of ∂s_t/∂s_{t−1})), in one norm, and the
+    cell they are of (for the labels of its direct products)."""
 
     norm: str
-    blocks: dict[str, DecayFit]
+    blocks: dict[Block, DecayFit]
     direct: dict[str, DecayFit]
+    cell: Cell
 
 
 def measured_norm(norms) -> str:
@@ -322,17 +327,21 @@ def measured_norm(norms) -> str:
     return NORMS[0] if NORMS[0] in norms or not norms else norms[0]
 
 
-def fit_chain(result, norm: str | None = None, *, blocks=None, direct=None,
+def fit_chain(result: ChainResult, norm: str | None = None, *, blocks=None, direct=None,
               threshold: float = HORIZON) -> ChainFits:
     """Fit the batch median of ``blocks`` (default: every block measured) and of the direct
     products of the states ``direct`` (default: all) of a ChainResult in ``norm``
-    (default: :func:`measured_norm`); names not measured are left out."""
+    (default: :func:`measured_norm`); names not measured are left out. The fits are keyed
+    by the result's own :class:`Block` s."""
     norm = choose(norm, tuple(OBSERVERS), "norm") if norm is not None else measured_norm(
         nm for nm in OBSERVERS if any(OBSERVERS[nm].key in d for d in result.blocks.values()))
     key = OBSERVERS[norm].key
-    want_b = result.blocks if blocks is None else [b for b in blocks if b in result.blocks]
+    measured: dict[str, Block] = {b: b for b in result.blocks}
+    want_b = result.blocks if blocks is None else [measured[b] for b in blocks
+                                                    if b in measured]
     want_d = result.direct if direct is None else [s for s in direct if s in result.direct]
     return ChainFits(
+        cell=result.cell,
         norm=norm,
         blocks={b: fit_batch(result.blocks[b][key], result.lags, threshold=threshold)
                 for b in want_b},

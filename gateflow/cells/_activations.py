@@ -31,7 +31,8 @@ The canonical spelling is a decimal with at most six places (``0.2``, ``0.01``, 
 else ``p/q`` (``1/6``): stable, and read back to the same number.
 
 Nothing here imports SymPy: the functions themselves (with their derivatives in their own
-values) are :mod:`gateflow.cells._functions`, their array code :mod:`gateflow.numeric._compile`.
+values) are :mod:`gateflow.cells._functions`, their array code
+:mod:`gateflow.numeric._plan` (``namespace``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
                _hs_kink),
     Activation("affine", ("alpha", "beta"), "alpha·a + beta"),
     Activation("scaled_tanh", ("alpha", "beta"), "alpha·tanh(beta·a)", None, _nonzero_alpha),
+    Activation("exp", formula="e^a"),
 )}
 
 #: Other spellings of the same functions (ONNX's operator names, PyTorch's), lowercased.

@@ -62,7 +62,7 @@ class Block(str):
         return cls(out, wrt)
 
     def __setattr__(self, name, value):
-        raise AttributeError(f"a Block is immutable; make another (Block.of(out, wrt))")
+        raise AttributeError("a Block is immutable; make another (Block.of(out, wrt))")
 
     # repr is str's ('c/c'): messages quote a block as the user writes it.
 

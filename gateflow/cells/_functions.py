@@ -15,7 +15,7 @@ exact numbers after the argument (``hard_sigmoid(a, 1/5, 1/2)``), with
   exp), which the tests differentiate as an independent route;
 * ``complements(v, a, *params)``: pairs (expression in v, the same value computed from the
   argument a without cancellation), for the numerics only: 1 − f is σ(−a), not 1 − σ(a),
-  which is 0 in floating point at a = 50 (see :mod:`gateflow.numeric._compile`).
+  which is 0 in floating point at a = 50 (see :mod:`gateflow.numeric._plan` (``namespace``)).
 
 =============================  ======================================  ==========================
 function                       value v                                 derivative, in v
@@ -32,7 +32,12 @@ thresholded_relu(a, α), α ≥ 0  a if a > α else 0                       1[v 
 hard_sigmoid(a, α, β)          clip(α a + β, 0, 1)                     α 1[v > 0] 1[v < 1]
 affine(a, α, β)                α a + β                                 α
 scaled_tanh(a, α, β), α ≠ 0    α tanh(β a)                             (β/α)(α − v)(α + v)
+exp(a)                         e^a                                     v
 =============================  ======================================  ==========================
+
+``exp`` is SymPy's own, like tanh (its derivative is its value already; NumPy and CuPy
+provide ``exp`` under that name): the exponential gates of the gated linear recurrences
+(sLSTM's i = e^(ĩ − m), the selective scan's e^(Δ A), RG-LRU's a = e^(−c r softplus(−Λ))).
 """
 
 from __future__ import annotations
@@ -294,7 +299,7 @@ ACTIVATIONS: dict[str, type[sp.Function]] = {
     "sigmoid": sigmoid, "tanh": sp.tanh, "relu": relu, "linear": linear,
     "softsign": softsign, "softplus": softplus, "elu": elu, "leaky_relu": leaky_relu,
     "thresholded_relu": thresholded_relu, "hard_sigmoid": hard_sigmoid, "affine": affine,
-    "scaled_tanh": scaled_tanh}
+    "scaled_tanh": scaled_tanh, "exp": sp.exp}
 
 
 def explicit(expr):

@@ -154,11 +154,6 @@ CELLS: dict[str, Cell] = {c.name: c for c in (
     INDRNN)}
 
 
-#: Cells generated from declared ones in this process (stacks, see
-#: :func:`gateflow.cells._stack.stack`), by name: a generated name always means the same
-#: equations (``lstm-stack2`` is ``stack(LSTM, 2)``), so results that name it resolve.
-GENERATED: dict[str, Cell] = {}
-
 #: Cells with declared activations (``lstm[gate=hard_sigmoid(0.2,0.5)]``), by canonical
 #: name, made once per process (see :mod:`gateflow.cells._activations`).
 VARIANTS: dict[str, Cell] = {}
@@ -184,10 +179,14 @@ def _variant(name: str) -> Cell:
 
 
 def get_cell(name: str | Cell) -> Cell:
-    """The cell called ``name``: declared, generated in this process, or a declared family
-    with activations (``"lstm[gate=hard_sigmoid(0.2,0.5)]"``, see
-    :mod:`gateflow.cells._activations`); a :class:`GateflowError` naming the closest
-    declared ones otherwise."""
+    """The cell called ``name``: declared, or a declared family with activations
+    (``"lstm[gate=hard_sigmoid(0.2,0.5)]"``, see :mod:`gateflow.cells._activations`); a
+    :class:`GateflowError` naming the closest declared ones otherwise.
+
+    Called where a name enters gateflow (an argument of the public API, ``--cell``, a
+    file's declared cell, a saved result read back: :func:`read_cell`); everything below
+    passes the :class:`Cell` itself. A generated cell (``stack(cell, L)``) is a value, not
+    a name to look up: results carry it, and saved results record its equations."""
     if isinstance(name, Cell):
         return name
     if not isinstance(name, str):
@@ -195,8 +194,6 @@ def get_cell(name: str | Cell) -> Cell:
                             f"{shown(name)}; see gateflow.CELLS")
     if name in CELLS:
         return CELLS[name]
-    if name in GENERATED:
-        return GENERATED[name]
     if name in VARIANTS:
         return VARIANTS[name]
     if "[" in name:
@@ -211,3 +208,19 @@ def cell_names(value, what: str = "cell") -> tuple[str, ...]:
     return tuple(dict.fromkeys(get_cell(v).name if isinstance(v, str) else
                                choose(v, CELLS, what)
                                for v in items_of(value, CELLS, what, split=split_top)))
+
+
+def read_cell(name: str, record: object = None) -> Cell:
+    """The cell a saved result names: rebuilt from its ``record`` (:meth:`Cell.to_record`)
+    when the file has one, so that a stack or a cell declared in a script reloads in a
+    fresh process; else, for files written before results recorded their cell, the
+    declared cell (or variant) called ``name``. A record whose name is not ``name`` is
+    refused."""
+    if record is None:
+        return get_cell(name)
+    cell = Cell.from_record(record)
+    if cell.name != name:
+        raise GateflowError(f"the saved result names the cell {shown(name)} but records the "
+                            f"equations of {cell.name!r}")
+    declared = CELLS.get(cell.name, VARIANTS.get(cell.name))
+    return declared if declared == cell else cell  # the same object as the library's

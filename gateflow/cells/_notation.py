@@ -14,6 +14,7 @@ from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
 
 from gateflow.cells._activations import number_text
+from gateflow.cells._block import Block
 from gateflow.cells._functions import Activation, MatVec, sigmoid
 from gateflow.cells._symbols import INPUT
 
@@ -218,10 +219,12 @@ def equations_latex(cell: Cell) -> str:
     return r"\begin{aligned} " + rows + r" \end{aligned}"
 
 
-def partial(block: str, fmt: str, lag: int = 1) -> str:
-    """∂X_t/∂Y_{t−lag} for ``block = "X/Y"``; an input block ``"X/x"`` is ∂X_t/∂x_t (x_t
-    is read at step t: its lag is one less than a state's)."""
-    out, inp = block.split("/")
+def partial(block: Block | str, fmt: str, lag: int = 1) -> str:
+    """∂X_t/∂Y_{t−lag} for the block X/Y (a :class:`Block`, or its name, parsed here); an
+    input block ``X/x`` is ∂X_t/∂x_t (x_t is read at step t: its lag is one less than a
+    state's)."""
+    b = Block.parse(block)
+    out, inp = b.out, b.wrt
     if inp == INPUT:
         lag -= 1
     prev = "t" if lag == 0 else f"t-{lag}"

@@ -472,6 +472,47 @@ class Cell:
             local[lhs] = sp.Symbol(lhs)
         return _lower(self, parsed, pretty)
 
+    # -- as data ---------------------------------------------------------------------------
+    def to_record(self) -> dict[str, object]:
+        """The cell as plain JSON data: every field that defines it (:data:`RECORD_FIELDS`),
+        so that a saved result names its equations, not only its name, and
+        :meth:`from_record` rebuilds the same cell in any process (a stack or a cell
+        declared in a script included: nothing needs to be registered first)."""
+        return {
+            "name": self.name, "summary": self.summary, "reference": self.reference,
+            "state": list(self.state), "params": list(self.params),
+            "equations": list(self.equations),
+            "memory_bias": None if self.memory_bias is None else list(self.memory_bias),
+            "chrono_partner": self.chrono_partner, "notes": self.notes,
+            "sizes": [list(p) for p in self.sizes],
+        }
+
+    @classmethod
+    def from_record(cls, record: object) -> Cell:
+        """The cell :meth:`to_record` wrote (read back from a file: every field is checked
+        as a declared cell's is, equations by :mod:`ast`, never executed); a
+        :class:`GateflowError` for anything else."""
+        if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
+            raise GateflowError(f"a cell record must be a JSON object of the fields "
+                                f"{', '.join(RECORD_FIELDS)}; got a {type(record).__name__}")
+        unknown = sorted(set(record) - set(RECORD_FIELDS))
+        missing = [f for f in ("name", "state", "params", "equations") if f not in record]
+        if unknown or missing:
+            what = (f"unknown field {unknown[0]!r}" if unknown
+                    else f"no field {missing[0]!r}")
+            raise GateflowError(f"a cell record has {what}; its fields are "
+                                f"{', '.join(RECORD_FIELDS)}")
+        fields = dict(record)
+        mb = fields.get("memory_bias")
+        if isinstance(mb, list):  # JSON has no tuples; Cell checks the parts
+            fields["memory_bias"] = tuple(mb)
+        sizes = fields.get("sizes", ())
+        if isinstance(sizes, list):
+            fields["sizes"] = tuple(tuple(p) if isinstance(p, list) else p for p in sizes)
+        fields.setdefault("summary", "")
+        fields.setdefault("reference", "")
+        return cls(**fields)
+
     def __repr__(self) -> str:
         return f"Cell({self.name!r}: {self.summary})"
 
@@ -479,6 +520,12 @@ class Cell:
         from gateflow.cells._notation import equations_latex
 
         return "$\\displaystyle " + equations_latex(self) + "$"
+
+
+#: The fields of :meth:`Cell.to_record`: everything that makes a cell (its equations, the
+#: names they use, the memory gate and the block sizes), in declaration order.
+RECORD_FIELDS = ("name", "summary", "reference", "state", "params", "equations",
+                 "memory_bias", "chrono_partner", "notes", "sizes")
 
 
 def _lower(cell: Cell, parsed, pretty) -> System:

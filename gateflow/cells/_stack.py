@@ -44,13 +44,13 @@ import re
 from functools import cache
 
 from gateflow._errors import GateflowError
-from gateflow._validate import shown, whole
+from gateflow._validate import choose, items_of, shown, whole
 from gateflow.cells._block import Block
-from gateflow.cells._library import GENERATED, get_cell
+from gateflow.cells._library import get_cell
 from gateflow.cells._record import INPUT, Cell
 
-__all__ = ["EMITTED", "above", "depends", "emitted", "input_lag_blocks", "output_block",
-           "output_blocks", "restrict", "stack", "stack_name"]
+__all__ = ["EMITTED", "above", "choose_blocks", "depends", "emitted", "input_lag_blocks",
+           "output_block", "output_blocks", "restrict", "stack", "stack_name"]
 
 #: The name of what layer j emits (its output, read by layer j + 1 and seen by a hook on
 #: the layer's output) in output-gradient blocks: ``"h_l1/y_l0"`` = ∂h⁽¹⁾_T/∂y⁽⁰⁾_{T−k}.
@@ -81,7 +81,9 @@ def _rename(tree: ast.Expression, names: dict[str, str]) -> str:
 
 def stack(cell: str | Cell, layers: int) -> Cell:
     """``cell`` stacked ``layers`` deep, as one cell: layer l + 1 reads layer l's output at
-    the same step (see the module docstring for the names)."""
+    the same step (see the module docstring for the names). The stack is a value like any
+    cell, registered nowhere: what it measures carries it, and a saved result records its
+    equations (:meth:`Cell.to_record`)."""
     cell = get_cell(cell)
     layers = whole(layers, "layers", 1, 64)
     up = output_block(cell)
@@ -101,7 +103,7 @@ def stack(cell: str | Cell, layers: int) -> Cell:
             equations.append(f"{names[lhs]} = {_rename(tree, names)}")
     mb = cell.memory_bias
     top = f"_l{layers - 1}"
-    made = Cell(
+    return Cell(
         name=stack_name(cell, layers),
         summary=f"{layers}-layer stack of {cell.name} ({cell.summary})",
         reference=cell.reference,
@@ -113,8 +115,6 @@ def stack(cell: str | Cell, layers: int) -> Cell:
         notes=cell.notes,
         sizes=tuple((f"{s}_l{k}", size) for k in range(layers) for s, size in cell.sizes),
     )
-    GENERATED[made.name] = made  # so that results naming it resolve (get_cell)
-    return made
 
 
 @cache
@@ -244,6 +244,18 @@ def input_lag_blocks(cell: Cell) -> tuple[Block, ...]:
     """Every block measured at input lags k = 0..T−1 (pulled back through a step onto what
     the step reads): the input blocks ``"X/x"``, then a stack's ``"X/y_lj"``."""
     return (*cell.input_blocks, *output_blocks(cell))
+
+
+def choose_blocks(cell: Cell, blocks, *, allow_empty: bool = False) -> tuple[Block, ...]:
+    """The one reader of a block list: ``blocks`` (names ``"X/Y"`` or :class:`Block` s, or
+    one comma-separated string) as the cell's own :class:`Block` s, each checked against
+    every block the cell can measure (its state blocks, input blocks and, in a stack,
+    layer-output blocks), a wrong one named with the valid ones; duplicates dropped, order
+    kept; at least one unless ``allow_empty``. Everything below reads ``.out``/``.wrt``."""
+    valid: dict[str, Block] = {b: b for b in (*cell.blocks, *input_lag_blocks(cell))}
+    names = tuple(valid)
+    return tuple(dict.fromkeys(valid[choose(item, names, "block")] for item in
+                               items_of(blocks, names, "block", allow_empty=allow_empty)))
 
 
 @cache

@@ -16,9 +16,11 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateflow.jobs._contract import DecayResult
+from gateflow.analysis._analysis import ChainFits
 from gateflow.jobs._decay import decay
 from gateflow.jobs._inputs import tell
+from gateflow.numeric._result import ChainResult
+from gateflow.presentation import _numbers as num
 
 __all__ = ["COLUMNS", "Analysis", "analyze"]
 
@@ -28,36 +30,38 @@ COLUMNS = ("module", "kind", "layer", "direction", "cell", "T", "B", "memory blo
            "memory horizon (steps)", "note")
 _NUMBERS = {"T", "B", "per-step factor", "R²", "e-folding lag (steps)",
             "memory horizon (steps)"}
+#: How each measured column is written (:mod:`gateflow.presentation._numbers`, ASCII).
+_SHOWN = {"per-step factor": num.factor, "R²": num.r2, "e-folding lag (steps)": num.steps}
 
 
 @dataclass
 class Analysis:
     """What :func:`analyze` found: one table row per (module, layer, direction), the
-    :class:`~gateflow.DecayResult` of each (``results[(module, layer, direction)]``) and the
+    :class:`~gateflow.ChainResult` of each (``results[(module, layer, direction)]``) and the
     fits (``fits[...]``, ``ChainFits`` of the memory block
     and its direct product)."""
 
     table: list[dict[str, Any]]
-    results: dict[tuple[str, int | str, str], DecayResult]
-    fits: dict[tuple[str, int | str, str], Any]
+    results: dict[tuple[str, int | str, str], ChainResult]
+    fits: dict[tuple[str, int | str, str], ChainFits]
     captured: tuple = ()
     threshold: float = 1e-6
     norm: str = "frobenius"
     notes: dict[str, str] = field(default_factory=dict)
 
     def _cells(self) -> list[list[str]]:
-        def show(v, row: dict) -> str:
+        def show(v, row: dict, col: str) -> str:
             if v is None:  # a horizon not reached within T (or an R² that is undefined)
                 return "> T" if row["regime"] == "vanishing" else "—"
             if isinstance(v, float):
-                return "—" if v != v else f"{v:.4g}"
+                return _SHOWN.get(col, num.sig)(v, style="plain")
             return str(v) if v != "" else "''"
         cols = [c for c in COLUMNS if c != "note"]
-        return [cols] + [[show(r[c], r) for c in cols] for r in self.table]
+        return [cols] + [[show(r[c], r, c) for c in cols] for r in self.table]
 
     def _title(self) -> str:
         return (f"memory of the batch median ({self.norm} norm; memory horizon: first lag "
-                f"below {self.threshold:g})")
+                f"below {num.given(self.threshold, style='plain')})")
 
     def __str__(self) -> str:
         rows = self._cells()
@@ -108,8 +112,8 @@ def analyze(model, *example_inputs, threshold: float = 1e-6, norms=("frobenius",
         said += [f"note: {name}{line}" for line in assumed]
     tell(said)
     table: list[dict[str, Any]] = []
-    results: dict[tuple[str, int | str, str], DecayResult] = {}
-    fits: dict[tuple[str, int | str, str], Any] = {}
+    results: dict[tuple[str, int | str, str], ChainResult] = {}
+    fits: dict[tuple[str, int | str, str], ChainFits] = {}
     notes = {}
     for cap in captured:
         if cap.note:
@@ -120,7 +124,7 @@ def analyze(model, *example_inputs, threshold: float = 1e-6, norms=("frobenius",
                      "layer": layer, "direction": direction}
             res = decay(cell, params, x, s0=s0, norms=norms, weights_source=where,
                         inputs_source=where)
-            fit = fit_chain(res.chain, blocks=[cell.memory_block], direct=[cell.memory_state],
+            fit = fit_chain(res, blocks=[cell.memory_block], direct=[cell.memory_state],
                             threshold=threshold)
             key = (cap.module, layer, direction)
             results[key] = res

@@ -6,7 +6,7 @@ The pipeline, one small function per stage (the CLI runs them all with
     spec     = decay_spec(cells, **options)        # jobs._spec: every option checked
     data     = load(spec)                          # jobs._inputs: weights and inputs
     results  = measure(spec, data)                 # decay() per cell: all_lags + provenance
-    fits, overlays = analyse(spec, results, data)  # analysis: fits; presentation: theory
+    fits, overlays = analyze(spec, results, data)  # analysis: fits; presentation: theory
     figures  = draw(spec, results, overlays)       # presentation._figures
     written  = write(spec, results, figures)       # jobs._contract, all or nothing
     show(spec, results, fits, written)             # presentation._console
@@ -20,31 +20,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gateflow._io import STDOUT, staged_files, write_files
-from gateflow._validate import choose_many
-from gateflow.cells._library import get_cell
-from gateflow.cells._stack import input_lag_blocks
 from gateflow.jobs._contract import (
     DEFAULT_NORMS,
-    DecayResult,
+    check_finite,
     csv_bytes,
     json_bytes,
+    save_result,
+    with_provenance,
     write_csv,
-    write_json,
     write_outputs,
 )
 from gateflow.jobs._inputs import assumed_notes, file_source, generate, run_bytes, tell
-from gateflow.jobs._spec import PLOT, SPECTRA, DecaySpec, decay_spec, per_cell
-from gateflow.numeric._observers import NORMS
+from gateflow.jobs._spec import (
+    PLOT,
+    SPECTRA,
+    THRESHOLD,
+    DecaySpec,
+    decay_spec,
+    keyword_records,
+    per_cell,
+)
+from gateflow.models._specs import InitSpec, InputSpec, ModelRef
+from gateflow.numeric._result import ChainResult
+
+if TYPE_CHECKING:  # the figures and fits are imported where they are made
+    from matplotlib.figure import Figure
+
+    from gateflow.analysis._analysis import ChainFits
+    from gateflow.presentation._plot import Overlay
 
 __all__ = [
-    "DecayResult",
     "DecayRun",
-    "analyse",
+    "analyze",
     "decay",
     "decay_spec",
     "draw",
@@ -52,7 +64,6 @@ __all__ = [
     "generate",
     "load",
     "measure",
-    "memory_block",
     "outputs",
     "per_cell",
     "run_bytes",
@@ -60,38 +71,31 @@ __all__ = [
     "show",
     "write",
     "write_csv",
-    "write_json",
+    "save_result",
     "write_outputs",
 ]
-
-
-def memory_block(cell) -> str:
-    """The block that carries a cell's memory (:attr:`gateflow.Cell.memory_block`)."""
-    return get_cell(cell).memory_block
 
 
 def decay(cell, params: dict, x, *, blocks=None, norms=DEFAULT_NORMS, dtype: str = "float64",
           backend: str = "numpy", progress=None, seed: int | None = None,
           weights_source: dict | None = None, inputs_source: dict | None = None,
-          **chain_opts) -> DecayResult:
-    """log10 norms of ∂X_T/∂Y_{T−k} for every block and lag, with provenance.
+          **chain_opts) -> ChainResult:
+    """log10 norms of ∂X_T/∂Y_{T−k} for every block and lag, with their provenance: the
+    :class:`~gateflow.ChainResult` of :func:`gateflow.all_lags`, its ``provenance`` filled
+    in (``seed``, where the weights and the inputs came from), as the decay JSON records it
+    (:func:`~gateflow.jobs._contract.save_result`).
 
     ``chain_opts`` go to :func:`gateflow.all_lags` (``probe``, ``singular_lags``,
     ``s0``, ``threads``, ...). Raises :class:`GateflowError` for anything wrong with the
-    inputs, before computing.
+    inputs, before computing, and for a result that overflowed (NaN or +inf).
     """
     from gateflow.numeric._chain import all_lags
 
-    cell = get_cell(cell)
-    if isinstance(blocks, str):
-        blocks = choose_many(blocks, (*cell.blocks, *input_lag_blocks(cell)), "block")
-    norms = choose_many(norms, NORMS, "norm")  # a name list or a comma string, at least one
-    res = all_lags(cell, params, x, blocks=blocks, norms=norms, dtype=dtype, backend=backend,
-                   progress=progress, **chain_opts)
-    out = DecayResult(chain=res, norms=norms, seed=seed,
-                      weights_source=weights_source or {"source": "array"},
-                      inputs_source=inputs_source or {"source": "array"})
-    out.check_finite()
+    res = all_lags(cell, params, x, blocks=blocks, norms=norms, dtype=dtype,
+                   backend=backend, progress=progress, **chain_opts)
+    out = with_provenance(res, seed=seed, weights_source=weights_source,
+                          inputs_source=inputs_source)
+    check_finite(out)
     return out
 
 
@@ -99,11 +103,11 @@ def decay(cell, params: dict, x, *, blocks=None, norms=DEFAULT_NORMS, dtype: str
 class DecayRun:
     """What ``gateflow decay`` made: results and fits per cell, the figures, the files."""
 
-    results: dict  # cell -> DecayResult
-    fits: dict  # cell -> ChainFits of the memory block and its direct product
-    overlays: list
-    figure: Any = None
-    spectra: Any = None
+    results: dict[str, ChainResult]  # by cell name
+    fits: dict[str, ChainFits]  # by cell name: the memory block and its direct product
+    overlays: list[Overlay]
+    figure: Figure | None = None
+    spectra: Figure | None = None
     written: list = field(default_factory=list)
 
 
@@ -115,7 +119,7 @@ def load(spec: DecaySpec, notes: list[str] | None = None
     (unless given), what the model file did not say (:attr:`Recurrent.assumed`) — is added
     to ``notes``, one line each; without a list it is said on stderr at once."""
     said: list[str] = []
-    data = {c: generate(c, notes=said, **spec.data_options(c)) for c in spec.cells}
+    data = {c: generate(spec.cell(c), notes=said, **spec.data_options(c)) for c in spec.cells}
     if spec.selection is not None:
         said += assumed_notes(spec.selection)
     if spec.s0_source is not None:  # the initial state: --s0's, or the model file's
@@ -134,7 +138,7 @@ def load(spec: DecaySpec, notes: list[str] | None = None
     return data
 
 
-def measure(spec: DecaySpec, data: dict) -> dict[str, DecayResult]:
+def measure(spec: DecaySpec, data: dict) -> dict[str, ChainResult]:
     """:func:`decay` for every cell, with a progress bar unless quiet."""
     from gateflow.presentation._console import progress
 
@@ -149,31 +153,32 @@ def measure(spec: DecaySpec, data: dict) -> dict[str, DecayResult]:
             chain_opts["s0"] = spec.s0
         label = f"{c}: backward sweep" if spec.multi else "backward sweep"
         with progress(label, T, quiet=spec.quiet, transient=True) as bar:
-            results[c] = decay(c, params, x, blocks=spec.blocks[c], norms=spec.norms,
+            results[c] = decay(spec.cell(c), params, x, blocks=spec.blocks[c], norms=spec.norms,
                                dtype=spec.dtype, backend=spec.backend, progress=bar.set,
                                **prov, **chain_opts)
     return results
 
 
-def analyse(spec: DecaySpec, results: dict, data: dict) -> tuple[dict, list]:
+def analyze(spec: DecaySpec, results: dict[str, ChainResult], data: dict
+            ) -> tuple[dict[str, ChainFits], list[Overlay]]:
     """Fits of each cell's memory block and its direct product (analysis), and the
-    theory overlays that apply (presentation)."""
+    theory overlays that apply (:func:`~gateflow.analysis._theory.theory_for`, drawn by
+    presentation)."""
     from gateflow.analysis._analysis import fit_chain
     from gateflow.presentation._figures import second_moment, theory_overlays
 
     fits = {}
     for c, r in results.items():
-        cell = get_cell(c)
-        fits[c] = fit_chain(r.chain, blocks=[cell.memory_block], direct=[cell.memory_state],
+        fits[c] = fit_chain(r, blocks=[r.cell.memory_block], direct=[r.cell.memory_state],
                             threshold=spec.threshold)
     overlays = theory_overlays(results, {c: data[c][0] for c in results},
-                               {c: data[c][2] for c in results},
                                {c: second_moment(data[c][1]) for c in results},
-                               gate_bias=spec.gate_opts.get("gate_bias"))
+                               gate_bias=spec.init.gate_bias)
     return fits, overlays
 
 
-def draw(spec: DecaySpec, results: dict, overlays: list) -> dict[str, Any]:
+def draw(spec: DecaySpec, results: dict[str, ChainResult], overlays: list[Overlay]
+         ) -> dict[str, Figure]:
     """The figures asked for (``--plot``, ``--spectra``), as Figures by role. The
     ``--plot`` figure gains an input-sensitivity panel when input blocks (``h/x``, ``c/x``)
     were measured (:func:`~gateflow.presentation._figures.decay_figure`)."""
@@ -189,7 +194,8 @@ def draw(spec: DecaySpec, results: dict, overlays: list) -> dict[str, Any]:
     return figs
 
 
-def outputs(spec: DecaySpec, results: dict, figures: dict) -> dict[Path, bytes]:
+def outputs(spec: DecaySpec, results: dict[str, ChainResult], figures: dict[str, Figure]
+            ) -> dict[Path, bytes]:
     """Every output rendered in memory: path -> bytes (``-`` for stdout)."""
     from gateflow.presentation._plot import figure_bytes
 
@@ -205,7 +211,8 @@ def outputs(spec: DecaySpec, results: dict, figures: dict) -> dict[Path, bytes]:
     return payloads
 
 
-def write(spec: DecaySpec, results: dict, figures: dict) -> list[Path]:
+def write(spec: DecaySpec, results: dict[str, ChainResult], figures: dict[str, Figure]
+          ) -> list[Path]:
     """Render every output in memory, then write them all or none; returns the files
     written (not stdout)."""
     payloads = outputs(spec, results, figures)
@@ -213,7 +220,8 @@ def write(spec: DecaySpec, results: dict, figures: dict) -> list[Path]:
     return [p for p in payloads if p != STDOUT]
 
 
-def show(spec: DecaySpec, results: dict, fits: dict, written: list[Path], *,
+def show(spec: DecaySpec, results: dict[str, ChainResult], fits: dict[str, ChainFits],
+         written: list[Path], *,
          tables: bool = True) -> None:
     """The tables (unless ``tables`` is False) and the files written, unless quiet (on
     stderr when data went to stdout)."""
@@ -231,29 +239,46 @@ def show(spec: DecaySpec, results: dict, fits: dict, written: list[Path], *,
     wrote(out, written)
 
 
-def run_decays(cells, *, json_path=None, csv_path=None, plot_path=None, spectra_path=None,
-               spectra_lags=None, threshold: float = 1e-6, blocks: str | None = None,
-               norms: str | None = None, dtype: str = "float64", backend: str = "numpy",
-               quiet: bool = False, weights=None, overwrite: bool = False,
-               **data_opts) -> DecayRun:
+def run_decays(cells=None, *, model: ModelRef | None = None, init: InitSpec | None = None,
+               inputs: InputSpec | None = None, s0=None, json_path=None, csv_path=None,
+               plot_path=None, spectra_path=None, spectra_lags=None,
+               threshold: float = THRESHOLD, blocks=None, norms=DEFAULT_NORMS,
+               dtype: str = "float64", backend: str = "numpy", quiet: bool = False,
+               overwrite: bool = False, **options) -> DecayRun:
     """``gateflow decay`` for one cell or several (``"rnn,lstm,gru"``), all on the same
-    generated config or the same ``--inputs`` file: spec → load → measure → analyse →
-    draw → write → show. What the run assumed (how it read the inputs' axes, what the
-    model file did not say) is said on stderr, one ``note:`` line each, once it succeeded.
+    generated config or the same inputs file: spec → load → measure → analyze → draw →
+    write → show. What the run assumed (how it read the inputs' axes, what the model file
+    did not say) is said on stderr, one ``note:`` line each, once it succeeded.
 
-    With several cells ``json_path``, ``csv_path`` and ``weights`` must contain ``{cell}``.
-    ``gate_bias``/``chrono`` (in ``data_opts``) apply to the cells with a memory gate and
-    are refused if none has one. Nothing is written unless everything succeeds.
+    The weights come from ``model`` (:class:`~gateflow.models._specs.ModelRef`: a model
+    file, or a parameter file per cell with ``{cell}``) or are generated (``init``), the
+    inputs from ``inputs`` (a file, or generated); a Python caller may pass their fields
+    as keywords instead (``weights=``, ``layer=``, ``hidden=``, ``steps=``, ``inputs=``
+    a path, …: :func:`~gateflow.jobs._spec.keyword_records`). With several cells
+    ``json_path``, ``csv_path`` and the weights must contain ``{cell}``. ``gate_bias``/
+    ``chrono`` apply to the cells with a memory gate and are refused if none has one.
+    Nothing is written unless everything succeeds.
     """
-    spec = decay_spec(cells, json_path=json_path, csv_path=csv_path, plot_path=plot_path,
+    if options or (inputs is not None and not isinstance(inputs, InputSpec)):
+        if (model, init) != (None, None) or isinstance(inputs, InputSpec):
+            raise TypeError(f"run_decays() takes records or their fields as keywords, not "
+                            f"both; got {', '.join(sorted(options))}")
+        if inputs is not None:
+            options["inputs"] = inputs
+        model, init, inputs = keyword_records(options)
+        if options:
+            raise TypeError(f"run_decays() got unexpected keyword arguments "
+                            f"{', '.join(sorted(options))}")
+    spec = decay_spec(cells, model=model, init=InitSpec() if init is None else init,
+                      inputs=InputSpec() if inputs is None else inputs, s0=s0,
+                      json_path=json_path, csv_path=csv_path, plot_path=plot_path,
                       spectra_path=spectra_path, spectra_lags=spectra_lags,
                       threshold=threshold, blocks=blocks, norms=norms, dtype=dtype,
-                      backend=backend, quiet=quiet, weights=weights, overwrite=overwrite,
-                      **data_opts)
+                      backend=backend, quiet=quiet, overwrite=overwrite)
     notes: list[str] = []
     data = load(spec, notes)
     results = measure(spec, data)
-    fits, overlays = analyse(spec, results, data)
+    fits, overlays = analyze(spec, results, data)
     figures = draw(spec, results, overlays)
     payloads = outputs(spec, results, figures)
     # what is said was done: the files are staged, the notes and tables printed, and only

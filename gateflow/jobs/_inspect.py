@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from gateflow._errors import GateflowError
@@ -61,30 +62,34 @@ def command_line(*words) -> str:
     return " ".join(shell_word(w) for w in words)
 
 
-def decay_command(path, model: Recurrent, several: bool, rename=None) -> str | None:
+def decay_command(path, model: Recurrent, several: bool, rename=None, *,
+                  flag_of: Callable[[str], str]) -> str | None:
     """The ``gateflow decay`` command for ``model`` (None when gateflow cannot analyse it):
-    ``--module`` when the file holds several modules, ``--layer all`` for a unidirectional
-    stack (layer 0 of a bidirectional one, whose stack is not causal), ``--direction`` for
-    two directions, ``--cell`` when the file cannot say which cell. One line, shell-quoted."""
-    words = ["gateflow", "decay", "--weights", str(path)]
+    the module when the file holds several modules, layer ``all`` for a unidirectional
+    stack (layer 0 of a bidirectional one, whose stack is not causal), the direction for
+    two directions, the cell when the file cannot say which. Each option is written as
+    ``flag_of(parameter)`` says (the command line's table of its ``decay`` flags: this
+    layer knows parameters, not flags). One line, shell-quoted."""
+    words = ["gateflow", "decay", flag_of("weights"), str(path)]
     for old, new in (rename or {}).items():  # the names the modules were found under
-        words += ["--map", f"{old}={new}"]
+        words += [flag_of("rename"), f"{old}={new}"]
     if several:
-        words += ["--module", model.module]
+        words += [flag_of("module"), model.module]
     if model.layers > 1:
-        words += ["--layer", "0" if model.bidirectional else "all"]
+        words += [flag_of("layer"), "0" if model.bidirectional else "all"]
     if model.bidirectional:
-        words += ["--direction", "forward"]
+        words += [flag_of("direction"), "forward"]
     if model.cell is None:
-        words += ["--cell", model.cells[0]]
+        words += [flag_of("cell"), model.cells[0]]
     return command_line(*words)
 
 
-def inspect_model(path, *, json_path=None, overwrite: bool = False,
-                  quiet: bool = False, rename=None) -> list[dict]:
+def inspect_model(path, *, flag_of: Callable[[str], str], json_path=None,
+                  overwrite: bool = False, quiet: bool = False, rename=None) -> list[dict]:
     """List the recurrent modules of ``path`` (a table on stdout unless quiet or the JSON
     goes there); with ``json_path``, also write them as JSON (``-`` for stdout). Returns
-    one dict per module (:meth:`Recurrent.summary` plus its ``command``).
+    one dict per module (:meth:`Recurrent.summary` plus its ``command``, the ``gateflow
+    decay`` line with the flags ``flag_of`` gives each parameter: :func:`decay_command`).
 
     What the reader skipped is listed too (``"skipped"`` in the JSON, ``skipped:`` lines
     after the table); when nothing was found but something was skipped, the skipped lines
@@ -102,7 +107,8 @@ def inspect_model(path, *, json_path=None, overwrite: bool = False,
                                         highlight=False)
         raise GateflowError(f"{label(Path(str(path)))}: found no recurrent module gateflow "
                             f"can read; skipped {skipped_summary(skipped)}")
-    rows = [{**m.summary(), "command": decay_command(path, m, len(models) > 1, rename)}
+    rows = [{**m.summary(),
+             "command": decay_command(path, m, len(models) > 1, rename, flag_of=flag_of)}
             for m in models]
     payloads = {}
     if out is not None:

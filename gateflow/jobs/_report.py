@@ -8,7 +8,7 @@ Orchestration only. :func:`write_report` runs the pipeline, one small function p
     theory   = theory(cfg, measured)          # analysis: mean field, Pascanu, gate path
     figures  = draw(cfg, measured, folder, formats)          # presentation._figures
     data     = report_data(cfg, measured, theory, seconds)   # what data.json holds
-    write_data(data, folder)                  # data.json, fits.csv, curves.csv (_serialise)
+    write_data(data, folder)                  # data.json, fits.csv, curves.csv (_serialize)
     write_pages(data, figures, folder)        # index.md, index.html (presentation._report)
 
 and writes a folder::
@@ -43,13 +43,16 @@ from typing import Any
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow._interrupt import check as check_interrupt
 from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
 from gateflow._validate import choose_many, shown
-from gateflow.cells._library import get_cell
+from gateflow.analysis._records import Measured, Run
+from gateflow.analysis._theory import theory_for
+from gateflow.cells._block import Block
+from gateflow.cells._library import GRU, LSTM, RNN
 from gateflow.jobs._inputs import check_run, run_bytes
-from gateflow.jobs._serialise import csv_cell, csv_text, json_text
+from gateflow.jobs._serialize import csv_cell, csv_text, json_text
 from gateflow.numeric._observers import NORMS
 
 __all__ = ["Measured", "ReportConfig", "Run", "check_formats", "check_memory", "default_runs",
@@ -103,68 +106,28 @@ class ReportConfig:
         return f"n{self.hidden}-T{self.steps}-seed{self.seed}"
 
 
-@dataclass(frozen=True)
-class Run:
-    """One configuration: a cell, the block to show, and its memory-gate initialisation."""
-
-    label: str
-    cell: str
-    block: str
-    group: str  # "cells", "lstm-bias", "gru-bias"
-    gate_bias: float | None = None
-    chrono: float | None = None
-    blocks: tuple[str, ...] = ()
-    spectra: bool = False
-
-
 def default_runs(cfg: ReportConfig) -> list[Run]:
     """RNN, LSTM, GRU at the same init; then LSTM b_f and GRU b_z ∈ biases ∪ {chrono}."""
     from gateflow.presentation._numbers import given
 
-    mb = {c: get_cell(c).memory_block for c in ("rnn", "lstm", "gru")}
+    hh = Block.of("h", "h")
     runs = [
-        Run("RNN", "rnn", mb["rnn"], "cells", blocks=(mb["rnn"],), spectra=True),
-        Run("LSTM", "lstm", mb["lstm"], "cells", blocks=tuple(dict.fromkeys((mb["lstm"], "h/h"))),
-            spectra=True),
-        Run("GRU", "gru", mb["gru"], "cells", blocks=(mb["gru"],), spectra=True),
+        Run("RNN", RNN, RNN.memory_block, "cells", blocks=(RNN.memory_block,), spectra=True),
+        Run("LSTM", LSTM, LSTM.memory_block, "cells",
+            blocks=tuple(dict.fromkeys((LSTM.memory_block, hh))), spectra=True),
+        Run("GRU", GRU, GRU.memory_block, "cells", blocks=(GRU.memory_block,), spectra=True),
     ]
-    for cell, label, bname in (("lstm", "LSTM", "b_f"), ("gru", "GRU", "b_z")):
-        block = get_cell(cell).memory_block
+    for cell, label, bname in ((LSTM, "LSTM", "b_f"), (GRU, "GRU", "b_z")):
+        block = cell.memory_block
         for b in cfg.biases:
             runs.append(Run(f"{label} {bname}={given(b, style='latex')}", cell, block,
-                            f"{cell}-bias", gate_bias=b, blocks=(block,)))
-        runs.append(Run(f"{label} chrono", cell, block, f"{cell}-bias",
+                            f"{cell.name}-bias", gate_bias=b, blocks=(block,)))
+        runs.append(Run(f"{label} chrono", cell, block, f"{cell.name}-bias",
                         chrono=float(max(cfg.steps, 2)), blocks=(block,)))
     return runs
 
 
 # -- the stages -------------------------------------------------------------------------------
-@dataclass
-class Measured:
-    """One run measured: its ChainResult, parameters, fits (analysis) and wall time."""
-
-    run: Run
-    result: Any  # ChainResult
-    params: dict
-    fits: Any  # ChainFits: the run's blocks and the direct product of its shown block
-    seconds: float
-    lyapunov: Any = None  # LyapunovResult: the leading exponents on the same inputs
-
-    @property
-    def fit(self):
-        """The fit of the block the run shows."""
-        return self.fits.blocks[self.run.block]
-
-    @property
-    def state(self) -> str:
-        return self.run.block.split("/")[1]
-
-    @property
-    def direct_fit(self):
-        """The fit of the shown state's cell-path-only product (None if it has none)."""
-        return self.fits.direct.get(self.state)
-
-
 def check_memory(cfg: ReportConfig, runs: list[Run]) -> None:
     """Refuse a report that cannot fit, before any work: every run's results are kept (one
     log10 norm per lag, sequence and block) while the largest run computes."""
@@ -176,7 +139,8 @@ def check_memory(cfg: ReportConfig, runs: list[Run]) -> None:
                for r in runs)
     peak = max(run_bytes(r.cell, cfg.hidden, cfg.inputs, cfg.steps, cfg.batch, blocks=r.blocks,
                          norms=(NORM,), singular=r.spectra) for r in runs)
-    check_run(peak + kept, "this report", "use a smaller --hidden, --steps or --batch")
+    check_run(peak + kept, "this report",
+              f"use a smaller {arg('hidden')}, {arg('steps')} or {arg('batch')}")
 
 
 def measure(cfg: ReportConfig, runs: list[Run], *, quiet: bool = True) -> list[Measured]:
@@ -201,9 +165,9 @@ def measure(cfg: ReportConfig, runs: list[Run], *, quiet: bool = True) -> list[M
             res = all_lags(run.cell, params, x, blocks=run.blocks, norms=(NORM,),
                            singular_lags=sv_lags if run.spectra else (),
                            progress=lambda k: bar.advance())
-            fits = fit_chain(res, NORM, blocks=run.blocks, direct=[run.block.split("/")[1]],
+            fits = fit_chain(res, NORM, blocks=run.blocks, direct=[run.state],
                              threshold=cfg.threshold)
-            N = cfg.hidden * len(get_cell(run.cell).state)
+            N = cfg.hidden * len(run.cell.state)
             spec = lyapunov(run.cell, params, x, k=min(LYAPUNOV_K, N),
                             transient=cfg.steps // 10)
             out.append(Measured(run, res, params, fits, time.perf_counter() - t0, spec))
@@ -216,7 +180,7 @@ def theory(cfg: ReportConfig, measured: list[Measured]) -> dict:
     and the Pascanu bound of the RNN, the zero-weight gate path of every biased run."""
     from gateflow.analysis._analysis import gate_theory, mean_field_from_params
 
-    rnn = next(m for m in measured if m.run.cell == "rnn")
+    rnn = next(m for m in measured if theory_for(m.result).mean_field)
     mf = mean_field_from_params(rnn.params, input_second_moment=1.0)
     return {
         "mean_field": {"sigma_w2": mf.sigma_w2, "input_var": mf.input_var,
@@ -267,12 +231,12 @@ def report_data(cfg: ReportConfig, measured: list[Measured], theory: dict,
     runs = []
     for m in measured:
         entry: dict[str, Any] = {
-            "label": m.run.label, "cell": m.run.cell, "group": m.run.group,
+            "label": m.run.label, "cell": m.run.cell.name, "group": m.run.group,
             "block": m.run.block, "gate_bias": m.run.gate_bias, "chrono": m.run.chrono,
             "seconds": m.seconds, "fits": {b: f.as_dict() for b, f in m.fits.blocks.items()},
             "curves": {}}
         res = m.result
-        series = {b: res.blocks[b][key] for b in m.run.blocks}
+        series: dict[str, np.ndarray] = {b: res.blocks[b][key] for b in m.run.blocks}
         if m.direct_fit is not None:
             series[direct_name(m.run.cell, m.state)] = res.direct[m.state][key]
             entry["direct_fit"] = m.direct_fit.as_dict()
@@ -300,9 +264,7 @@ def report_data(cfg: ReportConfig, measured: list[Measured], theory: dict,
 
 def write_data(data: dict, folder: Path) -> None:
     """data.json (strict JSON, non-finite -> null), curves.csv and fits.csv, through the one
-    serialiser (:mod:`gateflow.jobs._serialise`)."""
-    from gateflow.presentation._labels import direct_name
-
+    serializer (:mod:`gateflow.jobs._serialize`)."""
     (folder / "data.json").write_text(json_text(data, indent=1), encoding="utf-8")
     curves = []
     fits = []
@@ -313,8 +275,9 @@ def write_data(data: dict, folder: Path) -> None:
                                *(csv_cell(c[q][i]) for q in ("log10_median", "log10_q25",
                                                              "log10_q75"))])
         shown = list(r["fits"].items())
-        if "direct_fit" in r:
-            shown.append((direct_name(r["cell"], r["block"].split("/")[1]), r["direct_fit"]))
+        if "direct_fit" in r:  # its curve is the one that is not a block's (report_data)
+            (name,) = (b for b in r["curves"] if b not in r["fits"])
+            shown.append((name, r["direct_fit"]))
         for b, f in shown:
             fits.append([r["label"], r["cell"], b, csv_cell(f["slope_log10_per_step"]),
                          csv_cell(f["per_step_factor"]), f["regime"], csv_cell(f["r2"]),

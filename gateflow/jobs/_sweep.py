@@ -19,7 +19,7 @@ the swept values, not by a fresh draw.
 
 Outputs (:func:`write_sweep`) go to a new folder, written atomically: ``sweep.json`` (the
 configuration and every horizon), ``sweep.csv`` (one row per point), both through the one
-serialiser (:mod:`gateflow.jobs._serialise`), and one heatmap per cell,
+serializer (:mod:`gateflow.jobs._serialize`), and one heatmap per cell,
 ``heatmap-<cell>.png`` (:func:`gateflow.presentation._figures.sweep_heatmap`).
 """
 
@@ -36,14 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow._interrupt import check as check_interrupt
 from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
 from gateflow._validate import choose_many, shown
 from gateflow.cells._library import CELLS, get_cell
 from gateflow.jobs._inputs import check_run, run_bytes
-from gateflow.jobs._serialise import csv_cell, csv_text, json_text
+from gateflow.jobs._serialize import csv_cell, csv_text, json_text
 from gateflow.numeric._observers import NORMS, OBSERVERS
+from gateflow.presentation._numbers import given
 
 #: A point's horizon is the first lag where the median Frobenius norm drops below this.
 THRESHOLD = 1e-6
@@ -56,6 +57,8 @@ LOCAL_WORKERS = 2
 CONNECT_TIMEOUT = 5
 #: Most values per axis of a sweep grid (the grid has points² runs per cell).
 MAX_POINTS = 100
+#: Values per axis of a grid made without saying (:meth:`SweepGrid.make`).
+POINTS = 6
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,23 @@ class SweepGrid:
             raise GateflowError(f"sweep threshold must be > 0, got {self.threshold!r}")
 
     @classmethod
-    def make(cls, points: int = 6, *, n: int = 32, T: int = 200, B: int = 4) -> SweepGrid:
+    def make(cls, points: int = POINTS, *, n: int | None = None, T: int | None = None,
+             B: int | None = None) -> SweepGrid:
         """``points`` values per axis, evenly spaced over the default ranges
-        (σ_w ∈ [0.5, 3], gate bias ∈ [−2, 4], σ_b ∈ [0, 2])."""
+        (σ_w ∈ [0.5, 3], gate bias ∈ [−2, 4], σ_b ∈ [0, 2]); ``n``, ``T``, ``B`` (None:
+        the grid's defaults)."""
         if isinstance(points, bool) or not isinstance(points, int) or points < 1:
             raise GateflowError(f"sweep grid needs at least 1 point per axis, got {points!r}")
         if points > MAX_POINTS:
-            raise GateflowError(f"--points {points} is too many: at most {MAX_POINTS} per axis "
-                                f"({MAX_POINTS}² = {MAX_POINTS**2} runs per cell)")
+            raise GateflowError(f"{arg('points')} {points} is too many: at most {MAX_POINTS} "
+                                f"per axis ({MAX_POINTS}² = {MAX_POINTS**2} runs per cell)")
 
         def axis(lo: float, hi: float) -> tuple[float, ...]:
             return tuple(np.round(np.linspace(lo, hi, points), 6).tolist())
 
+        sizes = {k: v for k, v in (("n", n), ("T", T), ("B", B)) if v is not None}
         return cls(sigma_w=axis(0.5, 3.0), gate_bias=axis(-2.0, 4.0), sigma_b=axis(0.0, 2.0),
-                   n=n, T=T, B=B)
+                   **sizes)
 
 
 @dataclass(frozen=True)
@@ -264,7 +270,8 @@ def check_memory(cells: Sequence[str], grid: SweepGrid, concurrent: int) -> None
     on this machine (a remote scheduler's workers check their own points again)."""
     peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(get_cell(c).memory_block,),
                          norms=(NORM,)) for c in cells)
-    check_run(concurrent * peak, "this sweep", "use a smaller --hidden, --steps or --batch")
+    check_run(concurrent * peak, "this sweep", f"use a smaller {arg('hidden')}, "
+              f"{arg('steps')} or {arg('batch')}")
 
 
 def _check_address(address: str) -> None:
@@ -272,7 +279,7 @@ def _check_address(address: str) -> None:
     import re
 
     if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(:\d{1,5})?/?", address):
-        raise GateflowError(f"--scheduler {address!r} is not a dask scheduler address; give "
+        raise GateflowError(f"{arg('scheduler')} {address!r} is not a dask scheduler address; give "
                             "protocol://host:port, e.g. tcp://127.0.0.1:8786")
 
 
@@ -300,7 +307,7 @@ def connect(address: str):
         sys.unraisablehook = previous
     raise GateflowError(f"cannot connect to a dask scheduler at {address!r} ({text}); check "
                         "the address (tcp://host:port of a running scheduler) or omit "
-                        "--scheduler to start a local cluster")
+                        f"{arg('scheduler')} to start a local cluster")
 
 
 def local_cluster(n_workers: int = LOCAL_WORKERS):
@@ -331,9 +338,9 @@ def to_json(result: SweepResult) -> dict:
     grid = asdict(result.grid)
     return {
         "kind": "gateflow-sweep",
-        "definition": (f"memory horizon = first lag k where the median over the batch of "
-                       f"||ds_T/ds_(T-k)||_F < {result.grid.threshold:g}; null = never "
-                       f"within T = {result.grid.T} steps (>= T)"),
+        "definition": ("memory horizon = first lag k where the median over the batch of "
+                       f"||ds_T/ds_(T-k)||_F < {given(result.grid.threshold, style='plain')}; "
+                       f"null = never within T = {result.grid.T} steps (>= T)"),
         "init": "gaussian: U ~ N(0, sigma_w^2/n), W ~ N(0, sigma_v^2/d), biases ~ N(0, sigma_b^2)",
         "grid": grid,
         "meta": result.meta,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow._memory import check_fits
 from gateflow.models._checks import check_seed, clip, finite_float, float_dtype, positive_int
 from gateflow.models.formats import READERS
@@ -59,7 +59,7 @@ def make_inputs(T: int, B: int, d: int, *, dist: str = "normal", scale: float = 
         x = None
     if x is None or float(np.max(np.abs(x))) > float(np.finfo(dt).max):
         raise GateflowError(f"input scale {scale:g} is too large: the generated inputs overflow "
-                            f"{dt}; use a smaller --input-scale")
+                            f"{dt}; use a smaller {arg('scale')}")
     return np.ascontiguousarray(x, dtype=dt)
 
 

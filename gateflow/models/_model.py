@@ -23,17 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateflow._errors import GateflowError
-from gateflow._validate import is_integer_text, shown
+from gateflow._errors import GateflowError, arg
+from gateflow._validate import shown
 from gateflow.cells._record import Cell
 from gateflow.cells._stack import output_block, stack
 from gateflow.models._checks import as_cell, float_dtype
+from gateflow.models._specs import ModelRef, layer_index
 from gateflow.models.formats import read_models
 from gateflow.models.formats._files import as_path, label
 from gateflow.models.formats._recurrent import DIRECTIONS, Found, Recurrent
 
 __all__ = ["Selection", "batch_of", "direction_of", "find_models", "initial_state", "layer_of",
-           "load_initial_state", "load_model", "select_model", "skipped_summary"]
+           "load_initial_state", "load_model", "select", "select_model", "skipped_summary"]
 
 Params = dict[str, np.ndarray]
 
@@ -129,8 +130,8 @@ def batch_of(s0: dict[str, np.ndarray], B: int, source: str) -> dict[str, np.nda
             raise GateflowError(
                 f"the initial state the model file fixes ({source}) holds {v.shape[0]} "
                 f"sequences (block {b!r}) but the run has {B}; give {v.shape[0]} sequences "
-                f"(--batch {v.shape[0]}, or --inputs with {v.shape[0]} sequences), or another "
-                "initial state with --s0 FILE")
+                f"({arg('batch')} {v.shape[0]}, or {arg('inputs')} with {v.shape[0]} "
+                f"sequences), or another initial state with {arg('s0')} FILE")
     return s0
 
 
@@ -138,7 +139,7 @@ def find_models(path, *, rename=None) -> Found:
     """Every recurrent module, node or layer in the file at ``path``, and one line for each
     thing that was skipped (a :class:`Found`: it iterates over the modules). ``rename``
     maps an array file's names first: ``{"enc_w_ih": "weight_ih_l0", ...}``, or patterns
-    with one ``*`` on each side, ``{"enc_*": "rnn.*"}`` (``--map OLD=NEW``)."""
+    with one ``*`` on each side, ``{"enc_*": "rnn.*"}`` (the command line's ``--map``)."""
     return read_models(as_path(path, "model"), rename=rename)
 
 
@@ -154,10 +155,8 @@ def _pick(models: tuple[Recurrent, ...], module, path) -> Recurrent:
     if module is None:
         if len(models) > 1:
             raise GateflowError(f"{label(path)} holds {len(models)} recurrent modules "
-                                f"({listed}); pick one with --module NAME")
+                                f"({listed}); pick one with {arg('module')} NAME")
         return models[0]
-    if not isinstance(module, str):
-        raise GateflowError(f"module must be a module name (a string), got {shown(module)}")
     for m in models:
         if m.module == module:
             return m
@@ -177,8 +176,9 @@ def _cell_for(model: Recurrent, cell) -> Cell:
     if chosen.name not in model.cells and not _same_equations(model, chosen):
         says = (f"cell {model.cell!r}" if model.cell else
                 f"one of the cells {', '.join(map(repr, model.cells))}")
-        raise GateflowError(f"--cell {chosen.name} contradicts the file: {where} is "
-                            f"{says}; drop --cell or give --cell {model.cells[0]}")
+        raise GateflowError(f"{arg('cell')} {chosen.name} contradicts the file: {where} is "
+                            f"{says}; drop {arg('cell')} or give {arg('cell')} "
+                            f"{model.cells[0]}")
     return chosen
 
 
@@ -204,24 +204,26 @@ def layer_of(model: Recurrent, layer) -> int | str:
     where = f"module {model.module!r}" if model.module else model.kind
     if layer is None:
         if model.layers > 1:
-            raise GateflowError(f"{where} has {model.layers} layers; pick one with --layer "
-                                f"0..{model.layers - 1}, or --layer all for the whole stack")
+            raise GateflowError(f"{where} has {model.layers} layers; pick one with "
+                                f"{arg('layer')} 0..{model.layers - 1}, or {arg('layer')} all "
+                                "for the whole stack")
         return 0
     if layer == "all":
         if model.bidirectional and model.layers > 1:
             raise GateflowError(
-                f"--layer all: {where} is a bidirectional stack, which is not one causal "
-                "recurrence (each layer reads the reverse direction of the layer below, "
-                "which depends on the future); analyse one layer with --layer L "
-                "--direction forward|reverse")
+                f"{arg('layer')} all: {where} is a bidirectional stack, which is not one "
+                "causal recurrence (each layer reads the reverse direction of the layer "
+                f"below, which depends on the future); analyse one layer with {arg('layer')} L "
+                f"{arg('direction')} forward|reverse")
         return "all"
-    if isinstance(layer, str) and is_integer_text(layer.strip()) and layer.strip()[0] != "+":
-        layer = int(layer)  # ASCII digits, bounded: not '１', not 5000 digits
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
-            or not 0 <= layer < model.layers:
-        raise GateflowError(f"--layer {shown(layer)} is out of range: {where} has "
+    try:
+        index = layer_index(layer)  # ASCII digits, bounded: not '１', not 5000 digits
+    except GateflowError:
+        index = None
+    if not isinstance(index, int) or not 0 <= index < model.layers:
+        raise GateflowError(f"{arg('layer')} {shown(layer)} is out of range: {where} has "
                             f"{model.layers} layer(s) (0..{model.layers - 1}, or all)")
-    return int(layer)
+    return index
 
 
 def direction_of(model: Recurrent, direction) -> str:
@@ -230,13 +232,14 @@ def direction_of(model: Recurrent, direction) -> str:
     where = f"module {model.module!r}" if model.module else model.kind
     if direction is None:
         if model.bidirectional:
-            raise GateflowError(f"{where} is bidirectional; pick --direction forward or "
-                                "--direction reverse")
+            raise GateflowError(f"{where} is bidirectional; pick {arg('direction')} forward or "
+                                f"{arg('direction')} reverse")
         return model.directions[0]
     if direction not in DIRECTIONS:
-        raise GateflowError(f"--direction must be forward or reverse, got {shown(direction)}")
+        raise GateflowError(f"{arg('direction')} must be forward or reverse, got "
+                            f"{shown(direction)}")
     if direction not in model.directions:
-        raise GateflowError(f"--direction {direction}: {where} has only the "
+        raise GateflowError(f"{arg('direction')} {direction}: {where} has only the "
                             f"{model.directions[0]} direction")
     return direction
 
@@ -247,7 +250,7 @@ def _own_names(path, cell, rename=None) -> Selection:
 
     if cell is None:
         raise GateflowError(f"{label(path)} holds no PyTorch, ONNX or Keras recurrent module; "
-                            "if it holds gateflow parameters, give --cell")
+                            f"if it holds gateflow parameters, give {arg('cell')}")
     chosen = as_cell(cell)
     if rename is None:
         params = load_params(path, chosen)
@@ -260,7 +263,7 @@ def _own_names(path, cell, rename=None) -> Selection:
         try:
             validate_params(chosen, params)
         except GateflowError as exc:
-            raise GateflowError(f"{label(path)}: {exc}") from None
+            raise GateflowError(f"{label(path)}: {exc.marked()}") from None
     n = next(iter(params.values())).shape[0]
     d = next((params[p].shape[1] for p, k in chosen.matrices.items() if k == "input"), 0)
     model = Recurrent(module="", framework="gateflow", kind=f"{chosen.name} parameters",
@@ -275,17 +278,25 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
     """One module of the file at ``path`` as a cell and its parameters (see the module
     docstring for ``layer`` and ``direction``). ``cell`` may be omitted when the file says
     what the module is; a ``cell`` that contradicts the file is an error."""
-    path = as_path(path, "model")
+    return select(ModelRef(path, module=module, layer=layer, direction=direction, cell=cell,
+                           rename=rename), dtype=dtype)
+
+
+def select(ref: ModelRef, *, dtype=np.float64) -> Selection:
+    """The module ``ref`` names, as a cell and its parameters (:func:`select_model`)."""
+    path = as_path(ref.path, "model")
     dt = float_dtype(dtype)
+    module, layer, direction, cell, rename = (ref.module, ref.layer, ref.direction, ref.cell,
+                                              ref.rename)
     found = read_models(path, "params", rename=rename)
     models = found.modules
     if not models and found.skipped:
         raise GateflowError(f"{label(path)}: found no recurrent module gateflow can read; "
                             f"skipped {skipped_summary(found.skipped)}")
     if not models:
-        extra = [f for f, bad in (("--module", module is not None),
-                                  ("--layer", layer not in (None, 0, "0", "all")),
-                                  ("--direction", direction not in (None, "forward")))
+        extra = [arg(f) for f, bad in (("module", module is not None),
+                                       ("layer", layer not in (None, 0, "all")),
+                                       ("direction", direction not in (None, "forward")))
                  if bad]
         if extra:
             raise GateflowError(f"{label(path)} holds one cell's parameters in gateflow's own "
@@ -300,13 +311,13 @@ def select_model(path, *, module=None, layer=None, direction=None, cell=None,
         try:
             return model.weights(base.name, k, direction)
         except GateflowError as exc:
-            raise GateflowError(f"{label(path)}: {exc}") from None
+            raise GateflowError(f"{label(path)}: {exc.marked()}") from None
 
     def initial(k: int) -> Params:
         try:
             return initial_state(model, base.name, k, direction) or {}
         except GateflowError as exc:
-            raise GateflowError(f"{label(path)}: {exc}") from None
+            raise GateflowError(f"{label(path)}: {exc.marked()}") from None
 
     if layer == "all" and model.layers > 1:
         chosen = stack(base, model.layers)

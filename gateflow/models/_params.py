@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow._io import write_files
 from gateflow._memory import check_fits
 from gateflow.cells._params import check_params, param_shapes
@@ -37,12 +37,14 @@ from gateflow.models.formats._pytorch import (
 Params = dict[str, np.ndarray]
 
 __all__ = [
-    "Params", "init_params", "load_params", "save_params", "validate_params",
+    "Params", "SCHEMES", "init_params", "load_params", "save_params", "validate_params",
     # re-exported from their homes: jobs, tests and benchmarks import them from here
     "from_torch_state_dict", "load_inputs", "make_inputs", "param_shapes", "to_torch_state_dict",
 ]
 
-_SCHEMES = ("pytorch", "gaussian", "orthogonal")
+#: Initialisation schemes (:func:`init_params`), the default first.
+SCHEMES = ("pytorch", "gaussian", "orthogonal")
+_SCHEMES = SCHEMES  # the name jobs._report imports
 _SAVE_EXTS = (".safetensors", ".npz")
 
 
@@ -74,26 +76,28 @@ def init_params(cell, n: int, d: int, *, scheme: str = "pytorch",
     """
     cell = as_cell(cell)
     shapes = param_shapes(cell, n, d, sizes)
-    if scheme not in _SCHEMES:
-        raise GateflowError(f"unknown init scheme {scheme!r}; use one of {', '.join(_SCHEMES)}")
+    if scheme not in SCHEMES:
+        raise GateflowError(f"unknown init scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     sigma_w = finite_float(sigma_w, "sigma_w", nonneg=True)
     sigma_v = finite_float(sigma_v, "sigma_v", nonneg=True)
     sigma_b = finite_float(sigma_b, "sigma_b", nonneg=True)
     dt = float_dtype(dtype)
     seed = check_seed(seed)
     if gate_bias is not None and chrono is not None:
-        raise GateflowError("gate_bias and chrono both set the memory bias; pass only one of them")
+        raise GateflowError(f"{arg('gate_bias')} and {arg('chrono')} both set the memory bias; "
+                            "pass only one of them")
     if gate_bias is not None:
-        gate_bias = finite_float(gate_bias, "gate_bias")
+        gate_bias = finite_float(gate_bias, arg("gate_bias"))
     if (gate_bias is not None or chrono is not None) and cell.memory_bias is None:
-        which = "gate_bias" if gate_bias is not None else "chrono"
+        which = arg("gate_bias" if gate_bias is not None else "chrono")
         raise GateflowError(f"{which} does not apply to cell {cell.name!r}: it has no gate on its "
                             "memory path; drop the option or pick a gated cell (lstm, gru, ...)")
     if chrono is not None:
-        chrono = finite_float(chrono, "chrono (T_max)")
+        chrono = finite_float(chrono, f"{arg('chrono')} (T_max)")
         if chrono < 2:
-            raise GateflowError(f"chrono T_max must be >= 2 (timescales range over [2, T_max]), "
-                                f"got {chrono:g}; use the longest dependency length you expect")
+            raise GateflowError(f"{arg('chrono')} T_max must be >= 2 (timescales range over "
+                                f"[2, T_max]), got {chrono:g}; use the longest dependency "
+                                "length you expect")
 
     sizes = [math.prod(s) for s in shapes.values()]
     # the float64 draws, their copies in dtype, and a QR's temporaries for the largest matrix
@@ -172,7 +176,7 @@ def load_params(path, cell, *, dtype=np.float64) -> Params:
         validate_params(cell, params)
         return params
     except GateflowError as exc:
-        raise GateflowError(f"{label(path)}: {exc}") from None
+        raise GateflowError(f"{label(path)}: {exc.marked()}") from None
 
 
 def save_params(path, cell, params: Params, *, overwrite: bool = False) -> None:

@@ -37,30 +37,36 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._interrupt import check as check_interrupt
 from gateflow._memory import check_fits
-from gateflow._validate import choose_many, closest, real_array, shown, whole
-from gateflow.cells._library import get_cell
-from gateflow.cells._params import check_sizes
+from gateflow._validate import real_array, shown, whole
+from gateflow.cells._block import Block
 from gateflow.cells._record import Cell
-from gateflow.cells._stack import depends, emitted, input_lag_blocks, needed, restrict
-from gateflow.numeric._backend import get_backend, get_dtype
+from gateflow.cells._stack import (
+    choose_blocks,
+    depends,
+    emitted,
+    input_lag_blocks,
+    needed,
+    restrict,
+)
 from gateflow.numeric._backward import Sweep, check_rows
-from gateflow.numeric._compile import Bound, Compiled, Group, compile_cell
-from gateflow.numeric._measure import BlockNorm, Context, Measure, Renormaliser, Step
+from gateflow.numeric._compile import Bound, Compiled, Group
+from gateflow.numeric._measure import BlockNorm, Context, Measure, Observer, Renormaliser, Step
 from gateflow.numeric._norms import DirectPath, Probe, SingularValues
-from gateflow.numeric._observers import NORMS, OBSERVERS, resolve
+from gateflow.numeric._observers import NORMS, choose_norms, resolve
+from gateflow.numeric._prepare import prepare
 from gateflow.numeric._pullback import Plan, Pulling
 from gateflow.numeric._pullback import plan as plan_pullbacks
 from gateflow.numeric._renorm import RowScale
+from gateflow.numeric._result import ChainResult
 
 __all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "check_products",
            "estimate_bytes", "nonzero_blocks", "run", "states"]
@@ -69,37 +75,6 @@ __all__ = ["DEFAULT_NORMS", "NORMS", "ChainResult", "all_lags", "check_products"
 DEFAULT_NORMS = ("frobenius", "spectral")
 
 _KEEP_BYTES = 128 * 2**20  # keep forward coefficients for the backward sweep up to this size
-
-
-@dataclass
-class ChainResult:
-    """Norms of ∂X_T/∂Y_{T−k}; arrays are (T, B): index k−1 is lag k, then the batch.
-
-    ``blocks`` and ``direct`` are keyed by each norm's ``Observer.key`` (see
-    ``gateflow.numeric._observers``): ``log10_…`` keys hold log10 norms, where
-    ``-inf`` marks an exactly zero Jacobian (e.g. an RNN with U = 0); other keys (such as
-    ``stable_rank``) hold plain values. ``direct`` holds the norms asked for that have a
-    diagonal form, and always the Frobenius and spectral norms (``DEFAULT_NORMS``)."""
-
-    cell: str
-    lags: np.ndarray
-    blocks: dict[str, dict[str, np.ndarray]]  # "c/c" -> {"log10_frobenius": (T, B), ...}
-    direct: dict[str, dict[str, np.ndarray]]  # "c" -> norms of ∏ diag(direct coef) (LSTM: ∏ f)
-    #: lag -> block -> (B, n) log10 singular values, for the lags asked for
-    singular_values: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
-    probe: np.ndarray | None = None  # (T, B) log10 ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂
-    states: dict[str, np.ndarray] | None = None  # s_0..s_T per block, (T+1, B, n)
-    meta: dict = field(default_factory=dict)
-    #: Input sensitivity: "h/x" -> norms of ∂h_T/∂x_{T−k}, (T, B), index k = input lag k
-    #: (0..T−1, :attr:`input_lags`), keyed like :attr:`blocks`. Empty unless asked for.
-    #: A stack's output-gradient blocks "h_l1/y_l0" (∂h⁽¹⁾_T/∂y⁽⁰⁾_{T−k}, what a hook on
-    #: layer 0's output sees) sit here too, at the same lags.
-    inputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-    @property
-    def input_lags(self) -> np.ndarray:
-        """The input lags 0..T−1 (x_T, the last input, is lag 0)."""
-        return self.lags - 1
 
 
 def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outputs: int,
@@ -115,46 +90,6 @@ def estimate_bytes(cell: Cell, n: int, d: int, T: int, B: int, rows: int, n_outp
         working += int(inputs) * B * rows * (S * n * 2 + G * n + 2 * d)
     gram = 3 * B * n * n if spectral else 0
     return itemsize * (trajectory + working + gram) + 8 * T * B * n_outputs
-
-
-def _float_dtype(dtype) -> np.dtype:
-    """``"float64"``/``"float32"`` or the matching NumPy dtype."""
-    if isinstance(dtype, str):
-        return get_dtype(dtype)
-    try:
-        dt = None if dtype is None else np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or dt not in (np.float32, np.float64):
-        raise GateflowError(f"dtype must be 'float64' or 'float32', got {shown(dtype)}")
-    return dt
-
-
-def block_dims(cell: Cell, sizes: Mapping[str, int]) -> dict[str, int]:
-    """State block -> its number of units, from the sizes by name (:func:`check_sizes`)."""
-    return {s: sizes[cell.block_size[s]] for s in cell.state}
-
-
-def _check_s0(cell: Cell, s0, dims: Mapping[str, int], B: int):
-    """Initial states: a dict of known blocks only, each finite of shape (n,) or (B, n),
-    n the block's size (``dims``)."""
-    if s0 is None:
-        return None
-    if not isinstance(s0, Mapping):
-        raise GateflowError(f"s0 must be a dict of initial states by block "
-                            f"({', '.join(cell.state)}), got {shown(s0)}")
-    out = {}
-    for b, v in s0.items():
-        if b not in cell.state:
-            raise GateflowError(f"s0 has no state block {shown(b)} for cell {cell.name!r}"
-                                f"{closest(b, cell.state)}")
-        v = real_array(v, f"s0[{b!r}]").astype(np.float64)
-        n = dims[b]
-        if v.shape not in ((n,), (B, n)) or not np.all(np.isfinite(v)):
-            raise GateflowError(f"s0[{b!r}] must be finite, of shape ({n},) or ({B}, {n}); "
-                                f"got shape {v.shape}")
-        out[b] = v
-    return out
 
 
 def _check_probe(cell: Cell, probe, dims: Mapping[str, int], B: int):
@@ -176,19 +111,6 @@ def _check_lags(lags, T: int) -> tuple[int, ...]:
             or getattr(lags, "ndim", 1) != 1:
         raise GateflowError(f"singular_lags must be a tuple of lags in 1..{T}, got {shown(lags)}")
     return tuple(dict.fromkeys(whole(k, "singular-value lag", 1, T) for k in lags))
-
-
-def _check_input_shape(x: np.ndarray, n_in: int) -> tuple[int, int]:
-    """Inputs (T, B, d) with T, B >= 1 and d features; returns (T, B). Finiteness is
-    checked later, after the memory estimate (a huge x is refused before it is scanned)."""
-    if x.ndim != 3:
-        raise GateflowError(f"inputs must have shape (T, B, d); got shape {x.shape}")
-    T, B, d = x.shape
-    if T < 1 or B < 1:
-        raise GateflowError(f"inputs need T >= 1 steps and B >= 1 sequences; got T={T}, B={B}")
-    if d != n_in:
-        raise GateflowError(f"inputs have d={d} features but the weights expect d={n_in}")
-    return T, B
 
 
 def _arg_text(arg: str, t: int) -> str:
@@ -286,15 +208,10 @@ def states(cell: str | Cell, params: dict, x, s0: dict | None = None) -> dict[st
     """The forward pass alone, on the CPU in float64: every state block s_0..s_T, (T+1, B,
     n), from inputs x (T, B, d) and initial states ``s0`` (zeros by default). What a layer
     of a stack emits, for the layer above it."""
-    cell = get_cell(cell)
-    sizes = check_sizes(cell, params)
-    dims = block_dims(cell, sizes)
-    x = real_array(x, "inputs").astype(np.float64)
-    T, B = _check_input_shape(x, sizes["d"])
-    s0 = _check_s0(cell, s0, dims, B)
-    check_fits(8 * (T + 1) * B * sum(dims.values()) + 8 * x.size, backend="numpy")
-    bound = Bound(compile_cell(cell, "numpy", "float64"), params)
-    return run(bound, x, s0)
+    prep = prepare(cell, params, x, s0)  # NumPy, float64
+    check_fits(8 * (prep.T + 1) * prep.B * sum(prep.dims.values()) + 8 * prep.x_host.size,
+               backend="numpy")
+    return run(prep.bound, prep.x, prep.s0)
 
 
 @contextmanager
@@ -313,8 +230,8 @@ def all_lags(
     params: dict,
     x,
     *,
-    blocks: tuple[str, ...] | None = None,
-    norms: tuple[str, ...] = DEFAULT_NORMS,
+    blocks: Iterable[str] | str | None = None,
+    norms: Iterable[str | Observer] | str = DEFAULT_NORMS,
     singular_lags: tuple[int, ...] = (),
     probe=None,
     s0: dict | None = None,
@@ -330,7 +247,8 @@ def all_lags(
         cell: a cell or its name.
         params: the cell's parameters (gateflow names), e.g. from ``init_params``/``load_params``.
         x: inputs (T, B, d), time-major.
-        blocks: which ``"X/Y"`` blocks (∂X_T/∂Y_{T−k}) to measure; default every block
+        blocks: which blocks X/Y (∂X_T/∂Y_{T−k}) to measure, by name (``["h/h"]``, or
+            ``"h/h,c/x"``) or as the cell's :class:`Block` s; default every block
             that can be nonzero (``nonzero_blocks``: all of a single cell's). Only the
             rows of the output blocks asked for are carried, each through the part of the
             recurrence it depends on (a stack's layer l through layers 0..l only). Input
@@ -340,7 +258,7 @@ def all_lags(
             j emits at T−k, read by layer j + 1 at that step and carried: what a hook on it
             sees; ``"X/h_lj"`` is the carried part alone. See
             :func:`gateflow.cells._stack.output_blocks`).
-        norms: names of registered norms (``NORMS``, see
+        norms: registered norms, by name (or their ``Observer`` records; ``NORMS``, see
             ``gateflow.numeric._observers``): ``"frobenius"``, ``"spectral"`` (largest
             singular value), ``"stable_rank"``, …; each lands under its ``Observer.key``.
         singular_lags: lags at which to keep every singular value of each state block.
@@ -358,23 +276,19 @@ def all_lags(
             values agree to rounding (≈1e−14 in log10: BLAS rounds a GEMM's rows
             differently for different row counts).
     """
-    cell = get_cell(cell)
-    sizes = check_sizes(cell, params)
-    dims = block_dims(cell, sizes)
+    prep = prepare(cell, params, x, s0, backend, dtype)
+    cell, sizes, dims, be, dt = prep.cell, prep.sizes, prep.dims, prep.backend, prep.dtype
+    x_host, s0, T, B = prep.x_host, prep.s0, prep.T, prep.B
     n, d = max(dims.values()), sizes["d"]  # n: the largest block (for the memory estimate)
-    be = get_backend(backend)
-    dt = _float_dtype(dtype)
-    x_host = real_array(x, "inputs")
-    T, B = _check_input_shape(x_host, d)
     pulled = input_lag_blocks(cell)  # "X/x" and, in a stack, "X/y_lj": pulled back each step
-    blocks = nonzero_blocks(cell) if blocks is None else choose_many(
-        blocks, (*cell.blocks, *pulled), "block", allow_empty=True)
+    blocks = nonzero_blocks(cell) if blocks is None else choose_blocks(
+        cell, blocks, allow_empty=True)
     if not blocks and probe is None:
         raise GateflowError(f"nothing to compute: choose at least one block of "
                             f"{', '.join((*cell.blocks, *pulled))}, or give a probe")
     in_blocks = tuple(b for b in blocks if b in pulled)
     state_blocks = tuple(b for b in blocks if b not in pulled)
-    norms = choose_many(norms, tuple(OBSERVERS), "norm")  # the registry, as it is now
+    norms = tuple(o.name for o in choose_norms(norms))  # the registry, as it is now
     singular_lags = _check_lags(singular_lags, T)
     if singular_lags and not state_blocks:
         raise GateflowError("singular values are measured for state blocks X/Y; the blocks "
@@ -387,16 +301,15 @@ def all_lags(
                             f"got {shown(progress)}")
     if not isinstance(keep_states, (bool, np.bool_)):
         raise GateflowError(f"keep_states must be True or False, got {shown(keep_states)}")
-    s0 = _check_s0(cell, s0, dims, B)
     probe = _check_probe(cell, probe, dims, B)
-    out_blocks = [s for s in cell.state if any(b.split("/")[0] == s for b in blocks)]
+    out_blocks = [s for s in cell.state if any(b.out == s for b in blocks)]
     rows = sum(dims[s] for s in out_blocks) + (0 if probe is None else 1)
     observers = resolve(norms)  # what was asked for, and what it builds on
     direct_norms = resolve((*DEFAULT_NORMS, *norms))  # the direct path: always the defaults
 
     need = estimate_bytes(cell, n, d, T, B, rows, len(blocks) * len(norms) + 4, dt.itemsize,
                           any(o.name == "spectral" for o in observers) or bool(singular_lags),
-                          inputs=len({b.split("/")[1] for b in in_blocks}))
+                          inputs=len({b.wrt for b in in_blocks}))
     have = be.available_memory()
     check_fits(need, backend=be.name)
     if not np.all(np.isfinite(x_host)):
@@ -414,14 +327,13 @@ def all_lags(
                           progress=progress, keep_states=keep_states, threads=threads,
                           need=need)
 
-    comp = compile_cell(cell, be.name, dt.name)
+    comp = prep.compiled
     pull = plan_pullbacks(cell, in_blocks, params, be.name, dt.name)
     comp_in = None if pull is None else pull.inputs
-    bound = Bound(comp, params)
+    bound = prep.bound
     xp = be.xp
-    xd = be.asarray(x, dtype=dt)
-    s0 = None if s0 is None else {b: xp.broadcast_to(be.asarray(v, dtype=dt), (B, dims[b]))
-                                  for b, v in s0.items()}
+    xd = prep.x
+    s0 = prep.s0_device
     if probe is not None:
         probe = xp.broadcast_to(be.asarray(probe, dtype=dt), (B, sum(dims.values())))
 
@@ -477,7 +389,7 @@ def all_lags(
     res = _concat([c["measures"] for c in chunks], chunks[0]["axes"])
     res_in = _concat([c["inputs"] for c in chunks], 1) if in_blocks else {}
     return ChainResult(
-        cell=cell.name,
+        cell=cell,
         lags=np.arange(1, T + 1),
         blocks={b: {o.key: res[o.name][b] for o in observers if o.name in norms}
                 for b in state_blocks},
@@ -492,45 +404,50 @@ def all_lags(
                   if len(cell.size_names) > 1 else {}),
               "dtype": dt.name, "backend": be.name,
               "estimated_bytes": need, "workers": workers, "blas_threads": blas},
+        norms=norms,
     )
 
 
-def nonzero_blocks(cell: Cell) -> tuple[str, ...]:
+def nonzero_blocks(cell: Cell) -> tuple[Block, ...]:
     """The blocks X/Y that can be nonzero: Y reaches X through the recurrence (see
     :func:`gateflow.cells._stack.depends`). Every block of a single cell; in a stack, none
     from a higher layer to a lower one (those are exactly zero at every lag)."""
     dep = depends(cell)
-    return tuple(b for b in cell.blocks if b.split("/")[1] in dep[b.split("/")[0]])
+    return tuple(b for b in cell.blocks if b.wrt in dep[b.out])
 
 
-def _row_groups(cell: Cell, blocks) -> dict[tuple[str, ...], list[str]]:
+def _row_groups(cell: Cell, blocks: tuple[Block, ...]) -> dict[tuple[str, ...], list[Block]]:
     """The blocks asked for, grouped by the part of the recurrence they need (their output
     block, their input block and everything those read): each group's rows are carried
     through that part only. A single cell needs all of itself: one group."""
-    groups: dict[tuple[str, ...], list[str]] = {}
+    groups: dict[tuple[str, ...], list[Block]] = {}
     carried = emitted(cell)  # y_lj -> h_lj: "X/y_lj" needs X's part and layer j's
     for b in blocks:  # an input block "X/x" needs X's part (x feeds the bottom layer)
-        ends = [carried.get(s, s) for s in b.split("/") if carried.get(s, s) in cell.state]
+        ends = [carried.get(s, s) for s in (b.out, b.wrt) if carried.get(s, s) in cell.state]
         groups.setdefault(needed(cell, ends), []).append(b)
     return groups
 
 
 def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need,
-               **options) -> ChainResult:
+               singular_lags, **options) -> ChainResult:
     """:func:`all_lags` once per row group, each on its restricted cell, merged into one
     result. Used for block-triangular recurrences (stacks): layer l's rows never enter the
     layers above l, so an L-layer sweep costs L(L+1)/2 layer sweeps, not L² (and a
     2-layer stack at most 3 single-layer sweeps)."""
     T = x.shape[0]
+    pulled = input_lag_blocks(cell)
     parts = []
     for i, (state, blocks) in enumerate(groups.items()):
         sub = restrict(cell, state)
         tick = None if progress is None else (
             lambda k, i=i: progress(round((i * T + k) / len(groups))))
+        # singular values are of state blocks: a group of input blocks alone has none
+        sv = singular_lags if any(b not in pulled for b in blocks) else ()
         parts.append(all_lags(sub, {p: params[p] for p in sub.params}, x, blocks=tuple(blocks),
                               s0=None if s0 is None else
                               {b: v for b, v in s0.items() if b in sub.state},
-                              progress=tick, keep_states=keep_states, **options))
+                              progress=tick, keep_states=keep_states, singular_lags=sv,
+                              **options))
     merged: dict = {"blocks": {}, "direct": {}, "singular_values": {}, "states": {}}
     for part in parts:
         merged["blocks"].update(part.blocks)
@@ -542,7 +459,7 @@ def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need
         merged["states"].update(part.states or {})
     order = [b for bs in groups.values() for b in bs]
     return ChainResult(
-        cell=cell.name, lags=parts[0].lags,
+        cell=cell, lags=parts[0].lags,
         blocks={b: merged["blocks"][b] for b in order if b not in input_lag_blocks(cell)},
         inputs={b: merged["blocks"][b] for b in order if b in input_lag_blocks(cell)},
         direct={s: merged["direct"][s] for s in cell.state if s in merged["direct"]},
@@ -551,6 +468,7 @@ def _by_groups(cell: Cell, groups, params, x, *, progress, keep_states, s0, need
         if keep_states else None,
         meta={**parts[-1].meta, "estimated_bytes": need,
               "row_groups": [list(state) for state in groups]},
+        norms=parts[0].norms,
     )
 
 

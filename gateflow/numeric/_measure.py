@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from gateflow.cells._block import Block
 from gateflow.numeric._backend import Backend
 
 __all__ = ["LN10", "BlockNorm", "Context", "Measure", "Observer", "Renormaliser", "Step",
@@ -51,7 +52,7 @@ class Context:
         dtype: the dtype of G (float64 or float32); outputs are float64.
         T, B, n: steps, sequences in this batch slice, units per state block.
         state: the state blocks, in the cell's order (the keys of ``Step.G``).
-        blocks: the ``"X/Y"`` blocks asked for (∂X_T/∂Y_{T−k}).
+        blocks: the blocks X/Y asked for (∂X_T/∂Y_{T−k}), as :class:`Block` s.
         rows: output block X -> its rows of G (a slice of the R rows).
         probe_row: the row holding the probe ⟨v, s_T⟩, or None.
         direct: state block -> index of its direct-path coefficient in ``Step.coefs``.
@@ -65,7 +66,7 @@ class Context:
     B: int
     n: int
     state: tuple[str, ...]
-    blocks: tuple[str, ...]
+    blocks: tuple[Block, ...]
     rows: Mapping[str, slice]
     probe_row: int | None = None
     direct: Mapping[str, int] = field(default_factory=dict)
@@ -110,13 +111,12 @@ class Step:
             self._sq[s] = self.ctx.xp.einsum("brj,brj->br", a, a).astype(np.float64)
         return self._sq[s]
 
-    def block(self, b: str):
-        """``"X/Y"`` -> (G rows (B, r, n), their log scales (B, r))."""
-        out, inp = b.split("/")
-        r = self.ctx.rows[out]
-        return self.G[inp][:, r, :], self.logscale[:, r]
+    def block(self, b: Block):
+        """Block X/Y -> (G rows (B, r, n), their log scales (B, r))."""
+        r = self.ctx.rows[b.out]
+        return self.G[b.wrt][:, r, :], self.logscale[:, r]
 
-    def scaled(self, b: str):
+    def scaled(self, b: Block):
         """``"X/Y"`` -> (m, safe): the block ∂X_T/∂Y_{T−k} = e^safe · m, m (B, r, n) in the
         sweep's dtype with its largest row scale divided out, safe (B,) float64 (0 where
         the block is exactly zero)."""
@@ -161,7 +161,7 @@ class BlockNorm:
         self.ctx = ctx
         self.out = {b: ctx.xp.empty((ctx.T, ctx.B), dtype=np.float64) for b in ctx.blocks}
 
-    def value(self, step: Step, block: str):
+    def value(self, step: Step, block: Block):
         """(B,) value for ``block`` at this step: natural log if ``log10``, else plain."""
         raise NotImplementedError
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from gateflow.cells._block import Block
 from gateflow.numeric._measure import LN10, BlockNorm, Context, Step, logsumexp
 
 __all__ = ["DirectPath", "Frobenius", "Probe", "SingularValues", "Spectral", "spectral_norm"]
@@ -19,10 +20,9 @@ class Frobenius(BlockNorm):
 
     name = "frobenius"
 
-    def value(self, step: Step, block: str):
-        out, inp = block.split("/")
-        r = self.ctx.rows[out]
-        v = 2 * step.logscale[:, r] + self.ctx.xp.log(step.sq(inp)[:, r])
+    def value(self, step: Step, block: Block):
+        r = self.ctx.rows[block.out]
+        v = 2 * step.logscale[:, r] + self.ctx.xp.log(step.sq(block.wrt)[:, r])
         return 0.5 * logsumexp(self.ctx.xp, v, 1)
 
     def diagonal(self, xp, log_abs, values):
@@ -39,7 +39,7 @@ class Spectral(BlockNorm):
         super().init(ctx)
         self.warm: dict[str, Any] = {b: None for b in ctx.blocks}
 
-    def value(self, step: Step, block: str):
+    def value(self, step: Step, block: Block):
         m, safe = step.scaled(block)
         sigma, self.warm[block] = spectral_norm(self.ctx.xp, m, self.warm[block])
         return self.ctx.xp.log(sigma) + safe

@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib import import_module
 
+from gateflow._validate import choose, items_of
 from gateflow.numeric._measure import Observer
 from gateflow.numeric._norms import Frobenius, Spectral
 
-__all__ = ["NORMS", "OBSERVERS", "Observer", "register", "resolve"]
+__all__ = ["NORMS", "OBSERVERS", "Observer", "choose_norms", "register", "resolve"]
 
 OBSERVERS: dict[str, Observer] = {}
 
@@ -36,6 +37,22 @@ def register(observer: Observer) -> Observer:
         raise ValueError(f"observer {observer.name!r} requires unregistered {missing}")
     OBSERVERS[observer.name] = observer
     return observer
+
+
+def choose_norms(norms, *, allow_empty: bool = False) -> tuple[Observer, ...]:
+    """The one reader of a norm list: registered names (``"frobenius"``), one
+    comma-separated string, or the :class:`Observer` records themselves, as the registry's
+    observers; a wrong name is refused naming the valid ones; duplicates dropped, order
+    kept; at least one unless ``allow_empty``."""
+    names = tuple(OBSERVERS)
+    out: dict[str, Observer] = {}
+    for item in items_of(norms, names, "norm", allow_empty=allow_empty):
+        if isinstance(item, Observer) and OBSERVERS.get(item.name) is item:
+            out[item.name] = item
+        else:
+            name = choose(item, names, "norm")
+            out[name] = OBSERVERS[name]
+    return tuple(out.values())
 
 
 def resolve(names: Iterable[str]) -> tuple[Observer, ...]:
@@ -66,3 +83,4 @@ for _module in _PLUGINS:
 
 #: The names of the registered observers, in registration order (CLI and JSON order).
 NORMS = tuple(OBSERVERS)
+

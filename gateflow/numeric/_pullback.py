@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateflow.cells._block import Block
 from gateflow.cells._record import INPUT, Cell
 from gateflow.cells._stack import above, emitted, input_lag_blocks
 from gateflow.numeric._backward import Sweep, check_rows
@@ -35,10 +36,6 @@ from gateflow.numeric._compile import Bound, Compiled, Scatter, compile_cell
 from gateflow.numeric._measure import Context, Step
 
 __all__ = ["Plan", "Pulling", "plan"]
-
-
-def _source(block: str) -> str:
-    return block.split("/")[1]
 
 
 @dataclass(frozen=True)
@@ -56,23 +53,24 @@ class Plan:
     """What a run pulls back, compiled once: the blocks (``"X/x"``, ``"X/y_lj"``), the
     cell's input plan when input blocks are asked for, and each layer output asked for."""
 
-    blocks: tuple[str, ...]
+    blocks: tuple[Block, ...]
     inputs: Compiled | None
     outputs: tuple[_Above, ...]
 
     @property
     def sources(self) -> tuple[str, ...]:
         """What the rows are pulled back onto: ``x`` and/or ``y_lj``, in block order."""
-        return tuple(dict.fromkeys(_source(b) for b in self.blocks))
+        return tuple(dict.fromkeys(b.wrt for b in self.blocks))
 
 
-def plan(cell: Cell, blocks, params: dict, backend: str, dtype) -> Plan | None:
+def plan(cell: Cell, blocks: tuple[Block, ...], params: dict, backend: str, dtype
+         ) -> Plan | None:
     """The pull-backs for ``blocks`` (those of
     :func:`~gateflow.cells._stack.input_lag_blocks`), or None."""
     blocks = tuple(b for b in blocks if b in input_lag_blocks(cell))
     if not blocks:
         return None
-    wanted = {_source(b) for b in blocks}
+    wanted = {b.wrt for b in blocks}
     outs = []
     for y, carried in emitted(cell).items():
         if y not in wanted:

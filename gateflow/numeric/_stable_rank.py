@@ -9,6 +9,7 @@ if asked for), so it costs what the spectral norm costs.
 
 from __future__ import annotations
 
+from gateflow.cells._block import Block
 from gateflow.numeric._measure import BlockNorm, Observer, Step
 
 __all__ = ["OBSERVER", "StableRank"]
@@ -24,7 +25,7 @@ class StableRank(BlockNorm):
     name = "stable_rank"
     log10 = False
 
-    def value(self, step: Step, block: str):
+    def value(self, step: Step, block: Block):
         return _ratio(self.ctx.xp, step.values["frobenius"][block], step.values["spectral"][block])
 
     def diagonal(self, xp, log_abs, values):

@@ -17,14 +17,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gateflow._errors import as_given
 from gateflow._text import WORD_LIMIT, elide, one_line, safe
-from gateflow.analysis._analysis import EXPLODING, VANISHING
+from gateflow.analysis._analysis import EXPLODING, VANISHING, ChainFits
+from gateflow.numeric._result import ChainResult
 from gateflow.presentation import _numbers as num
 from gateflow.presentation._labels import direct_label
+
+if TYPE_CHECKING:  # rich and the Lyapunov spectra are imported where they are used
+    from rich.table import Table
+    from rich.text import Text
+
+    from gateflow.numeric._lyapunov import LyapunovResult
 
 __all__ = ["Bar", "console", "fit_table", "fmt_efold", "fmt_horizon", "fmt_r2", "line",
            "lyapunov_table", "modules_report", "progress", "say", "skipped_lines",
@@ -257,8 +265,8 @@ def _caption(inputs: bool, cross: bool) -> str | None:
     return "k: ∂X_T/∂Y_{T−k}; " + "; ".join(parts) if parts else None
 
 
-def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
-    """A rich Table: batch-mean log10 norms of every block of a DecayResult at a few lags
+def summary_table(result: ChainResult, max_lags: int = 6, width: int | None = None) -> Table:
+    """A rich Table: batch-mean log10 norms of every block of a result at a few lags
     (at most ``max_lags``, spread from k = 1 to T; fewer when ``width`` columns cannot hold
     them whole: a number is never cut)."""
     from rich.table import Table
@@ -266,7 +274,7 @@ def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
     T = result.shapes["T"]
     lags = sorted({k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
                    if k <= T} | {T})
-    inputs = set(result.chain.inputs)
+    inputs = set(result.inputs)
     series = list(result.series())
 
     def shown(name: str, a, k: int) -> str:
@@ -274,7 +282,8 @@ def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
         if k - first >= len(a):
             return ""
         row = a[k - first]
-        return "-inf" if np.isneginf(row).all() else f"{np.mean(row[np.isfinite(row)]):.3f}"
+        mean = -np.inf if np.isneginf(row).all() else np.mean(row[np.isfinite(row)])
+        return num.fixed(mean, 3, style="plain")
 
     count = min(max_lags, len(lags))
     if width is not None:
@@ -286,7 +295,7 @@ def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
         count = max(1, min(count, room // (number + _PER_COLUMN)))
     lags = _spread(lags, count)
     sizes = ", ".join(f"{k}={v}" for k, v in result.shapes.items() if k not in ("T", "B", "d"))
-    table = Table(title=line(f"{result.cell}: mean log10 norm over the batch "
+    table = Table(title=line(f"{result.cell.name}: mean log10 norm over the batch "
                              f"(T={T}, B={result.shapes['B']}, {sizes})", "table.title"),
                   caption=_caption(bool(inputs), any(_CROSS.search(n) for n, _, _ in series)))
     table.add_column("block", style="bold cyan", no_wrap=True)
@@ -298,8 +307,8 @@ def summary_table(result: Any, max_lags: int = 6, width: int | None = None):
     return whole_numbers(table, width)
 
 
-def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float,
-              width: int | None = None):
+def fit_table(fits: Mapping[str, ChainFits], steps: Mapping[str, int], threshold: float,
+              width: int | None = None) -> Table:
     """A rich Table: per cell, its memory block's and direct product's regime, per-step
     factor, R², e-folding lag (vanishing curves only) and memory horizon, both in steps.
     ``fits``: cell -> :class:`ChainFits`; ``steps``: cell -> T. One cell is named in the
@@ -319,7 +328,7 @@ def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float,
         table.add_column(h, justify="right")
     for cell, cf in fits.items():
         head = () if one else (text(cell),)
-        rows = [*cf.blocks.items(), *((direct_label(cell, s), f) for s, f in cf.direct.items())]
+        rows = [*cf.blocks.items(), *((direct_label(cf.cell, s), f) for s, f in cf.direct.items())]
         if not cf.blocks:
             table.add_row(*head, "(memory block not measured)", "—", "—", "—", "—", "—")
         for name, f in rows:
@@ -334,7 +343,7 @@ def fit_table(fits: Mapping, steps: Mapping[str, int], threshold: float,
     return whole_numbers(table, width, whole=("cell", "block"))
 
 
-def skipped_lines(skipped) -> Any:
+def skipped_lines(skipped) -> Text:
     """``skipped: ...``, one line for each thing a model file's reader skipped."""
     from rich.text import Text
 
@@ -358,7 +367,7 @@ def modules_report(name: str, rows: list[dict], skipped=(), width: int | None = 
                          justify="right" if col in ("layers", "n", "d", "proj") else "left")
     out: list = [table]
     for r in rows:
-        cell = r["cell"] or " or ".join(r["cells"]) + " (give --cell)"
+        cell = r["cell"] or " or ".join(r["cells"]) + f" (give {as_given('cell')})"
         table.add_row(text(r["module"] or "''"), text(f"{r['framework']} {r['kind']}"),
                       text(cell, limit=None), str(r["layers"]), ", ".join(r["directions"]),
                       str(r["hidden"]), str(r["input"]), str(r["proj"] or "-"))
@@ -383,20 +392,20 @@ def modules_report(name: str, rows: list[dict], skipped=(), width: int | None = 
         out += [line(f"note ({label}): {said}", "dim") for said in r.get("assumed", ())]
     if any(r.get("layout", "unknown") == "unknown" for r in rows):
         out.append(line("note: where the file does not say the inputs' axis order, gateflow "
-                        "decay reads --inputs time-major (T, B, d) and says so; add "
-                        "--batch-first for (B, T, d)", "dim"))
+                        f"decay reads {as_given('inputs')} time-major (T, B, d) and says so; "
+                        f"add {as_given('batch_first')} for (B, T, d)", "dim"))
     if skipped:
         out.append(skipped_lines(skipped))
     whole_numbers(table, width)
     return out
 
 
-def lyapunov_table(res, width: int | None = None):
+def lyapunov_table(res: LyapunovResult, width: int | None = None) -> Table:
     """The largest Lyapunov exponents (median over the batch), the sum of the positive ones
     and the Kaplan–Yorke dimension."""
     from rich.table import Table
 
-    table = Table(title=line(f"{res.cell}: Lyapunov exponents (natural log per step)",
+    table = Table(title=line(f"{res.cell.name}: Lyapunov exponents (natural log per step)",
                              "table.title"))
     table.add_column("i", justify="right")
     table.add_column("λ_i", justify="right")
@@ -404,11 +413,15 @@ def lyapunov_table(res, width: int | None = None):
     med = np.median(res.exponents, axis=0)
     for i, v in enumerate(med[:8], start=1):
         efold = "—" if not np.isfinite(v) or v == 0 else (
-            f"{-1 / v:.3g} (contracting)" if v < 0 else f"{1 / v:.3g} (growing)")
-        table.add_row(str(i), "-inf" if v == -np.inf else f"{v:.5f}", efold)
+            f"{num.steps(-1 / v, style='plain')} (contracting)" if v < 0
+            else f"{num.steps(1 / v, style='plain')} (growing)")
+        table.add_row(str(i), num.fixed(v, 5, style="plain"), efold)
     table.caption = (f"median over {res.exponents.shape[0]} sequences; T = {res.steps} steps, "
                      f"transient {res.transient}, K = {res.k} of N = {res.state_dim}; "
-                     f"sum of positive exponents {np.median(res.positive_sum):.4g}; "
-                     f"Kaplan–Yorke dimension {np.median(res.kaplan_yorke):.4g}"
-                     + (f"; {res.k - 8} more in --json" if res.k > 8 else ""))
+                     "sum of positive exponents "
+                     f"{num.sig(np.median(res.positive_sum), style='plain')}; "
+                     "Kaplan–Yorke dimension "
+                     f"{num.sig(np.median(res.kaplan_yorke), style='plain')}"
+                     + (f"; {res.k - 8} more in {as_given('json_path')}" if res.k > 8
+                        else ""))
     return whole_numbers(table, width)

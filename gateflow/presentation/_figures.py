@@ -12,9 +12,12 @@ written) is decided by the primitives, so the public functions draw the same fig
 here are only the jobs' choices (which curves, titles, captions) and panels composed from
 them.
 
-Results are duck-typed (a DecayResult has ``chain``, ``norms``, ``shapes``,
-``weights_source``; a ChainResult ``blocks``, ``direct``, ``lags``, ``inputs``), so nothing
-here imports the jobs layer above.
+The jobs hand over typed records from the layers below: a :class:`~gateflow.ChainResult`
+per cell (``gateflow decay``, with its provenance), the report's
+:class:`~gateflow.analysis._records.Measured` runs, a
+:class:`~gateflow.numeric._lyapunov.LyapunovResult`; the sweep's results are read through
+the :class:`SweepCells`/:class:`SweepPoints` protocols. Which theory line applies to which
+cell is :func:`~gateflow.analysis._theory.theory_for`'s decision, not this module's.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow.analysis._analysis import measured_norm
-from gateflow.cells._library import get_cell
+from gateflow.analysis._records import Measured
+from gateflow.analysis._theory import theory_for
+from gateflow.cells._block import Block
 from gateflow.numeric._observers import NORMS, OBSERVERS
+from gateflow.numeric._result import ChainResult
 from gateflow.presentation._labels import run_label
 from gateflow.presentation._numbers import factor, given, sig
 from gateflow.presentation._plot import (
@@ -51,8 +57,14 @@ from gateflow.presentation._plot import (
     unresolved_counts,
 )
 
-__all__ = ["FIGURE_FORMATS", "ReportFigure", "decay_figure", "lyapunov_figure",
-           "report_figures", "spectra_figure", "sweep_heatmap", "theory_overlays"]
+if TYPE_CHECKING:  # matplotlib and the Lyapunov spectra: imported where they are used
+    from matplotlib.figure import Figure
+
+    from gateflow.numeric._lyapunov import LyapunovResult
+
+__all__ = ["FIGURE_FORMATS", "ReportFigure", "SweepCells", "SweepPoints", "decay_figure",
+           "lyapunov_figure", "report_figures", "spectra_figure", "sweep_heatmap",
+           "theory_overlays"]
 
 
 #: The size (inches) of a two-panel decay figure: width, and height above the legends.
@@ -76,42 +88,45 @@ def second_moment(x) -> float:
         return float(np.mean(np.square(np.asarray(x, dtype=np.float64))))
 
 
-def _plot_norm(results: Mapping) -> str | None:
+def _plot_norm(results: Mapping[str, ChainResult]) -> str | None:
     norms = {measured_norm(r.norms) for r in results.values()}
     return norms.pop() if len(norms) == 1 else None
 
 
-def theory_overlays(results: Mapping, params: Mapping, sources: Mapping, x_moments: Mapping,
-                    *, gate_bias: float | None = None) -> list[Overlay]:
-    """The theory lines that apply to these runs (``rnn_overlays`` and ``gate_overlay``):
-    σ(b)^k for the memory gate when a gate bias was set, the mean-field rate for a tanh RNN
-    with Gaussian init, the Pascanu bound for an RNN. ``sources``: cell -> provenance
-    (``weights_source``); ``x_moments``: cell -> E[x²] of its inputs."""
+def theory_overlays(results: Mapping[str, ChainResult], params: Mapping[str, Mapping],
+                    x_moments: Mapping[str, float], *, gate_bias: float | None = None
+                    ) -> list[Overlay]:
+    """The theory lines that apply to these runs (:func:`theory_for`; drawn by
+    ``gate_overlay`` and ``rnn_overlays``): σ(b)^k for the memory gate when a gate bias was
+    set, the Pascanu bound for an Elman RNN, and the mean-field rate for a tanh one whose
+    weights were drawn i.i.d. Gaussian (its provenance). ``params``: cell -> its weights;
+    ``x_moments``: cell -> E[x²] of its inputs."""
     out: list[Overlay] = []
     norm = _plot_norm(results)
     if norm is None:
         return out
-    gated = [c for c in results if get_cell(c).memory_bias is not None]
+    theory = {c: theory_for(r) for c, r in results.items()}
+    gated = [c for c in results if theory[c].gate is not None]
     if gate_bias is not None and gated:
         r = results[gated[0]]
-        out.append(gate_overlay(r.chain.lags, gate_bias, r.shapes["n"], norm=norm,
+        out.append(gate_overlay(r.lags, gate_bias, r.shapes["n"], norm=norm,
                                 prefix="memory gate, zero weights", timescale=True,
                                 color="#000000", linestyle=(0, (5, 1.5, 1, 1.5, 1, 1.5))))
-    for c in ("rnn", "rnn-relu"):
-        if c in results:
-            w = sources[c]["weights_source"]
-            gaussian = (c == "rnn" and w.get("source") == "init"
+    for c, r in results.items():
+        if theory[c].elman:
+            w = r.provenance.weights
+            gaussian = (theory[c].mean_field and w.get("source") == "init"
                         and w.get("scheme") == "gaussian"
                         and _finite_input_var(params[c], x_moments[c]))
-            out += rnn_overlays(params[c], results[c].chain.lags, norm=norm,
-                                mean_field=gaussian, input_second_moment=x_moments[c], name=c)
+            out += rnn_overlays(params[c], r.lags, norm=norm, mean_field=gaussian,
+                                input_second_moment=x_moments[c], name=c)
     return out
 
 
-def _config_text(results: Mapping) -> str:
+def _config_text(results: Mapping[str, ChainResult]) -> str:
     first = next(iter(results.values()))
     sh = first.shapes
-    w = first.weights_source
+    w = first.provenance.weights
     init = f"{w['scheme']} init" if w.get("source") == "init" else "weights from file"
     same_n = all(r.shapes["n"] == sh["n"] for r in results.values())
     parts = [init] + ([f"n = {sh['n']}"] if same_n else []) + [f"T = {sh['T']} steps",
@@ -119,8 +134,8 @@ def _config_text(results: Mapping) -> str:
     return ", ".join(parts)
 
 
-def decay_figure(results: Mapping, overlays: Sequence[Overlay] = (), *,
-                 title: str | None = None):
+def decay_figure(results: Mapping[str, ChainResult], overlays: Sequence[Overlay] = (), *,
+                 title: str | None = None) -> Figure:
     """Gradient norm of each cell's memory block against lag (median, IQR band), with the
     cell-path-only products dashed and the theory ``overlays`` (:func:`plot_decay`, legend
     below the axes); returns the Figure.
@@ -133,12 +148,12 @@ def decay_figure(results: Mapping, overlays: Sequence[Overlay] = (), *,
     norm = NORMS[0] if NORMS[0] in norms else sorted(norms)[0]
     for r in results.values():
         if norm not in r.norms:
-            raise GateflowError(f"{r.cell} has no {norm} norms to plot next to the other cells; "
-                                "measure the same --norms for every cell")
+            raise GateflowError(f"{r.cell.name} has no {norm} norms to plot next to the other "
+                                "cells; measure the same norms for every cell")
     title = title or (f"Gradient decay over lag: {' vs '.join(results)}\n"
                       f"{_config_text(results)}; median over the batch, band = IQR")
-    chains = {c: r.chain for c, r in results.items()}
-    blocks = {c: get_cell(c).memory_block for c in results}
+    chains = dict(results)
+    blocks: dict[str, str] = {c: r.cell.memory_block for c, r in results.items()}
     if not any(ch.inputs for ch in chains.values()):
         return plot_decay(chains, blocks, overlays, norm=norm, title=title)
     with house_style():
@@ -153,14 +168,14 @@ def decay_figure(results: Mapping, overlays: Sequence[Overlay] = (), *,
     return fig
 
 
-def spectra_figure(results: Mapping, lags, *, title: str | None = None):
+def spectra_figure(results: Mapping[str, ChainResult], lags: Sequence[int], *,
+                   title: str | None = None) -> Figure:
     """Singular values of each cell's memory block at ``lags`` (first sequence), with the
     values float64 cannot resolve marked at their floor (:func:`plot_spectra`)."""
     title = title or (r"Singular values of the memory block $\partial s_T/\partial s_{T-k}$, "
                       f"sequence 0\n{_config_text(results)}")
-    return plot_spectra({c: r.chain for c, r in results.items()},
-                        {c: get_cell(c).memory_block for c in results}, lags=list(lags),
-                        title=title)
+    return plot_spectra(dict(results), {c: r.cell.memory_block for c, r in results.items()},
+                        lags=list(lags), title=title)
 
 
 # -- gateflow report ------------------------------------------------------------------------
@@ -180,7 +195,7 @@ class ReportFigure:
 
 
 
-def _iqr_decades(ms: Sequence[Any]) -> float:
+def _iqr_decades(ms: Sequence[Measured]) -> float:
     """The widest interquartile band (decades) of these runs' shown curves: what the
     captions state, from the very quantiles the figures draw (and data.json holds)."""
     from gateflow.analysis._analysis import summarize
@@ -194,7 +209,7 @@ def _iqr_decades(ms: Sequence[Any]) -> float:
     return float(max(widths))
 
 
-def _batch(ms: Sequence[Any]) -> int:
+def _batch(ms: Sequence[Measured]) -> int:
     m = ms[0]
     return int(np.shape(m.result.blocks[m.run.block][OBSERVERS[NORMS[0]].key])[1])
 
@@ -203,7 +218,7 @@ def _batch(ms: Sequence[Any]) -> int:
 THIN = 0.1
 
 
-def _chrono_text(ms: Sequence[Any]) -> list[str]:
+def _chrono_text(ms: Sequence[Measured]) -> list[str]:
     """"chrono initialisation ($T_{\\max} = 200$)" for the chrono runs among ``ms``, with
     the T_max they were given."""
     ts = sorted({m.run.chrono for m in ms if m.run.chrono is not None})
@@ -213,7 +228,7 @@ def _chrono_text(ms: Sequence[Any]) -> list[str]:
             f"{', '.join(given(t, style='latex') for t in ts)}$)"]
 
 
-def _span_decades(ms: Sequence[Any]) -> float:
+def _span_decades(ms: Sequence[Measured]) -> float:
     """How many decades the medians of these runs' shown curves span (finite values)."""
     from gateflow.analysis._analysis import summarize
 
@@ -223,7 +238,7 @@ def _span_decades(ms: Sequence[Any]) -> float:
     return float(values.max() - values.min()) if values.size else 0.0
 
 
-def _band_text(ms: Sequence[Any]) -> str:
+def _band_text(ms: Sequence[Measured]) -> str:
     """What the solid line and the band are, with the band's widest width (and "thin at
     this scale" only when it is at most :data:`THIN` of the decades the curves span)."""
     B = _batch(ms)
@@ -235,7 +250,8 @@ def _band_text(ms: Sequence[Any]) -> str:
             f"{sig(w)} decades wide{thin}")
 
 
-def _write(fig, folder: Path, name: str, formats: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+def _write(fig: Figure, folder: Path, name: str, formats: Sequence[str]
+           ) -> tuple[str, tuple[str, ...]]:
     svg = figure_bytes(fig, "svg")
     files = []
     for fmt in formats:
@@ -252,23 +268,23 @@ def _off_axis_text(off: Mapping[str, tuple[str, int]], what: Mapping[str, str]) 
     return ("; " + "; ".join(parts)) if parts else ""
 
 
-def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
+def report_figures(measured: Sequence[Measured], *, n: int, steps: int, scheme: str,
                    folder: Path, formats: Sequence[str] = ("png", "svg")) -> list[ReportFigure]:
     """The report's figures, each written as ``<name>.<fmt>`` in ``folder`` for every
     format in ``formats`` (of :data:`FIGURE_FORMATS`); returns them with their captions and
-    SVG renderings. ``measured``: the report's runs (``run.label``, ``.cell``, ``.block``,
-    ``.group``, ``.gate_bias``, ``result``: ChainResult, ``params``)."""
+    SVG renderings. ``measured``: the report's runs (:class:`Measured`: the run's label,
+    cell, block, group and gate bias, its ChainResult and parameters)."""
     from gateflow._validate import choose_many
     from gateflow.presentation._labels import direct_label, lag_tex, norm_tex
 
     formats = choose_many(formats, FIGURE_FORMATS, "figure format", allow_empty=True)
-    by_group: dict[str, list[Any]] = {}
+    by_group: dict[str, list[Measured]] = {}
     for m in measured:
         by_group.setdefault(m.run.group, []).append(m)
     figs = []
     cells = by_group["cells"]
     lags = cells[0].result.lags
-    rnn = next(m for m in cells if m.run.cell == "rnn")
+    rnn = next(m for m in cells if theory_for(m.result).mean_field)
     ovs = rnn_overlays(rnn.params, lags)
     title = f"RNN vs LSTM vs GRU, same init ({scheme}), n = {n}"
     fig = plot_decay({m.run.label: m.result for m in cells},
@@ -297,7 +313,7 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
         colors = {shown[m.run.label]: PALETTE[i % len(PALETTE)] for i, m in enumerate(ms)}
         ovs = [gate_overlay(lags, m.run.gate_bias, n, tex=tex, color=colors[shown[m.run.label]])
                for m in ms if m.run.gate_bias is not None]
-        cell = ms[0].run.cell.upper()
+        cell = ms[0].run.cell.name.upper()
         name = f"decay_{group.replace('-', '_')}"
         title = f"{cell}: effect of the {gate}-gate bias ${tex}$, n = {n}"
         fig = plot_decay({shown[m.run.label]: m.result for m in ms},
@@ -329,8 +345,8 @@ def report_figures(measured: Sequence[Any], *, n: int, steps: int, scheme: str,
     return figs
 
 
-def _spectra_caption(counts: Mapping[tuple[str, int], int], results: Mapping,
-                     blocks: Mapping[str, str], lags: Sequence[int]) -> str:
+def _spectra_caption(counts: Mapping[tuple[str, int], int], results: Mapping[str, ChainResult],
+                     blocks: Mapping[str, Block], lags: Sequence[int]) -> str:
     from gateflow.presentation._labels import lag_tex
     dim = {label: int(np.shape(r.singular_values[lags[0]][blocks[label]])[1])
            for label, r in results.items()}
@@ -351,7 +367,48 @@ def _spectra_caption(counts: Mapping[tuple[str, int], int], results: Mapping,
 
 
 # -- gateflow sweep -------------------------------------------------------------------------
-def sweep_heatmap(cs: Any, grid: Any):
+class SweepAxis(Protocol):
+    """The sweep's second axis: its values and its label."""
+
+    @property
+    def values(self) -> Sequence[float]: ...
+    @property
+    def label(self) -> str: ...
+
+
+class SweepCells(Protocol):
+    """One cell's memory horizons over a sweep's grid (``jobs._sweep.CellSweep``)."""
+
+    @property
+    def cell(self) -> str: ...
+    @property
+    def block(self) -> str: ...
+    @property
+    def sigma_w(self) -> Sequence[float]: ...
+    @property
+    def y(self) -> SweepAxis: ...
+    @property
+    def horizon(self) -> Sequence[Sequence[int | None]]: ...
+    @property
+    def regime(self) -> Sequence[Sequence[str | None]] | None: ...
+    @property
+    def factor(self) -> Sequence[Sequence[float]] | None: ...
+
+
+class SweepPoints(Protocol):
+    """The sweep's settings a heatmap states (``jobs._sweep.SweepGrid``)."""
+
+    @property
+    def T(self) -> int: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def B(self) -> int: ...
+    @property
+    def threshold(self) -> float: ...
+
+
+def sweep_heatmap(cs: SweepCells, grid: SweepPoints) -> Figure:
     """A heatmap of one cell's memory horizons (a CellSweep) over the sweep grid. Points
     whose vanishing curve never reaches the threshold show "≥ T"; points whose curve grows
     (exploding) are never painted as memory: grey, hatched, labelled with their per-step
@@ -385,7 +442,7 @@ def sweep_heatmap(cs: Any, grid: Any):
             else:
                 per = cs.factor[i][j] if cs.factor else float("nan")
                 text = {"exploding": f"↑×{factor(per)}", "neutral": "flat",
-                        "non-monotone": "turns"}.get(r, str(r))
+                        "non-monotone": "turns"}.get(str(r), str(r))
                 color = "darkred" if r == "exploding" else "black"
                 if r == "exploding":
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
@@ -397,7 +454,8 @@ def sweep_heatmap(cs: Any, grid: Any):
     ax.set_yticks(range(len(cs.y.values)), [given(v) for v in cs.y.values])
     ax.set_xlabel(r"recurrent weight scale $\sigma_w$  ($U \sim \mathcal{N}(0,\ \sigma_w^2/n)$)")
     ax.set_ylabel(cs.y.label)
-    ax.set_title(f"{cs.cell}: first lag $k$ (steps) with median {norm_label(NORMS[0], cs.block)}"
+    shown = norm_label(NORMS[0], Block.parse(cs.block))
+    ax.set_title(f"{cs.cell}: first lag $k$ (steps) with median {shown}"
                  f" $< {given(grid.threshold, style='latex')}$\n"
                  f"($n = {grid.n}$, $T = {T}$, $B = {grid.B}$; "
                  f"≥ {T}: never within $T$)", fontsize=10)
@@ -411,7 +469,7 @@ def sweep_heatmap(cs: Any, grid: Any):
 
 
 # -- gateflow lyapunov ----------------------------------------------------------------------
-def lyapunov_figure(res: Any):
+def lyapunov_figure(res: LyapunovResult) -> Figure:
     """The Lyapunov spectrum (exponent index i against λ_i, natural log per step): the
     batch median with the range over sequences, and the running estimate of λ₁…λ_min(K,8)
     against the number of steps (convergence)."""
@@ -427,7 +485,7 @@ def lyapunov_figure(res: Any):
         ax.axhline(0.0, color="#555555", linestyle=":", linewidth=1, label=r"$\lambda = 0$")
         ax.set_xlabel("exponent index i")
         ax.set_ylabel(r"$\lambda_i$ (natural log per step)")
-        ax.set_title(f"{res.cell}: Lyapunov spectrum (K = {res.k} of N = {res.state_dim})")
+        ax.set_title(f"{res.cell.name}: Lyapunov spectrum (K = {res.k} of N = {res.state_dim})")
         ax.legend(fontsize=8)
         if len(res.running_steps):
             for j in range(res.running.shape[2]):

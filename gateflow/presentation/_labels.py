@@ -16,54 +16,60 @@ import re
 from functools import cache
 
 from gateflow._validate import choose
+from gateflow.cells._block import Block
 from gateflow.cells._library import get_cell
+from gateflow.cells._record import Cell
 from gateflow.numeric._compile import compile_cell
 from gateflow.numeric._observers import OBSERVERS
 
 #: The formats of the direct-path labels: Unicode text, or LaTeX (also mathtext).
 FORMATS = ("text", "latex")
 
-__all__ = ["block_tex", "direct_coefficient", "direct_label", "direct_name", "lag_tex",
+#: The generic lag-k Jacobian ∂s_T/∂s_{T−k}, for labels about no block in particular.
+GENERIC = Block.of("s", "s")
+
+__all__ = ["GENERIC", "block_tex", "direct_coefficient", "direct_label", "direct_name", "lag_tex",
            "norm_label", "norm_tex", "run_label"]
 
 
 @cache
-def _coefficient(cell_name: str, state: str):
+def _coefficient(cell: Cell, state: str):
     from gateflow.symbolic._derive import derive
 
-    return derive(get_cell(cell_name)).direct(state)
+    return derive(cell).direct(state)
 
 
-def _state(cell, state: str | None) -> tuple[str, str]:
+def _state(cell: Cell | str, state: str | None) -> tuple[Cell, str]:
+    """The cell (a name is looked up here: these are public) and the state block, checked."""
     cell = get_cell(cell)
-    return cell.name, cell.memory_state if state is None else choose(state, cell.state,
-                                                                      "state block")
+    return cell, cell.memory_state if state is None else choose(state, cell.state,
+                                                                "state block")
 
 
-def direct_coefficient(cell, state: str | None = None, fmt: str = "text") -> str:
+def direct_coefficient(cell: Cell | str, state: str | None = None, fmt: str = "text") -> str:
     """The derived coefficient of s_{t−1} → s_t through the cell path (default state: the
     cell's :attr:`~gateflow.Cell.memory_state`), printed in ``fmt`` ("text" or "latex")
     with the cell's notation: ``"f_t"``, ``"1 − f_t"``, ``"u_t"``."""
-    name, s = _state(cell, state)
+    chosen, s = _state(cell, state)
     fmt = choose(fmt, FORMATS, "format")
-    kept = compile_cell(name).direct_labels  # printed when compiled: no SymPy on a cache hit
+    kept = compile_cell(chosen).direct_labels  # printed when compiled: no SymPy on a cache hit
     if s in kept:
         return kept[s][fmt]
     from gateflow.cells._notation import printer
 
-    return printer(get_cell(name), fmt).doprint(_coefficient(name, s))
+    return printer(chosen, fmt).doprint(_coefficient(chosen, s))
 
 
-def direct_label(cell, state: str | None = None, fmt: str = "text") -> str:
+def direct_label(cell: Cell | str, state: str | None = None, fmt: str = "text") -> str:
     """``"∏ diag(f_t)"`` (text) or ``r"\\prod\\,\\mathrm{diag}(f_t)"`` (mathtext/LaTeX)."""
     coef = direct_coefficient(cell, state, fmt)
     return f"∏ diag({coef})" if fmt == "text" else rf"\prod\,\mathrm{{diag}}({coef})"
 
 
-def direct_name(cell, state: str | None = None) -> str:
+def direct_name(cell: Cell | str, state: str | None = None) -> str:
     """A data-file name for the direct product: ``"prod_diag_f"``, ``"prod_diag_1_f"``."""
-    name, s = _state(cell, state)
-    body = re.sub(r"\W+", "_", str(_coefficient(name, s)).replace(" ", "")).strip("_")
+    chosen, s = _state(cell, state)
+    body = re.sub(r"\W+", "_", str(_coefficient(chosen, s)).replace(" ", "")).strip("_")
     return f"prod_diag_{body}"
 
 
@@ -73,11 +79,11 @@ def norm_tex(norm: str, block: str) -> str:
     return OBSERVERS[norm].label.replace("{J}", block)
 
 
-def lag_tex(block: str | None = None) -> str:
-    """LaTeX (and mathtext) of the lag-k Jacobian of ``block`` ("X/Y"), without dollars:
-    ``"c/c"`` -> ``\\partial c_T/\\partial c_{T-k}``; the generic ∂s_T/∂s_{T−k} if None."""
-    out, inp = block.split("/") if block is not None else ("s", "s")
-    return rf"\partial {_at(out, 'T')}/\partial {_at(inp, 'T-k')}"
+def lag_tex(block: Block | None = None) -> str:
+    """LaTeX (and mathtext) of the lag-k Jacobian of ``block`` (X/Y), without dollars:
+    ``c/c`` -> ``\\partial c_T/\\partial c_{T-k}``; the generic ∂s_T/∂s_{T−k} if None."""
+    b = GENERIC if block is None else block
+    return rf"\partial {_at(b.out, 'T')}/\partial {_at(b.wrt, 'T-k')}"
 
 
 def _at(name: str, time: str) -> str:
@@ -89,13 +95,13 @@ def _at(name: str, time: str) -> str:
     return f"{name}_{time}" if len(time) == 1 else f"{name}_{{{time}}}"
 
 
-def norm_label(norm: str, block: str | None = None) -> str:
+def norm_label(norm: str, block: Block | None = None) -> str:
     """``$\\|∂s_T/∂s_{T−k}\\|_F$`` for figures: the norm of ``block`` ("X/Y") or of the
     generic ∂s_T/∂s_{T−k}."""
     return "$" + norm_tex(norm, lag_tex(block)) + "$"
 
 
-def block_tex(block: str) -> str:
+def block_tex(block: Block) -> str:
     """``"c/h"`` -> ``$\\partial c_T/\\partial h_{T-k}$``."""
     return "$" + lag_tex(block) + "$"
 

@@ -1,6 +1,8 @@
 """THE number formats of gateflow's pages, tables and figures: one policy, used by the
-report's text and tables (:mod:`._report`), the console tables (:mod:`._console`) and the
-figures' labels and log-axis ticks (:mod:`._plot`, :mod:`._figures`).
+report's text and tables (:mod:`._report`), the console tables (:mod:`._console`), the
+figures' labels and log-axis ticks (:mod:`._plot`, :mod:`._figures`) and the lines the jobs
+print or write as text (``Analysis``'s table, sweep.json's definition). Messages of the
+layers below presentation write a user's own value back as they got it and do not use it.
 
 The policy:
 
@@ -11,6 +13,9 @@ The policy:
   ±1 gets up to :data:`EXTRA` more digits, so that a factor of 0.9996 per step never reads
   as ``1.00`` (a flat curve). :func:`sig`, and by kind :func:`factor`, :func:`steps`.
 * An **R²** shows three decimals (:func:`r2`), with the same rule near 1.
+* A **logarithm** (a mean log10 norm, a Lyapunov exponent in nats per step) shows a fixed
+  number of decimals (:func:`fixed`): its decimals are the relative precision of the
+  number it is the logarithm of, the same at every size (``-12.345``, ``-0.634``).
 * A **given** number (a setting: a gate bias, a threshold, a grid value) is written exactly
   and as short as it reads back: ``0``, ``3``, ``0.2``, ``10⁻⁶`` (:func:`given`).
 * Outside ``[10⁻⁴, 10⁶)`` a number is a power of ten: ``2.50 × 10⁻⁷`` in text,
@@ -31,11 +36,13 @@ number copied must read back: ``-0.634``, ``2.50e-07``). Nothing here imports ma
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import SupportsFloat
 
-__all__ = ["DIGITS", "EXTRA", "MAX_TICKS", "STYLES", "decade_step", "factor", "given",
-           "log_ticks", "power", "r2", "sig", "steps"]
+__all__ = ["DIGITS", "EXTRA", "MAX_TICKS", "STYLES", "decade_step", "factor", "fixed",
+           "given", "log_ticks", "power", "r2", "sig", "steps"]
 
+#: What a formatter takes: a number (Python's, NumPy's), or None for one that is missing.
+Number = SupportsFloat | None
 #: Significant digits of a measured number.
 DIGITS = 3
 #: At most this many more digits for a value that would otherwise round to ±1.
@@ -59,7 +66,7 @@ def _style(style: str) -> str:
     return style
 
 
-def _finite(x: Any, style: str, none: str) -> tuple[str | None, float]:
+def _finite(x: Number, style: str, none: str) -> tuple[str | None, float]:
     """``(text, nan)`` for a value that is not a finite number (``none`` for None or NaN, ``∞``
     for an infinity), ``(None, float(x))`` for a finite one; ``style`` checked first."""
     _style(style)
@@ -112,7 +119,7 @@ def _round_sig(v: float, digits: int) -> str:
     return text
 
 
-def sig(x: Any, digits: int = DIGITS, *, style: str = "text", none: str = "—") -> str:
+def sig(x: Number, digits: int = DIGITS, *, style: str = "text", none: str = "—") -> str:
     """A measured number to ``digits`` significant digits (the module's policy): ``none``
     for None or NaN, ``∞`` for an infinity."""
     missing, v = _finite(x, style, none)
@@ -131,17 +138,17 @@ def sig(x: Any, digits: int = DIGITS, *, style: str = "text", none: str = "—")
     return _scientific(mant, int(exp), style)
 
 
-def factor(x: Any, *, style: str = "text", none: str = "—") -> str:
+def factor(x: Number, *, style: str = "text", none: str = "—") -> str:
     """A per-step factor (10^slope): :func:`sig`; distinct from 1 unless it is 1."""
     return sig(x, style=style, none=none)
 
 
-def steps(x: Any, *, style: str = "text", none: str = "—") -> str:
+def steps(x: Number, *, style: str = "text", none: str = "—") -> str:
     """A number of steps that was measured or fitted (an e-folding lag): :func:`sig`."""
     return sig(x, style=style, none=none)
 
 
-def r2(x: Any, *, style: str = "text", none: str = "—") -> str:
+def r2(x: Number, *, style: str = "text", none: str = "—") -> str:
     """A coefficient of determination: three decimals (``0.963``), more if that would
     read 1.000 for a value that is not 1; ``none`` when it is undefined."""
     missing, v = _finite(x, style, none)
@@ -155,7 +162,17 @@ def r2(x: Any, *, style: str = "text", none: str = "—") -> str:
     return _signed(text, style)
 
 
-def given(x: Any, *, style: str = "text", none: str = "—") -> str:
+def fixed(x: Number, places: int = 3, *, style: str = "text", none: str = "—") -> str:
+    """A logarithm (a log10 norm, an exponent in nats per step) to ``places`` decimals,
+    never in powers of ten: ``-12.345``, ``-0.634``; ``−∞`` (``-inf`` plain) where the
+    number it is the logarithm of is 0; ``none`` for None or NaN."""
+    missing, v = _finite(x, style, none)
+    if missing is not None:
+        return missing
+    return _signed(f"{v:.{places}f}", style)
+
+
+def given(x: Number, *, style: str = "text", none: str = "—") -> str:
     """A number that was given, not measured (a bias, a threshold, a grid value): exact,
     as short as it reads back: ``0``, ``-2`` (``−2``), ``0.2``, ``10⁻⁶``,
     ``2.5 × 10⁻⁷``."""

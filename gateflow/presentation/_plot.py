@@ -31,16 +31,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._validate import choose, choose_many
 from gateflow.analysis._analysis import FROBENIUS, Summary, summarize
-from gateflow.cells._library import get_cell
+from gateflow.cells._block import Block
 from gateflow.numeric._observers import NORMS, OBSERVERS
+from gateflow.numeric._result import ChainResult
 from gateflow.presentation._labels import block_tex, direct_label, norm_label
 from gateflow.presentation._numbers import given, log_ticks, power, sig
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Okabe & Ito (2008), without yellow (too faint on white paper).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -307,7 +313,10 @@ def _axes(ax, legend: str | None, height: float = 4.3):
     return fig, fig.add_subplot()
 
 
-def _blocks_for(results: Mapping, block_for_each) -> dict[str, str]:
+def _blocks_for(results: Mapping[str, ChainResult],
+                block_for_each: Mapping[str, str] | str | None) -> dict[str, Block]:
+    """The block to draw of each result, as the result's own :class:`Block` (a name given
+    by a caller is matched against the blocks measured, once, here)."""
     out = {}
     for label, res in results.items():
         if isinstance(block_for_each, Mapping):
@@ -315,11 +324,12 @@ def _blocks_for(results: Mapping, block_for_each) -> dict[str, str]:
         else:
             b = block_for_each
         if b is None:  # the cell's memory block (Cell.memory_block: c/c for LSTMs, else h/h)
-            b = get_cell(res.cell).memory_block
-        if b not in res.blocks:
-            raise GateflowError(f"result {label!r} ({res.cell}) has no block {b!r}; "
+            b = res.cell.memory_block
+        measured: dict[str, Block] = {k: k for k in res.blocks}
+        if b not in measured:
+            raise GateflowError(f"result {label!r} ({res.cell.name}) has no block {b!r}; "
                                 f"it has {', '.join(res.blocks)}")
-        out[label] = b
+        out[label] = measured[b]
     return out
 
 
@@ -374,10 +384,12 @@ def _color(colors: Mapping | None, label: str, i: int) -> str:
     return (colors or {}).get(label, PALETTE[i % len(PALETTE)])
 
 
-def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
+def plot_decay(results: Mapping[str, ChainResult],
+               block_for_each: Mapping[str, str] | str | None = None,
                overlays: Sequence[Overlay] = (), path=None, *, norm: str = NORMS[0],
                direct: bool | Sequence[str] = True, title: str | None = None,
-               colors: Mapping | None = None, legend: str | None = "below", ax=None):
+               colors: Mapping[str, str] | None = None, legend: str | None = "below",
+               ax: Axes | None = None) -> Figure:
     """Gradient norm ‖∂s_T/∂s_{T−k}‖ against lag k, one colour per result.
 
     The y axis frames the measured curves and bands; the theory lines are drawn where they
@@ -422,7 +434,7 @@ def plot_decay(results: Mapping, block_for_each: Mapping | str | None = None,
             drawn += [s.median, s.q25, s.q75]
             want = direct if isinstance(direct, bool) else label in direct
             if want and res.direct:
-                state = b.split("/")[1] if b.split("/")[1] in res.direct else next(iter(res.direct))
+                state = b.wrt if b.wrt in res.direct else next(iter(res.direct))
                 path_tex = direct_label(res.cell, state, "latex")
                 dd = summarize(res.direct[state][key], res.lags)
                 ax.plot(dd.lags, _pow10(dd.median), color=color, linestyle="--", linewidth=1.4,
@@ -455,10 +467,11 @@ def _finish(fig, ax, lags, xlabel: str, ylabel: str, title: str, legend, path) -
 _INPUT_STYLES = ("-", "--", "-.", ":")
 
 
-def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None = None,
+def plot_input_sensitivity(results: Mapping[str, ChainResult],
+                           blocks: Sequence[str] | str | None = None,
                            path=None, *, norm: str = NORMS[0], title: str | None = None,
-                           colors: Mapping | None = None, legend: str | None = "below",
-                           ax=None):
+                           colors: Mapping[str, str] | None = None,
+                           legend: str | None = "below", ax: Axes | None = None) -> Figure:
     """Input sensitivity ‖∂X_T/∂x_{T−k}‖ against input lag k = 0..T−1 (x_T, the last input,
     is lag 0): the median over the batch with its interquartile band, as
     :func:`plot_decay` draws it, one curve per result and input block (colour: the result,
@@ -479,9 +492,10 @@ def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None 
                             "all_lags with blocks=(..., 'h/x')")
     key = OBSERVERS[choose(norm, NORMS, "norm")].key
     _check_legend(legend)
-    names = [b for r in measured.values() for b in r.inputs]
-    wanted = (tuple(dict.fromkeys(names)) if blocks is None
-              else choose_many(blocks, tuple(dict.fromkeys(names)), "input block"))
+    names: dict[str, Block] = {b: b for r in measured.values() for b in r.inputs}  # their own
+    wanted: tuple[Block, ...] = (
+        tuple(names.values()) if blocks is None
+        else tuple(names[b] for b in choose_many(blocks, tuple(names), "input block")))
     with house_style():
         fig, ax = _axes(ax, legend)
         log_axis(ax)
@@ -498,16 +512,17 @@ def plot_input_sensitivity(results: Mapping, blocks: Sequence[str] | str | None 
                 drawn += [s.median, s.q25, s.q75]
         _frame(ax, drawn)
         # "X/y_lj" (a stack's layer output, what a hook sees) sits beside "X/x"
-        source = {b.split("/")[1][:1] for b in wanted}
+        source = {b.wrt[:1] for b in wanted}
         _finish(fig, ax, [r.input_lags for r in measured.values()], "input lag k (steps)",
-                f"input sensitivity {norm_label(norm, 's/x')}" if source == {"x"} else
-                f"layer-output sensitivity {norm_label(norm, 's/y')}" if source == {"y"} else
+                f"input sensitivity {norm_label(norm, Block.of('s', 'x'))}" if source == {"x"}
+                else f"layer-output sensitivity {norm_label(norm, Block.of('s', 'y'))}"
+                if source == {"y"} else
                 "sensitivity to inputs and layer outputs",
                 title or "Input sensitivity (median, band: interquartile range)", legend, path)
     return fig
 
 
-def _spectrum(res, label: str, k: int, block: str, item: int) -> np.ndarray:
+def _spectrum(res: ChainResult, label: str, k: int, block: Block, item: int) -> np.ndarray:
     """The log10 singular values of one result's block at lag k, largest first."""
     sv = res.singular_values.get(k, {}).get(block)
     if sv is None:
@@ -527,7 +542,8 @@ def unresolved(log10_sv) -> np.ndarray:
     return np.nonzero(s < s[0] + NOISE_DECADES)[0] + 1
 
 
-def unresolved_counts(results: Mapping, block_for_each: Mapping | str | None,
+def unresolved_counts(results: Mapping[str, ChainResult],
+                      block_for_each: Mapping[str, str] | str | None,
                       lags: Sequence[int], *, item: int = 0) -> dict[tuple[str, int], int]:
     """(label, lag) -> how many singular values :func:`plot_spectra` draws at the floor
     (:func:`unresolved`), for the same arguments."""
@@ -536,10 +552,11 @@ def unresolved_counts(results: Mapping, block_for_each: Mapping | str | None,
             for k in lags for label, res in results.items()}
 
 
-def plot_spectra(results: Mapping, block_for_each: Mapping | str | None = None,
+def plot_spectra(results: Mapping[str, ChainResult],
+                 block_for_each: Mapping[str, str] | str | None = None,
                  lags: Sequence[int] | None = None, path=None, *, item: int = 0,
-                 title: str | None = None, colors: Mapping | None = None,
-                 legend: str | None = "below"):
+                 title: str | None = None, colors: Mapping[str, str] | None = None,
+                 legend: str | None = "below") -> Figure:
     """Singular values of ∂s_T/∂s_{T−k}, sorted, for one batch element (``item``), one panel
     per lag, one colour per result. The results need ``all_lags(..., singular_lags=...)``.
 

@@ -34,8 +34,11 @@ import base64
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING
 
+from gateflow.cells._block import Block
+from gateflow.cells._library import read_cell
+from gateflow.cells._record import Cell
 from gateflow.presentation._labels import (
     direct_coefficient,
     direct_label,
@@ -44,6 +47,9 @@ from gateflow.presentation._labels import (
     run_label,
 )
 from gateflow.presentation._numbers import factor, given, r2, sig, steps
+
+if TYPE_CHECKING:  # the figures are drawn by the job; here only their captions and SVG
+    from gateflow.presentation._figures import ReportFigure
 
 __all__ = ["narrative", "render_report", "report_context", "verdict"]
 
@@ -63,8 +69,9 @@ def shown_fit(run: Mapping) -> Mapping:
 
 
 def _norm(block: str | None = None) -> str:
-    """``$\\|\\partial c_T/\\partial c_{T-k}\\|_F$`` for the report's norm."""
-    return f"${norm_tex('frobenius', lag_tex(block))}$"
+    """``$\\|\\partial c_T/\\partial c_{T-k}\\|_F$`` for the report's norm (``block``:
+    as data.json writes it)."""
+    return f"${norm_tex('frobenius', lag_tex(None if block is None else Block.parse(block)))}$"
 
 
 def _thr(data: Mapping) -> str:
@@ -138,10 +145,16 @@ def efold_text(fit: Mapping) -> str:
 # -- the words ---------------------------------------------------------------------------------
 @cache
 def _derived(name: str):
-    from gateflow.cells._library import get_cell
+    """The cell a name of the report stands for (as data.json names it: the one place the
+    pages turn a name into a :class:`Cell`) and its derivation."""
     from gateflow.symbolic._derive import derive
 
-    return get_cell(name), derive(get_cell(name))
+    cell = read_cell(name)
+    return cell, derive(cell)
+
+
+def _cell(name: str) -> Cell:
+    return _derived(name)[0]
 
 
 def _equation(name: str, node: str) -> str:
@@ -189,14 +202,15 @@ def claim() -> list[str]:
         f"${_equation('lstm', 'c')}$ and ${_equation('lstm', 'h')}$. Because the cell is "
         f"updated by addition, its one-step Jacobian is ${_jacobian('lstm', 'c/c')}$, so "
         f"along the cell the gradient is the product of the forget gates, "
-        f"${direct_label('lstm', fmt='latex')}$: it stays close to 1 for as long as the "
+        f"${direct_label(_cell('lstm'), fmt='latex')}$: it stays close to 1 for as long as the "
         "forget gate stays open. That is how the LSTM is meant to fix the plain RNN's "
         "vanishing gradient.",
         "The GRU simplifies this to two gates and no separate cell: a reset gate "
         f"${r}$ and an update gate ${z}$, with ${_equation('gru', 'h')}$. One term of its "
-        f"one-step Jacobian is $\\operatorname{{diag}}({direct_coefficient('gru', fmt='latex')})$"
+        f"one-step Jacobian is $\\operatorname{{diag}}("
+        f"{direct_coefficient(_cell('gru'), fmt='latex')})$"
         f", the path that copies $h_{{t-1}}$ forward; along it the gradient is "
-        f"${direct_label('gru', fmt='latex')}$.",
+        f"${direct_label(_cell('gru'), fmt='latex')}$.",
         "This report tests the claim. It measures the exact Jacobians of the three cells "
         "(derived symbolically from their equations; every one is shown in the last "
         "sections) along random input sequences: how fast the gradient norm falls with the "
@@ -230,7 +244,7 @@ def _gates_alone(cell: str, fit: Mapping, rnn: Mapping) -> str:
     """The gate-only product of ``cell`` against σ(0) = 1/2 and the RNN's factor."""
     f, g = fit["per_step_factor"], rnn["per_step_factor"]
     level = ("close to" if abs(f - 0.5) <= NEAR_HALF else "above" if f > 0.5 else "below")
-    return (f"${direct_label(cell, fmt='latex')}$ changes by ×{factor(f)} per step, {level} "
+    return (f"${direct_label(_cell(cell), fmt='latex')}$ changes by ×{factor(f)} per step, {level} "
             f"$\\sigma(0) = 0.5$ and {'above' if f > g else 'below'} the RNN's ×{factor(g)}")
 
 
@@ -451,13 +465,13 @@ def lyapunov_paragraph(data: Mapping) -> str:
 
 
 # -- the tables ----------------------------------------------------------------------------
-def _table(headers: list[str], rows: list[list[str]]) -> dict[str, Any]:
+def _table(headers: list[str], rows: list[list[str]]) -> dict[str, object]:
     return {"headers": headers, "rows": rows}
 
 
 def _block_label(block: str) -> str:
-    """``"c/c"`` -> ``$\\partial c_T/\\partial c_{T-k}$``."""
-    return f"${lag_tex(block)}$"
+    """``"c/c"`` (as data.json writes it) -> ``$\\partial c_T/\\partial c_{T-k}$``."""
+    return f"${lag_tex(Block.parse(block))}$"
 
 
 def _fit_rows(data: Mapping) -> list[list[str]]:
@@ -465,8 +479,9 @@ def _fit_rows(data: Mapping) -> list[list[str]]:
     for r in data["runs"]:
         shown = [(_block_label(r["block"]), shown_fit(r))]
         if r.get("direct_fit") is not None and r["group"] == "cells":
-            state = r["block"].split("/")[1]
-            shown.append((f"${direct_label(r['cell'], state, 'latex')}$", r["direct_fit"]))
+            state = Block.parse(r["block"]).wrt
+            shown.append((f"${direct_label(_cell(r['cell']), state, 'latex')}$",
+                           r["direct_fit"]))
         for b, f in shown:
             rows.append([run_label(r["label"]), b, f["regime"], factor(f["per_step_factor"]),
                          r2(f["r2"]), efold_text(f), horizon(f, data)])
@@ -598,7 +613,7 @@ def equations_tex(name: str) -> str:
     return aligned([(lhs, f"= {rhs}") for lhs, rhs in rows])
 
 
-def cells_math() -> list[dict[str, Any]]:
+def cells_math() -> list[dict[str, object]]:
     """Per cell: its name, summary, reference, equations and the one-step Jacobians of the
     blocks shown (LaTeX), all printed from the cell and its derivation."""
     out = []
@@ -611,7 +626,7 @@ def cells_math() -> list[dict[str, Any]]:
 
 
 # -- the context and the pages ---------------------------------------------------------------
-def _figure(f: Any) -> dict[str, Any]:
+def _figure(f: ReportFigure) -> dict[str, object]:
     image = next((x for x in f.files if x.endswith((".svg", ".png"))), None)
     return {"name": f.name, "title": f.title, "caption": f.caption, "svg": f.svg,
             "files": list(f.files), "image": image}
@@ -626,7 +641,7 @@ def _transient(lyap: Mapping | None) -> str:
             if t == 1 else f"the first {t} steps discarded")
 
 
-def report_context(data: Mapping[str, Any], figures: Iterable[Any] = ()) -> dict[str, Any]:
+def report_context(data: Mapping, figures: Iterable[ReportFigure] = ()) -> dict[str, object]:
     """Everything the templates show, built once for both pages: words (inline markup),
     tables (header and rows of inline markup), figures and formulas (LaTeX)."""
     from gateflow.analysis._analysis import GOOD_R2, NEUTRAL_DECADES, TURN_DECADES
@@ -746,13 +761,13 @@ def _environment(page: str):
     return env
 
 
-def render_page(context: Mapping[str, Any], page: str) -> str:
+def render_page(context: Mapping[str, object], page: str) -> str:
     """One page (``"md"`` or ``"html"``) of the report from its context."""
     text = _environment(page).get_template("report.j2").render(**context, page=page)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def render_report(data: Mapping[str, Any], figures: Iterable[Any] = ()) -> tuple[str, str]:
+def render_report(data: Mapping, figures: Iterable[ReportFigure] = ()) -> tuple[str, str]:
     """(index.md, index.html) of the report from its ``data`` (as saved in data.json) and
     its figures (:class:`~gateflow.presentation._figures.ReportFigure`)."""
     context = report_context(data, figures)

@@ -38,8 +38,9 @@ from itertools import islice, product
 
 import sympy as sp
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow._validate import closest, shown, whole
+from gateflow.cells._block import Block
 from gateflow.cells._library import get_cell
 from gateflow.cells._notation import negative, partial, printer, time_name
 from gateflow.cells._record import INPUT, Cell, MatVecAtom
@@ -197,8 +198,8 @@ class Structure:
         if not isinstance(block, str) or block not in self.blocks:
             raise GateflowError(f"cell {self.cell.name!r} has no block {shown(block)}"
                                 f"{closest(block, self.blocks)}")
-        out, inp = block.split("/")
-        return out, inp
+        found = Block.parse(block)  # a block of this structure: its parts, parsed once
+        return found.out, found.wrt
 
     def block(self, block: str, *, chained: bool = False) -> LinOp:
         """∂X_t/∂Y_{t−1} for ``block = "X/Y"`` (∂X_t/∂x_t for ``"X/x"`` of the input
@@ -268,11 +269,11 @@ class Structure:
     def check_steps(self, k) -> int:
         """``k`` as an int in 1 … :attr:`max_steps`; a one-line :class:`GateflowError` otherwise
         (before any symbolic work)."""
-        k = whole(k, "--steps")
-        self._state_only("--steps")
+        k = whole(k, arg("steps"))
+        self._state_only(arg("steps"))
         if k > self.max_steps:
             raise GateflowError(
-                f"--steps {k} is too many to expand symbolically (limit {self.max_steps} "
+                f"{arg('steps')} {k} is too many to expand symbolically (limit {self.max_steps} "
                 f"for {self.cell.name}: at most {MAX_EXPANSION_NODES} expression nodes, a few "
                 "seconds); use `gateflow decay` for numbers at long lags")
         return k
@@ -282,8 +283,8 @@ class Structure:
         if self.is_input:
             raise GateflowError(f"{what} expands the state Jacobian ∂s_t/∂s_{{t−k}}; an input "
                                 "block at lag k is ∂X_t/∂x_{t−k} = ∂X_t/∂s_{t−k} "
-                                "∂s_{t−k}/∂x_{t−k}: use gateflow decay --blocks X/x for its "
-                                "numbers")
+                                f"∂s_{{t−k}}/∂x_{{t−k}}: use gateflow decay ({arg('blocks')} X/x) "
+                                "for its numbers")
 
     @cached_property
     def max_steps(self) -> int:
@@ -335,7 +336,7 @@ class Structure:
         for m in sys.matvecs:
             arg = sys.rhs.get(m.arg) if m.arg in sys.composites else sp.Symbol(m.arg)
             sub[m.symbol] = sp.Symbol(m.weight) * arg
-        out = {}
+        out: dict[str, sp.Expr] = {}
         for b in self.cell.blocks:
             expr = self.block(b).scalar()
             for _ in range(3):  # composite arguments may contain products themselves

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from gateflow.cells._block import Block
 from gateflow.cells._notation import partial
 from gateflow.cells._record import INPUT, Cell
 from gateflow.cells._stack import above, emitted, output_blocks
@@ -66,14 +67,14 @@ def render_outputs(cell: Cell, fmt: str, block: str | None = None) -> list[str]:
     if not output_blocks(cell):
         return []
     out = _definition(fmt)
-    wanted = output_blocks(cell) if block is None else (block,)
+    wanted = output_blocks(cell) if block is None else (Block.parse(block),)
     for b in wanted:
-        X, y = b.split("/")
+        X, y = b.out, b.wrt
         up = above(cell, y)
-        lhs = _X.sub(f"{y}_", partial(f"{X}/{INPUT}", fmt))
+        on_x = Block.of(X, INPUT)  # ∂X_t/∂y_t is the input Jacobian of the layers above
+        lhs = _X.sub(f"{y}_", partial(on_x, fmt))
         if up is not None and X in up.state:
-            forms = [_X.sub(f"{y}_", f)
-                     for f in block_forms(derive_input(up), f"{X}/{INPUT}", fmt)]
+            forms = [_X.sub(f"{y}_", f) for f in block_forms(derive_input(up), on_x, fmt)]
         elif block is None:
             continue  # print the nonzero same-step Jacobians only
         else:

@@ -6,7 +6,7 @@ elementwise products as ⊙, σ' as f_t ⊙ (1 − f_t), relu' as 𝟙[h_t > 0].
 
 from __future__ import annotations
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow._validate import choose
 from gateflow.cells._notation import (
     TeXPrinter,
@@ -36,6 +36,7 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
     s = derive(cell)
     cell = s.cell
     choose(fmt, FORMATS, "format")
+    blocks: list[str]
     if block is None:
         blocks = [*cell.blocks, *cell.input_blocks]
     else:
@@ -44,9 +45,9 @@ def render(cell: Cell | str, fmt: str = "text", block: str | None = None, steps:
         blocks = [] if block in hooks else [block]
     state_blocks = [b for b in blocks if b in cell.blocks]
     if block is not None and not state_blocks and steps != 1:
-        raise GateflowError(f"--steps expands state blocks (∂X_t/∂Y_{{t−k}}); {block} is an "
-                            "input block: drop --steps, or use gateflow decay --blocks "
-                            f"{block} for its numbers at every lag")
+        raise GateflowError(f"{arg('steps')} expands state blocks (∂X_t/∂Y_{{t−k}}); {block} "
+                            f"is an input block: drop {arg('steps')}, or use gateflow decay "
+                            f"({arg('blocks')} {block}) for its numbers at every lag")
     steps = s.check_steps(steps)
     inputs = derive_input(cell) if any(b in cell.input_blocks for b in blocks) else None
     out: list[str] = []

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg
 from gateflow.cells._record import Cell
 from gateflow.models._checks import clip
 from gateflow.models.formats import (
@@ -203,7 +203,7 @@ def _read_models(path: Path, what: str, rename) -> Found:
     reader = reader_for(path, what)
     if rename is not None:
         if reader.read is None:
-            raise GateflowError(f"--map renames arrays of .npz, .safetensors, .pt files; "
+            raise GateflowError(f"{arg('rename')} renames arrays of .npz, .safetensors, .pt files; "
                                 f"{clip(repr(str(path)), 80)} is {reader.what}, whose modules "
                                 "are named by the model itself")
         renamed = _foreign.rename(read_arrays(path, what), rename, clip(repr(path.name), 60))

@@ -30,7 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg, as_given
 from gateflow._validate import shown
 from gateflow.cells._library import CELLS
 from gateflow.models._checks import clip, names
@@ -53,11 +53,18 @@ _ORDER = {"LSTM": "gate order i, f, g, o", "GRU": "gate order r, z, n",
           "RNN": "one block; tanh or relu is not in the arrays"}
 _KERAS_ORDER = {4: "LSTM (gate order i, f, c, o)", 3: "GRU (gate order z, r, h)",
                 1: "SimpleRNN"}
-_ACTIVATIONS = ("the activations are not in the file: sigmoid gates and tanh assumed "
-                "(Keras 3's defaults; Keras 2's LSTM and GRU gates defaulted to hard_sigmoid: "
-                "give --cell '{family}[gate=hard_sigmoid(0.2,0.5)]' for those)")
-_TORCH_ACTIVATIONS = ("the activations are not in the file: PyTorch's (sigmoid gates, tanh) "
-                      "assumed; give --cell FAMILY[...] for others")
+
+
+def _activations(family: str) -> str:
+    return ("the activations are not in the file: sigmoid gates and tanh assumed (Keras 3's "
+            "defaults; Keras 2's LSTM and GRU gates defaulted to hard_sigmoid: give "
+            f"{as_given('cell')} '{family}[gate=hard_sigmoid(0.2,0.5)]' for those)")
+
+
+def _torch_activations() -> str:
+    return ("the activations are not in the file: PyTorch's (sigmoid gates, tanh) assumed; "
+            f"give {as_given('cell')} FAMILY[...] for others")
+
 _LISTED = 6
 
 
@@ -91,13 +98,13 @@ def _torch_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
         keys = [k for ks in several.values() for k in ks]
         if any(len(ks) > 1 for ks in several.values()):
             skipped.append(f"arrays {_listed(keys)} end like PyTorch recurrent weights but name "
-                           "one weight twice (w_ih and weight_ih); name them with --map "
-                           "OLD=NEW")
+                           "one weight twice (w_ih and weight_ih); name them with "
+                           f"{as_given('rename')} OLD=NEW")
             continue
         named = {t: ks[0] for t, ks in several.items()}
         if not any(t.startswith("weight_hh") for t in named):
             skipped.append(f"arrays {_listed(keys)} end like PyTorch recurrent weights but have "
-                           "no w_hh/weight_hh; name them with --map OLD=NEW")
+                           f"no w_hh/weight_hh; name them with {as_given('rename')} OLD=NEW")
             continue
         sd = {t: np.asarray(raw[k]) for t, k in named.items()}
         module = _module(prefix)
@@ -106,12 +113,12 @@ def _torch_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
         except GateflowError as exc:
             skipped.append(f"arrays {_listed(keys)} end like PyTorch recurrent weights but fit "
                            f"no nn.RNN/LSTM/GRU ({clip(str(exc), 160)}); name them with "
-                           "--map OLD=NEW")
+                           f"{as_given('rename')} OLD=NEW")
             continue
         base = rec.kind.removeprefix("nn.").removesuffix("Cell")
         said = (f"arrays {_listed(keys)} read as PyTorch {rec.kind} weights ({_ORDER[base]}) "
                 "from their suffixes and shapes"
-                + (f"; {_TORCH_ACTIVATIONS}" if base != "RNN" else ""))
+                + (f"; {_torch_activations()}" if base != "RNN" else ""))
         what = f"module {module!r}" if module else "the arrays"
         found.append(replace(rec, where=where_of(raw, keys[0]), activations_declared=False,
                              assumed=(said, *precision(raw, keys, what))))
@@ -154,7 +161,7 @@ def _keras_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
         keys = [k for ks in several.values() for k in ks]
         if any(len(ks) > 1 for ks in several.values()):
             skipped.append(f"arrays {_listed(keys)} end like a Keras recurrent cell's variables "
-                           "but name one twice; name them with --map OLD=NEW")
+                           f"but name one twice; name them with {as_given('rename')} OLD=NEW")
             continue
         named = {t: ks[0] for t, ks in several.items()}
         k = np.asarray(raw[named["recurrent_kernel"]])
@@ -170,7 +177,7 @@ def _keras_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
             shapes = ", ".join(f"{t} {np.shape(raw[key])}" for t, key in named.items())
             skipped.append(f"arrays {_listed(keys)} end like a Keras recurrent cell's variables "
                            f"but their shapes ({shapes}) fit no LSTM, GRU or SimpleRNN; name "
-                           "them with --map OLD=NEW")
+                           f"them with {as_given('rename')} OLD=NEW")
             continue
         assert w is not None
         sd, gru_cell = _keras_to_torch(gates, w, k, b)
@@ -179,15 +186,15 @@ def _keras_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
             rec = _pytorch._describe(module, sd)
         except GateflowError as exc:  # checked above; a dtype or size it still refuses
             skipped.append(f"arrays {_listed(keys)} end like a Keras recurrent cell's variables "
-                           f"but fit none ({clip(str(exc), 160)}); name them with --map "
-                           "OLD=NEW")
+                           f"but fit none ({clip(str(exc), 160)}); name them with "
+                           f"{as_given('rename')} OLD=NEW")
             continue
         notes = [rec.note] if rec.note else []
         if gates == 3:
             if gru_cell is None:
                 rec = replace(rec, cell=None, cells=("gru", "gru-cho"))
-                notes.append("a GRU without bias has no sign of reset_after: give --cell gru "
-                             "(reset_after=True) or gru-cho")
+                notes.append("a GRU without bias has no sign of reset_after: give "
+                             f"{as_given('cell')} gru (reset_after=True) or gru-cho")
             else:
                 rec = replace(rec, cell=gru_cell, cells=(gru_cell,))
         kind = {4: "LSTM", 3: "GRU", 1: "SimpleRNN"}[gates]
@@ -195,7 +202,7 @@ def _keras_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
                 "their suffixes and shapes" + (
                     f", reset_after={gru_cell == 'gru'} from the bias shape"
                     if gru_cell and gates == 3 else "")
-                + (f"; {_ACTIVATIONS.format(family=rec.cells[0])}" if gates > 1 else ""))
+                + (f"; {_activations(rec.cells[0])}" if gates > 1 else ""))
         what = f"module {module!r}" if module else "the arrays"
         found.append(replace(rec, framework="Keras", kind=f"{kind} layer",
                              note="; ".join(notes), where=where_of(raw, keys[0]),
@@ -220,7 +227,7 @@ def scan(raw: dict[str, np.ndarray]) -> Found:
         left = [k for k in raw if k not in used | used_k]
         skipped.append(f"{len(left)} array(s) ({_listed(left)}) match no recurrent module's "
                        "names (PyTorch's weight_ih_l0, …, Keras's kernel, …, or gateflow's "
-                       "W_f, …); name them with --map OLD=NEW (rename= in the API)")
+                       f"W_f, …); name them with {as_given('rename')} OLD=NEW")
     return Found(tuple(modules), tuple(skipped))
 
 
@@ -240,18 +247,20 @@ def diagnose(cell, params: dict) -> None:
 
 # -- renaming -----------------------------------------------------------------------------
 def parse_map(entries: Iterable[str] | None) -> dict[str, str] | None:
-    """``--map OLD=NEW`` options (repeatable) as a mapping; None when none is given."""
+    """``OLD=NEW`` texts (the command line's repeatable option) as a mapping for
+    ``rename``; None when none is given."""
     if not entries:
         return None
     out: dict[str, str] = {}
     for entry in entries:
         if not isinstance(entry, str) or "=" not in entry:
-            raise GateflowError(f"--map {shown(entry)} is not OLD=NEW; e.g. --map "
-                                "enc_w_ih=weight_ih_l0 or --map 'enc_*=*'")
+            raise GateflowError(f"{arg('rename')} {shown(entry)} is not OLD=NEW; e.g. "
+                                f"{arg('rename')} enc_w_ih=weight_ih_l0 or {arg('rename')} "
+                                "'enc_*=*'")
         old, new = entry.split("=", 1)
         if old in out and out[old] != new:
-            raise GateflowError(f"--map gives {old!r} twice ({out[old]!r} and {new!r}); give "
-                                "each name once")
+            raise GateflowError(f"{arg('rename')} gives {old!r} twice ({out[old]!r} and "
+                                f"{new!r}); give each name once")
         out[old] = new
     return out
 

@@ -38,7 +38,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, as_given
 from gateflow.cells._activations import variant_name
 from gateflow.models._checks import clip
 
@@ -170,7 +170,7 @@ def _cell(base: str, family: str, roles: dict[str, str]) -> str:
 
 
 def _give(cells: tuple[str, ...]) -> str:
-    return " or ".join(f"--cell {shlex.quote(c)}" for c in cells)
+    return " or ".join(f"{as_given('cell')} {shlex.quote(c)}" for c in cells)
 
 
 def choose(family: str, config: dict | None, writer: Writer, where: str,
@@ -191,7 +191,7 @@ def choose(family: str, config: dict | None, writer: Writer, where: str,
     missing = [k for k in keys if k not in options]
     if family == "SimpleRNN" and missing:
         return Choice(None, ("rnn", "rnn-relu"), "the activation is not in the file: give "
-                                                 "--cell rnn or --cell rnn-relu")
+                                                 + _give(("rnn", "rnn-relu")))
     resets = (reset_after,) if reset_after is not None else (True, False)
     unsaid = missing + (["reset_after"] if family == "GRU" and reset_after is None else [])
     assumed: list[str] = []

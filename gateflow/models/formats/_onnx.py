@@ -123,7 +123,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, as_given
 from gateflow.cells._activations import variant_name
 from gateflow.cells._library import get_cell
 from gateflow.cells._params import check_params
@@ -553,7 +553,7 @@ def _describe(path: Path, folder: Folder, c: Candidate, module: str,
     if states:
         initial_from = f"{_node(op, module)}: {', '.join(sources)}"
         notes.append(f"initial state fixed by the file ({', '.join(sources)}): runs start "
-                     "from it unless --s0 gives another")
+                     f"from it unless {as_given('s0')} gives another")
     return Recurrent(
         module=module, framework="ONNX", kind=f"{op} node", cell=cell.name, cells=(cell.name,),
         layers=1, directions=directions, hidden=n, input=d,
@@ -677,7 +677,8 @@ def _initial_states(folder: Folder, node: NodeProto, scope: Scope, directions: t
                 reason = one_line(why, 160) if made is None else \
                     f"the output of {_text(made[0].op_type, 40)} node {_text(repr(made[2]), 80)}"
                 unread.append(f"{state} is not a constant of the file ({reason}): the "
-                              "analysis starts from zeros unless --s0 gives the initial state")
+                              f"analysis starts from zeros unless {as_given('s0')} gives the "
+                              "initial state")
                 continue
             exact = False
         else:

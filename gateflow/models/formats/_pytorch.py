@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from gateflow._errors import GateflowError
+from gateflow._errors import GateflowError, arg, as_given
 from gateflow._memory import check_fits
 from gateflow.cells._library import CELLS
 from gateflow.cells._params import check_params
@@ -289,7 +289,7 @@ def _describe(module: str, sd: dict[str, np.ndarray]) -> Recurrent:
     note = ""
     if kind == "RNN":
         note = (f"{torch_kind}'s nonlinearity (tanh or relu) is not in its weights: give "
-                "--cell rnn or --cell rnn-relu")
+                f"{as_given('cell')} rnn or {as_given('cell')} rnn-relu")
     if proj:
         note = f"proj_size={proj}: h has {proj} units and c has {n}"
 
@@ -329,16 +329,15 @@ def select(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     if len(groups) > 1:
         listed = ", ".join(repr(_module_name(p)) for p in groups)
         raise GateflowError(f"found PyTorch recurrent weights of {len(groups)} modules "
-                            f"({listed}); pick one with --module NAME (gateflow.load_model("
-                            "path, module=NAME))")
+                            f"({listed}); pick one with {arg('module')} NAME")
     ((prefix, sd),) = groups.items()
     unsupported = sorted(k for k in sd if _suffix(k) not in ("", "_l0"))
     if unsupported:
         why = ("bidirectional" if any(k.endswith("_reverse") for k in unsupported)
                else "multi-layer")
         raise GateflowError(f"the weights are from a {why} module ({names(unsupported, 4)}); "
-                            "pick one with --layer L and --direction forward|reverse "
-                            "(gateflow.load_model(path, layer=L, direction=...))")
+                            f"pick one with {arg('layer')} L and {arg('direction')} "
+                            "forward|reverse")
     return {(k + "_l0" if not _suffix(k) else k): v for k, v in sd.items()}
 
 
@@ -473,14 +472,38 @@ def sniff(head: bytes, members: Sequence[str] | None) -> str | None:
     return "a pickle (as legacy torch.save writes)" if head.startswith(b"\x80") else None
 
 
-def _refusal(path: Path, exc: BaseException) -> str:
-    """One line for an exception of ``torch.load(weights_only=True)``: the global it refused
-    to load when it was one (torch prints builtins without their module), else the reason."""
+def _unsafe_globals(torch, fh: BinaryIO) -> list[str]:
+    """The globals of a torch.save file that ``weights_only=True`` refuses, found by torch's
+    own static scan of its pickle (``torch.serialization.get_unsafe_globals_in_checkpoint``,
+    torch >= 2.5: the pickle's opcodes are read, nothing is unpickled), sorted. Empty where
+    torch has no such scan (torch 2.1 to 2.4), for a legacy (non-zip) file, which it does
+    not scan, and where the scan fails (an opcode it does not know, a damaged archive):
+    :func:`_refusal` then reads torch's message."""
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if scan is None:
+        return []
+    fh.seek(0)
+    try:
+        return sorted(str(g) for g in scan(fh))
+    except Exception:  # not a file torch can scan: the message says what there is to say
+        return []
+    finally:
+        fh.seek(0)
+
+
+def _refusal(path: Path, exc: BaseException, unsafe: Sequence[str] = ()) -> str:
+    """One line for an exception of ``torch.load(weights_only=True)``: the globals it
+    refused (``unsafe``, from :func:`_unsafe_globals`), else the global torch's message
+    names (the fallback for legacy files and torch < 2.5; torch prints builtins without
+    their module), else the reason."""
     text = one_line(exc, None)
-    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
-    if found:
-        name = found[1] if "." in found[1] else f"builtins.{found[1]}"
-        return (f"{show(path)} pickles {clip(name, 80)}, which gateflow refuses to load "
+    if not unsafe:
+        found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+        if found:
+            unsafe = [found[1] if "." in found[1] else f"builtins.{found[1]}"]
+    if unsafe:
+        listed = ", ".join(unsafe[:-1]) + " and " + unsafe[-1] if len(unsafe) > 1 else unsafe[0]
+        return (f"{show(path)} pickles {clip(listed, 160)}, which gateflow refuses to load "
                 "(unpickling it could run code); save model.state_dict() (a dict of tensors) "
                 "with torch.save")
     said = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
@@ -729,7 +752,7 @@ def read(fh: BinaryIO, size: int, path: Path) -> dict[str, np.ndarray]:
         try:
             obj = torch.load(fh, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for code, RuntimeError for corrupt files
-            raise GateflowError(_refusal(path, exc)) from None
+            raise GateflowError(_refusal(path, exc, _unsafe_globals(torch, fh))) from None
         if not isinstance(obj, dict):
             raise GateflowError(f"{show(path)} holds a {type(obj).__name__}, not a state_dict; "
                                 "save model.state_dict() (a dict of tensors) with torch.save")
