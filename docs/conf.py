@@ -181,7 +181,7 @@ def _google(app, what, name, obj, options, lines: list[str]) -> None:
 
 def _short_names(app, env, node, contnode):
     """gateflow's docstrings name the objects of their own module briefly
-    (``:class:`Captured```, in ``gateflow.models._capture``): resolve such a name to the
+    (``:class:`Captured```, in ``gateflow.models._captured``): resolve such a name to the
     one documented Python object whose full name ends with it, if there is exactly one."""
     if node.get("refdomain") != "py" or not node.get("reftarget"):
         return None

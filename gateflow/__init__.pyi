@@ -50,8 +50,8 @@ from .analysis._analysis import summarize as summarize
 # -- figures and reports -------------------------------------------------------------------
 from .presentation._labels import direct_label as direct_label
 from .presentation._plot import Overlay as Overlay
-from .presentation._plot import plot_decay as plot_decay
-from .presentation._plot import plot_input_sensitivity as plot_input_sensitivity
+from .presentation._plot_lags import plot_decay as plot_decay
+from .presentation._plot_lags import plot_input_sensitivity as plot_input_sensitivity
 
 # -- jobs --------------------------------------------------------------------------------
 from .jobs._decay import decay as decay

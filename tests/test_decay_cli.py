@@ -601,7 +601,7 @@ def test_analyze_says_each_assumption_once(monkeypatch, capsys):
     from dataclasses import replace
 
     from gateflow.jobs._analyze import analyze
-    from gateflow.models._capture import Captured
+    from gateflow.models._captured import Captured
 
     plain = Captured.record
     monkeypatch.setattr(Captured, "record", property(

@@ -165,7 +165,7 @@ def test_plot_draws_the_batch_median_and_quartiles():
     """Each solid line is the median over the batch of the measured norms, the dashed one
     the median of the direct product, the band the 25–75 % quantiles (computed here
     independently with NumPy)."""
-    from gateflow.presentation._plot import plot_decay
+    from gateflow.presentation._plot_lags import plot_decay
 
     run = run_decays("rnn,lstm", hidden=3, input_size=2, steps=9, batch=5, quiet=True)
     chains = dict(run.results)
@@ -254,7 +254,8 @@ def test_input_panel_colours_follow_the_cells(tmp_path):
         np.testing.assert_allclose(
             line.get_ydata(),
             10 ** np.median(run.results[cell].inputs["h/x"]["log10_frobenius"], axis=1))
-    from gateflow.presentation._plot import PALETTE, plot_input_sensitivity
+    from gateflow.presentation._plot import PALETTE
+    from gateflow.presentation._plot_lags import plot_input_sensitivity
 
     chains = dict(run.results)
     only_gru = {"rnn": run_decays("rnn", hidden=3, input_size=2, steps=7, batch=3,
@@ -274,7 +275,7 @@ def test_input_panel_cli(tmp_path):
 def test_input_sensitivity_needs_input_blocks():
     from gateflow import GateflowError
     from gateflow.numeric._chain import all_lags
-    from gateflow.presentation._plot import plot_input_sensitivity
+    from gateflow.presentation._plot_lags import plot_input_sensitivity
 
     res = all_lags("lstm", init_params("lstm", 3, 2), make_inputs(4, 1, 2))
     with pytest.raises(GateflowError, match="input blocks"):
@@ -288,7 +289,8 @@ def test_decay_axis_frames_the_data_not_a_growing_bound():
     bands have an edge, and the legend is under the axes of a figure 8 in wide: from the
     public plot_decay itself, with nothing done to the figure afterwards."""
     from gateflow.numeric._chain import all_lags
-    from gateflow.presentation._plot import gate_overlay, off_axis, plot_decay, rnn_overlays
+    from gateflow.presentation._plot import off_axis
+    from gateflow.presentation._plot_lags import gate_overlay, plot_decay, rnn_overlays
 
     x = make_inputs(40, 4, 2, seed=1)
     p = init_params("rnn", 6, 2, seed=0)
@@ -323,7 +325,8 @@ def test_decay_axis_keeps_theory_minima_within_reach():
     """A theory line far below the data pulls the bottom down by at most
     max(10 decades, the measured span), not to its own minimum."""
     from gateflow.numeric._chain import all_lags
-    from gateflow.presentation._plot import Overlay, plot_decay
+    from gateflow.presentation._plot import Overlay
+    from gateflow.presentation._plot_lags import plot_decay
 
     res = all_lags("lstm", init_params("lstm", 4, 2, seed=0), make_inputs(12, 2, 2, seed=1))
     low = Overlay("far below", res.lags, np.linspace(-1.0, -80.0, res.lags.size))
@@ -345,7 +348,7 @@ def test_spectra_draw_unresolved_values_as_markers_at_the_floor():
     largest: plot_spectra draws them as hollow triangles at that floor (not dropped), the
     legend says why, and unresolved_counts (the report's captions) counts the same ones."""
     from gateflow.numeric._chain import all_lags
-    from gateflow.presentation._plot import NOISE_DECADES, plot_spectra, unresolved_counts
+    from gateflow.presentation._plot_spectra import NOISE_DECADES, plot_spectra, unresolved_counts
 
     x = make_inputs(60, 1, 2, seed=1)
     res = {"RNN": all_lags("rnn", init_params("rnn", 8, 2, seed=0), x, singular_lags=(1, 60))}
@@ -372,7 +375,8 @@ def test_spectra_draw_unresolved_values_as_markers_at_the_floor():
 def test_figure_bytes_are_reproducible(tmp_path):
     """The same figure gives the same SVG and PDF bytes (fixed SVG ids, no creation date),
     through figure_bytes, save_figure and ``gateflow decay --plot``."""
-    from gateflow.presentation._plot import figure_bytes, plot_decay, save_figure
+    from gateflow.presentation._plot import figure_bytes, save_figure
+    from gateflow.presentation._plot_lags import plot_decay
 
     run = run_decays("rnn,lstm", hidden=3, input_size=2, steps=8, batch=2, quiet=True)
     fig = plot_decay(dict(run.results))

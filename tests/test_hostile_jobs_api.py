@@ -45,6 +45,12 @@ CASES = {
     "fit_batch threshold": (lambda: g.fit_batch(np.zeros((5, 2)), threshold=-1),
                             r"threshold must be > 0"),
     "decay norm": (lambda: g.decay("lstm", P, X, norms="nuclear"), r"unknown norm 'nuclear'"),
+    "load_result missing": (lambda: g.load_result("no-such.json"), r"not found"),
+    "load_result folder": (lambda: g.load_result("."), r"it is a folder"),
+    "load_result None": (lambda: g.load_result(None), r"result"),
+    "save_result not a result": (lambda: g.save_result({"a": 1}, "r.json"), r"ChainResult"),
+    "save_result over a folder": (lambda: g.save_result(g.decay("lstm", P, X), "."),
+                                  r"folder|directory"),
 }
 
 
@@ -61,8 +67,36 @@ def test_jobs_api_user_error_is_one_line_gateflow_error(name, tmp_path, monkeypa
 
 def test_every_new_export_is_covered():
     """Each function exported for the jobs and figures has a hostile case above."""
-    new = {"write_report", "sweep", "plot_decay", "direct_label", "fit_batch", "decay"}
+    new = {"write_report", "sweep", "plot_decay", "direct_label", "fit_batch", "decay",
+           "load_result", "save_result"}
     assert new <= {n for n in g.__all__ if inspect.isfunction(getattr(g, n))}
     covered = {n for n in new if any(re.search(rf"g\.{n}\(", inspect.getsource(call))
                                      for call, _ in CASES.values())}
     assert covered == new, new - covered
+
+
+def test_load_result_refuses_hostile_files_in_one_line(tmp_path):
+    """A FIFO is refused unopened (it would block), as are binary junk, JSON that is not a
+    result, and a record whose equations do not parse: one GateflowError line each."""
+    import json
+    import os
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    junk = tmp_path / "junk.json"
+    junk.write_bytes(b"\xff\xfe\x00garbage")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something else"}))
+    res = g.decay(g.stack("lstm", 2), g.init_params(g.stack("lstm", 2), 3, 2), X)
+    doc = json.loads(g.save_result(res, tmp_path / "ok.json").read_text())
+    doc["cell_record"]["equations"][0] = "h_l0 = __import__('os').system('touch PWNED')"
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps(doc))
+    for path, pattern in ((fifo, r"FIFO"), (junk, r"not a gateflow result"),
+                          (other, r"."), (evil, r".")):
+        with pytest.raises(g.GateflowError, match=pattern) as info:
+            g.load_result(path)
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "PWNED").exists() and not os.path.exists("PWNED")
+    back = g.load_result(tmp_path / "ok.json")
+    assert back.cell == g.stack("lstm", 2)

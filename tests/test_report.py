@@ -19,7 +19,9 @@ from gateflow.cli import app
 from gateflow.jobs._report import ReportConfig, write_report
 from gateflow.models._params import init_params, make_inputs
 from gateflow.numeric._chain import all_lags
-from gateflow.presentation._plot import Overlay, plot_decay, plot_spectra
+from gateflow.presentation._plot import Overlay
+from gateflow.presentation._plot_lags import plot_decay
+from gateflow.presentation._plot_spectra import plot_spectra
 
 runner = CliRunner()
 TINY = ["--hidden", "4", "--steps", "12", "--batch", "2", "--input-size", "3", "--quiet"]
@@ -232,7 +234,7 @@ def test_narrative_is_written_from_the_data(tiny_report):
     """Change a number in the data and the narrative changes with it."""
     import copy
 
-    from gateflow.presentation._report import narrative
+    from gateflow.presentation._report_story import narrative
 
     data, story, _ = tiny_report
     assert narrative(data) == story
@@ -246,7 +248,8 @@ def test_no_verdict_is_taken_on_trust(tiny_report):
     bias that the data do not show; what a curve does over the lags measured is said so."""
     import copy
 
-    from gateflow.presentation._report import narrative, verdict
+    from gateflow.presentation._report_story import narrative
+    from gateflow.presentation._report_verdict import verdict
 
     data, story, md = tiny_report
     text = " ".join(story)
@@ -300,7 +303,7 @@ def test_lyapunov_paragraph_states_the_data(tiny_report):
 
 # -- the words speak to the reader, the formulas come from the derivation ---------------------
 def test_the_claim_is_stated_not_referred_to(tiny_report):
-    from gateflow.presentation._report import claim
+    from gateflow.presentation._report_story import claim
 
     data, _, _ = tiny_report
     md = _pages(data)[0]
@@ -332,7 +335,7 @@ def test_every_jacobian_a_formula_refers_to_is_shown(tiny_report):
     """The LSTM's ∂h_t/∂h_{t−1} goes through ∂c_t/∂h_{t−1}: that block is shown too; so is
     every block any shown formula names, each exactly as the derivation prints it."""
     from gateflow.cells._notation import partial
-    from gateflow.presentation._report import cells_math
+    from gateflow.presentation._report_math import cells_math
 
     data, _, _ = tiny_report
     md = _pages(data)[0]
@@ -372,7 +375,8 @@ def test_html_typesets_math_as_mathml(tiny_report):
 def test_pages_share_one_context(tiny_report):
     """Both pages come from one context: each narrative paragraph is in both, the HTML one
     typeset."""
-    from gateflow.presentation._report import narrative, report_context
+    from gateflow.presentation._report_context import report_context
+    from gateflow.presentation._report_story import narrative
 
     data, _, _ = tiny_report
     ctx = report_context(data)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import gateflow
 from gateflow import GateflowError
 from gateflow.analysis._analysis import fit_batch
 from gateflow.cli import app
@@ -59,7 +60,7 @@ def test_sweep_on_cluster_matches_serial(scheduler, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders
 
     data = json.loads((out / "sweep.json").read_text())
-    serial = run_serial(CELLS, SweepGrid.make(2, n=8, T=30, B=2))
+    serial = run_serial([gateflow.get_cell(c) for c in CELLS], SweepGrid.make(2, n=8, T=30, B=2))
     for name in CELLS:
         assert data["cells"][name]["horizon"] == serial.cells[name].horizon
     assert data["cells"]["rnn"]["y"]["param"] == "sigma_b"
@@ -177,3 +178,19 @@ def test_grid_validation():
         SweepGrid.make(0)
     with pytest.raises(GateflowError):
         SweepGrid(sigma_w=(-1.0,))
+
+
+def test_sweep_takes_variants_and_cells_resolved_once(tmp_path):
+    """A variant name and a Cell object (a stack: no name resolves it) both sweep; the
+    result is keyed by each cell's canonical name."""
+    from gateflow.cells._library import cells_of
+
+    stacked = gateflow.stack("gru", 2)
+    chosen = cells_of(["lstm[gate=hard_sigmoid(0.2,0.5)]", stacked])
+    assert [c.name for c in chosen] == ["lstm[gate=hard_sigmoid(0.2,0.5)]", "gru-stack2"]
+    assert chosen[1] is stacked
+    res = run_serial(chosen, SweepGrid.make(2, n=4, T=12, B=2))
+    assert set(res.cells) == {"lstm[gate=hard_sigmoid(0.2,0.5)]", "gru-stack2"}
+    assert res.cells["gru-stack2"].block == "h_l1/h_l1"
+    with pytest.raises(GateflowError, match="unknown cell 'lstn'"):
+        cells_of("rnn,lstn")

@@ -210,6 +210,17 @@ def cell_names(value, what: str = "cell") -> tuple[str, ...]:
                                for v in items_of(value, CELLS, what, split=split_top)))
 
 
+def cells_of(value, what: str = "cell") -> tuple[Cell, ...]:
+    """The cells a user asked for, resolved once where the names enter: a comma-separated
+    string or an iterable of names (variants included, as :func:`cell_names` reads them)
+    and ``Cell`` objects (a stack, a cell declared in a script), duplicates dropped."""
+    if isinstance(value, Cell):
+        return (value,)
+    if not isinstance(value, str) and any(isinstance(v, Cell) for v in value):
+        return tuple(dict.fromkeys(v if isinstance(v, Cell) else get_cell(v) for v in value))
+    return tuple(get_cell(name) for name in cell_names(value, what))
+
+
 def read_cell(name: str, record: object = None) -> Cell:
     """The cell a saved result names: rebuilt from its ``record`` (:meth:`Cell.to_record`)
     when the file has one, so that a stack or a cell declared in a script reloads in a

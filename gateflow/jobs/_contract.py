@@ -191,7 +191,11 @@ def write_outputs(result: ChainResult, json_path=None, csv_path=None, *,
 
 
 def save_result(result: ChainResult, path, *, overwrite: bool = False) -> Path:
-    """Write the JSON contract to ``path`` atomically (``"-"``: stdout)."""
+    """Write the JSON contract to ``path`` atomically (``"-"``: stdout); :func:`load_result`
+    reads it back in any process."""
+    if not isinstance(result, ChainResult):
+        raise GateflowError(f"save_result saves a ChainResult (from gateflow.decay or "
+                            f"all_lags), got {shown(result)}")
     return write_outputs(result, json_path=path, overwrite=overwrite)[0]
 
 
@@ -278,13 +282,17 @@ def from_json_dict(doc: object) -> ChainResult:
 def load_result(path) -> ChainResult:
     """A result :func:`save_result` wrote (``gateflow decay --json``), as a ChainResult:
     in any process, whatever its cell (see :func:`from_json_dict`)."""
+    from gateflow._memory import check_fits
+    from gateflow.models.formats._files import as_path, open_regular
+
+    path = as_path(path, "result")
+    # a regular file only (a FIFO or device is refused unopened), read once, sized first:
+    # parsed JSON takes about ten times its text
+    with open_regular(path, "result") as (fh, size):
+        check_fits(10 * size, f"reading {shown(str(path))}", "give a smaller result file")
+        data = fh.read(size + 1)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GateflowError(f"cannot read the result {shown(str(path))}: "
-                            f"{exc.strerror if isinstance(exc, OSError) else exc}") from None
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):
-        raise GateflowError(f"{shown(str(path))} is not JSON") from None
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise GateflowError(f"{shown(str(path))} is not a gateflow result (not JSON)") from None
     return from_json_dict(doc)

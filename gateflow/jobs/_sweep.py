@@ -11,8 +11,8 @@ lag k at which the median over the batch of ‖∂s_T/∂s_{T−k}‖_F falls be
 when it never does within T steps, shown as "≥ T").
 
 Points are independent, so each is one task on a ``dask.distributed`` cluster:
-:func:`point_task` is a top-level function of plain data (cell name, config dict) that the
-workers import themselves; :func:`run_sweep` maps it over the grid with whatever client it
+:func:`point_task` is a top-level function of plain data (a Cell record, a config dict)
+that the workers import themselves; :func:`run_sweep` maps it over the grid with whatever client it
 is given (the CLI starts a local cluster or connects to ``--scheduler``). Every point uses
 the same seeds (common random numbers), so neighbouring cells of a heatmap differ only by
 the swept values, not by a fresh draw.
@@ -39,8 +39,9 @@ import numpy as np
 from gateflow._errors import GateflowError, arg
 from gateflow._interrupt import check as check_interrupt
 from gateflow._io import check_dir, fresh_dir, out_path, staged_dir
-from gateflow._validate import choose_many, shown
-from gateflow.cells._library import CELLS, get_cell
+from gateflow._validate import shown
+from gateflow.cells._library import cells_of
+from gateflow.cells._record import Cell
 from gateflow.jobs._inputs import check_run, run_bytes
 from gateflow.jobs._serialize import csv_cell, csv_text, json_text
 from gateflow.numeric._observers import NORMS, OBSERVERS
@@ -148,19 +149,19 @@ class SweepResult:
 
 
 # -- one point (runs on a worker) -----------------------------------------------------------
-def point_task(cell_name: str, config: dict) -> dict:
+def point_task(cell: Cell, config: dict) -> dict:
     """One grid point: init, inputs, all lags of the memory block, horizon.
 
-    Plain data in, plain data out, so it can be pickled to and from dask workers (which
-    import gateflow themselves). ``config`` holds the sizes (n, d, T, B), the init scales
-    (sigma_w, sigma_v, sigma_b), ``gate_bias`` (or None), the input scale, the seed, the
-    threshold and the grid indices (i, j), which are passed through.
+    A cell (a frozen record of equations) and plain data in, plain data out, so it can be
+    pickled to and from dask workers (which import gateflow themselves). ``config`` holds
+    the sizes (n, d, T, B), the init scales (sigma_w, sigma_v, sigma_b), ``gate_bias`` (or
+    None), the input scale, the seed, the threshold and the grid indices (i, j), which are
+    passed through.
     """
     from gateflow.analysis._analysis import fit_batch, summarize
     from gateflow.models._params import init_params, make_inputs
     from gateflow.numeric._chain import all_lags
 
-    cell = get_cell(cell_name)
     block = cell.memory_block
     params = init_params(cell, config["n"], config["d"], scheme="gaussian",
                          sigma_w=config["sigma_w"], sigma_v=config["sigma_v"],
@@ -188,14 +189,14 @@ def y_axis(cell, grid: SweepGrid) -> Axis:
     return Axis("gate_bias", grid.gate_bias, f"gate bias ({name} = {rel}value on every unit)")
 
 
-def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
-    """Every (cell name, config) of the sweep, in row-major order per cell."""
+def tasks(cells: Iterable[Cell], grid: SweepGrid) -> list[tuple[Cell, dict]]:
+    """Every (cell, config) of the sweep, in row-major order per cell."""
     out = []
-    for name in cells:
-        axis = y_axis(get_cell(name), grid)
+    for cell in cells:
+        axis = y_axis(cell, grid)
         for i, y in enumerate(axis.values):
             for j, sw in enumerate(grid.sigma_w):
-                out.append((name, {
+                out.append((cell, {
                     "i": i, "j": j, "n": grid.n, "d": grid.d, "T": grid.T, "B": grid.B,
                     "sigma_w": sw, "sigma_v": grid.sigma_v,
                     "sigma_b": y if axis.param == "sigma_b" else 0.0,
@@ -206,14 +207,13 @@ def tasks(cells: Iterable[str], grid: SweepGrid) -> list[tuple[str, dict]]:
     return out
 
 
-def _assemble(cells: Sequence[str], grid: SweepGrid, points: Iterable[dict]) -> SweepResult:
+def _assemble(cells: Sequence[Cell], grid: SweepGrid, points: Iterable[dict]) -> SweepResult:
     result = SweepResult(grid=grid)
-    for name in cells:
-        cell = get_cell(name)
+    for cell in cells:
         axis = y_axis(cell, grid)
         shape = (len(axis.values), len(grid.sigma_w))
-        result.cells[name] = CellSweep(
-            cell=name, block=cell.memory_block, sigma_w=grid.sigma_w, y=axis,
+        result.cells[cell.name] = CellSweep(
+            cell=cell.name, block=cell.memory_block, sigma_w=grid.sigma_w, y=axis,
             horizon=[[None] * shape[1] for _ in range(shape[0])],
             final_log10_median=[[math.nan] * shape[1] for _ in range(shape[0])],
             regime=[[None] * shape[1] for _ in range(shape[0])],
@@ -227,12 +227,12 @@ def _assemble(cells: Sequence[str], grid: SweepGrid, points: Iterable[dict]) -> 
     return result
 
 
-def run_serial(cells: Sequence[str], grid: SweepGrid) -> SweepResult:
+def run_serial(cells: Sequence[Cell], grid: SweepGrid) -> SweepResult:
     """The same sweep in this process, one point after another (the reference for tests)."""
     return _assemble(cells, grid, (point_task(c, cfg) for c, cfg in tasks(cells, grid)))
 
 
-def run_sweep(client, cells: Sequence[str], grid: SweepGrid,
+def run_sweep(client, cells: Sequence[Cell], grid: SweepGrid,
               progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Map :func:`point_task` over the grid on a ``dask.distributed`` client, collecting
     results as they complete; ``progress(done, total)`` is called after each point."""
@@ -265,10 +265,10 @@ def _result(fut) -> dict:
 
 
 # -- clients ------------------------------------------------------------------------------
-def check_memory(cells: Sequence[str], grid: SweepGrid, concurrent: int) -> None:
+def check_memory(cells: Sequence[Cell], grid: SweepGrid, concurrent: int) -> None:
     """Refuse a sweep whose points cannot fit: ``concurrent`` of the largest point at once
     on this machine (a remote scheduler's workers check their own points again)."""
-    peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(get_cell(c).memory_block,),
+    peak = max(run_bytes(c, grid.n, grid.d, grid.T, grid.B, blocks=(c.memory_block,),
                          norms=(NORM,)) for c in cells)
     check_run(concurrent * peak, "this sweep", f"use a smaller {arg('hidden')}, "
               f"{arg('steps')} or {arg('batch')}")
@@ -398,26 +398,26 @@ def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
 
     from gateflow.presentation._console import progress
 
-    names = choose_many(cells, tuple(CELLS), "cell")
+    chosen = cells_of(cells)  # names (variants too) or Cell objects: resolved here, once
     grid = SweepGrid() if grid is None else grid
     if not isinstance(grid, SweepGrid):
         raise GateflowError(f"the sweep grid must be a SweepGrid, got {shown(grid)}; e.g. "
                             "gateflow.SweepGrid.make(4)")
     out = default_out() if out is None else out_path(out)
     check_out(out, overwrite)
-    check_memory(names, grid, LOCAL_WORKERS if scheduler is None else 1)
+    check_memory(chosen, grid, LOCAL_WORKERS if scheduler is None else 1)
 
     start = time.perf_counter()
-    total = len(tasks(names, grid))
+    total = len(tasks(chosen, grid))
     client = connect(scheduler) if scheduler is not None else None  # fails before the bar
-    with progress(f"sweep {','.join(names)}", total, quiet=quiet) as bar:
+    with progress(f"sweep {','.join(c.name for c in chosen)}", total, quiet=quiet) as bar:
         def step(done: int, _total: int) -> None:
             bar.set(done)
 
         if client is not None:
             try:
                 workers = len(client.scheduler_info().get("workers", {}))
-                result = run_sweep(client, names, grid, step)
+                result = run_sweep(client, chosen, grid, step)
             finally:
                 client.close()
         else:
@@ -425,7 +425,7 @@ def sweep(out: Path | str | None = None, *, scheduler: str | None = None,
 
             with local_cluster() as cluster, Client(cluster, set_as_default=False) as client:
                 workers = len(cluster.workers)
-                result = run_sweep(client, names, grid, step)
+                result = run_sweep(client, chosen, grid, step)
     result.meta = {"scheduler": scheduler or "LocalCluster", "workers": workers,
                    "seconds": round(time.perf_counter() - start, 3),
                    "created": datetime.now().isoformat(timespec="seconds")}

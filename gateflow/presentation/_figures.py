@@ -1,4 +1,5 @@
-"""The jobs' figures, built from their results with the primitives of :mod:`._plot`.
+"""The jobs' figures, built from their results with the plots of :mod:`._plot_lags` and
+:mod:`._plot_spectra` and the primitives of :mod:`._plot`.
 
 * ``gateflow decay``: :func:`theory_overlays`, :func:`decay_figure` (each cell's memory
   block against lag) and :func:`spectra_figure` (its singular values at a few lags);
@@ -41,21 +42,21 @@ from gateflow.presentation._labels import run_label
 from gateflow.presentation._numbers import factor, given, sig
 from gateflow.presentation._plot import (
     FIGURE_FORMATS,
-    NOISE_DECADES,
     PALETTE,
     Overlay,
     _new_figure,
     figure_bytes,
-    gate_overlay,
     house_style,
     legends_below,
     off_axis,
+)
+from gateflow.presentation._plot_lags import (
+    gate_overlay,
     plot_decay,
     plot_input_sensitivity,
-    plot_spectra,
     rnn_overlays,
-    unresolved_counts,
 )
+from gateflow.presentation._plot_spectra import NOISE_DECADES, plot_spectra, unresolved_counts
 
 if TYPE_CHECKING:  # matplotlib and the Lyapunov spectra: imported where they are used
     from matplotlib.figure import Figure

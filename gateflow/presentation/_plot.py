@@ -1,5 +1,5 @@
-"""Figures of gradient flow: norms against lag, input sensitivity, singular-value spectra.
-Headless (Agg).
+"""The figure primitives every plot shares: the house style, reproducible files, log axes,
+interquartile bands, frames and legends. Headless (Agg).
 
 Figures are built on :class:`matplotlib.figure.Figure` directly, never through pyplot, so
 nothing global changes and no GUI backend is touched. The house style lives in one place,
@@ -10,17 +10,18 @@ distinct in greyscale print together with the line styles).
 What every caller gets (``gateflow decay``, ``gateflow report``, the notebooks, the public
 API), because it is decided here, where the figure is drawn:
 
-* the y axis frames what was measured, not the theory lines (:func:`plot_decay`); a theory
-  line that leaves it says so in its legend entry (:func:`off_axis`);
+* the y axis frames what was measured, not the theory lines (:func:`_frame`, for
+  :func:`~gateflow.presentation._plot_lags.plot_decay`); a theory line that leaves it says
+  so in its legend entry (:func:`off_axis`);
 * the interquartile bands have an edge, so a narrow band (few sequences, many decades on
   the axis) still shows;
 * the legend goes below the axes on a figure 8 in wide (:func:`legends_below`), never over
   or beside the curves;
-* singular values float64 cannot resolve are drawn at their floor, not dropped
-  (:func:`unresolved`);
 * the same figure gives the same SVG and PDF bytes (:func:`figure_bytes`).
 
-Every ``plot_*`` function returns the Figure (tests inspect its axes) and, given ``path``,
+The plots themselves: gradient norms and input sensitivity against lag, with their theory
+lines (:mod:`._plot_lags`), and singular-value spectra (:mod:`._plot_spectra`). Every
+``plot_*`` function returns the Figure (tests inspect its axes) and, given ``path``,
 writes ``path.png`` and ``path.svg``.
 """
 
@@ -31,22 +32,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow._validate import choose, choose_many
-from gateflow.analysis._analysis import FROBENIUS, Summary, summarize
+from gateflow.analysis._analysis import Summary, summarize
 from gateflow.cells._block import Block
-from gateflow.numeric._observers import NORMS, OBSERVERS
 from gateflow.numeric._result import ChainResult
-from gateflow.presentation._labels import block_tex, direct_label, norm_label
-from gateflow.presentation._numbers import given, log_ticks, power, sig
+from gateflow.presentation._numbers import log_ticks, power
 
-if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+__all__ = ["FIGURE_FORMATS", "LEGENDS", "PALETTE", "WIDTH", "Overlay", "figure_bytes",
+           "house_style", "legends_below", "log_axis", "off_axis", "save_figure"]
 
 #: Okabe & Ito (2008), without yellow (too faint on white paper).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -86,9 +83,6 @@ LEGENDS = ("below", "inside", "outside")
 #: The interquartile band: a translucent face and a thin, more opaque edge, so that a
 #: narrow band (B = 4 sequences, 50 decades on the axis) still shows.
 _BAND_FACE_ALPHA, _BAND_EDGE_ALPHA, _BAND_EDGE_WIDTH = 0.28, 0.85, 0.6
-#: Singular values more than this many decades below the largest are not resolved in
-#: float64 (rounding in the product and the SVD is about 1e−16 σ₁): drawn at that floor.
-NOISE_DECADES = -14.0
 
 
 @contextmanager
@@ -332,297 +326,5 @@ def _blocks_for(results: Mapping[str, ChainResult],
         out[label] = measured[b]
     return out
 
-
-# -- theory overlays (shared by the report and ``gateflow decay``) -------------------------
-def _sqrt_n(norm: str) -> str:
-    return r"\sqrt{n}\," if norm == FROBENIUS else ""
-
-
-def rnn_overlays(params: Mapping, lags, *, norm: str = NORMS[0], mean_field: bool = True,
-                 pascanu: bool = True, input_second_moment: float = 1.0,
-                 name: str = "RNN") -> list[Overlay]:
-    """Theory lines of a tanh RNN (parameters U, W, b), each labelled with its formula:
-    the mean-field rate √n χ₁^{k/2} (Frobenius norm only; drawn only if ``mean_field``) and
-    the Pascanu bound (γ‖U‖₂)^k, γ = 1 (× √n for the Frobenius norm)."""
-    from gateflow.analysis._analysis import mean_field_from_params, pascanu_bound
-
-    lags = np.asarray(lags)
-    n = int(np.shape(params["U"])[0])
-    out = []
-    if mean_field and norm == FROBENIUS:
-        mf = mean_field_from_params(params, input_second_moment=input_second_moment)
-        out.append(Overlay(rf"{name} mean field: $\sqrt{{n}}\,\chi_1^{{k/2}}$, "
-                           rf"$\chi_1={sig(mf.chi1, style='latex')}$", lags,
-                           mf.log10_norm(lags, n),
-                           color="#444444", linestyle=":"))
-    if pascanu:
-        u = float(np.linalg.norm(np.asarray(params["U"], dtype=np.float64), 2))
-        out.append(Overlay(rf"{name} Pascanu bound: ${_sqrt_n(norm)}(\gamma\|U\|_2)^k$, "
-                           rf"$\gamma=1$, $\|U\|_2={sig(u, style='latex')}$", lags,
-                           pascanu_bound(params["U"], lags, norm=norm), color="#888888",
-                           linestyle="-."))
-    return out
-
-
-def gate_overlay(lags, bias: float, n: int, *, norm: str = NORMS[0], tex: str = "b",
-                 color: str = "#555555", linestyle=":", prefix: str = "zero weights",
-                 timescale: bool = False) -> Overlay:
-    """The memory path with all weights zero, σ(b)^k (× √n for the Frobenius norm), exact
-    there; with ``timescale`` the label adds the chrono timescale 1 + e^b steps."""
-    from gateflow.analysis._analysis import chrono_timescale, gate_path
-
-    label = rf"{prefix}: ${_sqrt_n(norm)}\sigma({tex}={given(bias, style='latex')})^k$"
-    if timescale:
-        ts = float(chrono_timescale(bias))
-        value = sig(ts, style="latex")
-        label += ",\n" + rf"timescale $1+e^{{{tex}}}={value}$ steps"
-    return Overlay(label, np.asarray(lags), gate_path(lags, bias, n, norm), color=color,
-                   linestyle=linestyle)
-
-
 def _color(colors: Mapping | None, label: str, i: int) -> str:
     return (colors or {}).get(label, PALETTE[i % len(PALETTE)])
-
-
-def plot_decay(results: Mapping[str, ChainResult],
-               block_for_each: Mapping[str, str] | str | None = None,
-               overlays: Sequence[Overlay] = (), path=None, *, norm: str = NORMS[0],
-               direct: bool | Sequence[str] = True, title: str | None = None,
-               colors: Mapping[str, str] | None = None, legend: str | None = "below",
-               ax: Axes | None = None) -> Figure:
-    """Gradient norm ‖∂s_T/∂s_{T−k}‖ against lag k, one colour per result.
-
-    The y axis frames the measured curves and bands; the theory lines are drawn where they
-    fall within max(10, the measured span) decades below them, and one that leaves the axis
-    (a growing Pascanu bound) is clipped, its legend entry saying from which lag
-    (``off_axis``).
-
-    Args:
-        results: label -> ChainResult.
-        block_for_each: the block to draw per label (or one block for all); default the
-            memory block (LSTM ``c/c``, else the first).
-        overlays: theory lines (:class:`Overlay`), drawn dotted in grey unless told.
-        path: if given, save PNG and SVG there (suffix replaced).
-        norm: a registered norm (:data:`gateflow.numeric._observers.NORMS`).
-        direct: draw the cell-path-only product dashed (∏ diag of the derived direct
-            coefficient: LSTM ∏ diag(f_t), GRU ∏ diag(z_t), MGU ∏ diag(1 − f_t)), for every
-            result that has one (True) or for these labels.
-        colors: label -> colour (default: the palette in order).
-        legend: ``"below"`` the axes (on a figure 8 in wide), ``"inside"`` (lower left of
-            the axes), ``"outside"`` (right of the axes, on a wider figure), or None.
-        ax: draw into these axes instead of a new figure (the figure keeps its size).
-
-    Returns: the matplotlib Figure (median line and interquartile band per result).
-    """
-    if not results:
-        raise GateflowError("plot_decay needs at least one result")
-    key = OBSERVERS[choose(norm, NORMS, "norm")].key
-    blocks = _blocks_for(results, block_for_each)
-    _check_legend(legend)
-    with house_style():
-        fig, ax = _axes(ax, legend)
-        log_axis(ax)
-        drawn = []
-        for i, (label, res) in enumerate(results.items()):
-            color = _color(colors, label, i)
-            b = blocks[label]
-            if key not in res.blocks[b]:
-                raise GateflowError(f"result {label!r} has no {norm} norms; "
-                                    f"run all_lags with norms=({norm!r},)")
-            s = _median_band(ax, res.blocks[b][key], res.lags, color=color,
-                             label=f"{label}: " + block_tex(b))
-            drawn += [s.median, s.q25, s.q75]
-            want = direct if isinstance(direct, bool) else label in direct
-            if want and res.direct:
-                state = b.wrt if b.wrt in res.direct else next(iter(res.direct))
-                path_tex = direct_label(res.cell, state, "latex")
-                dd = summarize(res.direct[state][key], res.lags)
-                ax.plot(dd.lags, _pow10(dd.median), color=color, linestyle="--", linewidth=1.4,
-                        label=rf"{label}: $\|{path_tex}\|$ (gate path only)")
-                drawn.append(dd.median)
-        lines = [ax.plot(ov.lags, _pow10(ov.log10), color=ov.color, linestyle=ov.linestyle,
-                         linewidth=1.4, label=ov.label)[0] for ov in overlays]
-        _frame(ax, drawn, overlays, lines)
-        _finish(fig, ax, [r.lags for r in results.values()], "lag k (steps)",
-                f"gradient norm {norm_label(norm)}",
-                title or "Gradient norm against lag (median, band: interquartile range)",
-                legend, path)
-    return fig
-
-
-def _finish(fig, ax, lags, xlabel: str, ylabel: str, title: str, legend, path) -> None:
-    """The last touches every lag plot shares: the x range over ``lags`` (one array per
-    result), the axis labels and title, the legend, and the file if ``path`` is given."""
-    top = max(float(np.max(np.asarray(k))) for k in lags)
-    ax.set_xlim(0, top + 0.5)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    _place_legend(fig, ax, legend)
-    if path is not None:
-        save_figure(fig, path)
-
-
-#: Line styles of the input blocks in :func:`plot_input_sensitivity` (colour: the result).
-_INPUT_STYLES = ("-", "--", "-.", ":")
-
-
-def plot_input_sensitivity(results: Mapping[str, ChainResult],
-                           blocks: Sequence[str] | str | None = None,
-                           path=None, *, norm: str = NORMS[0], title: str | None = None,
-                           colors: Mapping[str, str] | None = None,
-                           legend: str | None = "below", ax: Axes | None = None) -> Figure:
-    """Input sensitivity ‖∂X_T/∂x_{T−k}‖ against input lag k = 0..T−1 (x_T, the last input,
-    is lag 0): the median over the batch with its interquartile band, as
-    :func:`plot_decay` draws it, one curve per result and input block (colour: the result,
-    in the same order as :func:`plot_decay`'s; line style: the block).
-
-    Args:
-        results: label -> ChainResult; those with no input blocks measured
-            (``all_lags(blocks=("h/x", ...))``) are skipped, keeping their colour.
-        blocks: the input blocks to draw (``"h/x"``, ``"c/x"``; a comma string or names),
-            default every one measured.
-        path, norm, title, colors, legend, ax: as for :func:`plot_decay`.
-
-    Returns: the matplotlib Figure.
-    """
-    measured = {label: res for label, res in results.items() if res.inputs}
-    if not measured:
-        raise GateflowError("plot_input_sensitivity needs a result with input blocks; run "
-                            "all_lags with blocks=(..., 'h/x')")
-    key = OBSERVERS[choose(norm, NORMS, "norm")].key
-    _check_legend(legend)
-    names: dict[str, Block] = {b: b for r in measured.values() for b in r.inputs}  # their own
-    wanted: tuple[Block, ...] = (
-        tuple(names.values()) if blocks is None
-        else tuple(names[b] for b in choose_many(blocks, tuple(names), "input block")))
-    with house_style():
-        fig, ax = _axes(ax, legend)
-        log_axis(ax)
-        drawn = []
-        for i, (label, res) in enumerate(results.items()):
-            for b in (b for b in wanted if b in res.inputs):
-                if key not in res.inputs[b]:
-                    raise GateflowError(f"result {label!r} has no {norm} norms of {b}; "
-                                        f"run all_lags with norms=({norm!r},)")
-                s = _median_band(ax, res.inputs[b][key], res.input_lags,
-                                 color=_color(colors, label, i),
-                                 linestyle=_INPUT_STYLES[wanted.index(b) % len(_INPUT_STYLES)],
-                                 label=f"{label}: " + norm_label(norm, b))
-                drawn += [s.median, s.q25, s.q75]
-        _frame(ax, drawn)
-        # "X/y_lj" (a stack's layer output, what a hook sees) sits beside "X/x"
-        source = {b.wrt[:1] for b in wanted}
-        _finish(fig, ax, [r.input_lags for r in measured.values()], "input lag k (steps)",
-                f"input sensitivity {norm_label(norm, Block.of('s', 'x'))}" if source == {"x"}
-                else f"layer-output sensitivity {norm_label(norm, Block.of('s', 'y'))}"
-                if source == {"y"} else
-                "sensitivity to inputs and layer outputs",
-                title or "Input sensitivity (median, band: interquartile range)", legend, path)
-    return fig
-
-
-def _spectrum(res: ChainResult, label: str, k: int, block: Block, item: int) -> np.ndarray:
-    """The log10 singular values of one result's block at lag k, largest first."""
-    sv = res.singular_values.get(k, {}).get(block)
-    if sv is None:
-        raise GateflowError(f"result {label!r} has no singular values at lag {k} "
-                            f"for block {block!r}")
-    return np.sort(np.asarray(sv)[item])[::-1]
-
-
-def unresolved(log10_sv) -> np.ndarray:
-    """The indices i (1-based, largest first) of the singular values float64 cannot
-    resolve: more than |NOISE_DECADES| decades below the largest, where rounding in the
-    product and the SVD (about 10⁻¹⁶ σ₁) decides their digits. None if the largest is not
-    finite (an exactly zero Jacobian)."""
-    s = np.sort(np.asarray(log10_sv, dtype=np.float64))[::-1]
-    if s.size == 0 or not np.isfinite(s[0]):
-        return np.zeros(0, dtype=int)
-    return np.nonzero(s < s[0] + NOISE_DECADES)[0] + 1
-
-
-def unresolved_counts(results: Mapping[str, ChainResult],
-                      block_for_each: Mapping[str, str] | str | None,
-                      lags: Sequence[int], *, item: int = 0) -> dict[tuple[str, int], int]:
-    """(label, lag) -> how many singular values :func:`plot_spectra` draws at the floor
-    (:func:`unresolved`), for the same arguments."""
-    blocks = _blocks_for(results, block_for_each)
-    return {(label, k): int(unresolved(_spectrum(res, label, k, blocks[label], item)).size)
-            for k in lags for label, res in results.items()}
-
-
-def plot_spectra(results: Mapping[str, ChainResult],
-                 block_for_each: Mapping[str, str] | str | None = None,
-                 lags: Sequence[int] | None = None, path=None, *, item: int = 0,
-                 title: str | None = None, colors: Mapping[str, str] | None = None,
-                 legend: str | None = "below") -> Figure:
-    """Singular values of ∂s_T/∂s_{T−k}, sorted, for one batch element (``item``), one panel
-    per lag, one colour per result. The results need ``all_lags(..., singular_lags=...)``.
-
-    Values more than 10^|NOISE_DECADES| below the largest are not resolved in float64
-    (:func:`unresolved`): each is drawn as a hollow ▽ at that floor, σ₁ · 10^NOISE_DECADES
-    (its true value lies at or below it), and a legend entry says so.
-    ``legend``: ``"below"`` the panels, ``"inside"`` the last one, ``"outside"`` to its
-    right, or None."""
-    if not results:
-        raise GateflowError("plot_spectra needs at least one result")
-    blocks = _blocks_for(results, block_for_each)
-    if lags is None:
-        common = set.intersection(*(set(r.singular_values) for r in results.values()))
-        lags = sorted(common)
-    if not lags:
-        raise GateflowError("no singular values to plot; run all_lags with singular_lags=(...)")
-    _check_legend(legend)
-    with house_style():
-        width = 3.0 * len(lags) + (3.0 if legend == "outside" else 1.0)
-        fig = (_new_figure(max(width, WIDTH), 4.4) if legend == "below"
-               else _new_figure(width, 3.8))
-        axes = fig.subplots(1, len(lags), sharey=True, squeeze=False)[0]
-        marked = False
-        for ax, k in zip(axes, lags):
-            log_axis(ax)
-            floors = []
-            for i, (label, res) in enumerate(results.items()):
-                color = _color(colors, label, i)
-                s = _spectrum(res, label, k, blocks[label], item)
-                cut = unresolved(s)
-                kept = s[: s.size - cut.size]  # the resolved ones, largest first
-                ax.plot(np.arange(1, kept.size + 1), _pow10(kept), color=color, marker="o",
-                        markersize=2.5, label=f"{label}: " + block_tex(blocks[label]))
-                if cut.size:
-                    floors.append((cut, s[0] + NOISE_DECADES, color))
-            for cut, floor, color in floors:  # over the lines, as the legend shows them
-                ax.plot(cut, np.full(cut.size, _pow10(floor)), linestyle="none", marker="v",
-                        markersize=3.5, markerfacecolor="none", markeredgecolor=color,
-                        markeredgewidth=0.8)
-            marked = marked or bool(floors)
-            ax.set_title(f"lag k = {k} step" + ("" if k == 1 else "s"))
-            ax.set_xlabel("index i")
-        axes[0].set_ylabel(r"singular value $\sigma_i(\partial s_T/\partial s_{T-k})$")
-        fig.suptitle(title or "Singular-value spectra of the lag-k Jacobian")
-        _spectra_legend(fig, axes[-1], legend, marked)
-        if path is not None:
-            save_figure(fig, path)
-    return fig
-
-
-def _spectra_legend(fig, ax, legend: str | None, marked: bool) -> None:
-    from matplotlib.lines import Line2D
-
-    if legend is None:
-        return
-    handles, labels = ax.get_legend_handles_labels()
-    if marked:
-        handles.append(Line2D([], [], linestyle="none", marker="v", markerfacecolor="none",
-                              markeredgecolor="#555555"))
-        labels.append(rf"below ${given(10.0 ** NOISE_DECADES, style='latex')}\,\sigma_1$ "
-                      "(float64 cannot resolve "
-                      "them): drawn at that floor")
-    if legend == "below":
-        legends_below(fig, [(ax, handles, labels)])
-    elif legend == "outside":
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.04, 1.0),
-                  borderaxespad=0.0)
-    else:
-        ax.legend(handles, labels, loc="lower left")

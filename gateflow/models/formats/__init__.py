@@ -36,6 +36,8 @@ from gateflow.models.formats import (
     _onnx,
     _pytorch,
     _safetensors,
+    _torch_modules,
+    _torch_save,
     _torchscript,
 )
 from gateflow.models.formats._files import (
@@ -97,8 +99,8 @@ READERS: tuple[Reader, ...] = (
     Reader("safetensors", (".safetensors",), _safetensors.WHAT, _safetensors.sniff,
            read=_safetensors.read),
     Reader("npz", (".npz",), _npz.WHAT, _npz.sniff, read=_npz.read),
-    Reader("pytorch", (".pt", ".pth", ".ckpt"), _pytorch.WHAT, _pytorch.sniff,
-           read=_pytorch.read),
+    Reader("pytorch", (".pt", ".pth", ".ckpt"), _torch_save.WHAT, _torch_save.sniff,
+           read=_torch_save.read),
     # a zip with a data.pkl too, but also code/ and constants.pkl (pytorch's sniff leaves it)
     Reader("torchscript", (".jit", ".torchscript"), _torchscript.WHAT, _torchscript.sniff,
            read=_torchscript.read, scan=_torchscript.scan),
@@ -106,8 +108,8 @@ READERS: tuple[Reader, ...] = (
     Reader("keras", _keras.EXTENSIONS, _keras.WHAT, _keras.sniff, scan=_keras.scan),
 )
 VOCABULARIES: tuple[Vocabulary, ...] = (
-    Vocabulary("pytorch", _pytorch.select, _pytorch.from_torch_state_dict, _pytorch.diagnose,
-               _pytorch.scan),
+    Vocabulary("pytorch", _torch_modules.select, _pytorch.from_torch_state_dict,
+               _pytorch.diagnose, _torch_modules.scan),
     Vocabulary("foreign", _foreign.select, _foreign.to_params, _foreign.diagnose,
                _foreign.scan),
 )

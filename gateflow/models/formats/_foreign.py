@@ -7,7 +7,7 @@ Recognised without help, from the end of each name and the shapes (every array c
   ``b_hh``/``bias_hh`` (optionally ``_l<k>`` and ``_reverse``, as nn.RNN/LSTM/GRU name
   layers and directions) after a separator (``enc_w_ih``, ``enc/w_ih``): the arrays are
   read as nn.LSTM (4n rows), nn.GRU (3n) or nn.RNN (n, which needs ``--cell``) weights,
-  checked as PyTorch's own names are (:func:`._pytorch._describe`);
+  checked as PyTorch's own names are (:func:`._torch_modules._describe`);
 * Keras's ``kernel`` (d × G·n), ``recurrent_kernel`` (n × G·n) and ``bias`` (G·n, or 2 × 3n
   for a GRU with ``reset_after=True``), TensorFlow's ``:0`` allowed: LSTM (G = 4, gates
   i, f, c, o), GRU (3: z, r, h; bias (2, 3n): cell ``gru``, (3n,): Cho's form ``gru-cho``)
@@ -34,7 +34,7 @@ from gateflow._errors import GateflowError, arg, as_given
 from gateflow._validate import shown
 from gateflow.cells._library import CELLS
 from gateflow.models._checks import clip, names
-from gateflow.models.formats import _pytorch
+from gateflow.models.formats import _pytorch, _torch_modules
 from gateflow.models.formats._raw import Raw, precision, where_of
 from gateflow.models.formats._recurrent import Found, Recurrent
 
@@ -109,7 +109,7 @@ def _torch_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
         sd = {t: np.asarray(raw[k]) for t, k in named.items()}
         module = _module(prefix)
         try:
-            rec = _pytorch._describe(module, sd)
+            rec = _torch_modules._describe(module, sd)
         except GateflowError as exc:
             skipped.append(f"arrays {_listed(keys)} end like PyTorch recurrent weights but fit "
                            f"no nn.RNN/LSTM/GRU ({clip(str(exc), 160)}); name them with "
@@ -183,7 +183,7 @@ def _keras_like(raw: Mapping, free: list[str]) -> tuple[list[Recurrent], list[st
         sd, gru_cell = _keras_to_torch(gates, w, k, b)
         module = _module(prefix)
         try:
-            rec = _pytorch._describe(module, sd)
+            rec = _torch_modules._describe(module, sd)
         except GateflowError as exc:  # checked above; a dtype or size it still refuses
             skipped.append(f"arrays {_listed(keys)} end like a Keras recurrent cell's variables "
                            f"but fit none ({clip(str(exc), 160)}); name them with "

@@ -3,7 +3,7 @@
 
 :class:`Walk` goes through the top-level graph in node order and, right after a node, into
 its subgraphs (``If`` branches, ``Loop``/``Scan`` bodies, any graph attribute) and into the
-body of the model-local function it calls, each with its own :class:`._onnx_fold.Scope`, to
+body of the model-local function it calls, each with its own :class:`._onnx_scope.Scope`, to
 :data:`MAX_NESTING` levels. It collects every ``LSTM``, ``GRU``, ``RNN`` and
 ``DynamicQuantizeLSTM`` node (a :class:`Candidate`: the node, its scope, its name in its
 graph, the path to it) and one line for each thing that could hold a recurrence and is not
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateflow.models._checks import clip
-from gateflow.models.formats._onnx_fold import Scope, indexed_labels, node_labels
+from gateflow.models.formats._onnx_scope import Scope, indexed_labels, node_labels
 
 if TYPE_CHECKING:
     from onnx import FunctionProto, ModelProto, NodeProto

@@ -44,7 +44,7 @@ import numpy as np
 
 from gateflow._errors import GateflowError
 from gateflow.models._checks import clip
-from gateflow.models.formats import _pytorch
+from gateflow.models.formats import _torch_modules
 from gateflow.models.formats._files import fits, show
 from gateflow.models.formats._raw import Raw
 from gateflow.models.formats._recurrent import Found, Recurrent
@@ -544,7 +544,7 @@ def scan(fh: BinaryIO, size: int, path: Path) -> Found:
     skipped: list[str] = []
     raw = _raw(arc, tensors)
     modules = []
-    for rec in _pytorch.scan(raw):
+    for rec in _torch_modules.scan(raw):
         obj = objects.get(rec.module)
         modules.append(rec if obj is None else _checked(arc, rec, obj))
     named = {m.module for m in modules}
