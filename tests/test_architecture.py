@@ -91,17 +91,10 @@ def test_notebooks_use_the_public_api_only():
 def test_messages_name_no_private_module():
     """User-facing strings (error messages, help) never send users to gateflow._x."""
     for path in PACKAGE.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef,
-                                        ast.AsyncFunctionDef))
-                      and n.body and isinstance(n.body[0], ast.Expr)
-                      and isinstance(n.body[0].value, ast.Constant)}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and " " in node.value and id(node) not in docstrings:  # prose, not a path
-                assert not re.search(r"gateflow(\.\w+)*\._[a-z]", node.value), \
-                    f"{path.relative_to(ROOT)}: {node.value!r}"
+        for _, value in _strings(ast.parse(path.read_text())):
+            if " " in value:  # prose, not a path
+                assert not re.search(r"gateflow(\.\w+)*\._[a-z]", value), \
+                    f"{path.relative_to(ROOT)}: {value!r}"
 
 
 def test_public_api_resolves():
