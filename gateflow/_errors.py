@@ -3,7 +3,7 @@
 A message names the *parameter* that was wrong the way the caller spelled it: a Python
 caller passed ``layer=5`` and reads "layer 5 is out of range"; the command line's user typed
 ``--layer 5`` and reads ``--layer 5 is out of range``. The layers below the command line
-never write a flag: they mark a parameter's name with :func:`arg` (``f"{arg('layer')} 5 is
+never write a flag: they mark a parameter's name with ``arg`` (``f"{arg('layer')} 5 is
 out of range"``), ``str(err)`` shows it as the name, and the command line renders the same
 error with its own flags (:meth:`GateflowError.render`, given the one table that maps each
 parameter to its flag). No text is searched for words: the mark is a structured token.
@@ -67,7 +67,7 @@ def as_given(name: str) -> str:
 
 
 def spell(text: str) -> str:
-    """``text`` with each parameter marked by :func:`arg` written in the current caller's
+    """``text`` with each parameter marked by ``arg`` written in the current caller's
     words (:func:`spelling`; a Python caller: the parameter's name)."""
     name_of = _SPELLING.get()
     return _MARK.sub(lambda m: name_of(m.group(1)), text)
@@ -84,7 +84,7 @@ class GateflowError(ValueError):
     characters are escaped, a name of 200,000 characters is elided in the middle.
 
     ``param`` is the parameter the error is about (the Python name: ``"layer"``,
-    ``"blocks"``), given or else the first one the message names with :func:`arg`;
+    ``"blocks"``), given or else the first one the message names with ``arg``;
     ``params`` every parameter it names. :meth:`render` writes the message with each
     parameter spelled as the caller knows it (the command line: its flag).
     """

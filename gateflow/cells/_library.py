@@ -184,7 +184,7 @@ def get_cell(name: str | Cell) -> Cell:
     :class:`GateflowError` naming the closest declared ones otherwise.
 
     Called where a name enters gateflow (an argument of the public API, ``--cell``, a
-    file's declared cell, a saved result read back: :func:`read_cell`); everything below
+    file's declared cell, a saved result read back: ``read_cell``); everything below
     passes the :class:`Cell` itself. A generated cell (``stack(cell, L)``) is a value, not
     a name to look up: results carry it, and saved results record its equations."""
     if isinstance(name, Cell):

@@ -95,7 +95,7 @@ def _constant(node: ast.AST) -> bool:
 
 
 def _validate(cell: Cell) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Check a cell's declaration with :mod:`ast`; return (matrices, vectors).
+    """Check a cell's declaration with ``ast``; return (matrices, vectors).
 
     Every equation is ``name = expression`` over x, previous states, parameters and names
     defined above; ``W @ v`` needs a declared W and is the only use of W; functions are
@@ -474,7 +474,7 @@ class Cell:
 
     # -- as data ---------------------------------------------------------------------------
     def to_record(self) -> dict[str, object]:
-        """The cell as plain JSON data: every field that defines it (:data:`RECORD_FIELDS`),
+        """The cell as plain JSON data: every field that defines it (``RECORD_FIELDS``),
         so that a saved result names its equations, not only its name, and
         :meth:`from_record` rebuilds the same cell in any process (a stack or a cell
         declared in a script included: nothing needs to be registered first)."""
@@ -490,7 +490,7 @@ class Cell:
     @classmethod
     def from_record(cls, record: object) -> Cell:
         """The cell :meth:`to_record` wrote (read back from a file: every field is checked
-        as a declared cell's is, equations by :mod:`ast`, never executed); a
+        as a declared cell's is, equations by ``ast``, never executed); a
         :class:`GateflowError` for anything else."""
         if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
             raise GateflowError(f"a cell record must be a JSON object of the fields "

@@ -11,7 +11,7 @@ layer l's h, so they are (n, n) (n × p for a projected LSTM): every layer of a 
 stack has the same sizes.
 
 **Dependencies.** A state block X depends on Y when X's update reads ``Y_prev`` or the new
-``Y``, directly or through gates (read from the equations, with :mod:`ast`). The closure of
+``Y``, directly or through gates (read from the equations, with ``ast``). The closure of
 that relation is what ∂X_T/∂Y_{T−k} can be nonzero for: in a stack, layer l never depends
 on the layers above it, so ∂h⁽⁰⁾_T/∂h⁽¹⁾_{T−k} = 0 exactly, and the rows of layer 0's
 outputs only ever need layer 0. :func:`restrict` keeps just the equations that a set of
@@ -247,8 +247,8 @@ def input_lag_blocks(cell: Cell) -> tuple[Block, ...]:
 
 
 def choose_blocks(cell: Cell, blocks, *, allow_empty: bool = False) -> tuple[Block, ...]:
-    """The one reader of a block list: ``blocks`` (names ``"X/Y"`` or :class:`Block` s, or
-    one comma-separated string) as the cell's own :class:`Block` s, each checked against
+    """The one reader of a block list: ``blocks`` (names ``"X/Y"`` or :class:`~gateflow.cells._block.Block` s, or
+    one comma-separated string) as the cell's own :class:`~gateflow.cells._block.Block` s, each checked against
     every block the cell can measure (its state blocks, input blocks and, in a stack,
     layer-output blocks), a wrong one named with the valid ones; duplicates dropped, order
     kept; at least one unless ``allow_empty``. Everything below reads ``.out``/``.wrt``."""

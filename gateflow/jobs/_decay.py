@@ -83,7 +83,7 @@ def decay(cell, params: dict, x, *, blocks=None, norms=DEFAULT_NORMS, dtype: str
     """log10 norms of ∂X_T/∂Y_{T−k} for every block and lag, with their provenance: the
     :class:`~gateflow.ChainResult` of :func:`gateflow.all_lags`, its ``provenance`` filled
     in (``seed``, where the weights and the inputs came from), as the decay JSON records it
-    (:func:`~gateflow.jobs._contract.save_result`).
+    (:func:`gateflow.save_result`).
 
     ``chain_opts`` go to :func:`gateflow.all_lags` (``probe``, ``singular_lags``,
     ``s0``, ``threads``, ...). Raises :class:`GateflowError` for anything wrong with the

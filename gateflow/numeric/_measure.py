@@ -52,7 +52,7 @@ class Context:
         dtype: the dtype of G (float64 or float32); outputs are float64.
         T, B, n: steps, sequences in this batch slice, units per state block.
         state: the state blocks, in the cell's order (the keys of ``Step.G``).
-        blocks: the blocks X/Y asked for (∂X_T/∂Y_{T−k}), as :class:`Block` s.
+        blocks: the blocks X/Y asked for (∂X_T/∂Y_{T−k}), as :class:`~gateflow.cells._block.Block` s.
         rows: output block X -> its rows of G (a slice of the R rows).
         probe_row: the row holding the probe ⟨v, s_T⟩, or None.
         direct: state block -> index of its direct-path coefficient in ``Step.coefs``.
@@ -186,7 +186,7 @@ class BlockNorm:
 
 @dataclass(frozen=True)
 class Observer:
-    """One registered per-lag norm of a Jacobian block (see :mod:`._observers`).
+    """One registered per-lag norm of a Jacobian block (see ``gateflow.numeric._observers``).
 
     Attributes:
         name: the CLI choice (``--norms frobenius``) and registry key.
@@ -195,7 +195,7 @@ class Observer:
         label: mathtext for figures, with ``{J}`` standing for the block, e.g.
             ``r"\\|{J}\\|_F"``.
         description: one line for ``--help``, including what it costs.
-        measure: the :class:`BlockNorm` subclass that computes it (a fresh instance per
+        measure: the ``BlockNorm`` subclass that computes it (a fresh instance per
             run and batch slice; the sweep's side, not needed by readers of results).
         requires: names of the norms whose per-step values it builds on (computed too,
             reported only if asked for).

@@ -86,7 +86,7 @@ class ChainResult:
 
     def groups(self) -> list[tuple[str, dict[str, np.ndarray], int]]:
         """(name, norms by key, first lag) of every block, input block and direct product
-        (named ``"<s>|direct"``, :data:`DIRECT_SUFFIX`), in file order."""
+        (named ``"<s>|direct"``, ``DIRECT_SUFFIX``), in file order."""
         return [*((b, dd, 1) for b, dd in self.blocks.items()),
                 *((b, dd, 0) for b, dd in self.inputs.items()),
                 *((s + DIRECT_SUFFIX, dd, 1) for s, dd in self.direct.items())]
