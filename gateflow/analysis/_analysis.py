@@ -332,7 +332,7 @@ def fit_chain(result: ChainResult, norm: str | None = None, *, blocks=None, dire
     """Fit the batch median of ``blocks`` (default: every block measured) and of the direct
     products of the states ``direct`` (default: all) of a ChainResult in ``norm``
     (default: :func:`measured_norm`); names not measured are left out. The fits are keyed
-    by the result's own :class:`~gateflow.cells._block.Block` s."""
+    by the result's own :class:`.Block` s."""
     norm = choose(norm, tuple(OBSERVERS), "norm") if norm is not None else measured_norm(
         nm for nm in OBSERVERS if any(OBSERVERS[nm].key in d for d in result.blocks.values()))
     key = OBSERVERS[norm].key

@@ -220,7 +220,7 @@ def equations_latex(cell: Cell) -> str:
 
 
 def partial(block: Block | str, fmt: str, lag: int = 1) -> str:
-    """∂X_t/∂Y_{t−lag} for the block X/Y (a :class:`~gateflow.cells._block.Block`, or its name, parsed here); an
+    """∂X_t/∂Y_{t−lag} for the block X/Y (a :class:`.Block`, or its name, parsed here); an
     input block ``X/x`` is ∂X_t/∂x_t (x_t is read at step t: its lag is one less than a
     state's)."""
     b = Block.parse(block)

@@ -247,8 +247,8 @@ def input_lag_blocks(cell: Cell) -> tuple[Block, ...]:
 
 
 def choose_blocks(cell: Cell, blocks, *, allow_empty: bool = False) -> tuple[Block, ...]:
-    """The one reader of a block list: ``blocks`` (names ``"X/Y"`` or :class:`~gateflow.cells._block.Block` s, or
-    one comma-separated string) as the cell's own :class:`~gateflow.cells._block.Block` s, each checked against
+    """The one reader of a block list: ``blocks`` (names ``"X/Y"`` or :class:`.Block` s, or
+    one comma-separated string) as the cell's own :class:`.Block` s, each checked against
     every block the cell can measure (its state blocks, input blocks and, in a stack,
     layer-output blocks), a wrong one named with the valid ones; duplicates dropped, order
     kept; at least one unless ``allow_empty``. Everything below reads ``.out``/``.wrt``."""

@@ -232,7 +232,7 @@ def from_json_dict(doc: object) -> ChainResult:
     of it gives the same object back, but for ``gateflow_version``). The cell comes from
     ``"cell_record"`` (any cell, a stack included, in a fresh process) or, in a file
     written before it was recorded, from its name (a declared cell). Blocks become
-    :class:`~gateflow.cells._block.Block` s here, once."""
+    :class:`.Block` s here, once."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise GateflowError(f"not a gateflow decay result (no \"format\": {FORMAT!r})")
     if doc.get("format_version") != FORMAT_VERSION:

@@ -2,7 +2,7 @@
 
 The weights, the inputs and the model file come as typed records, each checked where it
 was made (:mod:`gateflow.models._specs`: :class:`InitSpec`, :class:`InputSpec`,
-:class:`ModelRef`); the norms as observers and the blocks as each cell's :class:`~gateflow.cells._block.Block` s,
+:class:`ModelRef`); the norms as observers and the blocks as each cell's :class:`.Block` s,
 read once (:func:`~gateflow.numeric._observers.choose_norms`,
 :func:`~gateflow.cells._stack.choose_blocks`). What is left to check here is how they go
 together — output paths (:func:`plan_outputs`), the threshold, the spectra lags, options

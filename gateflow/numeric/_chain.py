@@ -248,7 +248,7 @@ def all_lags(
         params: the cell's parameters (gateflow names), e.g. from ``init_params``/``load_params``.
         x: inputs (T, B, d), time-major.
         blocks: which blocks X/Y (∂X_T/∂Y_{T−k}) to measure, by name (``["h/h"]``, or
-            ``"h/h,c/x"``) or as the cell's :class:`~gateflow.cells._block.Block` s; default every block
+            ``"h/h,c/x"``) or as the cell's :class:`.Block` s; default every block
             that can be nonzero (``nonzero_blocks``: all of a single cell's). Only the
             rows of the output blocks asked for are carried, each through the part of the
             recurrence it depends on (a stack's layer l through layers 0..l only). Input

@@ -52,7 +52,7 @@ class Context:
         dtype: the dtype of G (float64 or float32); outputs are float64.
         T, B, n: steps, sequences in this batch slice, units per state block.
         state: the state blocks, in the cell's order (the keys of ``Step.G``).
-        blocks: the blocks X/Y asked for (∂X_T/∂Y_{T−k}), as :class:`~gateflow.cells._block.Block` s.
+        blocks: the blocks X/Y asked for (∂X_T/∂Y_{T−k}), as :class:`.Block` s.
         rows: output block X -> its rows of G (a slice of the R rows).
         probe_row: the row holding the probe ⟨v, s_T⟩, or None.
         direct: state block -> index of its direct-path coefficient in ``Step.coefs``.

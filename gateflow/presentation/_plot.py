@@ -309,7 +309,7 @@ def _axes(ax, legend: str | None, height: float = 4.3):
 
 def _blocks_for(results: Mapping[str, ChainResult],
                 block_for_each: Mapping[str, str] | str | None) -> dict[str, Block]:
-    """The block to draw of each result, as the result's own :class:`~gateflow.cells._block.Block` (a name given
+    """The block to draw of each result, as the result's own :class:`.Block` (a name given
     by a caller is matched against the blocks measured, once, here)."""
     out = {}
     for label, res in results.items():
