@@ -57,7 +57,9 @@ def spectral_norm(xp, m, V, tol: float = 1e-14, max_iter: int = 50, p: int = 8):
     top singular values (common: the LSTM's c/c block is dominated by diag(∏ f)) is no
     obstacle. An element is accepted when its top Ritz value θ changes by < tol relatively
     and the Ritz residual ‖mᵀm y − θ y‖ < 1e−7 θ; θ's error is then the square of that,
-    i.e. rounding. Elements that do not converge fall back to a dense eigvalsh."""
+    i.e. rounding. Elements that do not converge, or whose θ falls below the largest squared
+    column norm (a lower bound of ‖m‖₂²: the subspace missed the top direction), fall back
+    to a dense eigvalsh."""
     m = m.astype(np.float64)  # in float32 the tolerances below could never be met
     B, _, n = m.shape
     p = min(p, n)
@@ -88,6 +90,22 @@ def spectral_norm(xp, m, V, tol: float = 1e-14, max_iter: int = 50, p: int = 8):
         if bool(xp.all(done)):
             break
         V = xp.where(done[:, None, None], V, W)
+    # A certified lower bound: ‖m‖₂² ≥ the largest squared column norm. A subspace that
+    # misses the top direction entirely converges, residual and all, to a smaller singular
+    # value (a diagonal block whose largest entry moves to a unit outside the subspace: the
+    # new top direction is exactly orthogonal to it). Below the bound, the element is
+    # computed densely, and its warm start gains the largest column's direction so that the
+    # next lag's iteration sees it.
+    col = xp.sum(m * m, axis=1)  # (B, n)
+    bound = xp.max(col, axis=1)
+    missed = done & (theta < bound * (1 - 1e-9))
+    if bool(xp.any(missed)):
+        j = xp.argmax(col, axis=1)
+        e = xp.zeros((B, n), dtype=V_out.dtype)
+        e[xp.arange(B), j] = 1
+        V_out = xp.where(missed[:, None, None], xp.concatenate([V_out[:, :, :-1], e[:, :, None]],
+                                                                axis=2), V_out)
+        done = done & ~missed
     if not bool(xp.all(done)):
         bad = xp.nonzero(~done)[0]
         sub = m[bad].astype(np.float64)
