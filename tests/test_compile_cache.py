@@ -56,7 +56,7 @@ def assert_same_numbers(got: dict, expected: dict) -> None:
 def test_second_process_uses_the_cache_and_gets_the_same_numbers(cache, capsys):
     fresh = _run()
     (entry,) = list(cache.glob("gru-numpy-*.json"))
-    assert json.loads(entry.read_text())["format"] == FORMAT == 5
+    assert json.loads(entry.read_text())["format"] == FORMAT == 6
     _compile.cache_clear()  # as a new process would
     mtime = entry.stat().st_mtime_ns
     cached = _run()

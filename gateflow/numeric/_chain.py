@@ -27,6 +27,13 @@ In a stack, the output each layer emits is pulled back the same way (blocks ``"X
 what a hook on layer j's output sees: the carried rows plus layer j + 1's same-step read;
 :mod:`gateflow.numeric._pullback`, :mod:`gateflow.cells._stack`).
 
+A cell whose state Jacobian is diagonal per unit (the derivation says so:
+:func:`~gateflow.symbolic._derive.diagonal_per_unit`, carried as ``Compiled.diagonal``;
+IndRNN, RG-LRU, LRU, the selective scan, minGRU, SRU, any cell declared anywhere that
+derives that way) is swept elementwise instead, carrying only the nonzero entries of G:
+O(T·B·n·S²) for S state blocks instead of O(T·B·N³) (:mod:`gateflow.numeric._diagonal`,
+the same numbers to rounding; ``ChainResult.meta["path"]`` says which ran).
+
 The sweep itself measures nothing: after each step it hands G and its log scales to
 observers (:mod:`gateflow.numeric._measure`): the registered norms
 (:mod:`gateflow.numeric._observers`: Frobenius, spectral, …), the singular values at
@@ -57,8 +64,9 @@ from gateflow.cells._stack import (
     needed,
     restrict,
 )
+from gateflow.numeric import _diagonal
 from gateflow.numeric._backward import Sweep, check_rows
-from gateflow.numeric._compile import Bound, Compiled, Group
+from gateflow.numeric._compile import Bound, Compiled, check_products, check_trajectory
 from gateflow.numeric._measure import BlockNorm, Context, Measure, Observer, Renormaliser, Step
 from gateflow.numeric._norms import DirectPath, Probe, SingularValues
 from gateflow.numeric._observers import NORMS, choose_norms, resolve
@@ -113,54 +121,6 @@ def _check_lags(lags, T: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(whole(k, "singular-value lag", 1, T) for k in lags))
 
 
-def _arg_text(arg: str, t: int) -> str:
-    """A product's argument as the message names it: x_t, a state at t − 1, a layer's
-    output at t, or an intermediate of the step."""
-    if arg == "x":
-        return f"the inputs x_{t}"
-    if arg.endswith("_prev"):
-        return f"the state {arg.removesuffix('_prev')}_{t - 1}" + (" (s0)" if t == 1 else "")
-    if arg.startswith("_"):
-        return f"an intermediate of step {t}"
-    return f"{arg}_{t}"
-
-
-def check_products(bound: Bound, vals: dict, t: int) -> None:
-    """Refuse a step whose products W v overflow although W and v are finite.
-
-    A GEMM of finite factors can still give ±inf or NaN: ``[10, −10] · [1e308, 1e308]`` is
-    inf − inf = NaN in floating point (or −inf, with a fused multiply-add), though its true
-    value is 0. Saturating activations then hide it (tanh(−inf) = −1, whose derivative is
-    exactly 0), so every Jacobian would be silently wrong. One finiteness test per product
-    and step; a product of a non-finite argument is left to the divergence check."""
-    xp = bound.xp
-    for g in bound.c.forward:
-        if not isinstance(g, Group):
-            continue
-        parts = [vals[a] for a in g.atoms]
-        whole = parts[0].base  # the group's one GEMM output, when the atoms are its columns
-        if whole is None or any(p.base is not whole for p in parts) \
-                or whole.size != sum(p.size for p in parts):
-            whole = None
-        # a finite sum means every term is finite (an inf or NaN would carry into it); only
-        # a sum that is not (an overflow, or a sum of huge finite values) is looked at closely
-        total = xp.sum(whole) if whole is not None else sum(xp.sum(p) for p in parts)
-        if bool(xp.isfinite(total)):
-            continue
-        bad = [j for j, p in enumerate(parts) if not bool(xp.all(xp.isfinite(p)))]
-        arg = vals[g.arg]
-        if not bad or not bool(xp.all(xp.isfinite(arg))):
-            continue  # fine, or the state itself diverged: the divergence check says so
-        w = g.weights[bad[0]]
-        top_w = float(xp.max(xp.abs(bound.params[w])))
-        top_v = float(xp.max(xp.abs(arg))) if arg.size else 0.0
-        raise GateflowError(
-            f"the product {w}·{g.arg.removesuffix('_prev')} overflows {bound.c.dtype} at step "
-            f"{t}: the weights {w} (|value| up to {top_w:.3g}) times {_arg_text(g.arg, t)} "
-            f"(up to {top_v:.3g}) give ±inf or NaN although both are finite, so every "
-            "Jacobian would be wrong; rescale the weights or the inputs (or s0)")
-
-
 class _Stopped(Exception):
     """Raised in a worker thread once the run was abandoned (see :func:`all_lags`)."""
 
@@ -194,13 +154,7 @@ def run(bound: Bound, x, s0=None, coefs: list | None = None, stop=None,
             if coefs is not None:
                 coefs.append(bound.coefficients(vals) if inputs is None else
                              (bound.coefficients(vals), bound.coefficients(vals, inputs)))
-    for b, traj in states.items():
-        finite = xp.all(xp.isfinite(traj.reshape(T + 1, -1)), axis=1)
-        if not bool(xp.all(finite)):
-            first = int(xp.argmin(finite))
-            raise GateflowError(
-                f"the forward pass diverged: state {b} is not finite from step {first} on, so its "
-                "Jacobians are undefined; use smaller weights or inputs, or fewer steps")
+    check_trajectory(xp, states)
     return states
 
 
@@ -329,6 +283,10 @@ def all_lags(
 
     comp = prep.compiled
     pull = plan_pullbacks(cell, in_blocks, params, be.name, dt.name)
+    # A cell whose state Jacobian is diagonal per unit (the derivation's verdict, carried by
+    # its plan) is swept elementwise when what is asked for allows it
+    # (gateflow.numeric._diagonal: it needs less memory than the estimate checked above).
+    diagonal = _diagonal.supported(comp, pull, observers)
     comp_in = None if pull is None else pull.inputs
     bound = prep.bound
     xp = be.xp
@@ -367,6 +325,12 @@ def all_lags(
 
     def job(i: int, part: slice) -> dict:
         inputs = None if pull is None else (pull, {o.name: o.measure() for o in observers})
+        if diagonal:
+            return _diagonal_chunk(
+                comp, bound, xd[:, part], None if s0 is None else
+                {b: v[part] for b, v in s0.items()}, None if probe is None else probe[part],
+                state_blocks, observers, direct_norms, singular_lags, out_blocks,
+                progress if i == 0 else None, stop, inputs, keep_states)
         return _sweep_chunk(
             comp, bound, xd[:, part], None if s0 is None else {b: v[part] for b, v in s0.items()},
             None if probe is None else probe[part], state_blocks, measures(), RowScale(),
@@ -403,7 +367,8 @@ def all_lags(
                   {"sizes": {s: sizes[s] for s in cell.size_names}}
                   if len(cell.size_names) > 1 else {}),
               "dtype": dt.name, "backend": be.name,
-              "estimated_bytes": need, "workers": workers, "blas_threads": blas},
+              "estimated_bytes": need, "workers": workers, "blas_threads": blas,
+              "path": "diagonal" if diagonal else "dense"},
         norms=norms,
     )
 
@@ -492,6 +457,24 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def _diagonal_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, observers,
+                    direct_norms, singular_lags, out_blocks, progress, stop,
+                    inputs: tuple[Plan, dict] | None, keep_states: bool) -> dict:
+    """:func:`gateflow.numeric._diagonal.sweep` for one slice of the batch, its results
+    under the names :func:`_sweep_chunk` gives them."""
+    out = _diagonal.sweep(comp, bound, xd, s0, probe, blocks, observers, direct_norms,
+                          singular_lags, out_blocks, progress, lambda: _check(stop), inputs,
+                          keep_states)
+    measures = {**out["norms"], _DIRECT: out["direct"]}
+    axes = {**dict.fromkeys(out["norms"], 1), _DIRECT: 1}
+    if singular_lags:
+        measures[_SVALS], axes[_SVALS] = out["singular_values"], 0
+    if probe is not None:
+        measures[_PROBE], axes[_PROBE] = out["probe"], 1
+    return {"measures": measures, "axes": axes, "inputs": out["inputs"],
+            "states": out["states"]}
 
 
 def _sweep_chunk(comp: Compiled, bound: Bound, xd, s0, probe, blocks, measures: dict,

@@ -8,7 +8,10 @@ From a cell's equations and its :class:`~gateflow.symbolic._derive.Structure`,
 * one function (``cse=True``) that returns every Jacobian coefficient of the step as a flat
   list, in the order of ``Structure.coefficients()`` (a flat list, because SymPy returns
   ragged arrays for matrices with constant entries: sympy#27632, #19259);
-* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow.numeric._chain`).
+* a reverse *plan*: the same wiring, walked backwards (see :mod:`gateflow.numeric._chain`);
+* whether the state Jacobian is diagonal per unit
+  (:func:`~gateflow.symbolic._derive.diagonal_per_unit`), which the loader checks against
+  the wiring.
 
 Each function is printed by :func:`_source` with SymPy's public code printers and
 ``sympy.cse``, in the form ``lambdify`` would write it, then kept as data: the expression
@@ -144,7 +147,7 @@ def generate(cell: Cell, backend: str, inputs: bool = False) -> dict:
 
 def _generate(cell: Cell, backend: str, inputs: bool) -> dict:
     from gateflow.cells._notation import printer
-    from gateflow.symbolic._derive import derive, derive_input
+    from gateflow.symbolic._derive import derive, derive_input, diagonal_per_unit
 
     s = derive_input(cell) if inputs else derive(cell)
     sys = cell.system
@@ -208,4 +211,5 @@ def _generate(cell: Cell, backend: str, inputs: bool) -> dict:
               for b in direct}
     return {"format": FORMAT, "wrt": list(s.wrt), "forward": forward,
             "coef_args": coef_args, "coef": function(coef_args, exprs, cse=True),
-            "layout": layout, "reverse": reverse, "direct": direct, "direct_labels": labels}
+            "layout": layout, "reverse": reverse, "direct": direct, "direct_labels": labels,
+            "diagonal": diagonal_per_unit(s)}

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gateflow._errors import GateflowError
 from gateflow.cells._library import get_cell
 from gateflow.cells._record import INPUT, Cell
 from gateflow.numeric import _cache
@@ -36,7 +37,8 @@ from gateflow.numeric._cache import cache_dir  # noqa: F401 - where plans are ke
 from gateflow.numeric._codegen import generate
 from gateflow.numeric._plan import build
 
-__all__ = ["Bound", "Compiled", "Group", "GroupStep", "Node", "Scatter", "compile_cell"]
+__all__ = ["Bound", "Compiled", "Group", "GroupStep", "Node", "Scatter", "check_products",
+           "check_trajectory", "compile_cell", "diverged", "first_nonfinite"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,11 @@ class Compiled:
     #: What the reverse plan differentiates against: the previous state (``h_prev``, …:
     #: the plan applies G ← G ∂s_t/∂s_{t−1}) or the input ``("x",)`` (G_x = G ∂s_t/∂x_t).
     wrt: tuple[str, ...] = ()
+    #: The state Jacobian is diagonal per unit (:func:`gateflow.symbolic._derive.
+    #: diagonal_per_unit`, decided when the plan was generated and checked against its
+    #: wiring when it is loaded): the sweep and the Lyapunov spectrum then run elementwise
+    #: (:mod:`gateflow.numeric._diagonal`). Always False for the input Jacobian's plan.
+    diagonal: bool = False
 
     @property
     def be(self) -> Backend:
@@ -146,7 +153,8 @@ def _load(cell: Cell, backend: str, dtype: np.dtype, inputs: bool, plan: dict) -
     reverse = tuple(_plan_step(op, groups) for op in plan["reverse"])
     return Compiled(cell, backend, dtype, tuple(forward), tuple(plan["coef_args"]), coef_fn,
                     tuple(tuple(x) for x in plan["layout"]), reverse, dict(plan["direct"]),
-                    {b: dict(v) for b, v in plan["direct_labels"].items()}, tuple(plan["wrt"]))
+                    {b: dict(v) for b, v in plan["direct_labels"].items()}, tuple(plan["wrt"]),
+                    plan["diagonal"])
 
 
 def compile_cell(cell: str | Cell, backend: str = "numpy", dtype="float64", *,
@@ -223,3 +231,74 @@ class Bound:
         out = plan.coef_fn(*(vals[a] for a in plan.coef_args))
         dt = self.c.dtype
         return [c if hasattr(c, "shape") and c.ndim else dt.type(c) for c in out]
+
+
+def _arg_text(arg: str, t: int) -> str:
+    """A product's argument as the message names it: x_t, a state at t − 1, a layer's
+    output at t, or an intermediate of the step."""
+    if arg == "x":
+        return f"the inputs x_{t}"
+    if arg.endswith("_prev"):
+        return f"the state {arg.removesuffix('_prev')}_{t - 1}" + (" (s0)" if t == 1 else "")
+    if arg.startswith("_"):
+        return f"an intermediate of step {t}"
+    return f"{arg}_{t}"
+
+
+def check_products(bound: Bound, vals: dict, t: int) -> None:
+    """Refuse a step whose products W v overflow although W and v are finite.
+
+    A GEMM of finite factors can still give ±inf or NaN: ``[10, −10] · [1e308, 1e308]`` is
+    inf − inf = NaN in floating point (or −inf, with a fused multiply-add), though its true
+    value is 0. Saturating activations then hide it (tanh(−inf) = −1, whose derivative is
+    exactly 0), so every Jacobian would be silently wrong. One finiteness test per product
+    and step; a product of a non-finite argument is left to the divergence check."""
+    xp = bound.xp
+    for g in bound.c.forward:
+        if not isinstance(g, Group):
+            continue
+        parts = [vals[a] for a in g.atoms]
+        whole = parts[0].base  # the group's one GEMM output, when the atoms are its columns
+        if whole is None or any(p.base is not whole for p in parts) \
+                or whole.size != sum(p.size for p in parts):
+            whole = None
+        # a finite sum means every term is finite (an inf or NaN would carry into it); only
+        # a sum that is not (an overflow, or a sum of huge finite values) is looked at closely
+        total = xp.sum(whole) if whole is not None else sum(xp.sum(p) for p in parts)
+        if bool(xp.isfinite(total)):
+            continue
+        bad = [j for j, p in enumerate(parts) if not bool(xp.all(xp.isfinite(p)))]
+        arg = vals[g.arg]
+        if not bad or not bool(xp.all(xp.isfinite(arg))):
+            continue  # fine, or the state itself diverged: the divergence check says so
+        w = g.weights[bad[0]]
+        top_w = float(xp.max(xp.abs(bound.params[w])))
+        top_v = float(xp.max(xp.abs(arg))) if arg.size else 0.0
+        raise GateflowError(
+            f"the product {w}·{g.arg.removesuffix('_prev')} overflows {bound.c.dtype} at step "
+            f"{t}: the weights {w} (|value| up to {top_w:.3g}) times {_arg_text(g.arg, t)} "
+            f"(up to {top_v:.3g}) give ±inf or NaN although both are finite, so every "
+            "Jacobian would be wrong; rescale the weights or the inputs (or s0)")
+
+
+def first_nonfinite(xp, traj) -> int | None:
+    """The first index along axis 0 of ``traj`` holding a value that is not finite, or
+    None."""
+    finite = xp.all(xp.isfinite(traj.reshape(traj.shape[0], -1)), axis=1)
+    return None if bool(xp.all(finite)) else int(xp.argmin(finite))
+
+
+def diverged(block: str, step: int) -> GateflowError:
+    """The error of a forward pass whose state ``block`` is not finite from ``step`` on."""
+    return GateflowError(
+        f"the forward pass diverged: state {block} is not finite from step {step} on, so its "
+        "Jacobians are undefined; use smaller weights or inputs, or fewer steps")
+
+
+def check_trajectory(xp, states: dict) -> None:
+    """Refuse a forward pass whose states (block -> (T+1, B, n), s_0 first) are not finite,
+    naming the first block (in order) that is not and its first step."""
+    for b, traj in states.items():
+        first = first_nonfinite(xp, traj)
+        if first is not None:
+            raise diverged(b, first)

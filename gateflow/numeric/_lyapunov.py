@@ -19,6 +19,10 @@ coefficients are the very ones the sweep uses (:meth:`Bound.coefficients`).
 
 A zero pivot (a direction the step annihilates, e.g. the LSTM's h when every weight is 0)
 gives log 0 = −inf: that exponent is −inf, and so is reported.
+
+For a cell diagonal per unit (``Compiled.diagonal``) the same algorithm splits into n
+independent S × S ones, one per unit (:func:`_per_unit`): time-averaged log|a_t| for one
+state block, no N × N QR at all (``LyapunovResult.meta["path"]``: ``"diagonal"``).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from gateflow._interrupt import check as check_interrupt
 from gateflow._memory import check_fits
 from gateflow._validate import real_array, shown, whole
 from gateflow.cells._record import Cell
-from gateflow.numeric._chain import check_products
-from gateflow.numeric._compile import Group
+from gateflow.numeric import _diagonal
+from gateflow.numeric._compile import Group, check_products
 from gateflow.numeric._prepare import prepare
 
 __all__ = ["LyapunovResult", "kaplan_yorke", "lyapunov"]
@@ -152,6 +156,8 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
         raise GateflowError("inputs contain NaN or Inf; clean them before analysis")
 
     comp, bound = prep.compiled, prep.bound
+    if comp.diagonal:  # the structure's verdict: per unit, S × S (gateflow.numeric._diagonal)
+        return _per_unit(prep, k, transient, progress)
     sinks, products = _plan(comp)
     blocks = tuple(cell.state)
     Q = np.zeros((B, N, k))
@@ -207,6 +213,16 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
                                     "finite, so its Lyapunov exponents are undefined")
             if progress is not None:
                 progress(t)
+    return _result(cell, total, k, T, transient, N, blocks, run_steps, run_vals, m,
+                   {"n": n, "d": d, "T": T, "B": B, "path": "dense"})
+
+
+def _result(cell: Cell, total: np.ndarray, k: int, T: int, transient: int, N: int,
+            blocks: tuple[str, ...], run_steps: list, run_vals: list, m: int,
+            meta: dict) -> LyapunovResult:
+    """The exponents from the accumulated log|R_jj| (B, K), sorted, with the running
+    estimates."""
+    B = total.shape[0]
     lam = total / (T - transient)
     if np.any(np.isnan(lam)):  # cannot happen after the checks above; never returned
         raise GateflowError("a Lyapunov exponent came out NaN (the QR of J_t Q failed); "
@@ -216,5 +232,87 @@ def lyapunov(cell: str | Cell, params: dict, x, *, k: int | None = None, transie
     return LyapunovResult(
         cell=cell, exponents=lam, k=k, steps=T, transient=transient, state_dim=N,
         blocks=blocks, running_steps=np.asarray(run_steps, dtype=int),
-        running=np.asarray(run_vals).reshape(len(run_steps), B, m),
-        meta={"n": n, "d": d, "T": T, "B": B})
+        running=np.asarray(run_vals).reshape(len(run_steps), B, m), meta=meta)
+
+
+def _unit_jacobians(sinks, coefs: list, rows: int, n: int, blocks: tuple[str, ...]):
+    """Per unit, the S × S Jacobian of each row (sequence and step) of a chunk: (rows, n,
+    S, S), from the coefficients by the plan's wiring (forward mode with the unit vectors
+    e_Y as tangents: row X, column Y is ∂X_t[u]/∂Y_{t−1}[u])."""
+    S = len(blocks)
+    eye = np.eye(S)
+    tan: dict[str, np.ndarray] = {f"{b}_prev": np.broadcast_to(eye[j], (rows, n, S))
+                                  for j, b in enumerate(blocks)}
+    for sink, edges in sinks:
+        acc = None
+        for src, i in edges:
+            term = _scaled(coefs[i], tan[src])
+            acc = term if acc is None else acc + term
+        tan[sink] = acc if acc is not None else np.zeros((rows, n, S))
+    return np.stack([np.broadcast_to(tan.get(b, np.zeros((rows, n, S))), (rows, n, S))
+                     for b in blocks], axis=2)
+
+
+def _per_unit(prep, k: int, transient: int, progress) -> LyapunovResult:
+    """The QR algorithm of the module docstring for a cell diagonal per unit
+    (:attr:`Compiled.diagonal`): the tangent space splits into n invariant S-dimensional
+    subspaces, one per unit u (coordinates (Y, u) for the S blocks Y), so the N × N QR is n
+    independent S × S ones, the same algorithm on each: Q₀'s first K columns of the
+    identity are, for unit u, the first K_u = #{Y: Y·n + u < K} columns of I_S, and
+    R_t's diagonal for column (Y, u) is that unit's. With one block (S = 1) the exponents
+    are the time averages of log|a_t[u]|, with no QR at all; LRU's rotation-scaling gives
+    log|λ_u| twice. No N × N matrix is formed: O(T·B·n·S³). The forward pass runs in
+    chunks (:func:`gateflow.numeric._diagonal.chunks`)."""
+    cell, T, B = prep.cell, prep.T, prep.B
+    comp, bound = prep.compiled, prep.bound
+    blocks = tuple(cell.state)
+    S, n, d = len(blocks), bound.n, prep.d
+    N = S * n
+    sinks, _ = _plan(comp)
+    forward = _diagonal.Forward(bound)
+    length = _diagonal.chunk_length(forward, T, B, n * (len(comp.layout) + 3 * S * S))
+    Q = np.broadcast_to(np.eye(S), (B, n, S, S)).copy()  # per unit: rows Y, columns j
+    total = np.zeros((B, n, S))  # Σ log R_t[j, j] per unit and column
+    every = max(1, (T - transient) // RUNNING)
+    run_steps: list[int] = []
+    run_vals: list[np.ndarray] = []
+    m = min(k, RUNNING_EXPONENTS)
+
+    def columns(acc: np.ndarray) -> np.ndarray:
+        """(B, n, S) per unit and column -> (B, K) in the tangent space's order (column
+        Y·n + u for block Y, unit u)."""
+        return np.swapaxes(acc, 1, 2).reshape(B, N)[:, :k]
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t0, (coefs,), states in _diagonal.chunks(bound, prep.x, prep.s0_device,
+                                                     check_interrupt, length, (comp,)):
+            Tc = states[blocks[0]].shape[0]
+            J = _unit_jacobians(sinks, coefs, Tc * B, n, blocks).reshape(Tc, B, n, S, S)
+            for i in range(Tc):
+                t = t0 + i
+                if S == 1:  # Q = ±1 per unit: R = |a_t|
+                    Z = J[i] * Q
+                else:
+                    Z = np.matmul(J[i], Q)
+                if not np.all(np.isfinite(Z)):
+                    _overflow(Z, t, {b: states[b][i] for b in blocks}, blocks)
+                if S == 1:
+                    diag = Z[..., 0, 0]
+                    Q = np.where(diag < 0, -1.0, 1.0)[..., None, None]  # qr([z]) = (1, z)
+                else:
+                    Q, R = np.linalg.qr(Z)
+                    diag = np.diagonal(R, axis1=2, axis2=3)
+                    Q = Q * np.where(diag < 0, -1.0, 1.0)[:, :, None, :]
+                if t > transient:
+                    total += np.log(np.abs(diag)).reshape(B, n, S)
+                    if (t - transient) % every == 0 or t == T:
+                        run_steps.append(t)
+                        now = np.sort(columns(total) / (t - transient), axis=1)[:, ::-1]
+                        run_vals.append(now[:, :m])
+                if not all(np.all(np.isfinite(states[b][i])) for b in blocks):
+                    raise GateflowError(f"the forward pass diverged at step {t}: the state is "
+                                        "not finite, so its Lyapunov exponents are undefined")
+                if progress is not None:
+                    progress(t)
+    return _result(cell, columns(total), k, T, transient, N, blocks, run_steps, run_vals, m,
+                   {"n": n, "d": d, "T": T, "B": B, "path": "diagonal"})

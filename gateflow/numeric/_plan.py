@@ -108,7 +108,7 @@ OWN_ARITY = {"sigmoid": 1, "relu": 1, "sech2": 1, "Heaviside": 2, "linear": 1,
 CALLS = {**OWN_ARITY, "tanh": 1, "sqrt": 1, "log": 1, "exp": 1, "abs": 1}
 
 #: The layout version of a plan (bump it when the data changes meaning or shape).
-FORMAT = 5
+FORMAT = 6
 #: The formats of the printed direct-path labels kept with a plan (text, never executed).
 LABEL_FORMATS = ("text", "latex")
 
@@ -123,7 +123,7 @@ MAX_OPS = 500_000  # operations in one plan (an 8 MiB entry holds at most about 
 MAX_INT = 2**53  # the largest integer a plan may hold (or compute from its numbers)
 MAX_LABEL = 2000  # characters of one printed label
 _PLAN_KEYS = frozenset({"format", "wrt", "forward", "coef_args", "coef", "layout", "reverse",
-                        "direct", "direct_labels"})
+                        "direct", "direct_labels", "diagonal"})
 #: Characters no printed label holds (quotes, statement separators, …); "." only in numbers.
 _NOT_IN_LABELS = re.compile(r"[\"'`:;#$@&%~?!]|\.(?![0-9])|(?<![0-9])\.")
 
@@ -346,6 +346,13 @@ def check_plan(plan, cell: Cell, inputs: bool) -> None:
         and len({tuple(p) for p in layout}) == len(layout))
     n = len(layout)
     check_function(plan["coef"], plan["coef_args"], budget, outputs=n)
+    # Diagonal per unit (:func:`gateflow.symbolic._derive.diagonal_per_unit`) exactly when
+    # the wiring says so: a state plan whose every edge runs between state blocks (no
+    # product W v depends on the state), all of one size.
+    wiring = not inputs and len(set(cell.block_size.values())) == 1 and all(
+        p[0] in cell.state and (p[1] in cell.prev or p[1] in cell.state) for p in layout)
+    _require(type(plan["diagonal"]) is bool and plan["diagonal"] == wiring,
+             "a diagonal flag that the wiring contradicts")
 
     def index(v) -> bool:
         return type(v) is int and 0 <= v < n

@@ -4,7 +4,7 @@
 :class:`Provenance` filled in (the seed, where the weights and the inputs came from), as the
 decay JSON records it (:mod:`gateflow.jobs._contract`, which also reads a saved result
 back into a ChainResult). A result carries its :class:`~gateflow.Cell` (a stacked cell
-included), never a name to look up, and is keyed by :class:`~gateflow.cells._block.Block`.
+included), never a name to look up, and is keyed by :class:`.Block`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class ChainResult:
     singular_values: dict[int, dict[Block, np.ndarray]] = field(default_factory=dict)
     probe: np.ndarray | None = None  # (T, B) log10 ‖∂⟨v, s_T⟩/∂s_{T−k}‖₂
     states: dict[str, np.ndarray] | None = None  # s_0..s_T per block, (T+1, B, n)
+    #: Sizes, T, B, and ``"path"``: ``"diagonal"`` when the cell's state Jacobian is
+    #: diagonal per unit and the sweep ran elementwise, else ``"dense"``.
     meta: dict = field(default_factory=dict)
     #: Input sensitivity: "h/x" -> norms of ∂h_T/∂x_{T−k}, (T, B), index k = input lag k
     #: (0..T−1, :attr:`input_lags`), keyed like :attr:`blocks`. Empty unless asked for.

@@ -358,6 +358,31 @@ class Structure:
         return {b: e.xreplace(rename) for b, e in self._scalar_blocks_now.items()}
 
 
+def diagonal_per_unit(structure: Structure) -> bool:
+    """Is the state Jacobian ∂s_t/∂s_{t−1} of ``structure`` *diagonal per unit*?
+
+    True when every state block ∂X_t/∂Y_{t−1} (expanded) is a sum of pure ``diag(coef)``
+    terms, with no weight matrix anywhere (no product W v depends on the state), and every
+    state block has the same size n. Every coefficient is elementwise in the unit index
+    (the engine's invariant), so unit u of s_t then depends on unit u of s_{t−1} alone: with
+    S state blocks, J_t is, per unit u, the S × S matrix J_t[u][X, Y] = coef_{X/Y}[u] (a
+    scalar for one block: IndRNN, RG-LRU, the selective scan; LRU's realified 2 × 2
+    rotation-scaling [[Re λ, −Im λ], [Im λ, Re λ]]; SRU's (h, c) pair), and products of
+    such Jacobians stay per unit. The numeric layer then runs the all-lag sweep and the
+    Lyapunov spectrum elementwise (:mod:`gateflow.numeric._diagonal`): O(T·B·n·S³)
+    instead of O(T·B·N³).
+
+    Decided from the derivation alone, never from a cell's name: a cell declared anywhere
+    (or none) that derives this way qualifies. False for the input Jacobian (n × d)."""
+    if structure.is_input:
+        return False
+    cell = structure.cell
+    if structure.products or len(set(cell.block_size.values())) != 1:
+        return False
+    return all(t.weight is None and t.block is None and t.inner is None
+               for b in cell.blocks for t in structure.block(b).terms)
+
+
 def derive(cell: str | Cell) -> Structure:
     """Derive (once per process and cell) the structured one-step Jacobian of ``cell``,
     ∂s_t/∂s_{t−1}."""
