@@ -34,7 +34,6 @@ from gateflow.numeric._backend import (  # noqa: F401 - get_xp, DTYPES: for the 
     get_xp,
 )
 from gateflow.numeric._cache import cache_dir  # noqa: F401 - where plans are kept
-from gateflow.numeric._codegen import generate
 from gateflow.numeric._plan import build
 
 __all__ = ["Bound", "Compiled", "Group", "GroupStep", "Node", "Scatter", "check_products",
@@ -175,6 +174,8 @@ def _compile(cell: Cell, backend: str, dtype: np.dtype, inputs: bool = False) ->
                 return _load(cell, backend, dtype, inputs, plan)
             except Exception:  # any data that is not a plan of this cell: rebuilt
                 _cache.rejected(path, "it is not a valid gateflow plan")
+    from gateflow.numeric._codegen import generate  # a cache miss only: SymPy's side
+
     plan = generate(cell, backend, inputs)
     compiled = _load(cell, backend, dtype, inputs, plan)  # a fresh plan that fails: a bug
     if path is not None:

@@ -96,7 +96,7 @@ def spectral_norm(xp, m, V, tol: float = 1e-14, max_iter: int = 50, p: int = 8):
     # new top direction is exactly orthogonal to it). Below the bound, the element is
     # computed densely, and its warm start gains the largest column's direction so that the
     # next lag's iteration sees it.
-    col = xp.sum(m * m, axis=1)  # (B, n)
+    col = xp.einsum("brn,brn->bn", m, m)  # (B, n) squared column norms, no temporary
     bound = xp.max(col, axis=1)
     missed = done & (theta < bound * (1 - 1e-9))
     if bool(xp.any(missed)):
