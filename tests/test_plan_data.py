@@ -27,6 +27,7 @@ import gateflow.numeric._compile as compile_module
 from gateflow import init_params, make_inputs, stack
 from gateflow.cells._library import CELLS, get_cell
 from gateflow.numeric import _cache
+from gateflow.numeric import _codegen as codegen_module
 from gateflow.numeric._codegen import _source, generate
 from gateflow.numeric._compile import Bound, _compile, _load
 from gateflow.numeric._plan import (
@@ -515,7 +516,8 @@ def test_planted_entries_on_disk_are_rebuilt_with_the_fresh_numbers(name, inputs
     cell = _cell(name)
     fresh = generate(cell, "numpy", inputs)
     reference = _numbers(_load(cell, "numpy", F64, inputs, fresh), cell)
-    monkeypatch.setattr(compile_module, "generate", lambda *a: copy.deepcopy(fresh))
+    # code generation is imported on a cache miss (from _codegen), so it is patched there
+    monkeypatch.setattr(codegen_module, "generate", lambda *a: copy.deepcopy(fresh))
     entry = _cache.entry_path(cell, "numpy", inputs)
     kinds: dict[str, tuple] = {}  # one planted string per kind of field
     for path, key in _strings(fresh):
